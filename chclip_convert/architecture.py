@@ -1,0 +1,394 @@
+"""The architecture read off the weights, the known Chinese-CLIP models, and the transformers config.
+
+Every size is taken from a tensor shape: layer counts from the layer indices present, the image size
+from the length of the position embedding (so a model fine-tuned at another resolution works).
+Head counts are not visible in any shape; they come from the known models (ViT-H-14 has 80-wide vision
+heads), an explicit override, or, for an unknown width, a head width of 64 — and the result says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import ChineseCLIPConfig, ChineseCLIPModel
+
+from .errors import ArchitectureError, ConfigMismatchError, UnsupportedCheckpointError
+from .mapping import TEXT_LAYER, VISION_LAYER, split_layer_index
+
+
+@dataclass(frozen=True)
+class TextTower:
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    vision_layers: int
+    vision_width: int
+    patch_size: int
+    image_size: int
+    projection_dim: int
+    text: TextTower
+
+
+BASE = TextTower("RoBERTa-wwm-ext-base-chinese", 12, 768, 3072, 12)
+LARGE = TextTower("RoBERTa-wwm-ext-large-chinese", 24, 1024, 4096, 16)
+RBT3 = TextTower("RBT3-chinese", 3, 768, 3072, 12)
+
+KNOWN_MODELS = (
+    KnownModel("ViT-B-16", 12, 768, 16, 224, 512, BASE),
+    KnownModel("ViT-L-14", 24, 1024, 14, 224, 768, BASE),
+    KnownModel("ViT-L-14-336", 24, 1024, 14, 336, 768, BASE),
+    KnownModel("ViT-H-14", 32, 1280, 14, 224, 1024, LARGE),
+)
+
+# Vision heads by width, from cn_clip's model configs: head width 64, except ViT-H-14 (1280 wide): 80.
+VISION_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}
+# Text heads by hidden size, from cn_clip's RoBERTa configs.
+TEXT_HEADS_BY_HIDDEN = {768: 12, 1024: 16}
+FALLBACK_HEAD_WIDTH = 64
+
+VISION_ACT, TEXT_ACT = "quick_gelu", "gelu"
+VISION_LN_EPS, TEXT_LN_EPS = 1e-5, 1e-12
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Every size a ``ChineseCLIPConfig`` needs, read off a checkpoint."""
+
+    vision_layers: int
+    vision_width: int
+    vision_intermediate: int
+    vision_heads: int
+    patch_size: int
+    image_size: int
+    text_layers: int
+    text_hidden: int
+    text_intermediate: int
+    text_heads: int
+    vocab_size: int
+    max_positions: int
+    type_vocab_size: int
+    projection_dim: int
+    name: str | None = None  # a known model's name, or None for a custom one
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def description(self) -> str:
+        if self.name:
+            return self.name
+        return (
+            f"custom (ViT {self.vision_layers} layers × {self.vision_width}, patch {self.patch_size}, "
+            f"{self.image_size} px; text {self.text_layers} layers × {self.text_hidden}; "
+            f"embed {self.projection_dim})"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "description": self.description}
+
+    def to_config(self) -> ChineseCLIPConfig:
+        """A ``ChineseCLIPConfig`` with every field that differs from the transformers defaults set."""
+        return ChineseCLIPConfig(
+            text_config={
+                "vocab_size": self.vocab_size,
+                "hidden_size": self.text_hidden,
+                "intermediate_size": self.text_intermediate,
+                "num_hidden_layers": self.text_layers,
+                "num_attention_heads": self.text_heads,
+                "max_position_embeddings": self.max_positions,
+                "type_vocab_size": self.type_vocab_size,
+                "hidden_act": TEXT_ACT,
+                "layer_norm_eps": TEXT_LN_EPS,
+            },
+            vision_config={
+                "hidden_size": self.vision_width,
+                "intermediate_size": self.vision_intermediate,
+                "num_hidden_layers": self.vision_layers,
+                "num_attention_heads": self.vision_heads,
+                "patch_size": self.patch_size,
+                "image_size": self.image_size,
+                "projection_dim": self.projection_dim,
+                "hidden_act": VISION_ACT,
+                "layer_norm_eps": VISION_LN_EPS,
+            },
+            projection_dim=self.projection_dim,
+        )
+
+
+def infer_architecture(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    path: str | Path | None = None,
+) -> Architecture:
+    """Read the architecture off a (prefix-stripped) original state dict.
+
+    Args:
+        state_dict: original tensor names (``visual.*``, ``bert.*``, ...) to tensors (only shapes are read).
+        vision_heads, text_heads: head counts to use instead of the known-model or fallback ones.
+        path: the checkpoint file, named in errors.
+
+    Raises:
+        UnsupportedCheckpointError: RN50, or a state dict of another kind of model.
+        ArchitectureError: a tensor needed to read the sizes is missing, or layers are numbered with gaps.
+    """
+    _reject_other_models(state_dict, path)
+    shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
+    _require(shapes, _SHAPE_KEYS, path)
+
+    width, _, patch, _ = _dims(shapes, "visual.conv1.weight", 4, path)
+    positions = shapes["visual.positional_embedding"][0]
+    grid = math.isqrt(positions - 1)
+    if grid * grid != positions - 1:
+        raise ArchitectureError(
+            f"visual.positional_embedding has {positions} rows; expected 1 + a square number of patches.",
+            path=path,
+        )
+    vocab, text_hidden = _dims(shapes, "bert.embeddings.word_embeddings.weight", 2, path)
+    notes: list[str] = []
+    arch = Architecture(
+        vision_layers=_count_layers(shapes, "visual.transformer.resblocks.", path),
+        vision_width=width,
+        vision_intermediate=shapes[f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight"][0],
+        vision_heads=_heads("vision", width, vision_heads, VISION_HEADS_BY_WIDTH, notes, path),
+        patch_size=patch,
+        image_size=grid * patch,
+        text_layers=_count_layers(shapes, "bert.encoder.layer.", path),
+        text_hidden=text_hidden,
+        text_intermediate=shapes[f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight"][0],
+        text_heads=_heads("text", text_hidden, text_heads, TEXT_HEADS_BY_HIDDEN, notes, path),
+        vocab_size=vocab,
+        max_positions=shapes["bert.embeddings.position_embeddings.weight"][0],
+        type_vocab_size=shapes["bert.embeddings.token_type_embeddings.weight"][0],
+        projection_dim=_dims(shapes, "visual.proj", 2, path)[1],
+    )
+    name, name_notes = _match_known(arch)
+    return Architecture(**{**asdict(arch), "name": name, "notes": tuple(notes + name_notes)})
+
+
+_SHAPE_KEYS = (
+    "visual.conv1.weight",
+    "visual.positional_embedding",
+    "visual.proj",
+    f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight",
+    "bert.embeddings.word_embeddings.weight",
+    "bert.embeddings.position_embeddings.weight",
+    "bert.embeddings.token_type_embeddings.weight",
+    f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight",
+    "text_projection",
+)
+
+
+def _reject_other_models(state_dict: dict[str, torch.Tensor], path: str | Path | None) -> None:
+    keys = set(state_dict)
+    if any(key.startswith(("visual.layer1.", "visual.attnpool.")) for key in keys):
+        raise UnsupportedCheckpointError(
+            "this is a Chinese-CLIP RN50 (ResNet) checkpoint. transformers has no ResNet vision tower for "
+            "Chinese-CLIP (ChineseCLIPVisionModel is a ViT only), so it cannot be converted; "
+            "use it with cn_clip directly.",
+            path=path,
+        )
+    has_visual = any(key.startswith("visual.") for key in keys)
+    has_bert = any(key.startswith("bert.") for key in keys)
+    if has_visual and has_bert:
+        return
+    if "token_embedding.weight" in keys or any(key.startswith("transformer.resblocks.") for key in keys):
+        kind = "an OpenAI CLIP / open_clip state dict (its text tower is a CLIP transformer, not BERT)"
+    elif has_bert or any(key.startswith(("embeddings.", "encoder.layer.")) for key in keys):
+        kind = "a BERT-only state dict (no visual.* tower)"
+    elif any(key.startswith(("text_model.", "vision_model.")) for key in keys):
+        kind = "already in transformers format; use `chclip-convert --reverse` to go back"
+    else:
+        kind = "not a Chinese-CLIP model"
+    raise UnsupportedCheckpointError(
+        f"this checkpoint is {kind}. The converter needs an original Chinese-CLIP ViT checkpoint, "
+        "with `visual.*` and `bert.*` tensors.",
+        path=path,
+    )
+
+
+def _require(shapes: dict[str, tuple[int, ...]], keys: tuple[str, ...], path) -> None:
+    missing = [key for key in keys if key not in shapes]
+    if missing:
+        raise ArchitectureError(
+            "cannot read the model's sizes: missing tensor(s) " + ", ".join(missing) + ".", path=path
+        )
+
+
+def _dims(shapes: dict[str, tuple[int, ...]], key: str, ndim: int, path) -> tuple[int, ...]:
+    shape = shapes[key]
+    if len(shape) != ndim:
+        raise ArchitectureError(f"{key} has shape {list(shape)}; expected {ndim} dimensions.", path=path)
+    return shape
+
+
+def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
+    indices = {split_layer_index(key)[1] for key in shapes if key.startswith(prefix)}
+    indices.discard(None)
+    expected = set(range(max(indices) + 1)) if indices else set()
+    if not indices or indices != expected:
+        gaps = sorted(expected - indices)
+        raise ArchitectureError(
+            f"layers under {prefix}* are not numbered 0…N-1: found {sorted(indices)}, missing {gaps}.",
+            path=path,
+        )
+    return len(indices)
+
+
+def _heads(
+    tower: str, width: int, override: int | None, known: dict[int, int], notes: list[str], path
+) -> int:
+    if override is not None:
+        if override <= 0 or width % override:
+            raise ArchitectureError(
+                f"{tower} heads override {override} does not divide the {tower} width {width}.", path=path
+            )
+        if known.get(width, override) != override:
+            notes.append(
+                f"{tower} heads set to {override} by override (known models of width {width} use "
+                f"{known[width]})."
+            )
+        return override
+    if width in known:
+        return known[width]
+    if width % FALLBACK_HEAD_WIDTH:
+        raise ArchitectureError(
+            f"{tower} width {width} matches no known model and is not a multiple of {FALLBACK_HEAD_WIDTH}; "
+            f"give the head count with --{tower}-heads.",
+            path=path,
+        )
+    heads = width // FALLBACK_HEAD_WIDTH
+    notes.append(
+        f"{tower} width {width} matches no known Chinese-CLIP model: assumed head width "
+        f"{FALLBACK_HEAD_WIDTH} ({heads} heads). Head counts are invisible in the weights; if yours differ, "
+        f"pass --{tower}-heads."
+    )
+    return heads
+
+
+def _match_known(arch: Architecture) -> tuple[str | None, list[str]]:
+    for model in KNOWN_MODELS:
+        same_shape = (
+            (arch.vision_layers, arch.vision_width, arch.patch_size, arch.projection_dim)
+            == (model.vision_layers, model.vision_width, model.patch_size, model.projection_dim)
+            and (arch.text_layers, arch.text_hidden, arch.text_intermediate)
+            == (model.text.layers, model.text.hidden, model.text.intermediate)
+            and arch.vision_intermediate == 4 * arch.vision_width
+        )
+        if same_shape and arch.image_size == model.image_size:
+            return model.name, []
+    for model in KNOWN_MODELS:
+        if (arch.vision_layers, arch.vision_width, arch.patch_size, arch.text_layers, arch.text_hidden) == (
+            model.vision_layers,
+            model.vision_width,
+            model.patch_size,
+            model.text.layers,
+            model.text.hidden,
+        ):
+            return None, [f"{model.name}-like, fine-tuned at {arch.image_size} px (positions interpolated)."]
+    for model in KNOWN_MODELS:
+        if (arch.vision_width, arch.patch_size, arch.text_hidden) == (
+            model.vision_width,
+            model.patch_size,
+            model.text.hidden,
+        ):
+            return None, [f"has the widths of {model.name} with a different depth or image size."]
+    return None, []
+
+
+def expected_shapes(config: ChineseCLIPConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors ``ChineseCLIPModel(config)`` saves, without allocating weights."""
+    with torch.device("meta"):
+        model = ChineseCLIPModel(config)
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+
+
+# (config section, field, Architecture attribute, tensor whose shape shows it)
+_CHECKED_FIELDS = (
+    ("text_config", "vocab_size", "vocab_size", "bert.embeddings.word_embeddings.weight"),
+    ("text_config", "hidden_size", "text_hidden", "bert.embeddings.word_embeddings.weight"),
+    (
+        "text_config",
+        "intermediate_size",
+        "text_intermediate",
+        "bert.encoder.layer.0.intermediate.dense.weight",
+    ),
+    ("text_config", "num_hidden_layers", "text_layers", "bert.encoder.layer.{N}.*"),
+    ("text_config", "max_position_embeddings", "max_positions", "bert.embeddings.position_embeddings.weight"),
+    ("text_config", "type_vocab_size", "type_vocab_size", "bert.embeddings.token_type_embeddings.weight"),
+    ("vision_config", "hidden_size", "vision_width", "visual.conv1.weight"),
+    (
+        "vision_config",
+        "intermediate_size",
+        "vision_intermediate",
+        "visual.transformer.resblocks.0.mlp.c_fc.weight",
+    ),
+    ("vision_config", "num_hidden_layers", "vision_layers", "visual.transformer.resblocks.{N}.*"),
+    ("vision_config", "patch_size", "patch_size", "visual.conv1.weight"),
+    ("vision_config", "image_size", "image_size", "visual.positional_embedding (rows = 1 + (image/patch)²)"),
+    (None, "projection_dim", "projection_dim", "visual.proj"),
+)
+_FIXED_FIELDS = (
+    ("text_config", "hidden_act", TEXT_ACT),
+    ("vision_config", "hidden_act", VISION_ACT),
+    ("text_config", "layer_norm_eps", TEXT_LN_EPS),
+    ("vision_config", "layer_norm_eps", VISION_LN_EPS),
+)
+
+
+def check_config(
+    config: ChineseCLIPConfig,
+    arch: Architecture,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    heads_overridden: bool = False,
+    path: str | Path | None = None,
+) -> ChineseCLIPConfig:
+    """Check a user's config against the weights; return it with nothing changed if it agrees.
+
+    Raises:
+        ConfigMismatchError: listing every field whose value contradicts a tensor shape, every fixed
+            Chinese-CLIP setting it changes, and head counts that differ from the known model's.
+    """
+    problems = []
+    for section, name, attribute, tensor in _CHECKED_FIELDS:
+        owner = getattr(config, section) if section else config
+        value, actual = getattr(owner, name), getattr(arch, attribute)
+        if value != actual:
+            shown = shapes.get(tensor)
+            evidence = (
+                f"{tensor} has shape {list(shown)}" if shown else f"the weights have {actual} ({tensor})"
+            )
+            problems.append(f"{_field(section, name)} = {value}, but {evidence}: it must be {actual}")
+    for section, name, expected in _FIXED_FIELDS:
+        value = getattr(getattr(config, section), name)
+        if value != expected:
+            problems.append(f"{_field(section, name)} = {value!r}; Chinese-CLIP uses {expected!r}")
+    if not heads_overridden:
+        for section, attribute in (("vision_config", "vision_heads"), ("text_config", "text_heads")):
+            value = getattr(config, section).num_attention_heads
+            if arch.name and value != getattr(arch, attribute):
+                problems.append(
+                    f"{_field(section, 'num_attention_heads')} = {value}, but {arch.name} has "
+                    f"{getattr(arch, attribute)} (heads are invisible in shapes; a wrong count gives wrong "
+                    f"outputs silently). Pass --{section.split('_')[0]}-heads {value} to force it."
+                )
+    if problems:
+        raise ConfigMismatchError(
+            "the given config contradicts the checkpoint's weights:\n  - " + "\n  - ".join(problems),
+            path=path,
+        )
+    return config
+
+
+def _field(section: str | None, name: str) -> str:
+    return f"{section}.{name}" if section else name

@@ -1,0 +1,124 @@
+"""The files beside the weights: tokenizer, image processor and model card.
+
+Preprocessing is written as cn_clip does it — a square bicubic resize with no center crop and OpenAI's
+mean and std — because the ChineseCLIPImageProcessor defaults (shortest edge + center crop) differ.
+The tokenizer is a ``BertTokenizer`` over cn_clip's ``vocab.txt`` with a maximum length of 52, which gives
+the same ids as ``cn_clip.clip.tokenize``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from .errors import ConversionError
+
+CONTEXT_LENGTH = 52
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+BICUBIC = 3
+VOCAB_FILE = "vocab.txt"
+
+
+def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path | None, str]:
+    """The vocabulary to use and where it was found: the given path, ``vocab.txt`` beside the
+    checkpoint, or cn_clip's own when cn_clip is installed (found without importing it)."""
+    if vocab is not None:
+        path = Path(vocab).expanduser()
+        if not path.is_file():
+            raise ConversionError("vocabulary file not found (give the vocab.txt cn_clip uses).", path=path)
+        return path, "given"
+    if checkpoint is not None:
+        beside = Path(checkpoint).with_name(VOCAB_FILE)
+        if beside.is_file():
+            return beside, "beside the checkpoint"
+    spec = importlib.util.find_spec("cn_clip")
+    if spec is not None and spec.submodule_search_locations:
+        packaged = Path(next(iter(spec.submodule_search_locations))) / "clip" / VOCAB_FILE
+        if packaged.is_file():
+            return packaged, "cn_clip's packaged vocabulary"
+    return None, "none found"
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    tokens = path.read_text(encoding="utf-8").splitlines()
+    return {token.rstrip("\n"): index for index, token in enumerate(tokens)}
+
+
+def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str]:
+    """Write ``BertTokenizer`` files (and a copy of ``vocab.txt``) into ``folder``; return their names."""
+    from transformers import BertTokenizer
+
+    vocab = read_vocab(vocab_path)
+    if len(vocab) != vocab_size:
+        raise ConversionError(
+            f"the vocabulary has {len(vocab)} tokens but the model's word embedding has {vocab_size} rows; "
+            "give the vocab.txt this model was trained with (--vocab).",
+            path=vocab_path,
+        )
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=CONTEXT_LENGTH)
+    before = set(p.name for p in folder.iterdir())
+    tokenizer.save_pretrained(folder)
+    shutil.copyfile(vocab_path, folder / VOCAB_FILE)
+    return sorted((set(p.name for p in folder.iterdir()) - before) | {VOCAB_FILE})
+
+
+def write_image_processor(folder: Path, image_size: int) -> list[str]:
+    """Write ``preprocessor_config.json`` matching cn_clip's ``image_transform(image_size)``."""
+    from transformers import ChineseCLIPImageProcessorPil
+
+    processor = ChineseCLIPImageProcessorPil(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=BICUBIC,
+        do_center_crop=False,
+        crop_size={"height": image_size, "width": image_size},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=OPENAI_MEAN,
+        image_std=OPENAI_STD,
+        do_convert_rgb=True,
+    )
+    processor.save_pretrained(folder)
+    return ["preprocessor_config.json"]
+
+
+def has_cn_clip() -> bool:
+    return importlib.util.find_spec("cn_clip") is not None
+
+
+def write_model_card(folder: Path, facts: dict[str, str], report_summary: str, notes: list[str]) -> list[str]:
+    """Write ``README.md`` recording where the weights came from and what the conversion found."""
+    rows = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
+    noted = "\n".join(f"- {note}" for note in notes) or "- none"
+    text = f"""---
+library_name: transformers
+pipeline_tag: zero-shot-image-classification
+tags:
+- chinese-clip
+- converted
+---
+
+# Chinese-CLIP ({facts.get("architecture", "converted")})
+
+Converted from an original Chinese-CLIP checkpoint (cn_clip format) by chclip-convert.
+
+| | |
+|---|---|
+{rows}
+
+Conversion report: {report_summary}
+
+Notes:
+{noted}
+
+```python
+from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+
+model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
+processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder")
+```
+"""
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    return ["README.md"]

@@ -1,0 +1,168 @@
+"""Reading original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place.
+
+Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
+dict, with or without DistributedDataParallel's ``module.`` prefix. Files are opened with
+``weights_only=True`` (no pickled code runs) and memory-mapped, so tensors that are never used — the
+optimizer's moments above all — are never read from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointReadError, UnsupportedCheckpointError
+
+MODULE_PREFIX = "module."
+TRAINING_KEYS = ("epoch", "step", "name")
+
+
+@dataclass
+class SourceCheckpoint:
+    """A checkpoint's model tensors, with the prefix stripped, and what was found around them."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    wrapper: str  # "training dict" or "bare state dict"
+    had_module_prefix: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # top-level entries not read (e.g. "optimizer")
+
+
+def load_checkpoint(path: str | Path) -> SourceCheckpoint:
+    """Open ``path`` and return its model tensors; raise a :class:`CheckpointReadError` if it is not one.
+
+    Args:
+        path: a ``.pt`` file written by Chinese-CLIP training or by ``torch.save(model.state_dict())``.
+
+    Returns:
+        A :class:`SourceCheckpoint`; its tensors are memory-mapped views of the file (for zip-format
+        files), so the file must stay in place while they are used.
+
+    This function never modifies the file and never runs code stored in it.
+    """
+    path = Path(path)
+    _check_is_checkpoint_file(path)
+    loaded = _torch_load(path)
+    return _unwrap(path, loaded)
+
+
+def sha256_of(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_is_checkpoint_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointReadError("no such file.", path=path)
+    if path.is_dir():
+        if (path / "config.json").exists() and any(path.glob("*.safetensors")):
+            raise UnsupportedCheckpointError(
+                "this is a folder that is already in transformers format (config.json + safetensors). "
+                "To turn it back into an original checkpoint, use `chclip-convert --reverse`.",
+                path=path,
+            )
+        raise CheckpointReadError("is a folder; give the checkpoint file (.pt) inside it.", path=path)
+    if path.stat().st_size == 0:
+        raise CheckpointReadError("the file is empty (0 bytes); it is not a checkpoint.", path=path)
+    if _looks_like_safetensors(path):
+        raise UnsupportedCheckpointError(
+            "this is a safetensors file, i.e. already converted weights. The converter reads original "
+            "Chinese-CLIP .pt checkpoints; to turn a converted folder back into one, use "
+            "`chclip-convert --reverse`.",
+            path=path,
+        )
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        head = stream.read(9)
+    if len(head) < 9:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_length < path.stat().st_size
+
+
+def _torch_load(path: Path) -> Any:
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as error:
+        raise CheckpointReadError(
+            "refused to load: the file contains pickled objects other than tensors and plain containers, "
+            "and loading it would run code stored in it. Re-save the state dict with "
+            f"`torch.save(model.state_dict(), path)` from trusted code. ({_first_line(error)})",
+            path=path,
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointReadError(_read_failure_message(path, is_zip, error), path=path) from error
+
+
+def _read_failure_message(path: Path, is_zip: bool, error: BaseException) -> str:
+    text = _first_line(error)
+    if is_zip and ("archive/data.pkl" in text or "data.pkl" in text or "constants.pkl" in text):
+        return f"is a zip file but not a PyTorch checkpoint (no data.pkl record). ({text})"
+    if is_zip:
+        return f"cannot be read as a PyTorch checkpoint: it looks truncated or corrupt. ({text})"
+    return (
+        "is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch pickle); "
+        f"it may be truncated or a different kind of file. ({text})"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
+    if not isinstance(loaded, dict):
+        raise UnsupportedCheckpointError(
+            f"holds a {type(loaded).__name__}, not a state dict or a training checkpoint dict.", path=path
+        )
+    if isinstance(loaded.get("state_dict"), dict):
+        raw, wrapper = loaded["state_dict"], "training dict"
+        metadata = {key: loaded[key] for key in TRAINING_KEYS if key in loaded}
+        skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
+    else:
+        raw, wrapper, metadata, skipped = loaded, "bare state dict", {}, []
+    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
+        raise UnsupportedCheckpointError(
+            f"the state dict holds entries that are not tensors ({shown}); it is not a model state dict.",
+            path=path,
+        )
+    if not raw:
+        raise UnsupportedCheckpointError("the state dict is empty.", path=path)
+    state_dict, had_prefix = strip_module_prefix(raw)
+    return SourceCheckpoint(path, state_dict, wrapper, had_prefix, _jsonable(metadata), skipped)
+
+
+def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """Remove DistributedDataParallel's ``module.`` prefix where present; say whether any key had it."""
+    had_prefix = any(key.startswith(MODULE_PREFIX) for key in state_dict)
+    stripped = {key.removeprefix(MODULE_PREFIX): value for key, value in state_dict.items()}
+    return stripped, had_prefix
+
+
+def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
+    result = {}
+    for key, value in metadata.items():
+        try:
+            json.dumps(value)
+            result[key] = value
+        except TypeError:
+            result[key] = repr(value)
+    return result

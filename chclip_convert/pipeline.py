@@ -1,0 +1,231 @@
+"""``convert_checkpoint``: a checkpoint file in, a complete transformers folder out.
+
+Order matters for the user's safety: the output path is checked first, the whole conversion and every
+check run before anything is written, and the folder is written beside the target and renamed into
+place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import ChineseCLIPConfig
+
+from . import assets
+from .architecture import Architecture
+from .checkpoint import load_checkpoint, sha256_of
+from .convert import ConversionResult, convert_state_dict
+from .errors import ConversionError
+from .output import atomic_output_dir, check_output_dir
+from .report import ConversionReport
+from .safetensors_writer import parse_size, tensor_nbytes, write_weights
+
+REPORT_FILE = "conversion_report.json"
+NO_VOCAB_WARNING = (
+    "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
+    "folder. Re-run with --vocab path/to/vocab.txt (cn_clip's clip/vocab.txt), put vocab.txt beside the "
+    "checkpoint, or install cn_clip."
+)
+
+ProgressCallback = Callable[[int, int], None]  # (bytes written so far, total bytes)
+
+
+@dataclass
+class ConversionSummary:
+    """What a conversion read, found and wrote."""
+
+    output_dir: Path
+    source: Path
+    source_sha256: str
+    wrapper: str
+    architecture: Architecture
+    report: ConversionReport
+    parameter_count: int
+    config_dtype: str
+    dtypes_written: dict[str, int]
+    files: list[str]
+    vocabulary: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        dtypes = ", ".join(f"{name} ({count} tensors)" for name, count in sorted(self.dtypes_written.items()))
+        lines = [
+            f"Converted {self.source.name} → {self.output_dir}",
+            f"  architecture: {self.architecture.description}",
+            f"  source:       {self.wrapper}, sha256 {self.source_sha256[:16]}…",
+            f"  parameters:   {self.parameter_count:,}",
+            f"  dtype:        config {self.config_dtype}; written {dtypes}",
+            f"  report:       {self.report.summary()}",
+            f"  tokenizer:    {self.vocabulary}",
+            f"  files:        {', '.join(self.files)}",
+            f"  time:         {self.seconds:.1f} s",
+        ]
+        lines += [f"  note: {note}" for note in self.report.notes]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "output_dir": str(self.output_dir),
+            "source": str(self.source),
+            "source_sha256": self.source_sha256,
+            "wrapper": self.wrapper,
+            "architecture": self.architecture.to_dict(),
+            "parameter_count": self.parameter_count,
+            "config_dtype": self.config_dtype,
+            "dtypes_written": self.dtypes_written,
+            "files": self.files,
+            "vocabulary": self.vocabulary,
+            "seconds": self.seconds,
+            "warnings": self.warnings,
+            "report": self.report.to_dict(),
+        }
+
+
+def load_config(path: str | Path) -> ChineseCLIPConfig:
+    """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
+    path = Path(path).expanduser()
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConversionError("config file not found.", path=file) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConversionError(f"config file is not valid JSON ({error}).", path=file) from error
+    if data.get("model_type", "chinese_clip") != "chinese_clip":
+        raise ConversionError(
+            f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file
+        )
+    return ChineseCLIPConfig.from_dict(data)
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    *,
+    dtype: str = "auto",
+    vocab: str | Path | None = None,
+    config: str | Path | ChineseCLIPConfig | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = "5GB",
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    strict: bool = True,
+    progress: ProgressCallback | None = None,
+) -> ConversionSummary:
+    """Convert an original Chinese-CLIP checkpoint into a folder ``ChineseCLIPModel`` loads offline.
+
+    Args:
+        checkpoint: a ``.pt`` training checkpoint or bare state dict (never modified).
+        output_dir: the folder to create; refused if it exists and is not empty, unless ``overwrite``.
+        dtype: ``"auto"`` (keep every tensor's dtype) or ``"float32"``/``"float16"``/``"bfloat16"``.
+        vocab: a ``vocab.txt``; by default one beside the checkpoint, else cn_clip's when installed.
+        config: an optional ``config.json`` path or config, checked against the weights.
+        max_shard_size: weights above this size are split into shards with an index (``"5GB"``, bytes).
+        vision_heads, text_heads: head counts, if the known-model values do not apply.
+        strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
+        progress: called as ``progress(bytes_written, total_bytes)`` while the weights are written.
+
+    Returns:
+        A :class:`ConversionSummary`.
+
+    Raises:
+        ConversionError: (a subclass) for any problem with the input or the output; nothing is written.
+
+    Example:
+        >>> summary = convert_checkpoint("epoch_latest.pt", "chinese-clip-hf")  # doctest: +SKIP
+        >>> print(summary.to_text())  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
+    try:
+        max_shard_bytes = parse_size(max_shard_size)
+    except ValueError as error:
+        raise ConversionError(f"--max-shard-size: {error}.") from error
+    user_config = load_config(config) if isinstance(config, str | Path) else config
+    source = load_checkpoint(checkpoint)
+    result = convert_state_dict(
+        source.state_dict,
+        config=user_config,
+        dtype=dtype,
+        strict=strict,
+        vision_heads=vision_heads,
+        text_heads=text_heads,
+        path=source.path,
+    )
+    vocab_path, vocab_origin = assets.find_vocab(vocab, source.path)
+    sha256 = sha256_of(source.path)
+    summary_warnings = [] if vocab_path else [NO_VOCAB_WARNING]
+    with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
+        files = _write_folder(folder, result, max_shard_bytes, vocab_path, progress)
+        summary = ConversionSummary(
+            output_dir=output_dir,
+            source=source.path,
+            source_sha256=sha256,
+            wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
+            architecture=result.architecture,
+            report=result.report,
+            parameter_count=result.parameter_count,
+            config_dtype=str(result.config.dtype),
+            dtypes_written=result.dtypes_written,
+            files=[],
+            vocabulary=f"{vocab_path} ({vocab_origin})" if vocab_path else "not written (no vocabulary)",
+            seconds=0.0,
+            warnings=summary_warnings,
+        )
+        files += assets.write_model_card(
+            folder,
+            _card_facts(summary, source.skipped),
+            result.report.summary(),
+            result.report.notes + summary_warnings,
+        )
+        summary.files = sorted([*files, REPORT_FILE])
+        summary.seconds = time.perf_counter() - started
+        (folder / REPORT_FILE).write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    for warning in summary_warnings:
+        warnings.warn(warning, stacklevel=2)
+    return summary
+
+
+def _write_folder(
+    folder: Path,
+    result: ConversionResult,
+    max_shard_bytes: int,
+    vocab_path: Path | None,
+    progress: ProgressCallback | None,
+) -> list[str]:
+    total = sum(tensor_nbytes(t) for t in result.state_dict.values())
+    written = 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal written
+        written += nbytes
+        if progress is not None:
+            progress(written, total)
+
+    files = write_weights(folder, result.state_dict, max_shard_bytes=max_shard_bytes, progress=advance)
+    result.config.save_pretrained(folder)
+    files.append("config.json")
+    files += assets.write_image_processor(folder, result.architecture.image_size)
+    if vocab_path is not None:
+        files += assets.write_tokenizer(folder, vocab_path, result.architecture.vocab_size)
+    return files
+
+
+def _card_facts(summary: ConversionSummary, skipped: list[str]) -> dict[str, str]:
+    dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(summary.dtypes_written.items()))
+    return {
+        "source file": f"`{summary.source.name}`",
+        "source SHA-256": f"`{summary.source_sha256}`",
+        "source layout": summary.wrapper + (f" (not read: {', '.join(skipped)})" if skipped else ""),
+        "architecture": summary.architecture.description,
+        "image size": f"{summary.architecture.image_size} px",
+        "parameters": f"{summary.parameter_count:,}",
+        "dtype": f"{summary.config_dtype} (tensors: {dtypes})",
+    }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything (scripts/setup.sh), then lint and run every test, notebooks included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV="${CHCLIP_VENV:-.venv}"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
