@@ -42,8 +42,13 @@ def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple
 
 
 def read_vocab(path: Path) -> dict[str, int]:
-    tokens = path.read_text(encoding="utf-8").splitlines()
-    return {token.rstrip("\n"): index for index, token in enumerate(tokens)}
+    """Token → id, one token per line. Splits on "\n" only: some vocab tokens are characters that
+    ``str.splitlines`` would treat as line breaks, which would shift every id after them."""
+    text = path.read_bytes().decode("utf-8")
+    tokens = text.split("\n")
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    return {token.rstrip("\r"): index for index, token in enumerate(tokens)}
 
 
 def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str]:

@@ -1,0 +1,59 @@
+"""Shared fixtures: seeded cn_clip models saved as training does, and fixed inputs for parity checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from original import REDUCED, build_model, save, training_checkpoint  # noqa: E402
+
+CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车停在路边", "皮卡丘", "a photo of 一只狗"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def reduced_models():
+    """Architecture name → seeded cn_clip CLIP (built once per session)."""
+    return {name: build_model(variant, seed=index) for index, (name, variant) in enumerate(REDUCED.items())}
+
+
+@pytest.fixture(scope="session")
+def reduced_checkpoints(reduced_models, checkpoint_dir) -> dict[str, Path]:
+    """Architecture name → training checkpoint file (``module.`` keys, epoch, step, name)."""
+    return {
+        name: save(training_checkpoint(model), checkpoint_dir / f"{name}.pt") for name, model in reduced_models.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_image():
+    """A real photograph shipped with matplotlib (no download)."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+
+
+def image_batch(image, size: int) -> torch.Tensor:
+    """cn_clip's own preprocessing of the photo, plus a seeded noise image, as one batch."""
+    from cn_clip.clip import image_transform
+
+    photo = image_transform(size)(image)
+    noise = torch.randn(3, size, size, generator=torch.Generator().manual_seed(7))
+    return torch.stack([photo, noise])
+
+
+def token_batch(captions: list[str] = CAPTIONS) -> torch.Tensor:
+    from cn_clip.clip import tokenize
+
+    return tokenize(captions)

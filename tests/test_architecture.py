@@ -1,0 +1,131 @@
+"""Architecture inference from weights, against cn_clip's own model configs (shapes only, on the meta device)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cn_clip.clip.model import CLIP
+from original import REDUCED, Variant, model_kwargs
+
+from chclip_convert import (
+    ArchitectureError,
+    ConfigMismatchError,
+    UnsupportedCheckpointError,
+    convert_state_dict,
+    infer_architecture,
+)
+
+FULL = {
+    "ViT-B-16": Variant("ViT-B-16", "RoBERTa-wwm-ext-base-chinese"),
+    "ViT-L-14": Variant("ViT-L-14", "RoBERTa-wwm-ext-base-chinese"),
+    "ViT-L-14-336": Variant("ViT-L-14-336", "RoBERTa-wwm-ext-base-chinese"),
+    "ViT-H-14": Variant("ViT-H-14", "RoBERTa-wwm-ext-large-chinese"),
+}
+
+
+def meta_state_dict(variant: Variant, **overrides) -> dict[str, torch.Tensor]:
+    """cn_clip's CLIP built on the meta device: real names and shapes, no memory."""
+    kwargs = {**model_kwargs(variant), **overrides}
+    with torch.device("meta"):
+        return dict(CLIP(**kwargs).state_dict())
+
+
+@pytest.mark.parametrize("name", list(FULL))
+def test_full_size_known_models_are_recognised(name):
+    kwargs = model_kwargs(FULL[name])
+    arch = infer_architecture(meta_state_dict(FULL[name]))
+    assert arch.name == name
+    assert arch.notes == ()
+    assert arch.vision_heads == kwargs["vision_width"] // kwargs.get("vision_head_width", 64)
+    assert arch.text_heads == kwargs["text_num_attention_heads"]
+    assert arch.image_size == kwargs["image_resolution"]
+    assert (arch.vision_layers, arch.vision_width, arch.patch_size, arch.projection_dim) == (
+        kwargs["vision_layers"],
+        kwargs["vision_width"],
+        kwargs["vision_patch_size"],
+        kwargs["embed_dim"],
+    )
+    assert (arch.text_layers, arch.text_hidden, arch.text_intermediate, arch.vocab_size) == (
+        kwargs["text_num_hidden_layers"],
+        kwargs["text_hidden_size"],
+        kwargs["text_intermediate_size"],
+        kwargs["vocab_size"],
+    )
+
+
+@pytest.mark.parametrize("name", list(FULL))
+def test_full_size_known_models_map_completely(name):
+    result = convert_state_dict(meta_state_dict(FULL[name]))
+    assert result.report.ok, result.report.format_problems()
+    config = result.config
+    assert config.vision_config.num_attention_heads == (16 if name != "ViT-B-16" else 12)
+    assert config.text_config.vocab_size == 21128
+    assert config.vision_config.patch_size == (16 if name == "ViT-B-16" else 14)
+
+
+def test_vit_h_head_width_80_survives_reduced_depth():
+    arch = infer_architecture(meta_state_dict(REDUCED["ViT-H-14"]))
+    assert (arch.vision_heads, arch.text_heads) == (16, 16)
+    assert arch.name is None
+    assert any("ViT-H-14" in note for note in arch.notes)
+
+
+def test_fine_tuned_resolution_read_from_position_embedding():
+    arch = infer_architecture(meta_state_dict(FULL["ViT-B-16"], image_resolution=448))
+    assert arch.image_size == 448
+    assert arch.name is None
+    assert "fine-tuned at 448 px" in arch.notes[0]
+
+
+def test_unknown_width_falls_back_to_head_width_64_and_says_so():
+    arch = infer_architecture(meta_state_dict(REDUCED["ViT-B-16"], vision_width=512))
+    assert arch.vision_heads == 8
+    assert any("assumed head width 64" in note for note in arch.notes)
+    assert infer_architecture(meta_state_dict(REDUCED["ViT-B-16"], vision_width=512), vision_heads=4).vision_heads == 4
+    with pytest.raises(ArchitectureError, match="does not divide"):
+        infer_architecture(meta_state_dict(REDUCED["ViT-B-16"]), vision_heads=7)
+
+
+def test_rn50_is_refused_clearly():
+    state = meta_state_dict(Variant("RN50", "RBT3-chinese"))
+    with pytest.raises(UnsupportedCheckpointError, match="RN50.*no ResNet vision tower"):
+        infer_architecture(state, path="clip_cn_rn50.pt")
+
+
+def test_other_models_are_named():
+    clip_like = {"token_embedding.weight": torch.zeros(2, 2), "visual.proj": torch.zeros(2, 2)}
+    with pytest.raises(UnsupportedCheckpointError, match="OpenAI CLIP"):
+        infer_architecture(clip_like)
+    bert_only = {"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2)}
+    with pytest.raises(UnsupportedCheckpointError, match="BERT-only"):
+        infer_architecture(bert_only)
+
+
+def test_layer_gap_is_an_error():
+    state = meta_state_dict(REDUCED["ViT-B-16"], vision_layers=3)
+    for key in [k for k in state if k.startswith("visual.transformer.resblocks.1.")]:
+        del state[key]
+    with pytest.raises(ArchitectureError, match=r"missing \[1\]"):
+        infer_architecture(state)
+
+
+def test_user_config_contradicting_shapes_names_field_value_and_shape():
+    state = meta_state_dict(FULL["ViT-L-14"])
+    config = convert_state_dict(state).config
+    config.vision_config.patch_size = 16
+    config.text_config.vocab_size = 30522
+    with pytest.raises(ConfigMismatchError) as caught:
+        convert_state_dict(state, config=config)
+    message = str(caught.value)
+    assert "vision_config.patch_size = 16, but visual.conv1.weight has shape [1024, 3, 14, 14]" in message
+    assert "text_config.vocab_size = 30522" in message and "[21128, 768]" in message
+
+
+def test_user_config_with_wrong_head_count_needs_an_explicit_override():
+    state = meta_state_dict(FULL["ViT-H-14"])
+    config = convert_state_dict(state).config
+    config.vision_config.num_attention_heads = 20
+    with pytest.raises(ConfigMismatchError, match="num_attention_heads = 20, but ViT-H-14 has 16"):
+        convert_state_dict(state, config=config)
+    forced = convert_state_dict(state, config=config, vision_heads=20)
+    assert forced.config.vision_config.num_attention_heads == 20

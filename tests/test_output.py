@@ -1,0 +1,197 @@
+"""The written folder: exact bytes, dtypes, shards, tokenizer, image processor, model card, safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CAPTIONS
+from original import REDUCED, VOCAB, build_model, save, training_checkpoint
+from safetensors import safe_open
+from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+
+from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
+from chclip_convert import assets as assets_module
+from chclip_convert.mapping import find_rule
+
+
+def read_folder(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+    return tensors
+
+
+def expected_targets(source_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What each target must hold, derived from the table (op applied to the source tensor)."""
+    expected = {}
+    for key, tensor in source_state.items():
+        found = find_rule(key)
+        if found:
+            rule, index = found
+            expected.update(zip(rule.expand(index)[1], rule.op.apply([tensor]), strict=True))
+    return expected
+
+
+def raw_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def b16_checkpoint(tmp_path_factory) -> Path:
+    model = build_model(REDUCED["ViT-B-16"], seed=21)
+    return save(training_checkpoint(model, optimizer=True), tmp_path_factory.mktemp("b16") / "epoch_latest.pt")
+
+
+def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp_path):
+    before = sha256(b16_checkpoint)
+    summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf")
+    written = read_folder(tmp_path / "hf")
+    expected = expected_targets(load_checkpoint(b16_checkpoint).state_dict)
+    assert set(written) == set(expected)
+    for key, tensor in expected.items():
+        assert written[key].dtype == tensor.dtype, key
+        assert raw_bytes(written[key]) == raw_bytes(tensor), key
+    assert sha256(b16_checkpoint) == before, "the input must never change"
+    assert summary.source_sha256 == before
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert before in card and "epoch_latest.pt" in card and "custom" in card and "float32" in card
+    report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
+    assert report["report"]["ok"] and len(report["report"]["sources"]) == len(load_checkpoint(b16_checkpoint).state_dict)
+
+
+def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
+    model = build_model(REDUCED["ViT-B-16"], seed=3)
+    checkpoint = save(training_checkpoint(model, fp16=True), tmp_path / "fp16.pt")
+    summary = convert_checkpoint(checkpoint, tmp_path / "hf")
+    written = read_folder(tmp_path / "hf")
+    source = load_checkpoint(checkpoint).state_dict
+    assert written["vision_model.pre_layrnorm.weight"].dtype == torch.float32
+    assert written["vision_model.encoder.layers.0.self_attn.q_proj.weight"].dtype == torch.float16
+    assert torch.equal(written["visual_projection.weight"], source["visual.proj"].t())
+    assert set(summary.dtypes_written) == {"float16", "float32"}
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "float16"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_dtype_option_casts_every_tensor(b16_checkpoint, tmp_path, dtype):
+    summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf", dtype=dtype)
+    assert summary.dtypes_written.keys() == {dtype}
+    assert {t.dtype for t in read_folder(tmp_path / "hf").values()} == {getattr(torch, dtype)}
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == dtype
+
+
+def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
+    summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf", max_shard_size="100MB")
+    shards = sorted(p.name for p in (tmp_path / "hf").glob("model-*.safetensors"))
+    assert len(shards) >= 2 and "model.safetensors.index.json" in summary.files
+    index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in read_folder(tmp_path / "hf").values())
+    reference = ChineseCLIPModel.from_pretrained(tmp_path / "hf")
+    single = tmp_path / "single"
+    convert_checkpoint(b16_checkpoint, single)
+    for key, tensor in ChineseCLIPModel.from_pretrained(single).state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[key]), key
+
+
+def test_tokenizer_and_processor_load_offline_and_match_cn_clip(b16_checkpoint, tmp_path, sample_image):
+    from cn_clip.clip import image_transform, tokenize
+
+    convert_checkpoint(b16_checkpoint, tmp_path / "hf", vocab=VOCAB)
+    processor = ChineseCLIPProcessor.from_pretrained(tmp_path / "hf")
+    ids = processor.tokenizer(CAPTIONS, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(ids, tokenize(CAPTIONS))
+    assert processor.tokenizer.model_max_length == 52
+    config = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert config["size"] == {"height": 224, "width": 224} and config["do_center_crop"] is False
+    assert config["resample"] == 3
+    pil_processor = ChineseCLIPProcessor.from_pretrained(tmp_path / "hf", backend="pil")
+    pixels = pil_processor(images=sample_image, return_tensors="pt")["pixel_values"][0]
+    # Same PIL bicubic resize on both sides; only float rounding of the normalisation differs (~1e-7).
+    assert (pixels - image_transform(224)(sample_image)).abs().max() < 1e-5
+
+
+def test_vocab_beside_checkpoint_is_used_and_missing_vocab_warns(b16_checkpoint, tmp_path, monkeypatch):
+    local = tmp_path / "run"
+    local.mkdir()
+    checkpoint = local / "ckpt.pt"
+    checkpoint.write_bytes(b16_checkpoint.read_bytes())
+    (local / "vocab.txt").write_text(VOCAB.read_text(encoding="utf-8"), encoding="utf-8")
+    summary = convert_checkpoint(checkpoint, tmp_path / "with")
+    assert "beside the checkpoint" in summary.vocabulary
+    (local / "vocab.txt").unlink()
+    monkeypatch.setattr(assets_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.warns(UserWarning, match="no vocabulary found"):
+        summary = convert_checkpoint(checkpoint, tmp_path / "without")
+    assert not (tmp_path / "without" / "tokenizer.json").exists()
+    assert ChineseCLIPModel.from_pretrained(tmp_path / "without") is not None
+
+
+def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_path):
+    small = tmp_path / "vocab.txt"
+    small.write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    with pytest.raises(Exception, match="vocabulary has 2 tokens"):
+        convert_checkpoint(b16_checkpoint, tmp_path / "hf", vocab=small)
+    assert not (tmp_path / "hf").exists()
+    assert not list(tmp_path.glob("*.chclip-partial"))
+
+
+def test_existing_folder_is_kept_unless_overwrite(b16_checkpoint, tmp_path):
+    target = tmp_path / "hf"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not empty"):
+        convert_checkpoint(b16_checkpoint, target)
+    assert (target / "mine.txt").read_text() == "keep me"
+    convert_checkpoint(b16_checkpoint, target, overwrite=True)
+    assert not (target / "mine.txt").exists() and (target / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_failure_while_writing_leaves_old_folder_and_no_partial(b16_checkpoint, tmp_path, monkeypatch):
+    target = tmp_path / "hf"
+    convert_checkpoint(b16_checkpoint, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    (tmp_path / "hf.chclip-partial").mkdir()  # left by a killed run: cleaned up by the next one
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(assets_module, "write_image_processor", disk_full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        convert_checkpoint(b16_checkpoint, target, overwrite=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_output_may_not_be_or_contain_the_input(b16_checkpoint, tmp_path):
+    with pytest.raises(OutputError, match="input checkpoint"):
+        convert_checkpoint(b16_checkpoint, b16_checkpoint.parent, overwrite=True)
+    with pytest.raises(OutputError, match="input checkpoint"):
+        convert_checkpoint(b16_checkpoint, b16_checkpoint, overwrite=True)
+    assert b16_checkpoint.is_file()
+
+
+def test_unknown_and_missing_tensors_stop_with_one_report(b16_checkpoint, tmp_path):
+    state = dict(load_checkpoint(b16_checkpoint).state_dict)
+    del state["bert.encoder.layer.1.output.dense.bias"]
+    state["visual.extra_head.weight"] = torch.zeros(3)
+    state["visual.ln_post.weight"] = torch.zeros(5)
+    broken = save(state, tmp_path / "broken.pt")
+    with pytest.raises(MappingError) as caught:
+        convert_checkpoint(broken, tmp_path / "hf")
+    message = str(caught.value)
+    assert "1 unused key(s)" in message and "visual.extra_head.weight" in message
+    assert "1 missing key(s)" in message and "text_model.encoder.layer.1.output.dense.bias" in message
+    assert "vision_model.post_layernorm.weight: got [5], expected [768]" in message
+    assert str(broken) in message
+    assert not (tmp_path / "hf").exists()
