@@ -244,9 +244,7 @@ def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
     return len(indices)
 
 
-def _heads(
-    tower: str, width: int, override: int | None, known: dict[int, int], notes: list[str], path
-) -> int:
+def _heads(tower: str, width: int, override: int | None, known: dict[int, int], notes: list[str], path) -> int:
     if override is not None:
         if override <= 0 or width % override:
             raise ArchitectureError(
@@ -254,8 +252,7 @@ def _heads(
             )
         if known.get(width, override) != override:
             notes.append(
-                f"{tower} heads set to {override} by override (known models of width {width} use "
-                f"{known[width]})."
+                f"{tower} heads set to {override} by override (known models of width {width} use {known[width]})."
             )
         return override
     if width in known:
@@ -365,9 +362,7 @@ def check_config(
         value, actual = getattr(owner, name), getattr(arch, attribute)
         if value != actual:
             shown = shapes.get(tensor)
-            evidence = (
-                f"{tensor} has shape {list(shown)}" if shown else f"the weights have {actual} ({tensor})"
-            )
+            evidence = f"{tensor} has shape {list(shown)}" if shown else f"the weights have {actual} ({tensor})"
             problems.append(f"{_field(section, name)} = {value}, but {evidence}: it must be {actual}")
     for section, name, expected in _FIXED_FIELDS:
         value = getattr(getattr(config, section), name)

@@ -34,17 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", "--config_path", dest="config", help="optional config.json, checked against the weights"
     )
-    parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype"
-    )
-    parser.add_argument(
-        "--vocab", help="vocab.txt for the tokenizer (default: beside the checkpoint, or cn_clip's)"
-    )
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
+    parser.add_argument("--vocab", help="vocab.txt for the tokenizer (default: beside the checkpoint, or cn_clip's)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR once done")
     parser.add_argument("--report", help="also write the full key-by-key report to this JSON file")
-    parser.add_argument(
-        "--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)"
-    )
+    parser.add_argument("--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)")
     parser.add_argument("--vision-heads", type=int, help="vision attention heads (if not a known model)")
     parser.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
     parser.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")

@@ -47,9 +47,7 @@ def _params(source: str, target: str, layout: str = STANDARD) -> list[Rule]:
     return [Rule(f"{source}.{p}", (f"{target}.{p}",), layout=layout) for p in ("weight", "bias")]
 
 
-def _fused(
-    source_weight: str, source_bias: str, target: str, parts: tuple[str, ...], layout: str
-) -> list[Rule]:
+def _fused(source_weight: str, source_bias: str, target: str, parts: tuple[str, ...], layout: str) -> list[Rule]:
     """Rules that split a fused q/k/v weight and bias into three projections, in q, k, v order.
 
     ``target`` holds ``<part>`` and ``<param>`` placeholders (``{i}`` stays for the layer index).
@@ -79,9 +77,7 @@ _VISION_RULES = [
     *_params(f"{VISION_LAYER}.attn.out_proj", f"{HF_VISION_LAYER}.self_attn.out_proj"),
     *_params(f"{VISION_LAYER}.mlp.c_fc", f"{HF_VISION_LAYER}.mlp.fc1"),
     *_params(f"{VISION_LAYER}.mlp.c_proj", f"{HF_VISION_LAYER}.mlp.fc2"),
-    *_fused(
-        f"{VISION_LAYER}.attn.in_proj_weight", f"{VISION_LAYER}.attn.in_proj_bias", *_VISION_QKV, STANDARD
-    ),
+    *_fused(f"{VISION_LAYER}.attn.in_proj_weight", f"{VISION_LAYER}.attn.in_proj_bias", *_VISION_QKV, STANDARD),
     *_fused(f"{VISION_LAYER}.attn.Wqkv.weight", f"{VISION_LAYER}.attn.Wqkv.bias", *_VISION_QKV, FLASH),
 ]
 

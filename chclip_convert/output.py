@@ -25,8 +25,7 @@ def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, o
         source = Path(input_path).resolve()
         if source.is_relative_to(resolved):
             raise OutputError(
-                f"the output folder would hold or replace the input checkpoint {source}; "
-                "choose another folder.",
+                f"the output folder would hold or replace the input checkpoint {source}; choose another folder.",
                 path=output_dir,
             )
     if output_dir.exists() and not output_dir.is_dir():
@@ -58,9 +57,7 @@ def atomic_output_dir(output_dir: Path, *, overwrite: bool) -> Iterator[Path]:
         _remove(partial)
         partial.mkdir()
     except OSError as error:
-        raise OutputError(
-            f"cannot create the output folder: {error.strerror or error}.", path=output_dir
-        ) from error
+        raise OutputError(f"cannot create the output folder: {error.strerror or error}.", path=output_dir) from error
     try:
         yield partial
         _swap_into_place(partial, output_dir, old, overwrite)
@@ -77,9 +74,7 @@ def atomic_output_dir(output_dir: Path, *, overwrite: bool) -> Iterator[Path]:
 def _swap_into_place(partial: Path, output_dir: Path, old: Path, overwrite: bool) -> None:
     if output_dir.exists():
         if any(output_dir.iterdir()) and not overwrite:
-            raise OutputError(
-                "appeared while converting and is not empty; nothing was replaced.", path=output_dir
-            )
+            raise OutputError("appeared while converting and is not empty; nothing was replaced.", path=output_dir)
         _remove(old)
         output_dir.rename(old)
         try:

@@ -99,9 +99,7 @@ def load_config(path: str | Path) -> ChineseCLIPConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConversionError(f"config file is not valid JSON ({error}).", path=file) from error
     if data.get("model_type", "chinese_clip") != "chinese_clip":
-        raise ConversionError(
-            f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file
-        )
+        raise ConversionError(f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file)
     return ChineseCLIPConfig.from_dict(data)
 
 

@@ -88,7 +88,7 @@ def test_unknown_width_falls_back_to_head_width_64_and_says_so():
 
 def test_rn50_is_refused_clearly():
     state = meta_state_dict(Variant("RN50", "RBT3-chinese"))
-    with pytest.raises(UnsupportedCheckpointError, match="RN50.*no ResNet vision tower"):
+    with pytest.raises(UnsupportedCheckpointError, match=r"RN50.*no ResNet vision tower"):
         infer_architecture(state, path="clip_cn_rn50.pt")
 
 

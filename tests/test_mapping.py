@@ -74,7 +74,9 @@ def distinguishable_original(target_shapes) -> dict[str, torch.Tensor]:
             source, targets = rule.expand(index)
             shape = target_shapes[targets[0]]
             shape = shape[::-1] if rule.op is TRANSPOSE else shape
-            state[source] = torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape) + sum(map(ord, source)) % 97
+            state[source] = (
+                torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape) + sum(map(ord, source)) % 97
+            )
     return state
 
 

@@ -65,7 +65,9 @@ def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp
     card = (tmp_path / "hf" / "README.md").read_text()
     assert before in card and "epoch_latest.pt" in card and "custom" in card and "float32" in card
     report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
-    assert report["report"]["ok"] and len(report["report"]["sources"]) == len(load_checkpoint(b16_checkpoint).state_dict)
+    assert report["report"]["ok"] and len(report["report"]["sources"]) == len(
+        load_checkpoint(b16_checkpoint).state_dict
+    )
 
 
 def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
@@ -95,7 +97,9 @@ def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
     assert len(shards) >= 2 and "model.safetensors.index.json" in summary.files
     index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(shards)
-    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in read_folder(tmp_path / "hf").values())
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in read_folder(tmp_path / "hf").values()
+    )
     reference = ChineseCLIPModel.from_pretrained(tmp_path / "hf")
     single = tmp_path / "single"
     convert_checkpoint(b16_checkpoint, single)

@@ -1,0 +1,43 @@
+"""Project files agree with each other: README commands, CI, environment.yml and pyproject."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import tomllib
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+
+
+def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_test_one():
+    text = (ROOT / "README.md").read_text()
+    first_block = text.index("```bash")
+    assert text[:first_block].strip().count("\n") == 0, "only the title may precede the two commands"
+    run, test = readme_commands()
+    assert run == "bash scripts/run.sh" and test == "bash scripts/test.sh"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test in ci
+
+
+def test_environment_yml_installs_the_package_with_every_extra():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    dependencies = environment["dependencies"]
+    python = next(d for d in dependencies if isinstance(d, str) and d.startswith("python="))
+    minimum = pyproject["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+    pip = next(d["pip"] for d in dependencies if isinstance(d, dict))
+    editable = next(p for p in pip if p.startswith("-e ."))
+    extras = set(re.search(r"\[(.*)\]", editable).group(1).split(","))
+    assert extras == set(pyproject["project"]["optional-dependencies"])
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    for pin in ("torch==2.14.1", "torchvision==0.29.1"):
+        assert pin in pip and pin in setup, pin
+    assert f'-e ".[{",".join(sorted(extras))}]"' in setup
