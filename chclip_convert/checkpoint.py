@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
     This function never modifies the file and never runs code stored in it.
     """
     path = Path(path)
-    _check_is_checkpoint_file(path)
+    check_checkpoint_path(path)
     loaded = _torch_load(path)
     return _unwrap(path, loaded)
 
@@ -63,7 +63,8 @@ def sha256_of(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
     return digest.hexdigest()
 
 
-def _check_is_checkpoint_file(path: Path) -> None:
+def check_checkpoint_path(path: Path) -> None:
+    """Raise a clear error unless ``path`` is a non-empty file that may be a torch checkpoint."""
     if not path.exists():
         raise CheckpointReadError("no such file.", path=path)
     if path.is_dir():

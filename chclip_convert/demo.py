@@ -1,0 +1,122 @@
+"""An embedded demo: a small, seeded Chinese-CLIP checkpoint in the original format, made without a download.
+
+The tensors are laid out exactly as cn_clip's training writes them (a training dict with ``module.``
+keys), generated from the mapping table's own source names, with a small vocabulary beside the file so
+the tokenizer is found. Its weights are random: it shows the conversion, not a useful model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .architecture import Architecture, expected_shapes
+from .mapping import RULES, STANDARD
+
+DEMO_FILE = "demo_chinese_clip.pt"
+DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
+
+DEMO_ARCHITECTURE = Architecture(
+    vision_layers=2,
+    vision_width=128,
+    vision_intermediate=512,
+    vision_heads=2,
+    patch_size=16,
+    image_size=64,
+    text_layers=2,
+    text_hidden=128,
+    text_intermediate=512,
+    text_heads=2,
+    vocab_size=0,  # set from the vocabulary below
+    max_positions=64,
+    type_vocab_size=2,
+    projection_dim=64,
+)
+
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_CHARACTERS = (
+    "一位穿军装的女士只猫狗辆红色汽车停在路边皮卡丘张照片男人孩子朵花山水天空海城市书桌子"
+    "椅电脑手机鸟飞机船火车草地树林雪冬夏春秋日月星夜晚早上跑步吃饭喝茶咖啡音乐画家学生老师"
+)
+_WORDS = ["a", "photo", "of", "the", "dog", "cat", "car", "##s", "##ing", "and", ",", ".", "!", "?"]
+
+# The damage applied by ``damaged_copy``, and the fix the inspector suggests for each.
+DAMAGE = {
+    "dropped": "visual.transformer.resblocks.1.mlp.c_proj.bias",
+    "added": "visual.adapter.weight",
+    "reshaped": "visual.ln_post.weight",
+    "altered": "bert.encoder.layer.0.attention.self.query.weight",
+}
+
+
+def demo_vocabulary() -> list[str]:
+    """The demo's tokens: BERT's special tokens, a few hundred Chinese characters, some English pieces."""
+    seen: list[str] = []
+    for token in [*_SPECIAL, *_CHARACTERS, *_WORDS]:
+        if token not in seen:
+            seen.append(token)
+    return seen
+
+
+def demo_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Original-format tensors (no prefix) for :data:`DEMO_ARCHITECTURE`, seeded."""
+    vocab_size = len(demo_vocabulary())
+    shapes = _source_shapes(DEMO_ARCHITECTURE, vocab_size)
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in shapes.items():
+        if name == "logit_scale":
+            state[name] = torch.tensor(math.log(1 / 0.07))
+        elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "LayerNorm.weight")):
+            state[name] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            state[name] = 0.02 * torch.randn(shape, generator=generator)
+    return state
+
+
+def write_demo_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
+    """Write the demo checkpoint (training-dict layout, ``module.`` keys) and its ``vocab.txt``; return
+    the checkpoint's path. Re-running gives byte-identical files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(demo_vocabulary()) + "\n", encoding="utf-8")
+    state = {f"module.{key}": value for key, value in demo_state_dict(seed).items()}
+    checkpoint = {"epoch": 1, "step": 100, "name": "demo", "state_dict": state}
+    path = folder / DEMO_FILE
+    torch.save(checkpoint, path)
+    return path
+
+
+def damaged_copy(checkpoint: str | Path, *, seed: int = 0) -> Path:
+    """Beside ``checkpoint``, write a copy with one tensor dropped, one unknown tensor added, one tensor
+    of the wrong shape and one with altered values (:data:`DAMAGE`); return its path."""
+    checkpoint = Path(checkpoint)
+    loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = dict(loaded["state_dict"])
+    generator = torch.Generator().manual_seed(seed + 1)
+    del state[f"module.{DAMAGE['dropped']}"]
+    state[f"module.{DAMAGE['added']}"] = torch.randn(16, 128, generator=generator)
+    reshaped = state[f"module.{DAMAGE['reshaped']}"]
+    state[f"module.{DAMAGE['reshaped']}"] = reshaped[: reshaped.shape[0] // 2].clone()
+    altered = state[f"module.{DAMAGE['altered']}"]
+    state[f"module.{DAMAGE['altered']}"] = altered * 3.0 + 0.05
+    path = checkpoint.with_name(DAMAGED_FILE)
+    torch.save({**loaded, "state_dict": state}, path)
+    return path
+
+
+def _source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Original tensor names and shapes for ``arch``, from the table's standard rules."""
+    targets = expected_shapes(replace(arch, vocab_size=vocab_size).to_config())
+    shapes = {}
+    for rule in RULES:
+        if rule.layout != STANDARD:
+            continue
+        layers = arch.vision_layers if rule.source.startswith("visual.") else arch.text_layers
+        for index in range(layers) if "{i}" in rule.source else [None]:
+            source, names = rule.expand(index)
+            shapes[source] = rule.op.reverse_op.shapes([targets[name] for name in names])[0]
+    return dict(sorted(shapes.items()))
