@@ -65,7 +65,7 @@ def plot_stat_scatter(ax, comparisons: list[TensorComparison], stat: str = "norm
     ax.set_xlabel(f"source {stat}")
     ax.set_ylabel(f"converted {stat}")
     ax.set_title(f"{stat}: converted vs source ({len(comparisons)} tensors)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     return artists
 
 

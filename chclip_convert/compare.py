@@ -1,0 +1,131 @@
+"""Run a converted folder and, when cn_clip is installed, the original model on the same image and
+captions — each through its own preprocessing and tokenizer — and compare what they give."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .architecture import Architecture, infer_architecture
+from .assets import CONTEXT_LENGTH
+from .checkpoint import load_checkpoint
+
+SAMPLE_CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车", "山水画", "a photo of 一只狗"]
+
+
+@dataclass
+class ModelOutputs:
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+    logits_per_image: torch.Tensor
+
+
+def sample_image():
+    """A real photograph that ships with matplotlib (Grace Hopper, 512×600): no download."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+
+
+def run_converted(folder: str | Path, images: list, captions: list[str]) -> ModelOutputs:
+    """The converted folder's processor (PIL backend, as cn_clip resizes with PIL) and model."""
+    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+
+    processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    text = processor.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
+    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    ids, mask = text["input_ids"], text["attention_mask"]
+    with torch.no_grad():  # unnormalised projected features, as cn_clip's encode_image / encode_text give
+        image_features = model.get_image_features(pixel_values=pixels).pooler_output
+        text_features = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image
+    return ModelOutputs(ids, pixels, image_features, text_features, logits)
+
+
+def has_original() -> bool:
+    return importlib.util.find_spec("cn_clip") is not None
+
+
+def run_original(checkpoint: str | Path, vocab: str | Path, images: list, captions: list[str]) -> ModelOutputs:
+    """cn_clip's own ``CLIP``, tokenizer and ``image_transform`` on the original checkpoint (fp32)."""
+    from cn_clip.clip.bert_tokenizer import FullTokenizer
+    from cn_clip.clip.model import CLIP, convert_state_dict
+    from cn_clip.clip.utils import image_transform
+
+    source = load_checkpoint(checkpoint)
+    arch = infer_architecture(source.state_dict)
+    tokenizer = FullTokenizer(vocab_file=str(vocab))
+    model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
+    state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}
+    if any(".Wqkv." in key for key in state):
+        state = convert_state_dict(state)  # cn_clip's own flash-attention → standard renaming
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    ids = cn_clip_tokenize(tokenizer, captions)
+    pixels = torch.stack([image_transform(arch.image_size)(image) for image in images])
+    with torch.no_grad():
+        image_features = model.encode_image(pixels)
+        text_features = model.encode_text(ids)
+        logits, _ = model.get_similarity(pixels, ids)
+    return ModelOutputs(ids, pixels, image_features, text_features, logits)
+
+
+def cn_clip_kwargs(arch: Architecture) -> dict:
+    """Keyword arguments for cn_clip's ``CLIP`` that rebuild ``arch``."""
+    return {
+        "embed_dim": arch.projection_dim,
+        "image_resolution": arch.image_size,
+        "vision_layers": arch.vision_layers,
+        "vision_width": arch.vision_width,
+        "vision_patch_size": arch.patch_size,
+        "vision_head_width": arch.vision_width // arch.vision_heads,
+        "vocab_size": arch.vocab_size,
+        "text_attention_probs_dropout_prob": 0.1,
+        "text_hidden_act": "gelu",
+        "text_hidden_dropout_prob": 0.1,
+        "text_hidden_size": arch.text_hidden,
+        "text_initializer_range": 0.02,
+        "text_intermediate_size": arch.text_intermediate,
+        "text_max_position_embeddings": arch.max_positions,
+        "text_num_attention_heads": arch.text_heads,
+        "text_num_hidden_layers": arch.text_layers,
+        "text_type_vocab_size": arch.type_vocab_size,
+    }
+
+
+def cn_clip_tokenize(tokenizer, captions: list[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
+    """``cn_clip.clip.tokenize``'s algorithm over any vocabulary: [CLS] tokens [SEP], cut, zero-padded."""
+    ids = torch.zeros(len(captions), context_length, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        tokens = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(caption))[: context_length - 2]
+        sequence = [tokenizer.vocab["[CLS]"], *tokens, tokenizer.vocab["[SEP]"]]
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+    return ids
+
+
+def differences(original: ModelOutputs, converted: ModelOutputs) -> dict[str, float | bool]:
+    """Token ids equal, pixel / feature / logit max abs differences, feature cosines, top-1 agreement."""
+
+    def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+        return (a.float() - b.float()).abs().max().item()
+
+    def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+        return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
+
+    return {
+        "token ids equal": bool(torch.equal(original.input_ids, converted.input_ids)),
+        "pixel max abs diff": max_abs(original.pixel_values, converted.pixel_values),
+        "image feature max abs diff": max_abs(original.image_features, converted.image_features),
+        "image feature min cosine": min_cosine(original.image_features, converted.image_features),
+        "text feature max abs diff": max_abs(original.text_features, converted.text_features),
+        "text feature min cosine": min_cosine(original.text_features, converted.text_features),
+        "logits max abs diff": max_abs(original.logits_per_image, converted.logits_per_image),
+        "top-1 agrees": bool(torch.equal(original.logits_per_image.argmax(-1), converted.logits_per_image.argmax(-1))),
+    }

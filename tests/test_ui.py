@@ -1,0 +1,101 @@
+"""The widgets, driven as a person would — set values, click — without a browser, compared with the plain calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import ChineseCLIPModel
+
+from chclip_convert import convert_checkpoint, load_checkpoint
+from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
+from chclip_convert.inspection import compare_weights, inspect_checkpoint, load_folder_tensors
+from chclip_convert.ui import ConvertUI, HistogramUI, KeyInspectorUI
+
+
+@pytest.fixture
+def demo(tmp_path):
+    return write_demo_checkpoint(tmp_path / "demo")
+
+
+def test_convert_ui_converts_and_shows_summary(demo, tmp_path):
+    ui = ConvertUI(str(demo), str(tmp_path / "out"))
+    assert ui.convert_button.disabled is False and ui.checkpoint_message.value == ""
+    ui.convert_button.click()
+    assert ui.error is None and ui.summary is not None
+    assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
+    assert (
+        "Converted." in ui.status.value and "932,225" in ui.status.value and "all keys accounted for" in ui.status.value
+    )
+    model = ChineseCLIPModel.from_pretrained(tmp_path / "out")
+    source = load_checkpoint(demo).state_dict
+    assert torch.equal(model.state_dict()["visual_projection.weight"], source["visual.proj"].t())
+    # The output now exists: Convert is disabled again until Overwrite is ticked.
+    assert ui.convert_button.disabled and "not empty" in ui.output_message.value
+    ui.overwrite.value = True
+    assert not ui.convert_button.disabled
+
+
+def test_bad_paths_show_inline_messages_and_disable_convert(demo, tmp_path):
+    ui = ConvertUI("", str(tmp_path / "out"))
+    assert ui.convert_button.disabled and "Enter the path" in ui.checkpoint_message.value
+    ui.checkpoint.value = str(tmp_path / "missing.pt")
+    assert ui.convert_button.disabled and "no such file" in ui.checkpoint_message.value
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    ui.checkpoint.value = str(empty)
+    assert ui.convert_button.disabled and "empty" in ui.checkpoint_message.value
+    ui.checkpoint.value = str(demo)
+    ui.output.value = str(demo)
+    assert ui.convert_button.disabled and "input checkpoint" in ui.output_message.value
+    ui.output.value = str(tmp_path / "fine")
+    ui.vocab.value = str(tmp_path / "nope.txt")
+    assert ui.convert_button.disabled and "No such vocabulary" in ui.vocab_message.value
+    ui.vocab.value = ""
+    assert not ui.convert_button.disabled and ui.checkpoint_message.value == ui.output_message.value == ""
+
+
+def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo, tmp_path):
+    damaged = damaged_copy(demo)
+    ui = ConvertUI(str(damaged), str(tmp_path / "out"))
+    ui.convert_button.click()
+    assert ui.summary is None and ui.error is not None
+    assert "does not map cleanly" in ui.status.value and DAMAGE["added"] in ui.status.value
+    assert "Traceback" not in ui.status.value and ui.progress.bar_style == "danger"
+    assert not (tmp_path / "out").exists()
+
+
+def test_key_inspector_lists_every_key_and_filters(demo):
+    report = inspect_checkpoint(damaged_copy(demo))
+    ui = KeyInspectorUI(report)
+    assert len(ui.rows()) == len(report.sources) + len(report.targets)
+    ui.status_filter.value = "problems"
+    statuses = {row["status"]: row["key"] for row in ui.rows()}
+    assert statuses == {
+        "unused": DAMAGE["added"],
+        "missing": "vision_model.encoder.layers.1.mlp.fc2.bias",
+        "shape_mismatch": "vision_model.post_layernorm.weight",
+    }
+    assert DAMAGE["added"] in ui.table.value and "<b>3</b>" in ui.count.value
+    ui.status_filter.value = "all"
+    ui.name_filter.value = "resblocks.1.attn"
+    assert ui.rows() and all(
+        "resblocks.1.attn" in r["key"] or "resblocks.1.attn" in r["counterpart"] for r in ui.rows()
+    )
+
+
+def test_weight_statistics_flag_exactly_the_damaged_tensors(demo, tmp_path):
+    summary = convert_checkpoint(demo, tmp_path / "hf")
+    converted = load_folder_tensors(summary.output_dir)
+    intact = compare_weights(load_checkpoint(demo).state_dict, converted)
+    assert len(intact) == 79 and all(c.agrees for c in intact)
+    damaged = compare_weights(load_checkpoint(damaged_copy(demo)).state_dict, converted)
+    flagged = {c.target for c in damaged if not c.agrees}
+    assert flagged == {
+        "vision_model.encoder.layers.1.mlp.fc2.bias",  # dropped
+        "vision_model.post_layernorm.weight",  # wrong shape
+        "text_model.encoder.layer.0.attention.self.query.weight",  # altered values
+    }
+    ui = HistogramUI(load_checkpoint(damaged_copy(demo)).state_dict, converted, damaged)
+    assert bytes(ui.image.value).startswith(b"\x89PNG") and "differ" in ui.caption.value
+    ui.tensor.value = "vision_model.encoder.layers.0.self_attn.v_proj.weight"
+    assert "identical values" in ui.caption.value
