@@ -122,7 +122,9 @@ Notes:
 from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
 model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
-processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder")
+# backend="pil" resizes exactly as cn_clip does; transformers' default torchvision backend (when
+# torchvision is installed) resizes slightly differently (pixel values differ by up to ~0.015).
+processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder", backend="pil")
 ```
 """
     (folder / "README.md").write_text(text, encoding="utf-8")
