@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from conftest import image_batch, token_batch  # noqa: E402
-from original import FULL_B16, REDUCED, build_model, save, training_checkpoint  # noqa: E402
-from test_parity import converted_outputs, original_outputs  # noqa: E402
+from conftest import image_batch, token_batch
+from original import FULL_B16, REDUCED, build_model, save, training_checkpoint
+from test_parity import converted_outputs, original_outputs
 
-from chclip_convert import convert_checkpoint  # noqa: E402
-from chclip_convert.compare import sample_image  # noqa: E402
+from chclip_convert import convert_checkpoint
+from chclip_convert.compare import sample_image
 
 
 def main() -> None:
