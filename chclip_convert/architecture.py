@@ -128,6 +128,7 @@ def infer_architecture(
     *,
     vision_heads: int | None = None,
     text_heads: int | None = None,
+    config_heads: tuple[int, int] | None = None,
     path: str | Path | None = None,
 ) -> Architecture:
     """Read the architecture off a (prefix-stripped) original state dict.
@@ -135,6 +136,7 @@ def infer_architecture(
     Args:
         state_dict: original tensor names (``visual.*``, ``bert.*``, ...) to tensors (only shapes are read).
         vision_heads, text_heads: head counts to use instead of the known-model or fallback ones.
+        config_heads: (vision, text) heads of a user's config, used for widths no known model has.
         path: the checkpoint file, named in errors.
 
     Raises:
@@ -159,13 +161,13 @@ def infer_architecture(
         vision_layers=_count_layers(shapes, "visual.transformer.resblocks.", path),
         vision_width=width,
         vision_intermediate=shapes[f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight"][0],
-        vision_heads=_heads("vision", width, vision_heads, VISION_HEADS_BY_WIDTH, notes, path),
+        vision_heads=_heads("vision", width, vision_heads, VISION_HEADS_BY_WIDTH, notes, path, _at(config_heads, 0)),
         patch_size=patch,
         image_size=grid * patch,
         text_layers=_count_layers(shapes, "bert.encoder.layer.", path),
         text_hidden=text_hidden,
         text_intermediate=shapes[f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight"][0],
-        text_heads=_heads("text", text_hidden, text_heads, TEXT_HEADS_BY_HIDDEN, notes, path),
+        text_heads=_heads("text", text_hidden, text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, _at(config_heads, 1)),
         vocab_size=vocab,
         max_positions=shapes["bert.embeddings.position_embeddings.weight"][0],
         type_vocab_size=shapes["bert.embeddings.token_type_embeddings.weight"][0],
@@ -244,7 +246,15 @@ def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
     return len(indices)
 
 
-def _heads(tower: str, width: int, override: int | None, known: dict[int, int], notes: list[str], path) -> int:
+def _at(pair: tuple[int, int] | None, index: int) -> int | None:
+    return pair[index] if pair else None
+
+
+def _heads(
+    tower: str, width: int, override: int | None, known: dict[int, int], notes: list[str], path, configured: int | None
+) -> int:
+    if override is None and width not in known and configured is not None:
+        override = configured  # an unknown width: the user's config is the only source of its head count
     if override is not None:
         if override <= 0 or width % override:
             raise ArchitectureError(

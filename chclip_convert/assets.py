@@ -51,17 +51,25 @@ def read_vocab(path: Path) -> dict[str, int]:
     return {token.rstrip("\r"): index for index, token in enumerate(tokens)}
 
 
+def vocab_mismatch(vocab_path: Path, vocab_size: int) -> str | None:
+    """Why ``vocab_path`` does not fit a model with ``vocab_size`` embedding rows, or ``None`` if it does."""
+    count = len(read_vocab(vocab_path))
+    if count == vocab_size:
+        return None
+    return (
+        f"the vocabulary has {count} tokens but the model's word embedding has {vocab_size} rows; "
+        "give the vocab.txt this model was trained with (--vocab)."
+    )
+
+
 def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str]:
     """Write ``BertTokenizer`` files (and a copy of ``vocab.txt``) into ``folder``; return their names."""
     from transformers import BertTokenizer
 
+    mismatch = vocab_mismatch(vocab_path, vocab_size)
+    if mismatch:
+        raise ConversionError(mismatch, path=vocab_path)
     vocab = read_vocab(vocab_path)
-    if len(vocab) != vocab_size:
-        raise ConversionError(
-            f"the vocabulary has {len(vocab)} tokens but the model's word embedding has {vocab_size} rows; "
-            "give the vocab.txt this model was trained with (--vocab).",
-            path=vocab_path,
-        )
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=CONTEXT_LENGTH)
     before = set(p.name for p in folder.iterdir())
     tokenizer.save_pretrained(folder)

@@ -1,7 +1,9 @@
 """The ``chclip-convert`` command.
 
     chclip-convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
-                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB]
+                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--verify]
+    chclip-convert --verify-only CHECKPOINT OUTPUT_DIR
+    chclip-convert --reverse HF_DIR OUTPUT.pt [--bare] [--overwrite]
 
 The flags of the script transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``,
 ``--config_path``) are accepted too. User errors print one paragraph and exit 1, without a traceback.
@@ -19,6 +21,7 @@ from .convert import DTYPE_CHOICES
 from .errors import ConversionError, MappingError
 
 EXIT_ERROR = 1
+EXIT_VERIFY_FAILED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
     parser.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
+    parser.add_argument("--verify-only", action="store_true", help="check an existing OUTPUT_DIR; convert nothing")
+    parser.add_argument(
+        "--reverse", action="store_true", help="turn a transformers folder (first argument) into an original .pt"
+    )
+    parser.add_argument("--bare", action="store_true", help="with --reverse: a bare state dict, no training dict")
     return parser
 
 
@@ -53,6 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = args.output_dir or args.legacy_output
     if not checkpoint or not output_dir:
         parser.error("give CHECKPOINT and OUTPUT_DIR (or --checkpoint_path and --pytorch_dump_folder_path)")
+    try:
+        if args.reverse:
+            return _reverse(checkpoint, output_dir, args)
+        if args.verify_only:
+            return _verify(checkpoint, output_dir, args)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return _convert(checkpoint, output_dir, args)
+
+
+def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
     from .pipeline import convert_checkpoint
 
     bar = _progress_bar() if args.progress else None
@@ -82,6 +103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:
         _write_json(args.report, summary.to_dict())
     print(summary.to_text())
+    if args.verify:
+        try:
+            return _verify(checkpoint, output_dir, args)
+        except ConversionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_ERROR
+    return 0
+
+
+def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    report = verify(checkpoint, output_dir)
+    print(report.to_text())
+    return 0 if report.ok else EXIT_VERIFY_FAILED
+
+
+def _reverse(folder: str, output: str, args: argparse.Namespace) -> int:
+    from .reverse import reverse_folder
+
+    print(reverse_folder(folder, output, bare=args.bare, overwrite=args.overwrite).to_text())
     return 0
 
 

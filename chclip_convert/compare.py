@@ -25,6 +25,14 @@ class ModelOutputs:
     logits_per_image: torch.Tensor
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' progress bars and advisory logging (loading is reported by this tool)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def sample_image():
     """A real photograph that ships with matplotlib (Grace Hopper, 512×600): no download."""
     from matplotlib import cbook

@@ -83,7 +83,10 @@ def convert_state_dict(
     """
     if dtype not in DTYPE_CHOICES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
-    arch = infer_architecture(state_dict, vision_heads=vision_heads, text_heads=text_heads, path=path)
+    configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
+    arch = infer_architecture(
+        state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
+    )
     config = _resolve_config(config, arch, state_dict, vision_heads, text_heads, path)
     expected = expected_shapes(config)
     converted, report = map_tensors(state_dict, expected)

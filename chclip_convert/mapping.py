@@ -129,9 +129,18 @@ IGNORED: dict[str, str] = {
     "bert.pooler.dense.bias": "BERT pooler: unused by Chinese-CLIP (commented out in cn_clip's BertModel)",
 }
 
+# Target keys that may appear in older transformers folders but hold nothing to convert back.
+REVERSE_IGNORED: dict[str, str] = {
+    "text_model.embeddings.position_ids": "buffer (saved by older transformers versions), rebuilt at load",
+    "text_model.embeddings.token_type_ids": "buffer (saved by older transformers versions), rebuilt at load",
+    "vision_model.embeddings.position_ids": "buffer (saved by older transformers versions), rebuilt at load",
+}
+
 RULES_BY_SOURCE: dict[str, Rule] = {rule.source: rule for rule in RULES}
-# Reverse lookup for transformers → original: standard layout only, keyed by the first target.
-RULES_BY_TARGET: dict[str, Rule] = {rule.targets[0]: rule for rule in RULES if rule.layout == STANDARD}
+# Reverse lookup for transformers → original: standard layout only, keyed by every target of a rule.
+RULES_BY_TARGET: dict[str, Rule] = {
+    target: rule for rule in RULES if rule.layout == STANDARD for target in rule.targets
+}
 
 
 def split_layer_index(key: str) -> tuple[str, int | None]:
@@ -154,7 +163,7 @@ def find_rule(source_key: str) -> tuple[Rule, int | None] | None:
 
 
 def find_reverse_rule(target_key: str) -> tuple[Rule, int | None] | None:
-    """The standard rule whose first target is ``target_key``, with its layer index."""
+    """The standard rule that fills ``target_key`` (alone or with others), with its layer index."""
     template, index = split_layer_index(target_key)
     rule = RULES_BY_TARGET.get(template)
     if rule is None:

@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from .compare import quiet_transformers
 from .demo import damaged_copy, write_demo_checkpoint
 
 DEMO_DIR = Path("demo-work")
@@ -14,10 +15,7 @@ DEMO_DIR = Path("demo-work")
 
 def prepare() -> None:
     """Silence progress bars and advisory warnings of the libraries, so cell outputs show only ours."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    quiet_transformers()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
 
@@ -32,9 +30,12 @@ def checkpoint_or_demo(folder: str | Path = DEMO_DIR) -> tuple[Path, bool]:
 
 
 def fresh_demo_output(name: str, folder: str | Path = DEMO_DIR) -> Path:
-    """A demo output folder path, emptied first so the notebook can be run again and again."""
+    """A demo output path (folder or file), removed first so the notebook can be run again and again."""
     path = Path(folder) / name
-    shutil.rmtree(path, ignore_errors=True)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
     return path
 
 

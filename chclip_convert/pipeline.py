@@ -158,8 +158,15 @@ def convert_checkpoint(
         path=source.path,
     )
     vocab_path, vocab_origin = assets.find_vocab(vocab, source.path)
-    sha256 = sha256_of(source.path)
     summary_warnings = [] if vocab_path else [NO_VOCAB_WARNING]
+    if vocab_path is not None:
+        mismatch = assets.vocab_mismatch(vocab_path, result.architecture.vocab_size)
+        if mismatch and vocab_origin == "given":
+            raise ConversionError(mismatch, path=vocab_path)
+        if mismatch:
+            summary_warnings.append(f"{vocab_path} ({vocab_origin}) not used: {mismatch} No tokenizer was written.")
+            vocab_path = None
+    sha256 = sha256_of(source.path)
     with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
         files = _write_folder(folder, result, max_shard_bytes, vocab_path, progress)
         summary = ConversionSummary(

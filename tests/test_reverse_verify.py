@@ -1,0 +1,186 @@
+"""Reverse conversion (transformers → original) and verification, against cn_clip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from cn_clip.clip.model import CLIP, resize_pos_embed
+from original import REDUCED, VOCAB, build_model, model_kwargs, save, training_checkpoint
+from safetensors.torch import load_file, save_file
+from test_mapping import small_config
+from transformers import ChineseCLIPModel
+
+from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
+from chclip_convert.compare import cn_clip_kwargs
+from chclip_convert.reverse import reverse_folder, reverse_state_dict
+from chclip_convert.verify import verify
+
+
+def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    )
+
+
+def folder_tensors(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", list(REDUCED))
+def test_round_trips_are_bit_exact(name, reduced_checkpoints, tmp_path):
+    source = load_checkpoint(reduced_checkpoints[name]).state_dict
+    convert_checkpoint(reduced_checkpoints[name], tmp_path / "hf")
+    reverse_folder(tmp_path / "hf", tmp_path / "back.pt")
+    back = load_checkpoint(tmp_path / "back.pt").state_dict
+    assert set(back) == set(source)
+    assert all(same_bytes(back[key], source[key]) for key in source)
+    convert_checkpoint(tmp_path / "back.pt", tmp_path / "hf2")
+    first, second = folder_tensors(tmp_path / "hf"), folder_tensors(tmp_path / "hf2")
+    assert set(first) == set(second) and all(same_bytes(first[k], second[k]) for k in first)
+
+
+def test_mixed_fp16_round_trip_keeps_every_dtype(tmp_path):
+    model = build_model(REDUCED["ViT-B-16"], seed=4)
+    checkpoint = save(training_checkpoint(model, fp16=True), tmp_path / "fp16.pt")
+    convert_checkpoint(checkpoint, tmp_path / "hf")
+    reverse_folder(tmp_path / "hf", tmp_path / "back.pt", bare=True)
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    source = load_checkpoint(checkpoint).state_dict
+    assert set(back) == set(source) and all(same_bytes(back[k], source[k]) for k in source)
+
+
+def test_reverse_output_loads_into_cn_clip_strictly_and_resumes_training(reduced_models, reduced_checkpoints, tmp_path):
+    model_name = "ViT-L-14-336"
+    convert_checkpoint(reduced_checkpoints[model_name], tmp_path / "hf")
+    reverse_folder(tmp_path / "hf", tmp_path / "epoch_latest.pt")
+    fresh = CLIP(**model_kwargs(REDUCED[model_name]))
+    bare = load_checkpoint(tmp_path / "epoch_latest.pt").state_dict
+    fresh.load_state_dict(bare, strict=True)
+    # cn_clip/training/main.py's resume path, on a DistributedDataParallel-style wrapper (module. keys).
+    wrapper = torch.nn.Module()
+    wrapper.module = CLIP(**model_kwargs(REDUCED[model_name]))
+    checkpoint = torch.load(tmp_path / "epoch_latest.pt", map_location="cpu")
+    sd = {k: v for k, v in checkpoint["state_dict"].items() if "bert.pooler" not in k}
+    resize_pos_embed(sd, wrapper.module, prefix="module.")
+    wrapper.load_state_dict(sd)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (0, 0)
+    reference = reduced_models[model_name]
+    assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), wrapper.module.parameters(), strict=True))
+
+
+def test_reverse_a_folder_saved_by_transformers_with_old_buffers(tmp_path):
+    """A folder as published by others: written by transformers itself, weights in pytorch_model.bin,
+    with the position_ids buffers older transformers versions saved."""
+    hf = ChineseCLIPModel(small_config())
+    hf.save_pretrained(tmp_path / "published")
+    state = load_file(str(tmp_path / "published" / "model.safetensors"))
+    state["text_model.embeddings.position_ids"] = torch.arange(16)[None]
+    state["vision_model.embeddings.position_ids"] = torch.arange(5)[None]
+    (tmp_path / "published" / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "published" / "pytorch_model.bin")
+    reverse_folder(tmp_path / "published", tmp_path / "orig.pt", bare=True)
+    original = torch.load(tmp_path / "orig.pt", weights_only=True)
+    q, k, v = (state[f"vision_model.encoder.layers.1.self_attn.{p}_proj.weight"] for p in "qkv")
+    assert torch.equal(original["visual.transformer.resblocks.1.attn.in_proj_weight"], torch.cat([q, k, v]))
+    assert torch.equal(original["visual.proj"], state["visual_projection.weight"].t())
+    # The same table forward again gives back the folder's tensors.
+    config = tmp_path / "published" / "config.json"
+    with pytest.warns(UserWarning, match="not used: the vocabulary has 21128 tokens"):  # cn_clip's, 30 rows here
+        back = convert_checkpoint(tmp_path / "orig.pt", tmp_path / "again", config=config)
+    assert back.report.ok
+
+
+def test_reverse_rejects_incomplete_or_foreign_folders(tmp_path):
+    state = dict(ChineseCLIPModel(small_config()).state_dict())
+    del state["vision_model.encoder.layers.0.self_attn.k_proj.weight"]
+    state["vision_model.extra.weight"] = torch.zeros(2)
+    with pytest.raises(MappingError) as caught:
+        reverse_state_dict(state)
+    message = str(caught.value)
+    assert "vision_model.extra.weight" in message and "layers.0.self_attn.k_proj.weight" in message
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(Exception, match="is a file; --reverse reads a transformers folder"):
+        reverse_folder(tmp_path / "x.safetensors", tmp_path / "o.pt")
+
+
+def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
+    convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
+    (tmp_path / "o.pt").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="exists"):
+        reverse_folder(tmp_path / "hf", tmp_path / "o.pt")
+    assert (tmp_path / "o.pt").read_bytes() == b"mine"
+    reverse_folder(tmp_path / "hf", tmp_path / "o.pt", overwrite=True)
+    assert not list(tmp_path.glob("*.chclip-partial"))
+
+
+def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
+    convert_checkpoint(reduced_checkpoints["ViT-H-14"], tmp_path / "hf", vocab=VOCAB)
+    report = verify(reduced_checkpoints["ViT-H-14"], tmp_path / "hf")
+    assert report.ok, report.to_text()
+    names = [check.name for check in report.checks]
+    assert "token ids equal" in names and "top-1 agrees" in names and "pixel max abs diff" in names
+    assert report.details["image feature max abs diff"] <= 1e-5  # fp32 on both sides, as in test_parity
+
+
+def test_verify_uses_16_bit_tolerances_for_a_cast_folder(reduced_checkpoints, tmp_path):
+    convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB, dtype="float16")
+    report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
+    assert report.precision == "float16" and report.ok, report.to_text()
+
+
+def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoints, tmp_path):
+    checkpoint = reduced_checkpoints["ViT-B-16"]
+    convert_checkpoint(checkpoint, tmp_path / "hf", vocab=VOCAB)
+    state = folder_tensors(tmp_path / "hf")
+    q, k = (f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight" for p in "qk")
+    state[q], state[k] = state[k].clone(), state[q].clone()  # the q/k order mistake a converter can make
+    save_file(state, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+    report = verify(checkpoint, tmp_path / "hf")
+    failed = {check.name for check in report.checks if not check.passed}
+    assert "weights equal source" in failed and "image max abs diff (relative)" in failed
+    result = subprocess.run(
+        [sys.executable, "-m", "chclip_convert", "--verify-only", str(checkpoint), str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 3 and "Verification FAILED." in result.stdout
+
+
+def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path):
+    convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB)
+    report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", use_original=False)
+    assert report.ok and not report.original_available
+    assert [c.name for c in report.checks] == [
+        "folder reloads",
+        "weights equal source",
+        "round trip transformers → original → transformers",
+        "round trip original → transformers → original",
+    ]
+    assert "not installed" in report.to_text()
+
+
+def test_cli_reverse_and_convert_with_verify(reduced_checkpoints, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = [sys.executable, "-m", "chclip_convert"]
+    result = subprocess.run(
+        [*run, str(reduced_checkpoints["ViT-L-14"]), str(tmp_path / "hf"), "--verify", "--vocab", str(VOCAB)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Verified: all checks pass." in result.stdout
+    result = subprocess.run(
+        [*run, "--reverse", str(tmp_path / "hf"), str(tmp_path / "o.pt")], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--reset-optimizer" in result.stdout
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "chinese_clip"
+    assert CLIP(**cn_clip_kwargs(convert_checkpoint(tmp_path / "o.pt", tmp_path / "hf2").architecture)) is not None
