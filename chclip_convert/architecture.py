@@ -240,7 +240,8 @@ def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
     if not indices or indices != expected:
         gaps = sorted(expected - indices)
         raise ArchitectureError(
-            f"layers under {prefix}* are not numbered 0…N-1: found {sorted(indices)}, missing {gaps}.",
+            f"layers under {prefix}* are not numbered 0…N-1: found {sorted(indices)}, missing {gaps}. "
+            "Layers were lost or renumbered when the file was edited; re-save it from the training run.",
             path=path,
         )
     return len(indices)
@@ -389,7 +390,8 @@ def check_config(
                 )
     if problems:
         raise ConfigMismatchError(
-            "the given config contradicts the checkpoint's weights:\n  - " + "\n  - ".join(problems),
+            "the given config contradicts the checkpoint's weights (the weights define the sizes: fix the config, "
+            "or drop --config and let the converter read them):\n  - " + "\n  - ".join(problems),
             path=path,
         )
     return config

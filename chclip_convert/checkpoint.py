@@ -76,7 +76,11 @@ def check_checkpoint_path(path: Path) -> None:
             )
         raise CheckpointReadError("is a folder; give the checkpoint file (.pt) inside it.", path=path)
     if path.stat().st_size == 0:
-        raise CheckpointReadError("the file is empty (0 bytes); it is not a checkpoint.", path=path)
+        raise CheckpointReadError(
+            "the file is empty (0 bytes), so it is not a checkpoint; an interrupted copy or save? Copy or save it "
+            "again.",
+            path=path,
+        )
     if _looks_like_safetensors(path):
         raise UnsupportedCheckpointError(
             "this is a safetensors file, i.e. already converted weights. The converter reads original "
@@ -95,31 +99,48 @@ def _looks_like_safetensors(path: Path) -> bool:
     return head[8:9] == b"{" and 0 < header_length < path.stat().st_size
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's 10-byte magic number (pre-1.6 format)
+WHAT_TO_GIVE = "Give the .pt file that Chinese-CLIP training (cn_clip) wrote, or a torch.save(model.state_dict())."
+
+
 def _torch_load(path: Path) -> Any:
-    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as stream:
+        head = stream.read(4)
+    is_zip = head == ZIP_MAGIC  # also true for a truncated zip, which is_zipfile rejects
+    if not is_zip and head != LEGACY_MAGIC:
+        raise CheckpointReadError(
+            f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE}",
+            path=path,
+        )
+    mmap = is_zip and zipfile.is_zipfile(path)
+    if mmap and not any(name.endswith("data.pkl") for name in zipfile.ZipFile(path).namelist()):
+        raise CheckpointReadError(
+            f"is a zip archive but not a PyTorch checkpoint (it has no data.pkl record). {WHAT_TO_GIVE}", path=path
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise CheckpointReadError(_read_failure_message(is_zip, error), path=path) from error
         raise CheckpointReadError(
             "refused to load: the file contains pickled objects other than tensors and plain containers, "
-            "and loading it would run code stored in it. Re-save the state dict with "
-            f"`torch.save(model.state_dict(), path)` from trusted code. ({_first_line(error)})",
+            "and loading it would run code stored in it; nothing from it was run. Re-save the state dict "
+            f"with `torch.save(model.state_dict(), path)` from trusted code. ({_first_line(error)})",
             path=path,
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointReadError(_read_failure_message(path, is_zip, error), path=path) from error
+        raise CheckpointReadError(_read_failure_message(is_zip, error), path=path) from error
 
 
-def _read_failure_message(path: Path, is_zip: bool, error: BaseException) -> str:
+def _read_failure_message(is_zip: bool, error: BaseException) -> str:
     text = _first_line(error)
-    if is_zip and ("archive/data.pkl" in text or "data.pkl" in text or "constants.pkl" in text):
-        return f"is a zip file but not a PyTorch checkpoint (no data.pkl record). ({text})"
     if is_zip:
-        return f"cannot be read as a PyTorch checkpoint: it looks truncated or corrupt. ({text})"
-    return (
-        "is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch pickle); "
-        f"it may be truncated or a different kind of file. ({text})"
-    )
+        return (
+            "cannot be read: it starts like a PyTorch checkpoint but looks truncated or corrupt (an interrupted "
+            f"copy or save?). Copy or save it again. ({text})"
+        )
+    return f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE} ({text})"
 
 
 def _first_line(error: BaseException) -> str:

@@ -7,7 +7,7 @@ Nothing here touches the disk. Tensors come out as views of the input wherever t
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ class ConversionResult:
     config: ChineseCLIPConfig
     architecture: Architecture
     report: ConversionReport
+    non_finite: list[str] = field(default_factory=list)  # source keys holding NaN or Inf
 
     @property
     def dtypes_written(self) -> dict[str, int]:
@@ -97,7 +98,16 @@ def convert_state_dict(
     if dtype != "auto":
         converted = {key: tensor.to(DTYPES[dtype]) for key, tensor in converted.items()}
     config.dtype = dtype_name(majority_dtype(converted))
-    return ConversionResult(converted, config, arch, report)
+    return ConversionResult(converted, config, arch, report, find_non_finite(state_dict))
+
+
+def find_non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf (meta tensors, which hold no values, are skipped)."""
+    return sorted(
+        key
+        for key, tensor in state_dict.items()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all())
+    )
 
 
 def _resolve_config(config, arch, state_dict, vision_heads, text_heads, path) -> ChineseCLIPConfig:

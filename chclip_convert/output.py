@@ -37,8 +37,13 @@ def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, o
             path=output_dir,
         )
     parent = resolved.parent
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write in its parent folder {parent} (permission denied).", path=output_dir)
+    while not parent.exists() and parent != parent.parent:  # the folder that will hold the new ones
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot write in its parent folder {parent} (permission denied); choose a folder you can write to.",
+            path=output_dir,
+        )
     return output_dir
 
 
@@ -57,14 +62,19 @@ def atomic_output_dir(output_dir: Path, *, overwrite: bool) -> Iterator[Path]:
         _remove(partial)
         partial.mkdir()
     except OSError as error:
-        raise OutputError(f"cannot create the output folder: {error.strerror or error}.", path=output_dir) from error
+        raise OutputError(
+            f"cannot create the output folder: {error.strerror or error}; choose a folder you can write to.",
+            path=output_dir,
+        ) from error
     try:
         yield partial
         _swap_into_place(partial, output_dir, old, overwrite)
     except OSError as error:
         _remove(partial)
         raise OutputError(
-            f"writing failed: {error.strerror or error}; nothing was changed.", path=output_dir
+            f"writing failed: {error.strerror or error}; nothing was changed. Free space or fix the permissions "
+            "of the target's folder, then run again.",
+            path=output_dir,
         ) from error
     except BaseException:
         _remove(partial)

@@ -159,6 +159,11 @@ def convert_checkpoint(
     )
     vocab_path, vocab_origin = assets.find_vocab(vocab, source.path)
     summary_warnings = [] if vocab_path else [NO_VOCAB_WARNING]
+    if result.non_finite:
+        summary_warnings.append(
+            f"{len(result.non_finite)} tensor(s) hold NaN or Inf values: {', '.join(result.non_finite)}. They were "
+            "converted as they are, and the model will give NaN outputs; check the training run that wrote them."
+        )
     if vocab_path is not None:
         mismatch = assets.vocab_mismatch(vocab_path, result.architecture.vocab_size)
         if mismatch and vocab_origin == "given":

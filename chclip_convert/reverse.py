@@ -148,5 +148,9 @@ def reverse_folder(
         os.replace(partial, output)
     except OSError as error:
         partial.unlink(missing_ok=True)
-        raise OutputError(f"writing failed: {error.strerror or error}; nothing was changed.", path=output) from error
+        raise OutputError(
+            f"writing failed: {error.strerror or error}; nothing was changed. Free space or fix the permissions "
+            "of the target's folder, then run again.",
+            path=output,
+        ) from error
     return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)

@@ -70,6 +70,11 @@ class ConvertUI:
             style=DESCRIPTION,
         )
         self.vocab_message = W.HTML()
+        self.config_message = W.HTML()
+        self.config = W.Text(
+            "", description="Config", placeholder="optional config.json, checked against the weights", layout=WIDE,
+            style=DESCRIPTION,
+        )  # fmt: skip
         self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
         self.overwrite = W.Checkbox(False, description="Overwrite a non-empty output folder", indent=False)
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
@@ -78,7 +83,7 @@ class ConvertUI:
         self.summary: ConversionSummary | None = None
         self.error: ConversionError | None = None
         # connections
-        for field in (self.checkpoint, self.output, self.vocab, self.overwrite):
+        for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite):
             field.observe(self._on_field_change, names="value")
         self.convert_button.on_click(self._on_convert_click)
         self._validate()
@@ -100,6 +105,7 @@ class ConvertUI:
                 self.output.value.strip(),
                 dtype=self.dtype.value,
                 vocab=self.vocab.value.strip() or None,
+                config=self.config.value.strip() or None,
                 overwrite=self.overwrite.value,
                 progress=self._on_progress,
             )
@@ -118,6 +124,9 @@ class ConvertUI:
 
     def _validate(self) -> dict[str, str]:
         problems = validate_inputs(self.checkpoint.value, self.output.value, self.vocab.value, self.overwrite.value)
+        if self.config.value.strip() and not Path(self.config.value.strip()).expanduser().exists():
+            problems["config"] = "No such config file."
+        self.config_message.value = _inline(problems.get("config"))
         self.checkpoint_message.value = _inline(problems.get("checkpoint"))
         self.output_message.value = _inline(problems.get("output"))
         self.vocab_message.value = _inline(problems.get("vocab"))
@@ -135,6 +144,8 @@ class ConvertUI:
                 self.output_message,
                 self.vocab,
                 self.vocab_message,
+                self.config,
+                self.config_message,
                 W.HBox([self.dtype, self.overwrite]),
                 W.HBox([self.convert_button, self.progress]),
                 self.status,

@@ -1,0 +1,295 @@
+"""Every kind of bad input or failing output: one clear message naming the file, the problem and what to do;
+a non-zero exit from the CLI; a typed exception from the API; the message in the widget; the input unchanged;
+no partial output left at the target."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from cn_clip.clip.model import CLIP
+from original import REDUCED, build_model, save, training_checkpoint
+from safetensors.torch import save_file
+
+from chclip_convert import (
+    ArchitectureError,
+    CheckpointReadError,
+    ConfigMismatchError,
+    ConversionError,
+    MappingError,
+    OutputError,
+    UnsupportedCheckpointError,
+    convert_checkpoint,
+    load_checkpoint,
+    safetensors_writer,
+)
+from chclip_convert import output as output_module
+from chclip_convert.cli import main
+from chclip_convert.demo import write_demo_checkpoint
+from chclip_convert.ui import ConvertUI
+
+MARKER = Path("/tmp/chclip-convert-pickle-ran")
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling this calls Path.touch(MARKER): a stand-in for any code an untrusted pickle could run."""
+
+    def __reduce__(self):
+        return (Path.touch, (MARKER,))
+
+
+@dataclass
+class Case:
+    """Builds (input, output, extra CLI args) in a folder from a good checkpoint; what must be raised and said."""
+
+    build: Callable[[Path, Path], tuple[Path, Path, list[str]]]
+    error: type[ConversionError]
+    says: str
+
+
+def state_of(good: Path) -> dict[str, torch.Tensor]:
+    return dict(load_checkpoint(good).state_dict)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _empty(work, good):
+    return write(work / "empty.pt", b""), work / "out", []
+
+
+def _random_bytes(work, good):
+    return write(work / "random.pt", os.urandom(4096)), work / "out", []
+
+
+def _truncated(work, good):
+    return write(work / "truncated.pt", good.read_bytes()[: good.stat().st_size // 2]), work / "out", []
+
+
+def _zip_not_torch(work, good):
+    with zipfile.ZipFile(work / "notes.pt", "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    return work / "notes.pt", work / "out", []
+
+
+def _code_in_pickle(work, good):
+    torch.save({"state_dict": {"visual.proj": RunsCodeWhenUnpickled()}}, work / "evil.pt")
+    return work / "evil.pt", work / "out", []
+
+
+def _openai_clip(work, good):
+    state = {
+        "token_embedding.weight": torch.zeros(8, 4),
+        "transformer.resblocks.0.attn.in_proj_weight": torch.zeros(12, 4),
+        "visual.conv1.weight": torch.zeros(4, 3, 2, 2),
+        "visual.proj": torch.zeros(4, 4),
+    }
+    return save(state, work / "openai_clip.pt"), work / "out", []
+
+
+def _bert_only(work, good):
+    state = {k: v for k, v in state_of(good).items() if k.startswith("bert.")}
+    return save(state, work / "bert.pt"), work / "out", []
+
+
+def _rn50(work, good):
+    torch.manual_seed(0)
+    model = CLIP(
+        embed_dim=16, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=8, vision_patch_size=None,
+        vocab_size=32, text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
+        text_hidden_size=16, text_initializer_range=0.02, text_intermediate_size=32, text_max_position_embeddings=16,
+        text_num_attention_heads=2, text_num_hidden_layers=1, text_type_vocab_size=2,
+    )  # fmt: skip
+    return save(training_checkpoint(model), work / "clip_cn_rn50.pt"), work / "out", []
+
+
+def _converted_folder(work, good):
+    convert_checkpoint(good, work / "already")
+    return work / "already", work / "out", []
+
+
+def _safetensors_file(work, good):
+    save_file({"logit_scale": torch.ones(())}, str(work / "model.safetensors"))
+    return work / "model.safetensors", work / "out", []
+
+
+def _missing_tensor(work, good):
+    state = state_of(good)
+    del state["visual.transformer.resblocks.0.mlp.c_fc.bias"]
+    return save(state, work / "missing.pt"), work / "out", []
+
+
+def _extra_tensor(work, good):
+    state = state_of(good)
+    state["visual.prompt_tokens"] = torch.zeros(4, 128)
+    return save(state, work / "extra.pt"), work / "out", []
+
+
+def _wrong_shape(work, good):
+    state = state_of(good)
+    state["bert.encoder.layer.1.output.LayerNorm.bias"] = torch.zeros(100)
+    return save(state, work / "shape.pt"), work / "out", []
+
+
+def _layer_gap(work, good):
+    state = {k.replace("resblocks.1.", "resblocks.2."): v for k, v in state_of(good).items()}
+    return save(state, work / "gap.pt"), work / "out", []
+
+
+def _contradicting_config(work, good):
+    convert_checkpoint(good, work / "reference")
+    config = (work / "reference" / "config.json").read_text().replace('"patch_size": 16', '"patch_size": 32')
+    (work / "config.json").write_text(config)
+    return good, work / "out", ["--config", str(work / "config.json")]
+
+
+def _output_not_empty(work, good):
+    (work / "out").mkdir()
+    (work / "out" / "notes.txt").write_text("mine")
+    return good, work / "out", []
+
+
+def _output_is_file(work, good):
+    return good, write(work / "out", b"a file"), []
+
+
+def _output_is_input(work, good):
+    return good, good, []
+
+
+def _output_holds_input(work, good):
+    return good, good.parent, ["--overwrite"]
+
+
+CASES = {
+    "empty file": Case(_empty, CheckpointReadError, "empty (0 bytes)"),
+    "random bytes": Case(_random_bytes, CheckpointReadError, "is not a PyTorch checkpoint"),
+    "truncated checkpoint": Case(_truncated, CheckpointReadError, "truncated or corrupt"),
+    "zip that is not torch": Case(_zip_not_torch, CheckpointReadError, "no data.pkl record"),
+    "pickle that would run code": Case(_code_in_pickle, CheckpointReadError, "nothing from it was run"),
+    "OpenAI CLIP / open_clip": Case(_openai_clip, UnsupportedCheckpointError, "OpenAI CLIP / open_clip"),
+    "BERT-only state dict": Case(_bert_only, UnsupportedCheckpointError, "BERT-only"),
+    "Chinese-CLIP RN50": Case(_rn50, UnsupportedCheckpointError, "no ResNet vision tower"),
+    "converted folder as input": Case(_converted_folder, UnsupportedCheckpointError, "--reverse"),
+    "safetensors file as input": Case(_safetensors_file, UnsupportedCheckpointError, "already converted"),
+    "missing tensor": Case(_missing_tensor, MappingError, "layers.0.mlp.fc1.bias"),
+    "extra tensor": Case(_extra_tensor, MappingError, "visual.prompt_tokens"),
+    "wrong-shaped tensor": Case(_wrong_shape, MappingError, "got [100], expected [128]"),
+    "layer numbering gap": Case(_layer_gap, ArchitectureError, "missing [1]"),
+    "config contradicting weights": Case(_contradicting_config, ConfigMismatchError, "patch_size = 32"),
+    "output exists": Case(_output_not_empty, OutputError, "not empty"),
+    "output is a file": Case(_output_is_file, OutputError, "is a file"),
+    "output is the input": Case(_output_is_input, OutputError, "input checkpoint"),
+    "output folder holds the input": Case(_output_holds_input, OutputError, "input checkpoint"),
+}
+
+
+def sha256(path: Path) -> str | None:
+    if path.is_dir():
+        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+@pytest.fixture
+def good(tmp_path) -> Path:
+    return write_demo_checkpoint(tmp_path / "run")
+
+
+def assert_nothing_written(output: Path, before: str | None) -> None:
+    assert sha256(output) == before, "the output location changed"
+    assert not list(output.parent.glob("*.chclip-partial")), "a partial folder was left"
+
+
+def check_case(case: Case, source: Path, output: Path, extra: list[str], capsys) -> None:
+    source_hash, output_hash = sha256(source), sha256(output)
+    options = {"config": extra[1]} if extra[:1] == ["--config"] else {"overwrite": "--overwrite" in extra}
+    with pytest.raises(case.error) as caught:
+        convert_checkpoint(source, output, **options)
+    message = str(caught.value)
+    assert case.says in message and str(caught.value.path) in message
+    assert main([str(source), str(output), "--no-progress", *extra]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and case.says in stderr and "Traceback" not in stderr
+    ui = ConvertUI(str(source), str(output))
+    ui.overwrite.value = "--overwrite" in extra
+    ui.config.value = options.get("config", "")
+    if ui.convert_button.disabled:  # refused before converting: the message sits under its field
+        shown = ui.checkpoint_message.value + ui.output_message.value
+    else:
+        ui.convert_button.click()
+        shown = ui.status.value
+    assert case.says.replace("'", "&#x27;") in shown.replace("&amp;", "&") or case.says in ui.status.value
+    assert "Traceback" not in shown
+    assert sha256(source) == source_hash, "the input changed"
+    assert_nothing_written(output, output_hash)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, good, tmp_path, capsys):
+    MARKER.unlink(missing_ok=True)
+    source, output, extra = CASES[name].build(tmp_path, good)
+    check_case(CASES[name], source, output, extra, capsys)
+    assert not MARKER.exists(), "code stored in the checkpoint ran"
+
+
+def test_unwritable_output_folder(good, tmp_path, capsys, monkeypatch):
+    # Tests run as root here, which ignores permission bits; the permission check itself is simulated.
+    monkeypatch.setattr(output_module.os, "access", lambda path, mode: False)
+    check_case(Case(None, OutputError, "permission denied"), good, tmp_path / "locked" / "out", [], capsys)
+
+
+def test_full_disk_while_writing_weights(good, tmp_path, capsys, monkeypatch):
+    real = safetensors_writer._raw_bytes
+    calls = {"n": 0}
+
+    def fill_disk_after_a_few(tensor):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError(28, "No space left on device")
+        return real(tensor)
+
+    monkeypatch.setattr(safetensors_writer, "_raw_bytes", fill_disk_after_a_few)
+    check_case(Case(None, OutputError, "No space left on device"), good, tmp_path / "out", [], capsys)
+
+
+def test_nan_and_inf_are_converted_with_a_warning_naming_them(good, tmp_path, capsys):
+    state = state_of(good)
+    state["visual.ln_post.weight"][3] = float("nan")
+    state["bert.embeddings.LayerNorm.bias"][0] = float("inf")
+    source = save(state, tmp_path / "nan.pt")
+    with pytest.warns(UserWarning, match=r"2 tensor\(s\) hold NaN or Inf values: bert.embeddings.LayerNorm.bias, "):
+        summary = convert_checkpoint(source, tmp_path / "out")
+    assert any("visual.ln_post.weight" in warning for warning in summary.warnings)
+    assert main([str(source), str(tmp_path / "cli"), "--no-progress"]) == 0
+    assert "warning: 2 tensor(s) hold NaN or Inf" in capsys.readouterr().out
+
+
+def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_run_removes(tmp_path):
+    model = build_model(REDUCED["ViT-H-14"], seed=2)  # ~360 MB of weights: writing takes a moment
+    source = save(training_checkpoint(model), tmp_path / "big.pt")
+    before = sha256(source)
+    output, partial = tmp_path / "out", tmp_path / "out.chclip-partial"
+    command = [sys.executable, "-m", "chclip_convert", str(source), str(output), "--no-progress"]
+    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (partial / "model.safetensors").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the conversion finished before it could be interrupted"
+    assert not output.exists() and partial.is_dir()
+    assert sha256(source) == before
+    convert_checkpoint(source, output)
+    assert not partial.exists() and (output / "model.safetensors").is_file()
