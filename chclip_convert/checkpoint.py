@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointReadError, UnsupportedCheckpointError
+from .lazy import LazyTensor, NotLazyLoadable, load_lazy
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
@@ -29,7 +30,7 @@ class SourceCheckpoint:
     """A checkpoint's model tensors, with the prefix stripped, and what was found around them."""
 
     path: Path
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor]  # or LazyTensor handles, from open_checkpoint
     wrapper: str  # "training dict" or "bare state dict"
     had_module_prefix: bool
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +53,28 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
     check_checkpoint_path(path)
     loaded = _torch_load(path)
     return _unwrap(path, loaded)
+
+
+def open_checkpoint(path: str | Path) -> SourceCheckpoint:
+    """Like :func:`load_checkpoint`, but reading no tensor data: for torch zip files, each tensor is a
+    :class:`~chclip_convert.lazy.LazyTensor` whose ``load()`` reads just its bytes, so the optimizer state
+    is never read and memory stays flat in the model's size.
+
+    The lazy reader accepts only tensors, storages and plain containers (a strict subset of what
+    ``weights_only=True`` allows); any other file goes through :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    check_checkpoint_path(path)
+    try:
+        loaded = load_lazy(path)
+    except (NotLazyLoadable, OSError):
+        return load_checkpoint(path)
+    return _unwrap(path, loaded)
+
+
+def materialize(tensor: torch.Tensor | LazyTensor) -> torch.Tensor:
+    """A real tensor for a tensor or a lazy handle."""
+    return tensor.load() if isinstance(tensor, LazyTensor) else tensor
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
@@ -159,7 +182,7 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
         skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
     else:
         raw, wrapper, metadata, skipped = loaded, "bare state dict", {}, []
-    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
+    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor | LazyTensor))
     if not_tensors:
         shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
         raise UnsupportedCheckpointError(

@@ -6,9 +6,12 @@ Nothing here touches the disk. Tensors come out as views of the input wherever t
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from transformers import ChineseCLIPConfig
@@ -16,6 +19,7 @@ from transformers import ChineseCLIPConfig
 from .architecture import Architecture, check_config, expected_shapes, infer_architecture
 from .errors import ConversionError, MappingError
 from .mapping import IGNORED, find_rule
+from .ops import Op
 from .report import (
     CONFLICT,
     FILLED,
@@ -58,6 +62,80 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+class TensorLike(Protocol):
+    """What planning needs of a tensor: a ``torch.Tensor`` or a :class:`~chclip_convert.lazy.LazyTensor`."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Step:
+    """One source tensor turned into its target tensors by ``op``."""
+
+    source: str
+    op: Op
+    targets: tuple[str, ...]
+
+
+@dataclass
+class ConversionPlan:
+    """Everything decided before any tensor data is read: steps, config, architecture, report, cast."""
+
+    steps: list[Step]
+    config: ChineseCLIPConfig
+    architecture: Architecture
+    report: ConversionReport
+    cast: torch.dtype | None  # None: keep every tensor's dtype
+
+    def target_specs(self, sources: dict[str, TensorLike]) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        """(name, shape, dtype) of every target tensor, in the order :meth:`tensors` yields them."""
+        shapes = {record.key: record.expected_shape for record in self.report.targets}
+        return [
+            (target, tuple(shapes[target]), self.cast or sources[step.source].dtype)
+            for step in self.steps
+            for target in step.targets
+        ]
+
+    def tensors(self, load: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield (target name, tensor), reading each source tensor once through ``load(source_key)``."""
+        for step in self.steps:
+            outputs = step.op.apply([load(step.source)])
+            for target, tensor in zip(step.targets, outputs, strict=True):
+                yield target, tensor.to(self.cast) if self.cast is not None else tensor
+
+
+def plan_conversion(
+    state_dict: dict[str, TensorLike],
+    *,
+    config: ChineseCLIPConfig | None = None,
+    dtype: str = "auto",
+    strict: bool = True,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    path: str | Path | None = None,
+) -> ConversionPlan:
+    """Decide the whole conversion from names, shapes and dtypes alone; raise before anything is read.
+
+    Arguments as for :func:`convert_state_dict`, whose first half this is.
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
+    configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
+    arch = infer_architecture(
+        state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
+    )
+    config = _resolve_config(config, arch, state_dict, vision_heads, text_heads, path)
+    steps, report = plan_steps(state_dict, expected_shapes(config))
+    report.notes.extend(arch.notes)
+    if not strict and report.problems()["unused"]:
+        report.notes.append(f"{len(report.problems()['unused'])} unused source key(s) dropped (--no-strict).")
+    _raise_on_problems(report, strict, path)
+    plan = ConversionPlan(steps, config, arch, report, DTYPES.get(dtype))
+    config.dtype = dtype_name(majority_dtype(plan.target_specs(state_dict)))
+    return plan
+
+
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor],
     *,
@@ -68,7 +146,7 @@ def convert_state_dict(
     text_heads: int | None = None,
     path: str | Path | None = None,
 ) -> ConversionResult:
-    """Convert an original Chinese-CLIP state dict (``module.`` prefix already stripped).
+    """Convert an original Chinese-CLIP state dict (``module.`` prefix already stripped), in memory.
 
     Args:
         state_dict: original names to tensors, standard or flash-attention layout, any dtypes.
@@ -80,34 +158,27 @@ def convert_state_dict(
         path: the file the state dict came from, named in errors.
 
     Returns:
-        A :class:`ConversionResult`. Its config records the dtype most parameters have.
+        A :class:`ConversionResult`. Its config records the dtype most parameters have. Renamed and split
+        tensors are views of the input; :func:`chclip_convert.convert_checkpoint` streams instead.
     """
-    if dtype not in DTYPE_CHOICES:
-        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
-    configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
-    arch = infer_architecture(
-        state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
-    )
-    config = _resolve_config(config, arch, state_dict, vision_heads, text_heads, path)
-    expected = expected_shapes(config)
-    converted, report = map_tensors(state_dict, expected)
-    report.notes.extend(arch.notes)
-    if not strict and report.problems()["unused"]:
-        report.notes.append(f"{len(report.problems()['unused'])} unused source key(s) dropped (--no-strict).")
-    _raise_on_problems(report, strict, path)
-    if dtype != "auto":
-        converted = {key: tensor.to(DTYPES[dtype]) for key, tensor in converted.items()}
-    config.dtype = dtype_name(majority_dtype(converted))
-    return ConversionResult(converted, config, arch, report, find_non_finite(state_dict))
+    plan = plan_conversion(
+        state_dict, config=config, dtype=dtype, strict=strict, vision_heads=vision_heads, text_heads=text_heads,
+        path=path,
+    )  # fmt: skip
+    converted = dict(plan.tensors(state_dict.__getitem__))
+    return ConversionResult(converted, plan.config, plan.architecture, plan.report, find_non_finite(state_dict))
 
 
 def find_non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors holding NaN or Inf (meta tensors, which hold no values, are skipped)."""
-    return sorted(
-        key
-        for key, tensor in state_dict.items()
-        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all())
-    )
+    return sorted(key for key, tensor in state_dict.items() if not is_finite(tensor))
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """False only for a floating-point tensor with values that holds a NaN or an Inf."""
+    if not tensor.is_floating_point() or tensor.device.type == "meta":
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 def _resolve_config(config, arch, state_dict, vision_heads, text_heads, path) -> ChineseCLIPConfig:
@@ -126,14 +197,27 @@ def _resolve_config(config, arch, state_dict, vision_heads, text_heads, path) ->
 def map_tensors(
     state_dict: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
-    """Apply the mapping table to every key and compare with ``expected`` names and shapes."""
+    """Apply the mapping table to every key; return the tensors that fit ``expected`` and the report."""
+    steps, report = plan_steps(state_dict, expected)
+    converted = {}
+    for step in steps:
+        converted.update(zip(step.targets, step.op.apply([state_dict[step.source]]), strict=True))
+    return converted, report
+
+
+def plan_steps(
+    state_dict: dict[str, TensorLike], expected: dict[str, tuple[int, ...]]
+) -> tuple[list[Step], ConversionReport]:
+    """Match every key against the table and ``expected`` names and shapes, from shapes alone.
+
+    Returns the steps whose every target fits (in source-key order) and the report of all keys.
+    """
     report = ConversionReport()
-    converted: dict[str, torch.Tensor] = {}
-    filled_by: dict[str, tuple[str, str]] = {}
+    steps: list[Step] = []
+    filled_by: dict[str, str] = {}
     target_records: dict[str, TargetRecord] = {}
     for key in sorted(state_dict):
-        tensor = state_dict[key]
-        shape, dtype = tuple(tensor.shape), dtype_name(tensor.dtype)
+        shape, dtype = tuple(state_dict[key].shape), dtype_name(state_dict[key].dtype)
         if key in IGNORED:
             report.sources.append(SourceRecord(key, IGNORED_STATUS, shape, dtype, reason=IGNORED[key]))
             continue
@@ -143,47 +227,29 @@ def map_tensors(
             continue
         rule, index = found
         _, targets = rule.expand(index)
-        try:
-            outputs = rule.op.apply([tensor])
-        except ValueError as error:
-            outputs = None
-            reason = str(error)
-        status = TRANSFORMED if rule.op.transforms else MAPPED
-        report.sources.append(SourceRecord(key, status, shape, dtype, targets, rule.op.name))
-        for position, target in enumerate(targets):
-            out = outputs[position] if outputs is not None else None
-            out_shape = tuple(out.shape) if out is not None else rule.op.shapes([shape])[position]
+        report.sources.append(
+            SourceRecord(key, TRANSFORMED if rule.op.transforms else MAPPED, shape, dtype, targets, rule.op.name)
+        )
+        fits = True
+        for target, out_shape in zip(targets, rule.op.shapes([shape]), strict=True):
             if target in filled_by:
+                source = f"{filled_by[target]} and {key}"
                 target_records[target] = TargetRecord(
-                    target,
-                    CONFLICT,
-                    expected[target],
-                    out_shape,
-                    dtype,
-                    f"{filled_by[target][0]} and {key}",
-                    rule.op.name,
+                    target, CONFLICT, expected[target], out_shape, dtype, source, rule.op.name
                 )
+                fits = False
                 continue
-            filled_by[target] = (key, rule.op.name)
-            ok = out is not None and out_shape == expected[target]
-            target_records[target] = TargetRecord(
-                target,
-                FILLED if ok else SHAPE_MISMATCH,
-                expected[target],
-                out_shape,
-                dtype,
-                key,
-                rule.op.name,
-            )
-            if ok:
-                converted[target] = out
-            elif outputs is None:
-                report.notes.append(f"{key}: {reason}")
+            filled_by[target] = key
+            status = FILLED if out_shape == expected[target] else SHAPE_MISMATCH
+            fits = fits and status == FILLED
+            target_records[target] = TargetRecord(target, status, expected[target], out_shape, dtype, key, rule.op.name)
+        if fits:
+            steps.append(Step(key, rule.op, targets))
     for target, shape in expected.items():
         if target not in target_records:
             target_records[target] = TargetRecord(target, MISSING, shape)
     report.targets = [target_records[key] for key in sorted(target_records)]
-    return converted, report
+    return steps, report
 
 
 def _raise_on_problems(report: ConversionReport, strict: bool, path) -> None:
@@ -199,9 +265,9 @@ def _raise_on_problems(report: ConversionReport, strict: bool, path) -> None:
     )
 
 
-def majority_dtype(state_dict: dict[str, torch.Tensor]) -> torch.dtype:
+def majority_dtype(specs: list[tuple[str, tuple[int, ...], torch.dtype]]) -> torch.dtype:
     """The dtype that holds the most elements (what config.json records for a mixed checkpoint)."""
     elements: Counter[torch.dtype] = Counter()
-    for tensor in state_dict.values():
-        elements[tensor.dtype] += tensor.numel()
+    for _, shape, dtype in specs:
+        elements[dtype] += math.prod(shape)
     return elements.most_common(1)[0][0] if elements else torch.float32

@@ -8,22 +8,26 @@ place only when complete.
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import ChineseCLIPConfig
 
 from . import assets
 from .architecture import Architecture
-from .checkpoint import load_checkpoint, sha256_of
-from .convert import ConversionResult, convert_state_dict
+from .checkpoint import SourceCheckpoint, materialize, open_checkpoint, sha256_of
+from .convert import ConversionPlan, dtype_name, is_finite, plan_conversion
 from .errors import ConversionError
 from .output import atomic_output_dir, check_output_dir
 from .report import ConversionReport
-from .safetensors_writer import parse_size, tensor_nbytes, write_weights
+from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
 
 REPORT_FILE = "conversion_report.json"
 NO_VOCAB_WARNING = (
@@ -147,8 +151,8 @@ def convert_checkpoint(
     except ValueError as error:
         raise ConversionError(f"--max-shard-size: {error}.") from error
     user_config = load_config(config) if isinstance(config, str | Path) else config
-    source = load_checkpoint(checkpoint)
-    result = convert_state_dict(
+    source = open_checkpoint(checkpoint)
+    plan = plan_conversion(
         source.state_dict,
         config=user_config,
         dtype=dtype,
@@ -157,61 +161,81 @@ def convert_checkpoint(
         text_heads=text_heads,
         path=source.path,
     )
-    vocab_path, vocab_origin = assets.find_vocab(vocab, source.path)
-    summary_warnings = [] if vocab_path else [NO_VOCAB_WARNING]
-    if result.non_finite:
-        summary_warnings.append(
-            f"{len(result.non_finite)} tensor(s) hold NaN or Inf values: {', '.join(result.non_finite)}. They were "
-            "converted as they are, and the model will give NaN outputs; check the training run that wrote them."
-        )
-    if vocab_path is not None:
-        mismatch = assets.vocab_mismatch(vocab_path, result.architecture.vocab_size)
-        if mismatch and vocab_origin == "given":
-            raise ConversionError(mismatch, path=vocab_path)
-        if mismatch:
-            summary_warnings.append(f"{vocab_path} ({vocab_origin}) not used: {mismatch} No tokenizer was written.")
-            vocab_path = None
-    sha256 = sha256_of(source.path)
-    with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
-        files = _write_folder(folder, result, max_shard_bytes, vocab_path, progress)
-        summary = ConversionSummary(
-            output_dir=output_dir,
-            source=source.path,
-            source_sha256=sha256,
-            wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
-            architecture=result.architecture,
-            report=result.report,
-            parameter_count=result.parameter_count,
-            config_dtype=str(result.config.dtype),
-            dtypes_written=result.dtypes_written,
-            files=[],
-            vocabulary=f"{vocab_path} ({vocab_origin})" if vocab_path else "not written (no vocabulary)",
-            seconds=0.0,
-            warnings=summary_warnings,
-        )
-        files += assets.write_model_card(
-            folder,
-            _card_facts(summary, source.skipped),
-            result.report.summary(),
-            result.report.notes + summary_warnings,
-        )
-        summary.files = sorted([*files, REPORT_FILE])
-        summary.seconds = time.perf_counter() - started
-        (folder / REPORT_FILE).write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
+    specs = plan.target_specs(source.state_dict)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(sha256_of, source.path)  # beside the writing: hashlib releases the GIL
+        with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
+            files, non_finite = _write_folder(folder, plan, source, specs, max_shard_bytes, vocab_path, progress)
+            if non_finite:
+                summary_warnings.append(
+                    f"{len(non_finite)} tensor(s) hold NaN or Inf values: {', '.join(non_finite)}. They were "
+                    "converted as they are, and the model will give NaN outputs; check the training run that "
+                    "wrote them."
+                )
+            summary = ConversionSummary(
+                output_dir=output_dir,
+                source=source.path,
+                source_sha256=hashing.result(),
+                wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
+                architecture=plan.architecture,
+                report=plan.report,
+                parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
+                config_dtype=str(plan.config.dtype),
+                dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
+                files=[],
+                vocabulary=vocabulary,
+                seconds=0.0,
+                warnings=summary_warnings,
+            )
+            facts = _card_facts(summary, source.skipped)
+            notes = plan.report.notes + summary_warnings
+            files += assets.write_model_card(folder, facts, plan.report.summary(), notes)
+            summary.files = sorted([*files, REPORT_FILE])
+            summary.seconds = time.perf_counter() - started
+            report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+            (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
     for warning in summary_warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
 
 
+def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:
+    """The vocabulary to write a tokenizer from, a description of it, and warnings.
+
+    A vocabulary the user named must fit the model; one found on its own that does not fit is skipped.
+    """
+    path, origin = assets.find_vocab(vocab, checkpoint)
+    if path is None:
+        return None, "not written (no vocabulary)", [NO_VOCAB_WARNING]
+    mismatch = assets.vocab_mismatch(path, vocab_size)
+    if mismatch and origin == "given":
+        raise ConversionError(mismatch, path=path)
+    if mismatch:
+        return (
+            None,
+            "not written (no fitting vocabulary)",
+            [f"{path} ({origin}) not used: {mismatch} No tokenizer was written."],
+        )
+    return path, f"{path} ({origin})", []
+
+
 def _write_folder(
     folder: Path,
-    result: ConversionResult,
+    plan: ConversionPlan,
+    source: SourceCheckpoint,
+    specs: list[TensorSpec],
     max_shard_bytes: int,
     vocab_path: Path | None,
     progress: ProgressCallback | None,
-) -> list[str]:
-    total = sum(tensor_nbytes(t) for t in result.state_dict.values())
+) -> tuple[list[str], list[str]]:
+    """Stream the weights (each source tensor read once, then released) and write the other files.
+
+    Returns the files written and the source keys whose tensors hold NaN or Inf.
+    """
+    total = sum(spec_nbytes(spec) for spec in specs)
     written = 0
+    non_finite: list[str] = []
 
     def advance(nbytes: int) -> None:
         nonlocal written
@@ -219,13 +243,19 @@ def _write_folder(
         if progress is not None:
             progress(written, total)
 
-    files = write_weights(folder, result.state_dict, max_shard_bytes=max_shard_bytes, progress=advance)
-    result.config.save_pretrained(folder)
+    def load(key: str) -> torch.Tensor:
+        tensor = materialize(source.state_dict[key])
+        if not is_finite(tensor):
+            non_finite.append(key)
+        return tensor
+
+    files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
+    plan.config.save_pretrained(folder)
     files.append("config.json")
-    files += assets.write_image_processor(folder, result.architecture.image_size)
+    files += assets.write_image_processor(folder, plan.architecture.image_size)
     if vocab_path is not None:
-        files += assets.write_tokenizer(folder, vocab_path, result.architecture.vocab_size)
-    return files
+        files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
+    return files, sorted(non_finite)
 
 
 def _card_facts(summary: ConversionSummary, skipped: list[str]) -> dict[str, str]:

@@ -1,16 +1,18 @@
 """Writing safetensors files tensor by tensor, with shards and an index.
 
 The ``safetensors`` library's ``save_file`` wants every tensor in memory at once and refuses tensors that
-share storage (q, k and v are views of one fused tensor). This writer computes the header from shapes
-and dtypes, then streams each tensor's bytes: one tensor is materialised at a time. The files it writes
+share storage (q, k and v are views of one fused tensor). This writer computes the header from names,
+shapes and dtypes alone, then writes each tensor's bytes as an iterator produces it: one tensor is in
+memory at a time. The files it writes
 are read by ``safetensors.safe_open`` and ``from_pretrained`` as any others.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -48,43 +50,55 @@ def parse_size(size: int | str) -> int:
     return value
 
 
+TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # (name, shape, dtype) of a tensor to write
+
+
 def tensor_nbytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def plan_shards(tensors: dict[str, torch.Tensor], max_shard_bytes: int) -> list[list[str]]:
-    """Group names (sorted) into shards of at most ``max_shard_bytes`` (a larger tensor gets its own)."""
-    shards: list[list[str]] = [[]]
+def spec_nbytes(spec: TensorSpec) -> int:
+    _, shape, dtype = spec
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
+    """Group tensors, in the given order, into shards of at most ``max_shard_bytes`` (a larger tensor gets
+    its own)."""
+    shards: list[list[TensorSpec]] = [[]]
     size = 0
-    for name in sorted(tensors):
-        nbytes = tensor_nbytes(tensors[name])
+    for spec in specs:
+        nbytes = spec_nbytes(spec)
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
-        shards[-1].append(name)
+        shards[-1].append(spec)
         size += nbytes
     return shards
 
 
 def write_safetensors(
     path: Path,
-    tensors: dict[str, torch.Tensor],
-    names: list[str],
+    specs: list[TensorSpec],
+    tensors: Iterator[tuple[str, torch.Tensor]],
     *,
     metadata: dict[str, str] | None = None,
     progress: Progress | None = None,
 ) -> None:
-    """Write ``names`` from ``tensors`` to ``path`` in safetensors format, one tensor at a time."""
+    """Write one safetensors file: the header from ``specs``, then each tensor as ``tensors`` yields it.
+
+    ``tensors`` must yield exactly the tensors of ``specs``, in order; each is released once written.
+    """
     header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
-    for name in names:
-        tensor = tensors[name]
-        if tensor.dtype not in SAFETENSORS_DTYPES:
-            raise ValueError(f"{name}: dtype {tensor.dtype} cannot be stored in safetensors")
-        nbytes = tensor_nbytes(tensor)
+    for spec in specs:
+        name, shape, dtype = spec
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{name}: dtype {dtype} cannot be stored in safetensors")
+        nbytes = spec_nbytes(spec)
         header[name] = {
-            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
+            "dtype": SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
             "data_offsets": [offset, offset + nbytes],
         }
         offset += nbytes
@@ -93,11 +107,16 @@ def write_safetensors(
     with open(path, "wb") as stream:
         stream.write(len(encoded).to_bytes(8, "little"))
         stream.write(encoded)
-        for name in names:
-            stream.write(_raw_bytes(tensors[name]))
+        for name, shape, dtype in specs:
+            got, tensor = next(tensors)
+            if got != name or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise RuntimeError(
+                    f"expected {name} {list(shape)} {dtype}, got {got} {list(tensor.shape)} {tensor.dtype}"
+                )
+            stream.write(_raw_bytes(tensor))
             if progress is not None:
-                progress(tensor_nbytes(tensors[name]))
-        stream.flush()
+                progress(tensor_nbytes(tensor))
+            del tensor
 
 
 def _raw_bytes(tensor: torch.Tensor) -> memoryview:
@@ -107,24 +126,25 @@ def _raw_bytes(tensor: torch.Tensor) -> memoryview:
 
 def write_weights(
     folder: Path,
-    tensors: dict[str, torch.Tensor],
+    specs: list[TensorSpec],
+    tensors: Iterator[tuple[str, torch.Tensor]],
     *,
     max_shard_bytes: int,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Write ``tensors`` into ``folder`` as one file or as shards with an index; return the file names."""
-    shards = plan_shards(tensors, max_shard_bytes)
+    """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names."""
+    shards = plan_shards(specs, max_shard_bytes)
     if len(shards) == 1:
-        write_safetensors(folder / SINGLE_FILE, tensors, shards[0], progress=progress)
+        write_safetensors(folder / SINGLE_FILE, shards[0], tensors, progress=progress)
         return [SINGLE_FILE]
     files, weight_map = [], {}
-    for number, names in enumerate(shards, start=1):
+    for number, shard in enumerate(shards, start=1):
         file_name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        write_safetensors(folder / file_name, tensors, names, progress=progress)
-        weight_map.update(dict.fromkeys(names, file_name))
+        write_safetensors(folder / file_name, shard, tensors, progress=progress)
+        weight_map.update({name: file_name for name, _, _ in shard})
         files.append(file_name)
     index = {
-        "metadata": {"total_size": sum(tensor_nbytes(t) for t in tensors.values())},
+        "metadata": {"total_size": sum(spec_nbytes(spec) for spec in specs)},
         "weight_map": dict(sorted(weight_map.items())),
     }
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
