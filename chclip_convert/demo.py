@@ -64,7 +64,7 @@ def demo_vocabulary() -> list[str]:
 def demo_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """Original-format tensors (no prefix) for :data:`DEMO_ARCHITECTURE`, seeded."""
     vocab_size = len(demo_vocabulary())
-    shapes = _source_shapes(DEMO_ARCHITECTURE, vocab_size)
+    shapes = source_shapes(DEMO_ARCHITECTURE, vocab_size)
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in shapes.items():
@@ -108,7 +108,7 @@ def damaged_copy(checkpoint: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
-def _source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, ...]]:
+def source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """Original tensor names and shapes for ``arch``, from the table's standard rules."""
     targets = expected_shapes(replace(arch, vocab_size=vocab_size).to_config())
     shapes = {}
