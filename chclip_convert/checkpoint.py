@@ -8,7 +8,6 @@ optimizer's moments above all — are never read from disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import zipfile
@@ -75,15 +74,6 @@ def open_checkpoint(path: str | Path) -> SourceCheckpoint:
 def materialize(tensor: torch.Tensor | LazyTensor) -> torch.Tensor:
     """A real tensor for a tensor or a lazy handle."""
     return tensor.load() if isinstance(tensor, LazyTensor) else tensor
-
-
-def sha256_of(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
-    """The hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_checkpoint_path(path: Path) -> None:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .convert import DTYPE_CHOICES
+from .constants import DTYPE_CHOICES
 from .errors import ConversionError, MappingError
 
 EXIT_ERROR = 1
@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
+    from .hashing import start_sha256
+
+    start_sha256(checkpoint)  # runs while torch and transformers import
     from .pipeline import convert_checkpoint
 
     bar = _progress_bar() if args.progress else None

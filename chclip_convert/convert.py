@@ -17,6 +17,7 @@ import torch
 from transformers import ChineseCLIPConfig
 
 from .architecture import Architecture, check_config, expected_shapes, infer_architecture
+from .constants import DTYPE_CHOICES
 from .errors import ConversionError, MappingError
 from .mapping import IGNORED, find_rule
 from .ops import Op
@@ -35,7 +36,7 @@ from .report import (
 from .report import IGNORED as IGNORED_STATUS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DTYPE_CHOICES = ("auto", *DTYPES)
+assert ("auto", *DTYPES) == DTYPE_CHOICES
 
 
 @dataclass
@@ -175,10 +176,14 @@ def find_non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
 
 
 def is_finite(tensor: torch.Tensor) -> bool:
-    """False only for a floating-point tensor with values that holds a NaN or an Inf."""
-    if not tensor.is_floating_point() or tensor.device.type == "meta":
+    """False only for a floating-point tensor with values that holds a NaN or an Inf.
+
+    One ``aminmax`` pass: a NaN anywhere makes both ends NaN, an Inf is an end itself.
+    """
+    if not tensor.is_floating_point() or tensor.device.type == "meta" or tensor.numel() == 0:
         return True
-    return bool(torch.isfinite(tensor).all())
+    low, high = torch.aminmax(tensor.reshape(-1))
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def _resolve_config(config, arch, state_dict, vision_heads, text_heads, path) -> ChineseCLIPConfig:

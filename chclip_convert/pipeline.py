@@ -13,7 +13,6 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +21,10 @@ from transformers import ChineseCLIPConfig
 
 from . import assets
 from .architecture import Architecture
-from .checkpoint import SourceCheckpoint, materialize, open_checkpoint, sha256_of
+from .checkpoint import SourceCheckpoint, materialize, open_checkpoint
 from .convert import ConversionPlan, dtype_name, is_finite, plan_conversion
 from .errors import ConversionError
+from .hashing import sha256_of, start_sha256
 from .output import atomic_output_dir, check_output_dir
 from .report import ConversionReport
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
@@ -151,6 +151,7 @@ def convert_checkpoint(
     except ValueError as error:
         raise ConversionError(f"--max-shard-size: {error}.") from error
     user_config = load_config(config) if isinstance(config, str | Path) else config
+    start_sha256(checkpoint)  # a no-op if the command line already started it
     source = open_checkpoint(checkpoint)
     plan = plan_conversion(
         source.state_dict,
@@ -163,38 +164,36 @@ def convert_checkpoint(
     )
     vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
     specs = plan.target_specs(source.state_dict)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(sha256_of, source.path)  # beside the writing: hashlib releases the GIL
-        with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
-            files, non_finite = _write_folder(folder, plan, source, specs, max_shard_bytes, vocab_path, progress)
-            if non_finite:
-                summary_warnings.append(
-                    f"{len(non_finite)} tensor(s) hold NaN or Inf values: {', '.join(non_finite)}. They were "
-                    "converted as they are, and the model will give NaN outputs; check the training run that "
-                    "wrote them."
-                )
-            summary = ConversionSummary(
-                output_dir=output_dir,
-                source=source.path,
-                source_sha256=hashing.result(),
-                wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
-                architecture=plan.architecture,
-                report=plan.report,
-                parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
-                config_dtype=str(plan.config.dtype),
-                dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
-                files=[],
-                vocabulary=vocabulary,
-                seconds=0.0,
-                warnings=summary_warnings,
+    with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
+        files, non_finite = _write_folder(folder, plan, source, specs, max_shard_bytes, vocab_path, progress)
+        if non_finite:
+            summary_warnings.append(
+                f"{len(non_finite)} tensor(s) hold NaN or Inf values: {', '.join(non_finite)}. They were "
+                "converted as they are, and the model will give NaN outputs; check the training run that "
+                "wrote them."
             )
-            facts = _card_facts(summary, source.skipped)
-            notes = plan.report.notes + summary_warnings
-            files += assets.write_model_card(folder, facts, plan.report.summary(), notes)
-            summary.files = sorted([*files, REPORT_FILE])
-            summary.seconds = time.perf_counter() - started
-            report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
-            (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
+        summary = ConversionSummary(
+            output_dir=output_dir,
+            source=source.path,
+            source_sha256=sha256_of(source.path),
+            wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
+            architecture=plan.architecture,
+            report=plan.report,
+            parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
+            config_dtype=str(plan.config.dtype),
+            dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
+            files=[],
+            vocabulary=vocabulary,
+            seconds=0.0,
+            warnings=summary_warnings,
+        )
+        facts = _card_facts(summary, source.skipped)
+        notes = plan.report.notes + summary_warnings
+        files += assets.write_model_card(folder, facts, plan.report.summary(), notes)
+        summary.files = sorted([*files, REPORT_FILE])
+        summary.seconds = time.perf_counter() - started
+        report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
     for warning in summary_warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
