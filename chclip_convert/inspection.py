@@ -58,7 +58,7 @@ def rows_to_html(rows: list[dict], *, limit: int = 400) -> str:
     body = []
     for row in rows[:limit]:
         note = row["reason"] or FIXES.get(row["status"], "")
-        cells = [row["side"], row["key"], row["status"], row["shape"], row["dtype"], row["counterpart"], note]
+        cells = [row["side"], row["key"], row["status"], _shape(row["shape"]), row["dtype"], row["counterpart"], note]
         colour = STATUS_COLOURS.get(row["status"], "white")
         tds = "".join(f"<td>{html.escape(str(cell if cell is not None else ''))}</td>" for cell in cells)
         body.append(f'<tr style="background:{colour}">{tds}</tr>')
@@ -67,6 +67,12 @@ def rows_to_html(rows: list[dict], *, limit: int = 400) -> str:
         '<table style="font-family:monospace;font-size:11px;border-collapse:collapse">'
         f"<thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
     )
+
+
+def _shape(shape: list[int] | None) -> str:
+    if shape is None:
+        return "-"
+    return "×".join(map(str, shape)) or "scalar"
 
 
 def rows_to_text(rows: list[dict]) -> str:

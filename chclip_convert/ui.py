@@ -40,8 +40,11 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool) -
             check_checkpoint_path(Path(checkpoint.strip()).expanduser())
         except ConversionError as error:
             problems["checkpoint"] = error.message
+    target = Path(output.strip()).expanduser()
     if not output.strip():
         problems["output"] = "Enter the folder to write the converted model to."
+    elif target.is_dir() and any(target.iterdir()) and not overwrite:
+        problems["output"] = "This folder exists and is not empty: tick Overwrite to replace it, or choose another."
     else:
         try:
             source = checkpoint.strip() or None
@@ -156,7 +159,7 @@ class ConvertUI:
 def summary_html(summary: ConversionSummary) -> str:
     """The conversion summary as a small HTML block (architecture, parameters, dtype, files, report)."""
     report = summary.report
-    state = "✅ all keys accounted for" if report.ok else "⚠️ problems"
+    state = "all keys accounted for" if report.ok else "problems"
     dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(summary.dtypes_written.items()))
     rows = [
         ("architecture", summary.architecture.description),
