@@ -128,19 +128,7 @@ def compare_weights(
 ) -> list[TensorComparison]:
     """For every target tensor: the statistics of the source slice the table maps to it (after the op,
     so a q slice is compared with q_proj) and of the converted tensor; ``None`` where one side lacks it."""
-    implied: dict[str, tuple[str, str, torch.Tensor | None]] = {}
-    for key, tensor in source_state.items():
-        found = find_rule(key)
-        if found is None:
-            continue
-        rule, index = found
-        _, targets = rule.expand(index)
-        try:
-            pieces = rule.op.apply([tensor])
-        except ValueError:
-            pieces = [None] * len(targets)
-        for target, piece in zip(targets, pieces, strict=True):
-            implied[target] = (key, rule.op.name, piece)
+    implied = implied_targets(source_state)
     comparisons = []
     for target in sorted(set(implied) | set(converted_state)):
         source, op, piece = implied.get(target, ("", "", None))
@@ -163,20 +151,23 @@ def compare_weights(
     return comparisons
 
 
-def implied_target_tensor(source_state: dict[str, torch.Tensor], target: str) -> torch.Tensor | None:
-    """The source values the table puts into ``target`` (a q/k/v slice, a transposed matrix, ...)."""
+def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[str, str, torch.Tensor | None]]:
+    """Target name → (source key, op name, the values the table puts there: a q/k/v slice, a transposed
+    matrix, ...); the values are ``None`` where the op cannot apply (a fused tensor of the wrong size)."""
+    implied: dict[str, tuple[str, str, torch.Tensor | None]] = {}
     for key, tensor in source_state.items():
         found = find_rule(key)
         if found is None:
             continue
         rule, index = found
         _, targets = rule.expand(index)
-        if target in targets:
-            try:
-                return rule.op.apply([tensor])[targets.index(target)]
-            except ValueError:
-                return None
-    return None
+        try:
+            pieces: list[torch.Tensor | None] = list(rule.op.apply([tensor]))
+        except ValueError:
+            pieces = [None] * len(targets)
+        for target, piece in zip(targets, pieces, strict=True):
+            implied[target] = (key, rule.op.name, piece)
+    return implied
 
 
 def load_folder_tensors(folder: str | Path) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from .errors import ConversionError
 from .inspection import (
     TensorComparison,
     filter_rows,
-    implied_target_tensor,
+    implied_targets,
     rows_to_html,
 )
 from .output import check_output_dir
@@ -229,7 +229,7 @@ class HistogramUI:
         initial: str | None = None,
     ) -> None:
         # widgets
-        self.source_state, self.converted_state = source_state, converted_state
+        self.implied, self.converted_state = implied_targets(source_state), converted_state
         names = [c.target for c in comparisons]
         flagged = [c.target for c in comparisons if not c.agrees]
         self.tensor = W.Dropdown(
@@ -251,7 +251,7 @@ class HistogramUI:
         from .plots import plot_histogram
 
         name = self.tensor.value
-        source = implied_target_tensor(self.source_state, name)
+        source = self.implied.get(name, ("", "", None))[2]
         converted = self.converted_state.get(name)
         figure = Figure(figsize=(6, 3), dpi=90)
         plot_histogram(figure.subplots(), source, converted, name)

@@ -25,7 +25,7 @@ from .compare import (
 )
 from .convert import map_tensors
 from .errors import ConversionError
-from .inspection import implied_target_tensor
+from .inspection import implied_targets
 from .reverse import load_folder_state, reverse_state_dict
 
 # Tolerances by how the folder's weights relate to the source's: identical bytes, or cast to 16 bits.
@@ -103,21 +103,22 @@ def verify(
     checkpoint, folder = Path(checkpoint), Path(folder)
     source = load_checkpoint(checkpoint).state_dict
     written = load_folder_state(folder)
-    precision = _precision(source, written)
+    implied = implied_targets(source)
+    precision = _precision(implied, written)
     report = VerifyReport(checkpoint, folder, use_original and has_original(), precision)
     report.checks.append(_check_reload(folder))
-    report.checks.append(_check_weights(source, written))
+    report.checks.append(_check_weights(implied, written))
     report.checks += _check_round_trips(source, written, folder)
     if report.original_available:
         _compare_outputs(report, checkpoint, folder, captions or SAMPLE_CAPTIONS, images or [sample_image()])
     return report
 
 
-def _precision(source: dict[str, torch.Tensor], written: dict[str, torch.Tensor]) -> str:
+def _precision(implied: dict[str, tuple], written: dict[str, torch.Tensor]) -> str:
     for target, tensor in written.items():
-        implied = implied_target_tensor(source, target)
-        if implied is not None and implied.dtype != tensor.dtype:
-            return "bfloat16" if torch.bfloat16 in {tensor.dtype, implied.dtype} else "float16"
+        _, _, piece = implied.get(target, ("", "", None))
+        if piece is not None and piece.dtype != tensor.dtype:
+            return "bfloat16" if torch.bfloat16 in {tensor.dtype, piece.dtype} else "float16"
     return "exact"
 
 
@@ -135,11 +136,11 @@ def _check_reload(folder: Path) -> Check:
     return Check("folder reloads", True, f"{loaded} load offline")
 
 
-def _check_weights(source: dict[str, torch.Tensor], written: dict[str, torch.Tensor]) -> Check:
+def _check_weights(implied: dict[str, tuple], written: dict[str, torch.Tensor]) -> Check:
     differing = []
     for target, tensor in written.items():
-        implied = implied_target_tensor(source, target)
-        if implied is None or implied.shape != tensor.shape or not torch.equal(implied.to(tensor.dtype), tensor):
+        _, _, piece = implied.get(target, ("", "", None))
+        if piece is None or piece.shape != tensor.shape or not torch.equal(piece.to(tensor.dtype), tensor):
             differing.append(target)
     value = f"{len(written) - len(differing)}/{len(written)} tensors equal the source"
     if differing:
