@@ -79,7 +79,7 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
     start_sha256(checkpoint)  # runs while torch and transformers import
     from .pipeline import convert_checkpoint
 
-    bar = _progress_bar() if args.progress else None
+    bar = _ByteBar() if args.progress else None
     try:
         summary = convert_checkpoint(
             checkpoint,
@@ -146,10 +146,6 @@ class _ByteBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def _progress_bar() -> _ByteBar:
-    return _ByteBar()
 
 
 def _write_json(path: str, data: dict) -> None:
