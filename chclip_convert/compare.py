@@ -64,16 +64,19 @@ def has_original() -> bool:
 def run_original(checkpoint: str | Path, vocab: str | Path, images: list, captions: list[str]) -> ModelOutputs:
     """cn_clip's own ``CLIP``, tokenizer and ``image_transform`` on the original checkpoint (fp32)."""
     from cn_clip.clip.bert_tokenizer import FullTokenizer
-    from cn_clip.clip.model import CLIP, convert_state_dict
+    from cn_clip.clip.model import CLIP
     from cn_clip.clip.utils import image_transform
+
+    from .convert import convert_state_dict
+    from .reverse import reverse_state_dict
 
     source = load_checkpoint(checkpoint)
     arch = infer_architecture(source.state_dict)
     tokenizer = FullTokenizer(vocab_file=str(vocab))
     model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
     state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}
-    if any(".Wqkv." in key for key in state):
-        state = convert_state_dict(state)  # cn_clip's own flash-attention → standard renaming
+    if any(".Wqkv." in key for key in state):  # flash-attention layout: to the standard one through our table
+        state = reverse_state_dict(convert_state_dict(state).state_dict)
     model.load_state_dict(state, strict=True)
     model.eval()
     ids = cn_clip_tokenize(tokenizer, captions)

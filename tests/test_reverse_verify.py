@@ -129,6 +129,18 @@ def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     assert report.details["image feature max abs diff"] <= 1e-5  # fp32 on both sides, as in test_parity
 
 
+def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):
+    from cn_clip.clip.model import convert_state_dict as to_flash_layout
+
+    model = reduced_models["ViT-B-16"]
+    flash = to_flash_layout({f"module.{k}": v.clone() for k, v in model.state_dict().items()})
+    checkpoint = save({"state_dict": flash, "epoch": 1}, tmp_path / "flash.pt")
+    convert_checkpoint(checkpoint, tmp_path / "hf", vocab=VOCAB)
+    report = verify(checkpoint, tmp_path / "hf")
+    assert report.ok, report.to_text()
+    assert "not applicable" in report.to_text()
+
+
 def test_verify_uses_16_bit_tolerances_for_a_cast_folder(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB, dtype="float16")
     report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
