@@ -1,9 +1,10 @@
 """Reading original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place.
 
 Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
-dict, with or without DistributedDataParallel's ``module.`` prefix. Files are opened with
-``weights_only=True`` (no pickled code runs) and memory-mapped, so tensors that are never used — the
-optimizer's moments above all — are never read from disk.
+dict, with or without DistributedDataParallel's ``module.`` prefix. No pickled code ever runs:
+:func:`open_checkpoint` (the converter's reader) hands out lazy handles that read one tensor's bytes on
+demand, so the optimizer's moments are never read; :func:`load_checkpoint` uses ``torch.load`` with
+``weights_only=True`` and memory-mapping, for callers that want real tensors.
 """
 
 from __future__ import annotations
