@@ -97,10 +97,6 @@ def write_image_processor(folder: Path, image_size: int) -> list[str]:
     return ["preprocessor_config.json"]
 
 
-def has_cn_clip() -> bool:
-    return importlib.util.find_spec("cn_clip") is not None
-
-
 def write_model_card(folder: Path, facts: dict[str, str], report_summary: str, notes: list[str]) -> list[str]:
     """Write ``README.md`` recording where the weights came from and what the conversion found."""
     rows = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
