@@ -170,18 +170,6 @@ def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[st
     return implied
 
 
-def load_folder_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a converted folder's safetensors files (one file or shards)."""
-    from safetensors import safe_open
-
-    tensors = {}
-    for file in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                tensors[key] = handle.get_tensor(key)
-    return tensors
-
-
 def _tower(target: str) -> str:
     if target.startswith(("vision_model.", "visual_projection")):
         return "vision"

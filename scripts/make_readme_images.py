@@ -22,10 +22,10 @@ from chclip_convert.inspection import (
     compare_weights,
     filter_rows,
     inspect_checkpoint,
-    load_folder_tensors,
     rows_to_html,
 )
 from chclip_convert.plots import plot_layer_curves, plot_stat_scatter
+from chclip_convert.reverse import load_folder_state
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -55,7 +55,7 @@ def main() -> None:
         capture_output=True,
     )
     summary = convert_checkpoint(demo, work / "hf")
-    comparisons = compare_weights(load_checkpoint(damaged).state_dict, load_folder_tensors(summary.output_dir))
+    comparisons = compare_weights(load_checkpoint(damaged).state_dict, load_folder_state(summary.output_dir))
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     plot_stat_scatter(axes[0], comparisons, "norm")
     plot_layer_curves(axes[1], comparisons, "text", "norm")

@@ -10,20 +10,12 @@ import pytest
 import torch
 from conftest import CAPTIONS
 from original import REDUCED, VOCAB, build_model, save, training_checkpoint
-from safetensors import safe_open
 from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
 from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
 from chclip_convert import assets as assets_module
 from chclip_convert.mapping import find_rule
-
-
-def read_folder(folder: Path) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
-    return tensors
+from chclip_convert.reverse import load_folder_state
 
 
 def expected_targets(source_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -54,7 +46,7 @@ def b16_checkpoint(tmp_path_factory) -> Path:
 def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp_path):
     before = sha256(b16_checkpoint)
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf")
-    written = read_folder(tmp_path / "hf")
+    written = load_folder_state(tmp_path / "hf")
     expected = expected_targets(load_checkpoint(b16_checkpoint).state_dict)
     assert set(written) == set(expected)
     for key, tensor in expected.items():
@@ -74,7 +66,7 @@ def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
     model = build_model(REDUCED["ViT-B-16"], seed=3)
     checkpoint = save(training_checkpoint(model, fp16=True), tmp_path / "fp16.pt")
     summary = convert_checkpoint(checkpoint, tmp_path / "hf")
-    written = read_folder(tmp_path / "hf")
+    written = load_folder_state(tmp_path / "hf")
     source = load_checkpoint(checkpoint).state_dict
     assert written["vision_model.pre_layrnorm.weight"].dtype == torch.float32
     assert written["vision_model.encoder.layers.0.self_attn.q_proj.weight"].dtype == torch.float16
@@ -87,7 +79,7 @@ def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
 def test_dtype_option_casts_every_tensor(b16_checkpoint, tmp_path, dtype):
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf", dtype=dtype)
     assert summary.dtypes_written.keys() == {dtype}
-    assert {t.dtype for t in read_folder(tmp_path / "hf").values()} == {getattr(torch, dtype)}
+    assert {t.dtype for t in load_folder_state(tmp_path / "hf").values()} == {getattr(torch, dtype)}
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == dtype
 
 
@@ -98,7 +90,7 @@ def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
     index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(shards)
     assert index["metadata"]["total_size"] == sum(
-        t.numel() * t.element_size() for t in read_folder(tmp_path / "hf").values()
+        t.numel() * t.element_size() for t in load_folder_state(tmp_path / "hf").values()
     )
     reference = ChineseCLIPModel.from_pretrained(tmp_path / "hf")
     single = tmp_path / "single"

@@ -17,7 +17,7 @@ from transformers import ChineseCLIPModel
 
 from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
 from chclip_convert.compare import cn_clip_kwargs
-from chclip_convert.reverse import reverse_folder, reverse_state_dict
+from chclip_convert.reverse import load_folder_state, reverse_folder, reverse_state_dict
 from chclip_convert.verify import verify
 
 
@@ -29,10 +29,6 @@ def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-def folder_tensors(folder) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
-
-
 @pytest.mark.parametrize("name", list(REDUCED))
 def test_round_trips_are_bit_exact(name, reduced_checkpoints, tmp_path):
     source = load_checkpoint(reduced_checkpoints[name]).state_dict
@@ -42,7 +38,7 @@ def test_round_trips_are_bit_exact(name, reduced_checkpoints, tmp_path):
     assert set(back) == set(source)
     assert all(same_bytes(back[key], source[key]) for key in source)
     convert_checkpoint(tmp_path / "back.pt", tmp_path / "hf2")
-    first, second = folder_tensors(tmp_path / "hf"), folder_tensors(tmp_path / "hf2")
+    first, second = load_folder_state(tmp_path / "hf"), load_folder_state(tmp_path / "hf2")
     assert set(first) == set(second) and all(same_bytes(first[k], second[k]) for k in first)
 
 
@@ -150,7 +146,7 @@ def test_verify_uses_16_bit_tolerances_for_a_cast_folder(reduced_checkpoints, tm
 def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoints, tmp_path):
     checkpoint = reduced_checkpoints["ViT-B-16"]
     convert_checkpoint(checkpoint, tmp_path / "hf", vocab=VOCAB)
-    state = folder_tensors(tmp_path / "hf")
+    state = load_folder_state(tmp_path / "hf")
     q, k = (f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight" for p in "qk")
     state[q], state[k] = state[k].clone(), state[q].clone()  # the q/k order mistake a converter can make
     save_file(state, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})

@@ -8,7 +8,8 @@ from transformers import ChineseCLIPModel
 
 from chclip_convert import convert_checkpoint, load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
-from chclip_convert.inspection import compare_weights, inspect_checkpoint, load_folder_tensors
+from chclip_convert.inspection import compare_weights, inspect_checkpoint
+from chclip_convert.reverse import load_folder_state
 from chclip_convert.ui import ConvertUI, HistogramUI, KeyInspectorUI
 
 
@@ -85,7 +86,7 @@ def test_key_inspector_lists_every_key_and_filters(demo):
 
 def test_weight_statistics_flag_exactly_the_damaged_tensors(demo, tmp_path):
     summary = convert_checkpoint(demo, tmp_path / "hf")
-    converted = load_folder_tensors(summary.output_dir)
+    converted = load_folder_state(summary.output_dir)
     intact = compare_weights(load_checkpoint(demo).state_dict, converted)
     assert len(intact) == 79 and all(c.agrees for c in intact)
     damaged = compare_weights(load_checkpoint(damaged_copy(demo)).state_dict, converted)
