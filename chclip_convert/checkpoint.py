@@ -68,7 +68,7 @@ def open_checkpoint(path: str | Path) -> SourceCheckpoint:
     try:
         loaded = load_lazy(path)
     except (NotLazyLoadable, OSError):
-        return load_checkpoint(path)
+        loaded = _torch_load(path)
     return _unwrap(path, loaded)
 
 

@@ -61,7 +61,7 @@ class LazyTensor:
 
     def load(self) -> torch.Tensor:
         """Read this tensor (and only its span of the storage) into a new CPU tensor."""
-        element = torch.empty((), dtype=self.dtype).element_size()
+        element = self.dtype.itemsize
         span = 1 + sum((size - 1) * step for size, step in zip(self.shape, self.stride, strict=True))
         if self.numel() == 0:
             return torch.empty(self.shape, dtype=self.dtype)

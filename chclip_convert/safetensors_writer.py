@@ -59,7 +59,7 @@ def tensor_nbytes(tensor: torch.Tensor) -> int:
 
 def spec_nbytes(spec: TensorSpec) -> int:
     _, shape, dtype = spec
-    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return math.prod(shape) * dtype.itemsize
 
 
 def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:

@@ -14,7 +14,7 @@ import ipywidgets as W
 import torch
 
 from .checkpoint import check_checkpoint_path
-from .convert import DTYPE_CHOICES
+from .constants import DTYPE_CHOICES
 from .errors import ConversionError
 from .inspection import (
     TensorComparison,
@@ -30,7 +30,7 @@ WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
 
 
-def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool) -> dict[str, str]:
+def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:
     """Field name → message for every input that cannot work; an empty dict means Convert may run."""
     problems = {}
     if not checkpoint.strip():
@@ -53,6 +53,8 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool) -
             problems["output"] = error.message
     if vocab.strip() and not Path(vocab.strip()).expanduser().is_file():
         problems["vocab"] = "No such vocabulary file."
+    if config.strip() and not Path(config.strip()).expanduser().exists():
+        problems["config"] = "No such config file."
     return problems
 
 
@@ -126,9 +128,9 @@ class ConvertUI:
         self.progress.value = done / total if total else 1.0
 
     def _validate(self) -> dict[str, str]:
-        problems = validate_inputs(self.checkpoint.value, self.output.value, self.vocab.value, self.overwrite.value)
-        if self.config.value.strip() and not Path(self.config.value.strip()).expanduser().exists():
-            problems["config"] = "No such config file."
+        problems = validate_inputs(
+            self.checkpoint.value, self.output.value, self.vocab.value, self.overwrite.value, self.config.value
+        )
         self.config_message.value = _inline(problems.get("config"))
         self.checkpoint_message.value = _inline(problems.get("checkpoint"))
         self.output_message.value = _inline(problems.get("output"))
