@@ -9,6 +9,7 @@ the same ids as ``cn_clip.clip.tokenize``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 BICUBIC = 3
 VOCAB_FILE = "vocab.txt"
+PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
 def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path | None, str]:
@@ -77,24 +79,34 @@ def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str
     return sorted((set(p.name for p in folder.iterdir()) - before) | {VOCAB_FILE})
 
 
-def write_image_processor(folder: Path, image_size: int) -> list[str]:
-    """Write ``preprocessor_config.json`` matching cn_clip's ``image_transform(image_size)``."""
-    from transformers import ChineseCLIPImageProcessorPil
+def image_processor_settings(image_size: int) -> dict:
+    """``preprocessor_config.json`` for cn_clip's ``image_transform(image_size)``: a square bicubic resize to
+    ``image_size``, no center crop, OpenAI's mean and std — what ``ChineseCLIPImageProcessor`` reads."""
+    square = {"height": image_size, "width": image_size}
+    return {
+        "image_processor_type": "ChineseCLIPImageProcessor",
+        "do_resize": True,
+        "size": square,
+        "resample": BICUBIC,
+        "do_center_crop": False,
+        "crop_size": square,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": OPENAI_MEAN,
+        "image_std": OPENAI_STD,
+        "do_convert_rgb": True,
+    }
 
-    processor = ChineseCLIPImageProcessorPil(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},
-        resample=BICUBIC,
-        do_center_crop=False,
-        crop_size={"height": image_size, "width": image_size},
-        do_rescale=True,
-        do_normalize=True,
-        image_mean=OPENAI_MEAN,
-        image_std=OPENAI_STD,
-        do_convert_rgb=True,
-    )
-    processor.save_pretrained(folder)
-    return ["preprocessor_config.json"]
+
+def write_image_processor(folder: Path, image_size: int) -> list[str]:
+    """Write ``preprocessor_config.json`` matching cn_clip's ``image_transform(image_size)``.
+
+    Written as plain JSON, so that converting needs neither Pillow nor torchvision.
+    """
+    text = json.dumps(image_processor_settings(image_size), indent=2, sort_keys=True) + "\n"
+    (folder / PREPROCESSOR_FILE).write_text(text, encoding="utf-8")
+    return [PREPROCESSOR_FILE]
 
 
 def write_model_card(folder: Path, facts: dict[str, str], report_summary: str, notes: list[str]) -> list[str]:

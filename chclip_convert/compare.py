@@ -33,12 +33,17 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+SAMPLE_IMAGE = Path(__file__).parent / "data" / "grace_hopper.jpg"
+
+
 def sample_image():
-    """A real photograph that ships with matplotlib (Grace Hopper, 512×600): no download."""
-    from matplotlib import cbook
+    """A real photograph shipped with the package (Grace Hopper, 512×600, public domain): no download.
+
+    Needs Pillow, which comes with torchvision and so with cn_clip; converting does not need it."""
     from PIL import Image
 
-    return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    with Image.open(SAMPLE_IMAGE) as image:
+        return image.convert("RGB")
 
 
 def run_converted(folder: str | Path, images: list, captions: list[str]) -> ModelOutputs:
