@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything (scripts/setup.sh), then open the conversion notebook in JupyterLab.
+# Install everything (scripts/setup.sh), then open the conversion notebook in JupyterLab on 127.0.0.1.
 # Usage: bash scripts/run.sh [CHECKPOINT.pt]   (without a checkpoint the notebook uses its embedded demo)
+# CHCLIP_PORT chooses the port (default 8888; JupyterLab takes the next free one if it is busy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,4 +9,9 @@ VENV="${CHCLIP_VENV:-.venv}"
 if [ $# -gt 0 ]; then
     export CHCLIP_CHECKPOINT="$(realpath "$1")"
 fi
-exec "$VENV/bin/jupyter" lab notebooks/01_convert.ipynb --ip=127.0.0.1 --no-browser
+extra=()
+# Containers run as root, and JupyterLab refuses root unless told: the server only listens on 127.0.0.1.
+[ "$(id -u)" = 0 ] && extra+=(--allow-root)
+# The server shows notebooks/; the address it prints opens the conversion notebook.
+exec "$VENV/bin/jupyter" lab --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/01_convert.ipynb \
+    --ip=127.0.0.1 --port="${CHCLIP_PORT:-8888}" --no-browser "${extra[@]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from original import REDUCED, build_model, save, training_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车停在路边", "皮卡丘", "a photo of 一只狗"]
 
 
@@ -37,11 +39,10 @@ def reduced_checkpoints(reduced_models, checkpoint_dir) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def sample_image():
-    """A real photograph shipped with matplotlib (no download)."""
-    from matplotlib import cbook
-    from PIL import Image
+    """The real photograph the package ships for verification (no download)."""
+    from chclip_convert.compare import sample_image as packaged
 
-    return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    return packaged()
 
 
 def image_batch(image, size: int) -> torch.Tensor:
@@ -57,3 +58,9 @@ def token_batch(captions: list[str] = CAPTIONS) -> torch.Tensor:
     from cn_clip.clip import tokenize
 
     return tokenize(captions)
+
+
+def readme_commands() -> list[str]:
+    """The set-up commands README.md opens with, in order."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def readme_commands() -> list[str]:
-    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
-    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+from conftest import ROOT, readme_commands
 
 
 def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_test_one():
