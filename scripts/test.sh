@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install everything (scripts/setup.sh), then lint and run every test: pytest over tests/ and, with nbval,
-# every notebook in notebooks/ against its stored outputs.
+# Install everything (scripts/setup.sh, and scripts/setup_core.sh for the package alone), then lint and run
+# every test: pytest over tests/ and, with nbval, every notebook in notebooks/ against its stored outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_core.sh
 VENV="${CHCLIP_VENV:-.venv}"
 # The browser tests drive Debian's Chromium (test tools cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1; then

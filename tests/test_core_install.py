@@ -1,0 +1,106 @@
+"""The package alone converts, verifies and reverses.
+
+``scripts/setup_core.sh`` (run by the test command) installs the CPU torch wheel and ``pip install .`` with no
+extras into ``.venv-core``: no Jupyter, widgets, matplotlib, Pillow or cn_clip, as in a training environment.
+The command line is run there on the embedded demo, from a folder outside the checkout so that the installed
+package, not the source tree, is imported. In the full environment, a fresh interpreter shows that the core
+never imports the notebook side even where it is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CORE_VENV = Path(os.environ.get("CHCLIP_CORE_VENV", ROOT / ".venv-core"))
+NOTEBOOK_SIDE = ("ipywidgets", "matplotlib", "jupyter", "jupyter_client", "jupyterlab", "IPython", "voila")
+IMAGE_LIBRARIES = ("PIL", "torchvision", "cn_clip")  # verification needs them only to run the original model
+
+
+@pytest.fixture(scope="module")
+def core_python() -> Path:
+    python = CORE_VENV / "bin" / "python"
+    assert python.is_file(), f"{python} is missing: run `bash scripts/setup_core.sh` (scripts/test.sh does)"
+    return python
+
+
+def run(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def cli(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run(python, "-m", "chclip_convert", *args, cwd=cwd)
+
+
+def test_core_install_has_no_notebook_side(core_python, tmp_path):
+    probe = (
+        "import importlib.util as u, chclip_convert as c; print(c.__file__); print(*[m for m in {} if u.find_spec(m)])"
+    )
+    result = run(core_python, "-c", probe.format([*NOTEBOOK_SIDE, *IMAGE_LIBRARIES]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    location, present = result.stdout.splitlines()
+    assert Path(location).is_relative_to(CORE_VENV), "the installed package must be the one imported"
+    assert present == "", f"the core install pulled in {present}"
+
+
+def test_core_install_converts_reloads_verifies_and_reverses(core_python, tmp_path):
+    made = run(
+        core_python, "-c", "from chclip_convert.demo import write_demo_checkpoint as w; print(w('demo'))", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    checkpoint = made.stdout.strip()
+    converted = cli(core_python, checkpoint, "hf", "--no-progress", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    assert (tmp_path / "hf" / "preprocessor_config.json").is_file() and (tmp_path / "hf" / "tokenizer.json").is_file()
+    reload = (
+        "from transformers import AutoTokenizer, ChineseCLIPModel\n"
+        "model, info = ChineseCLIPModel.from_pretrained('hf', output_loading_info=True)\n"
+        "assert not any(info.values()), info\n"
+        "print(AutoTokenizer.from_pretrained('hf')('一只猫')['input_ids'])"
+    )
+    reloaded = run(core_python, "-c", reload, cwd=tmp_path)
+    assert reloaded.returncode == 0, reloaded.stderr
+    verified = cli(core_python, "--verify-only", checkpoint, "hf", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "cn_clip: not installed" in verified.stdout and "Verified: all checks pass." in verified.stdout
+    reversed_ = cli(core_python, "--reverse", "hf", "back.pt", cwd=tmp_path)
+    assert reversed_.returncode == 0, reversed_.stderr
+    compare = (
+        "import sys, torch\n"
+        "a = torch.load(sys.argv[1], weights_only=True)['state_dict']\n"
+        "b = torch.load('back.pt', weights_only=True)['state_dict']\n"
+        "assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)\n"
+    )
+    same = run(core_python, "-c", compare, checkpoint, cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+
+
+def test_the_core_never_imports_the_notebook_side(tmp_path):
+    """In the full environment, where widgets and matplotlib are installed, converting, verifying (cn_clip
+    left out) and reversing import none of them."""
+    script = (
+        "import sys\n"
+        "from chclip_convert.cli import main\n"
+        "from chclip_convert.demo import write_demo_checkpoint\n"
+        "sys.modules['cn_clip'] = None  # verify without the original code, which brings in Pillow\n"
+        "demo = str(write_demo_checkpoint('demo'))\n"
+        "codes = [main([demo, 'hf', '--no-progress']), main(['--verify-only', demo, 'hf']),\n"
+        "         main(['--reverse', 'hf', 'back.pt'])]\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({list(NOTEBOOK_SIDE)!r}))\n"
+        "print(codes, loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"
