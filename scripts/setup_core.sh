@@ -14,8 +14,11 @@ rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored" || true; }
 pip install "torch==2.13.0"
-# Not editable: the package as a wheel built from this checkout, with no extras.
+# Not editable: the package as a wheel built from this checkout, with no extras. setuptools builds in
+# ./build; remove it afterwards unless it was there before.
+had_build=0; [ -e build ] && had_build=1
 pip install --no-cache-dir .
+[ "$had_build" = 1 ] || rm -rf build
 "$VENV/bin/python" -c "import chclip_convert.cli, transformers" \
     || { echo "setup_core: $VENV does not import; see the pip output above" >&2; exit 1; }
 touch "$stamp"
