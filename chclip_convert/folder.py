@@ -123,7 +123,10 @@ def _weights_folder(folder: str | Path) -> Path:
                 path=folder,
             )
         raise CheckpointReadError("no such folder.", path=folder)
-    config = read_json(folder, CONFIG_FILE)
+    try:
+        config = read_json(folder, CONFIG_FILE)
+    except CheckpointReadError:
+        config = None  # the weights are readable without it; whoever needs the config reports it
     if config is not None and config.get("model_type") not in (None, "chinese_clip"):
         raise UnsupportedCheckpointError(f"is a {config.get('model_type')!r} model, not chinese_clip.", path=folder)
     if not any(folder.glob("*.safetensors")) and not (folder / BIN_FILE).is_file():

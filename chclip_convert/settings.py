@@ -32,19 +32,27 @@ def compare_config(folder_config: dict[str, Any], expected: ChineseCLIPConfig) -
     """Every field of the folder's ``config.json`` (as transformers reads it, defaults filled in) that differs
     from ``expected``; nested fields are named ``text_config.num_attention_heads`` etc.
 
-    A file transformers cannot read as a ``ChineseCLIPConfig`` is one difference, named ``config.json``.
+    A file transformers refuses (e.g. heads that do not divide the width) is compared as written, and is
+    one difference itself, named ``config.json``, if no field explains the refusal.
     """
+    written = _flatten(folder_config)
     try:
-        loaded = ChineseCLIPConfig.from_dict(folder_config).to_dict()
+        found = _flatten(ChineseCLIPConfig.from_dict(folder_config).to_dict())
+        refused = None
     except Exception as error:  # transformers validates configs with assorted exception types
-        return [FieldDifference("config.json", f"unreadable ({type(error).__name__}: {error})", "a ChineseCLIPConfig")]
+        found, refused = written, " ".join(f"{type(error).__name__}: {error}".split())
     wanted = ChineseCLIPConfig.from_dict(expected.to_dict()).to_dict()  # the same normalisation on both sides
-    written, found = _flatten(folder_config), _flatten(loaded)
-    return [
+    differences = [
         FieldDifference(name, found.get(name) if name in written else ABSENT, value)
         for name, value in _flatten(wanted).items()
-        if name.split(".")[-1] not in _CONFIG_PROVENANCE and found.get(name, ABSENT) != value
+        if name.split(".")[-1] not in _CONFIG_PROVENANCE
+        and (name in written or refused is None)
+        and found.get(name, ABSENT) != value
     ]
+    if refused and not differences:
+        refusal = FieldDifference("config.json", f"refused by transformers ({refused})", "a ChineseCLIPConfig")
+        differences.append(refusal)
+    return differences
 
 
 def compare_preprocessor(folder_settings: dict[str, Any] | None, image_size: int) -> list[FieldDifference]:

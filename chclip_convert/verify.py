@@ -255,7 +255,10 @@ def _check_reload(folder: Path) -> Check:
 
 def _check_config(folder: Path, expected: ChineseCLIPConfig) -> Check:
     name, requirement = "config.json matches the checkpoint", "every field as the weights and options imply"
-    written = read_json(folder, CONFIG_FILE)
+    try:
+        written = read_json(folder, CONFIG_FILE)
+    except ConversionError as error:
+        return Check(name, False, error.message, requirement, fields=["config.json"])
     if written is None:
         return Check(name, False, "config.json is absent", requirement, fields=["config.json"])
     found = compare_config(written, expected)
@@ -264,15 +267,13 @@ def _check_config(folder: Path, expected: ChineseCLIPConfig) -> Check:
 
 
 def _check_preprocessor(folder: Path, image_size: int) -> Check:
-    found = compare_preprocessor(read_json(folder, PREPROCESSOR_FILE), image_size)
+    name, requirement = "preprocessor_config.json matches cn_clip", "cn_clip's image_transform"
+    try:
+        found = compare_preprocessor(read_json(folder, PREPROCESSOR_FILE), image_size)
+    except ConversionError as error:
+        return Check(name, False, error.message, requirement, fields=[PREPROCESSOR_FILE])
     value = _first([str(d) for d in found]) if found else f"square bicubic {image_size} px, no crop, OpenAI mean/std"
-    return Check(
-        "preprocessor_config.json matches cn_clip",
-        not found,
-        value,
-        "cn_clip's image_transform",
-        fields=[d.field for d in found],
-    )
+    return Check(name, not found, value, requirement, fields=[d.field for d in found])
 
 
 def _check_tokenizer(folder: Path, reference: Path | None, captions: list[str], original: bool) -> list[Check]:
