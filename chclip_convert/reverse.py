@@ -125,7 +125,7 @@ def plan_reverse(
     report.targets.sort(key=lambda record: record.key)
     report.sources.sort(key=lambda record: record.key)
     if not report.ok:
-        evidence = "config.json" if expected is not None else "the other tensors (no config.json)"
+        evidence = "config.json" if expected is not None else "the other tensors (no config given)"
         raise MappingError(
             "the folder's weights do not map back onto an original Chinese-CLIP checkpoint; nothing was written. "
             f"Shapes expected from {evidence}.\n" + report.format_problems(fixes=REVERSE_FIXES, shapes=True),

@@ -101,6 +101,8 @@ class VerifyReport:
             f"Verify {self.folder} against {self.checkpoint.name}",
             f"  weights: {self.precision}; cn_clip: {'installed' if self.original_available else 'not installed'}",
         ]
+        if self.reference_vocab:
+            lines.append(f"  reference vocabulary: {self.reference_vocab}")
         width = max(len(c.name) for c in self.checks)
         for check in self.checks:
             mark = "PASS" if check.passed else "FAIL"
