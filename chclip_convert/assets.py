@@ -44,13 +44,25 @@ def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple
 
 
 def read_vocab(path: Path) -> dict[str, int]:
-    """Token → id, one token per line. Splits on "\n" only: some vocab tokens are characters that
+    """Token → id, one token per line (see :func:`vocab_tokens`)."""
+    return {token: index for index, token in enumerate(vocab_tokens(path))}
+
+
+def vocab_tokens(path: Path) -> list[str]:
+    """The tokens of a ``vocab.txt`` in id order. Splits on "\n" only: some vocab tokens are characters that
     ``str.splitlines`` would treat as line breaks, which would shift every id after them."""
-    text = path.read_bytes().decode("utf-8")
+    text = Path(path).read_bytes().decode("utf-8")
     tokens = text.split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
-    return {token.rstrip("\r"): index for index, token in enumerate(tokens)}
+    return [token.rstrip("\r") for token in tokens]
+
+
+def bert_tokenizer(vocab_path: Path):
+    """The ``BertTokenizer`` cn_clip's tokenizer corresponds to: lower-casing, maximum length 52."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=read_vocab(vocab_path), do_lower_case=True, model_max_length=CONTEXT_LENGTH)
 
 
 def vocab_mismatch(vocab_path: Path, vocab_size: int) -> str | None:
@@ -66,13 +78,10 @@ def vocab_mismatch(vocab_path: Path, vocab_size: int) -> str | None:
 
 def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str]:
     """Write ``BertTokenizer`` files (and a copy of ``vocab.txt``) into ``folder``; return their names."""
-    from transformers import BertTokenizer
-
     mismatch = vocab_mismatch(vocab_path, vocab_size)
     if mismatch:
         raise ConversionError(mismatch, path=vocab_path)
-    vocab = read_vocab(vocab_path)
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=CONTEXT_LENGTH)
+    tokenizer = bert_tokenizer(vocab_path)
     before = set(p.name for p in folder.iterdir())
     tokenizer.save_pretrained(folder)
     shutil.copyfile(vocab_path, folder / VOCAB_FILE)

@@ -2,7 +2,7 @@
 
     chclip-convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
                    [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--verify]
-    chclip-convert --verify-only CHECKPOINT OUTPUT_DIR
+    chclip-convert --verify-only CHECKPOINT OUTPUT_DIR [--vocab VOCAB] [--report VERIFY.json]
     chclip-convert --reverse HF_DIR OUTPUT.pt [--bare] [--overwrite]
 
 The flags of the script transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``,
@@ -38,9 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", "--config_path", dest="config", help="optional config.json, checked against the weights"
     )
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
-    parser.add_argument("--vocab", help="vocab.txt for the tokenizer (default: beside the checkpoint, or cn_clip's)")
+    parser.add_argument(
+        "--vocab",
+        help="vocab.txt for the tokenizer; with --verify(-only), the reference the folder's tokenizer is checked "
+        "against (default: beside the checkpoint, or cn_clip's)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR once done")
-    parser.add_argument("--report", help="also write the full key-by-key report to this JSON file")
+    parser.add_argument(
+        "--report",
+        help="also write the full key-by-key report to this JSON file; with --verify(-only), every check's verdict",
+    )
     parser.add_argument("--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)")
     parser.add_argument("--vision-heads", type=int, help="vision attention heads (if not a known model)")
     parser.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
@@ -108,17 +115,28 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
     print(summary.to_text())
     if args.verify:
         try:
-            return _verify(checkpoint, output_dir, args)
+            return _verify(checkpoint, output_dir, args, conversion=summary.to_dict())
         except ConversionError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_ERROR
     return 0
 
 
-def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
+def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace, conversion: dict | None = None) -> int:
+    """Verify and print the verdict; with --report, write it (after the conversion's summary, if any)."""
     from .verify import verify
 
-    report = verify(checkpoint, output_dir)
+    report = verify(
+        checkpoint,
+        output_dir,
+        vocab=args.vocab,
+        vision_heads=args.vision_heads,
+        text_heads=args.text_heads,
+        config=args.config,
+    )
+    if args.report:
+        verdict = report.to_dict()
+        _write_json(args.report, verdict if conversion is None else {**conversion, "verification": verdict})
     print(report.to_text())
     return 0 if report.ok else EXIT_VERIFY_FAILED
 

@@ -66,8 +66,17 @@ def has_original() -> bool:
     return importlib.util.find_spec("cn_clip") is not None
 
 
-def run_original(checkpoint: str | Path, vocab: str | Path, images: list, captions: list[str]) -> ModelOutputs:
-    """cn_clip's own ``CLIP``, tokenizer and ``image_transform`` on the original checkpoint (fp32)."""
+def run_original(
+    checkpoint: str | Path,
+    vocab: str | Path,
+    images: list,
+    captions: list[str],
+    *,
+    architecture: Architecture | None = None,
+) -> ModelOutputs:
+    """cn_clip's own ``CLIP``, tokenizer and ``image_transform`` on the original checkpoint (fp32).
+
+    ``architecture`` gives head counts the weights cannot show (default: read off the checkpoint)."""
     from cn_clip.clip.bert_tokenizer import FullTokenizer
     from cn_clip.clip.model import CLIP
     from cn_clip.clip.utils import image_transform
@@ -76,7 +85,7 @@ def run_original(checkpoint: str | Path, vocab: str | Path, images: list, captio
     from .reverse import reverse_state_dict
 
     source = load_checkpoint(checkpoint)
-    arch = infer_architecture(source.state_dict)
+    arch = architecture or infer_architecture(source.state_dict)
     tokenizer = FullTokenizer(vocab_file=str(vocab))
     model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
     state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,7 @@ from .report import (
 )
 from .report import IGNORED as IGNORED_STATUS
 
+ARCHITECTURES = ("ChineseCLIPModel",)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 assert ("auto", *DTYPES) == DTYPE_CHOICES
 
@@ -100,10 +101,38 @@ class ConversionPlan:
 
     def tensors(self, load: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (target name, tensor), reading each source tensor once through ``load(source_key)``."""
-        for step in self.steps:
-            outputs = step.op.apply([load(step.source)])
-            for target, tensor in zip(step.targets, outputs, strict=True):
-                yield target, tensor.to(self.cast) if self.cast is not None else tensor
+        for target, tensor, _ in apply_steps(self.steps, load, cast=self.cast):
+            yield target, tensor
+
+
+def apply_steps(
+    steps: Iterable[Step], load: Callable[[str], torch.Tensor], *, cast: torch.dtype | None = None
+) -> Iterator[tuple[str, torch.Tensor, Step]]:
+    """The table applied: ``(target, tensor, step)`` for every target of ``steps``, in order.
+
+    Each source tensor is read once, through ``load(source_key)``, and released before the next. Conversion,
+    verification, the inspector and the tests all derive target tensors here.
+
+    Raises:
+        ValueError: an op cannot apply to a source tensor's shape (only for steps from :func:`table_steps`;
+            planned steps are checked against the shapes first).
+    """
+    for step in steps:
+        outputs = step.op.apply([load(step.source)])
+        for target, tensor in zip(step.targets, outputs, strict=True):
+            yield target, tensor.to(cast) if cast is not None else tensor, step
+
+
+def table_steps(keys: Iterable[str]) -> list[Step]:
+    """A step for every key the table has a rule for, in sorted order, shapes unchecked (to look inside
+    checkpoints that do not convert; use :func:`plan_conversion` to convert)."""
+    steps = []
+    for key in sorted(keys):
+        found = find_rule(key)
+        if found is not None:
+            rule, index = found
+            steps.append(Step(key, rule.op, rule.expand(index)[1]))
+    return steps
 
 
 def plan_conversion(
@@ -134,6 +163,7 @@ def plan_conversion(
     _raise_on_problems(report, strict, path)
     plan = ConversionPlan(steps, config, arch, report, DTYPES.get(dtype))
     config.dtype = dtype_name(majority_dtype(plan.target_specs(state_dict)))
+    config.architectures = list(ARCHITECTURES)  # as transformers' own save_pretrained records it
     return plan
 
 
@@ -204,10 +234,7 @@ def map_tensors(
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Apply the mapping table to every key; return the tensors that fit ``expected`` and the report."""
     steps, report = plan_steps(state_dict, expected)
-    converted = {}
-    for step in steps:
-        converted.update(zip(step.targets, step.op.apply([state_dict[step.source]]), strict=True))
-    return converted, report
+    return {target: tensor for target, tensor, _ in apply_steps(steps, state_dict.__getitem__)}, report
 
 
 def plan_steps(

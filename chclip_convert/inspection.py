@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint
-from .convert import convert_state_dict
+from .comparison import EQUAL, compare_state
+from .convert import apply_steps, convert_state_dict, table_steps
 from .errors import MappingError
-from .mapping import find_rule, split_layer_index
-from .report import FIXES, ConversionReport
+from .mapping import split_layer_index
+from .report import FIXES, PROBLEM_STATUSES, ConversionReport
 
 STATUS_COLOURS = {
     "mapped": "#e8f5e9",
@@ -42,7 +43,7 @@ def inspect_checkpoint(checkpoint: str | Path, **options) -> ConversionReport:
 def filter_rows(rows: list[dict], *, status: str = "all", text: str = "") -> list[dict]:
     """Rows whose status is ``status`` (or any, for ``"all"``/``"problems"``) and whose key or
     counterpart contains ``text``."""
-    problem = {"unused", "missing", "shape_mismatch", "conflict"}
+    problem = set(PROBLEM_STATUSES)
     needle = text.strip().lower()
     return [
         row
@@ -98,9 +99,12 @@ class TensorComparison:
     layer: int | None
     source_stats: dict[str, float] | None
     converted_stats: dict[str, float] | None
+    status: str = ""  # "equal" or the kind of difference (see chclip_convert.comparison); "" if not compared
 
     @property
     def agrees(self) -> bool:
+        if self.status:
+            return self.status == EQUAL
         if self.source_stats is None or self.converted_stats is None:
             return False
         return all(
@@ -127,8 +131,10 @@ def compare_weights(
     source_state: dict[str, torch.Tensor], converted_state: dict[str, torch.Tensor]
 ) -> list[TensorComparison]:
     """For every target tensor: the statistics of the source slice the table maps to it (after the op,
-    so a q slice is compared with q_proj) and of the converted tensor; ``None`` where one side lacks it."""
+    so a q slice is compared with q_proj) and of the converted tensor; ``None`` where one side lacks it.
+    ``status`` and ``agrees`` come from :func:`chclip_convert.comparison.compare_state`."""
     implied = implied_targets(source_state)
+    compared = compare_state({target: piece for target, (_, _, piece) in implied.items()}, converted_state)
     comparisons = []
     for target in sorted(set(implied) | set(converted_state)):
         source, op, piece = implied.get(target, ("", "", None))
@@ -146,6 +152,7 @@ def compare_weights(
                 layer=split_layer_index(target)[1],
                 source_stats=piece_stats,
                 converted_stats=tensor_stats(converted) if converted is not None else None,
+                status=compared.status(target),
             )
         )
     return comparisons
@@ -155,18 +162,12 @@ def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[st
     """Target name → (source key, op name, the values the table puts there: a q/k/v slice, a transposed
     matrix, ...); the values are ``None`` where the op cannot apply (a fused tensor of the wrong size)."""
     implied: dict[str, tuple[str, str, torch.Tensor | None]] = {}
-    for key, tensor in source_state.items():
-        found = find_rule(key)
-        if found is None:
-            continue
-        rule, index = found
-        _, targets = rule.expand(index)
+    for step in table_steps(source_state):
         try:
-            pieces: list[torch.Tensor | None] = list(rule.op.apply([tensor]))
+            pieces = [(target, piece) for target, piece, _ in apply_steps([step], source_state.__getitem__)]
         except ValueError:
-            pieces = [None] * len(targets)
-        for target, piece in zip(targets, pieces, strict=True):
-            implied[target] = (key, rule.op.name, piece)
+            pieces = [(target, None) for target in step.targets]
+        implied.update((target, (step.source, step.op.name, piece)) for target, piece in pieces)
     return implied
 
 

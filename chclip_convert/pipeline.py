@@ -24,12 +24,12 @@ from .architecture import Architecture
 from .checkpoint import SourceCheckpoint, materialize, open_checkpoint
 from .convert import ConversionPlan, dtype_name, is_finite, plan_conversion
 from .errors import ConversionError
+from .folder import REPORT_FILE
 from .hashing import sha256_of, start_sha256
 from .output import atomic_output_dir, check_output_dir
 from .report import ConversionReport
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
 
-REPORT_FILE = "conversion_report.json"
 NO_VOCAB_WARNING = (
     "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
     "folder. Re-run with --vocab path/to/vocab.txt (cn_clip's clip/vocab.txt), put vocab.txt beside the "
@@ -56,6 +56,7 @@ class ConversionSummary:
     vocabulary: str
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    overrides: dict = field(default_factory=dict)  # options that shape the folder, read back by verify
 
     def to_text(self) -> str:
         dtypes = ", ".join(f"{name} ({count} tensors)" for name, count in sorted(self.dtypes_written.items()))
@@ -88,6 +89,7 @@ class ConversionSummary:
             "vocabulary": self.vocabulary,
             "seconds": self.seconds,
             "warnings": self.warnings,
+            "overrides": self.overrides,
             "report": self.report.to_dict(),
         }
 
@@ -186,6 +188,7 @@ def convert_checkpoint(
             vocabulary=vocabulary,
             seconds=0.0,
             warnings=summary_warnings,
+            overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
         )
         facts = _card_facts(summary, source.skipped)
         notes = plan.report.notes + summary_warnings
@@ -197,6 +200,19 @@ def convert_checkpoint(
     for warning in summary_warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
+
+
+def conversion_overrides(
+    dtype: str, vision_heads: int | None, text_heads: int | None, config: ChineseCLIPConfig | None
+) -> dict:
+    """What a conversion was told beyond the checkpoint: recorded in the folder, so that verification
+    expects the same config and dtypes without trusting the folder's config.json."""
+    return {
+        "dtype": dtype,
+        "vision_heads": vision_heads,
+        "text_heads": text_heads,
+        "config": json.loads(config.to_json_string()) if config is not None else None,
+    }
 
 
 def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:

@@ -1,7 +1,8 @@
 """The conversion report: what happened to every source key and every target key.
 
 Source keys are ``mapped`` (renamed), ``transformed`` (split or transposed), ``ignored`` (with a reason)
-or ``unused``. Target keys are ``filled``, ``missing``, ``shape_mismatch`` or ``conflict`` (filled twice).
+or ``unused``. Target keys are ``filled``, ``missing``, ``shape_mismatch``, ``conflict`` (filled twice) or,
+when a transformers folder is read back, ``unexpected`` (no rule maps it back).
 Problems are shown once, with layer indices collapsed (``layers.{0...11}``).
 """
 
@@ -14,7 +15,8 @@ from .mapping import split_layer_index
 
 MAPPED, TRANSFORMED, IGNORED, UNUSED = "mapped", "transformed", "ignored", "unused"
 FILLED, MISSING, SHAPE_MISMATCH, CONFLICT = "filled", "missing", "shape_mismatch", "conflict"
-PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT)
+UNEXPECTED = "unexpected"
+PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 
 FIXES = {
     UNUSED: "the checkpoint holds tensors that no Chinese-CLIP ViT layer uses — check it is the right file, "
@@ -25,6 +27,16 @@ FIXES = {
     "differs; check the config or the layer that was edited.",
     CONFLICT: "two source tensors fill the same target — the checkpoint mixes the standard and "
     "flash-attention layouts for one layer.",
+    UNEXPECTED: "the folder holds tensors that no rule maps back — it was edited or holds another model; "
+    "remove them, or convert again from the original checkpoint.",
+}
+# The same problems met when a transformers folder is turned back into an original checkpoint.
+REVERSE_FIXES = {
+    **FIXES,
+    MISSING: "the folder lacks tensors the model needs — it was truncated or edited; convert again from the "
+    "original checkpoint, or restore the missing tensors.",
+    SHAPE_MISMATCH: "a tensor's shape disagrees with config.json or with its sibling q/k/v projections — the "
+    "folder was edited; convert again from the original checkpoint.",
 }
 
 
@@ -81,18 +93,23 @@ class ConversionReport:
             counts[f"target {record.status}"] += 1
         return dict(counts)
 
-    def format_problems(self, statuses: tuple[str, ...] = PROBLEM_STATUSES) -> str:
-        """One paragraph per kind of problem in ``statuses``, keys collapsed, each with how to fix it."""
+    def format_problems(
+        self, statuses: tuple[str, ...] = PROBLEM_STATUSES, *, fixes: dict[str, str] = FIXES, shapes: bool = False
+    ) -> str:
+        """One paragraph per kind of problem in ``statuses``, keys collapsed, each with how to fix it;
+        with ``shapes``, every missing key is listed with the shape it must have."""
         lines = []
         details = {r.key: r for r in self.targets}
         for status, keys in self.problems().items():
             if not keys or status not in statuses:
                 continue
-            lines.append(f"{len(keys)} {status.replace('_', ' ')} key(s): {FIXES[status]}")
+            lines.append(f"{len(keys)} {status.replace('_', ' ')} key(s): {fixes[status]}")
             if status == SHAPE_MISMATCH:
+                lines.extend(f"    {key}: got {_shape(details[key].shape)}, {_expected(details[key])}" for key in keys)
+            elif status == MISSING and shapes:
                 for key in keys:
-                    got, expected = details[key].shape or (), details[key].expected_shape or ()
-                    lines.append(f"    {key}: got {list(got)}, expected {list(expected)}")
+                    shape = details[key].expected_shape
+                    lines.append(f"    {key}: expected shape {list(shape)}" if shape else f"    {key}")
             else:
                 lines.extend(f"    {key}" for key in collapse_layers(keys))
         return "\n".join(lines)
@@ -101,6 +118,8 @@ class ConversionReport:
         counts = self.counts()
         parts = [f"{counts.get(f'source {s}', 0)} {s}" for s in (MAPPED, TRANSFORMED, IGNORED, UNUSED)]
         targets = [f"{counts.get(f'target {s}', 0)} {s}" for s in (FILLED, MISSING, SHAPE_MISMATCH, CONFLICT)]
+        if counts.get(f"target {UNEXPECTED}"):
+            targets.append(f"{counts[f'target {UNEXPECTED}']} {UNEXPECTED}")
         status = "OK" if self.ok else "PROBLEMS"
         return f"{status}: source keys {', '.join(parts)}; target keys {', '.join(targets)}"
 
@@ -147,6 +166,16 @@ class ConversionReport:
             "sources": [asdict(r) for r in self.sources],
             "targets": [asdict(r) for r in self.targets],
         }
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return str(list(shape)) if shape is not None else "?"
+
+
+def _expected(record: TargetRecord) -> str:
+    if record.expected_shape is not None:
+        return f"expected {list(record.expected_shape)}"
+    return "expected 2 dimensions" if record.op == "transpose" else "expected another shape"
 
 
 def collapse_layers(keys: list[str]) -> list[str]:

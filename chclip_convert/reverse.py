@@ -2,24 +2,44 @@
 
 Each standard rule of :mod:`chclip_convert.mapping` is run backwards with its op's ``reverse_op``
 (q, k, v concatenated back into ``in_proj``; projections transposed back), so the two directions cannot
-drift apart. The result is what cn_clip's training writes — ``{"epoch", "step", "name", "state_dict"}``
-with ``module.`` keys — or a bare state dict, and cn_clip's ``CLIP.load_state_dict(strict=True)`` takes it.
+drift apart. As forward, the whole reverse conversion is planned from names and shapes before any tensor
+is read — against the shapes the folder's ``config.json`` implies, and q/k/v against each other — and
+every problem is named in one :class:`MappingError` with the same key report.
+
+The result is what cn_clip's training writes — ``{"epoch", "step", "name", "state_dict"}`` with
+``module.`` keys — or a bare state dict, and cn_clip's ``CLIP.load_state_dict(strict=True)`` takes it.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointReadError, MappingError, OutputError, UnsupportedCheckpointError
-from .mapping import REVERSE_IGNORED, find_reverse_rule
-from .report import collapse_layers
+from .convert import TensorLike, dtype_name
+from .errors import MappingError, OutputError
+from .folder import BIN_FILE, folder_tensor_specs, load_folder_state, read_config
+from .mapping import REVERSE_IGNORED, RULES, STANDARD, Rule, find_reverse_rule, split_layer_index
+from .ops import Op
+from .report import (
+    FILLED,
+    MAPPED,
+    MISSING,
+    REVERSE_FIXES,
+    SHAPE_MISMATCH,
+    TRANSFORMED,
+    UNEXPECTED,
+    ConversionReport,
+    SourceRecord,
+    TargetRecord,
+)
 
-BIN_FILE = "pytorch_model.bin"
+__all__ = ["BIN_FILE", "ReversePlan", "load_folder_state", "plan_reverse", "reverse_folder", "reverse_state_dict"]
+
 PARTIAL_SUFFIX = ".chclip-partial"
 
 
@@ -41,77 +61,157 @@ class ReverseSummary:
         )
 
 
+@dataclass(frozen=True)
+class ReverseStep:
+    """Folder tensors ``parts`` become the original tensor ``original`` through ``op`` (a reverse op)."""
+
+    original: str
+    op: Op
+    parts: tuple[str, ...]
+
+
+@dataclass
+class ReversePlan:
+    """The steps and the key report, decided from names and shapes alone.
+
+    The report reads as a forward one would: ``sources`` are the original keys to write, ``targets`` the
+    folder's keys (``filled``, ``missing``, ``shape_mismatch`` or ``unexpected``)."""
+
+    steps: list[ReverseStep]
+    report: ConversionReport
+
+    def apply(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Original key → tensor (no ``module.`` prefix), in sorted order."""
+        out = {step.original: step.op.apply([state_dict[part] for part in step.parts])[0] for step in self.steps}
+        return dict(sorted(out.items()))
+
+
+def plan_reverse(
+    specs: Mapping[str, TensorLike],
+    *,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
+    path: str | Path | None = None,
+) -> ReversePlan:
+    """Plan turning a folder's tensors back into original ones; raise before anything is read.
+
+    Args:
+        specs: folder key → tensor, or anything with ``shape`` and ``dtype``.
+        expected: the shapes the folder's config implies (:func:`~chclip_convert.architecture.expected_shapes`);
+            without it, only what the tensors say of each other is checked (q, k, v alike; projections 2-d).
+        path: the folder, named in errors.
+
+    Raises:
+        MappingError: naming every unexpected, missing or wrongly shaped key, with the shape it must have.
+    """
+    report = ConversionReport()
+    groups: dict[tuple[Rule, int | None], list[str]] = {}
+    for key in sorted(specs):
+        if key in REVERSE_IGNORED:
+            report.notes.append(f"{key} not converted: {REVERSE_IGNORED[key]}")
+            continue
+        found = find_reverse_rule(key)
+        if found is None:
+            report.targets.append(_target(key, UNEXPECTED, None, specs[key]))
+            continue
+        groups.setdefault(found, []).append(key)
+    wanted = dict(expected) if expected is not None else dict.fromkeys(_table_targets(specs))
+    unfilled = set(wanted) - set(specs)
+    steps = [
+        step
+        for (rule, index), present in groups.items()
+        if (step := _plan_group(rule, index, specs, wanted, report, unfilled, expected is not None)) is not None
+    ]
+    report.targets += [TargetRecord(key, MISSING, wanted.get(key)) for key in sorted(unfilled)]
+    report.targets.sort(key=lambda record: record.key)
+    report.sources.sort(key=lambda record: record.key)
+    if not report.ok:
+        evidence = "config.json" if expected is not None else "the other tensors (no config given)"
+        raise MappingError(
+            "the folder's weights do not map back onto an original Chinese-CLIP checkpoint; nothing was written. "
+            f"Shapes expected from {evidence}.\n" + report.format_problems(fixes=REVERSE_FIXES, shapes=True),
+            path=path,
+            report=report,
+        )
+    return ReversePlan(steps, report)
+
+
+def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_config: bool) -> ReverseStep | None:
+    """Check one original tensor's folder parts; record them; return its step if every part fits."""
+    original, parts = rule.expand(index)
+    fitting = _consistent_shapes(rule, [tuple(specs[p].shape) for p in parts if p in specs])
+    fits = True
+    for part in parts:
+        if part not in specs:
+            unfilled.add(part)
+            wanted.setdefault(part, fitting)
+            fits = False
+            continue
+        if from_config and part not in wanted:  # a layer or tensor the folder's config does not have
+            report.targets.append(_target(part, UNEXPECTED, None, specs[part]))
+            fits = False
+            continue
+        shape = tuple(specs[part].shape)
+        needed = wanted.get(part) or fitting
+        if needed is None and (rule.op.name != "transpose" or len(shape) == 2):
+            needed = shape  # nothing to check it against but its own number of dimensions
+        status = FILLED if shape == needed else SHAPE_MISMATCH
+        fits = fits and status == FILLED
+        dtype = dtype_name(specs[part].dtype)
+        report.targets.append(TargetRecord(part, status, needed, shape, dtype, original, rule.op.name))
+    if not fits:
+        return None
+    op = rule.op.reverse_op
+    shape = op.shapes([tuple(specs[p].shape) for p in parts])[0]
+    dtypes = ", ".join(sorted({dtype_name(specs[p].dtype) for p in parts}))
+    status = TRANSFORMED if op.transforms else MAPPED
+    report.sources.append(SourceRecord(original, status, shape, dtypes, parts, op.name))
+    return ReverseStep(original, op, parts)
+
+
+def _table_targets(specs: Mapping[str, TensorLike]) -> list[str]:
+    """Without a config: every target the table fills for the layers the folder has, shapes unknown."""
+    layers: dict[str, set[int]] = {}
+    for key in specs:
+        template, index = split_layer_index(key)
+        if index is not None:
+            layers.setdefault(template.split("{i}")[0], set()).add(index)
+    targets = []
+    for rule in RULES:
+        if rule.layout != STANDARD:
+            continue
+        for template in rule.targets:
+            prefix = template.split("{i}")[0]
+            indices = sorted(layers.get(prefix, ())) if "{i}" in template else [None]
+            targets += [template.format(i=i) if i is not None else template for i in indices]
+    return targets
+
+
+def _consistent_shapes(rule: Rule, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The shape every part of a fused q/k/v must share (the most common one), if the rule fuses."""
+    if len(rule.targets) < 2 or not shapes:
+        return None
+    return Counter(shapes).most_common(1)[0][0]
+
+
+def _target(key: str, status: str, expected, spec) -> TargetRecord:
+    return TargetRecord(key, status, expected, tuple(spec.shape), dtype_name(spec.dtype))
+
+
 def reverse_state_dict(
-    state_dict: dict[str, torch.Tensor], *, path: str | Path | None = None
+    state_dict: dict[str, torch.Tensor],
+    *,
+    path: str | Path | None = None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Turn ``ChineseCLIPModel`` tensors into original names (no ``module.`` prefix).
 
+    Args:
+        expected: the shapes the folder's config implies; see :func:`plan_reverse`.
+
     Raises:
-        MappingError: naming every key no rule uses and every rule whose tensors are incomplete.
+        MappingError: naming every key no rule uses, every key missing and every shape that does not fit.
     """
-    reversed_state: dict[str, torch.Tensor] = {}
-    used: set[str] = {key for key in state_dict if key in REVERSE_IGNORED}
-    incomplete: set[str] = set()
-    for key in sorted(state_dict):
-        found = find_reverse_rule(key)
-        if found is None or key in used:
-            continue
-        rule, index = found
-        source, targets = rule.expand(index)
-        absent = [target for target in targets if target not in state_dict]
-        if absent:
-            incomplete.update(absent)
-            used.update(t for t in targets if t in state_dict)
-            continue
-        (reversed_state[source],) = rule.op.reverse_op.apply([state_dict[target] for target in targets])
-        used.update(targets)
-    unused = sorted(set(state_dict) - used)
-    if unused or incomplete:
-        lines = []
-        if unused:
-            lines.append(f"{len(unused)} key(s) no rule maps back:")
-            lines += [f"    {key}" for key in collapse_layers(unused)]
-        if incomplete:
-            lines.append(f"{len(incomplete)} key(s) missing to rebuild a fused tensor:")
-            lines += [f"    {key}" for key in collapse_layers(sorted(incomplete))]
-        raise MappingError(
-            "the folder's weights do not map back onto an original Chinese-CLIP checkpoint; nothing was "
-            "written.\n" + "\n".join(lines),
-            path=path,
-        )
-    return dict(sorted(reversed_state.items()))
-
-
-def load_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a transformers folder: ``*.safetensors`` (single or sharded) or ``pytorch_model.bin``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        if folder.is_file():
-            raise UnsupportedCheckpointError(
-                "is a file; --reverse reads a transformers folder (config.json + weights). To convert an original "
-                ".pt checkpoint, drop --reverse.",
-                path=folder,
-            )
-        raise CheckpointReadError("no such folder.", path=folder)
-    config = folder / "config.json"
-    if config.is_file():
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        if model_type not in (None, "chinese_clip"):
-            raise UnsupportedCheckpointError(f"is a {model_type!r} model, not chinese_clip.", path=folder)
-    files = sorted(folder.glob("*.safetensors"))
-    if files:
-        from safetensors.torch import load_file
-
-        state: dict[str, torch.Tensor] = {}
-        for file in files:
-            state.update(load_file(str(file)))
-        return state
-    if (folder / BIN_FILE).is_file():
-        try:
-            return torch.load(folder / BIN_FILE, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointReadError(f"cannot read {BIN_FILE}: {error}", path=folder) from error
-    raise CheckpointReadError("holds no *.safetensors or pytorch_model.bin weights.", path=folder)
+    return plan_reverse(state_dict, expected=expected, path=path).apply(state_dict)
 
 
 def reverse_folder(
@@ -124,13 +224,18 @@ def reverse_folder(
         output: the ``.pt`` file to write; refused if it exists, unless ``overwrite``.
         bare: write ``model.state_dict()``-style (no ``module.`` prefix, no epoch/step) instead of the
             training dict.
+
+    Raises:
+        ConversionError: (a subclass) for an unreadable or damaged folder, or an unusable output; nothing
+            is written.
     """
     folder, output = Path(folder), Path(output).expanduser()
     if output.is_dir():
         raise OutputError("is a folder; give the path of the .pt file to write.", path=output)
     if output.exists() and not overwrite:
         raise OutputError("exists; pass --overwrite (overwrite=True) to replace it.", path=output)
-    state = reverse_state_dict(load_folder_state(folder), path=folder)
+    plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
+    state = plan.apply(load_folder_state(folder))
     payload: dict = (
         state
         if bare
@@ -141,6 +246,25 @@ def reverse_folder(
             "state_dict": {f"module.{k}": v for k, v in state.items()},
         }
     )
+    _save_atomically(payload, output)
+    return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)
+
+
+def folder_expected_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """The tensor shapes the folder's ``config.json`` implies, or ``None`` without a config."""
+    from .architecture import expected_shapes
+    from .errors import CheckpointReadError
+
+    config = read_config(folder)
+    if config is None:
+        return None
+    try:
+        return expected_shapes(config)
+    except Exception as error:  # a config transformers cannot build a model from (e.g. heads not dividing)
+        raise CheckpointReadError(f"config.json does not describe a buildable model: {error}", path=folder) from error
+
+
+def _save_atomically(payload: dict, output: Path) -> None:
     partial = output.with_name(output.name + PARTIAL_SUFFIX)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -153,4 +277,3 @@ def reverse_folder(
             "of the target's folder, then run again.",
             path=output,
         ) from error
-    return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)

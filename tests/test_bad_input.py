@@ -20,7 +20,7 @@ import pytest
 import torch
 from cn_clip.clip.model import CLIP
 from original import REDUCED, build_model, save, training_checkpoint
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from chclip_convert import (
     ArchitectureError,
@@ -37,6 +37,7 @@ from chclip_convert import (
 from chclip_convert import output as output_module
 from chclip_convert.cli import main
 from chclip_convert.demo import write_demo_checkpoint
+from chclip_convert.reverse import reverse_folder
 from chclip_convert.ui import ConvertUI
 
 MARKER = Path("/tmp/chclip-convert-pickle-ran")
@@ -294,3 +295,53 @@ def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_r
     assert sha256(source) == before
     convert_checkpoint(source, output)
     assert not partial.exists() and (output / "model.safetensors").is_file()
+
+
+def _reverse_case(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path, Path], Path]:
+    """Builds a converted folder from the good checkpoint with its weights edited by ``edit``."""
+
+    def build(work: Path, good: Path) -> Path:
+        folder = convert_checkpoint(good, work / "hf").output_dir
+        state = load_file(str(folder / "model.safetensors"))
+        edit(state)
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+
+    return build
+
+
+K_PROJ = "vision_model.encoder.layers.0.self_attn.k_proj.weight"
+REVERSE_CASES = {
+    "k_proj of the wrong width": (
+        _reverse_case(lambda state: state.update({K_PROJ: torch.zeros(128, 129)})),
+        f"{K_PROJ}: got [128, 129], expected [128, 128]",
+    ),
+    "1-d visual_projection.weight": (
+        _reverse_case(lambda state: state.update({"visual_projection.weight": torch.zeros(64)})),
+        "visual_projection.weight: got [64], expected [64, 128]",
+    ),
+    "missing tensor": (
+        _reverse_case(lambda state: state.pop("vision_model.encoder.layers.1.mlp.fc2.bias")),
+        "vision_model.encoder.layers.1.mlp.fc2.bias: expected shape [128]",
+    ),
+    "unknown tensor": (
+        _reverse_case(lambda state: state.update({"vision_model.adapter.weight": torch.zeros(2, 2)})),
+        "    vision_model.adapter.weight",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REVERSE_CASES))
+def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
+    build, says = REVERSE_CASES[name]
+    folder, output = build(tmp_path, good), tmp_path / "back.pt"
+    before = sha256(folder)
+    with pytest.raises(MappingError) as caught:
+        reverse_folder(folder, output)
+    assert says in str(caught.value) and str(folder) in str(caught.value)
+    assert caught.value.report is not None and not caught.value.report.ok
+    assert main(["--reverse", str(folder), str(output)]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and says in stderr and "Traceback" not in stderr
+    assert sha256(folder) == before, "the folder changed"
+    assert not output.exists() and not list(tmp_path.glob("*.chclip-partial")), "something was written"

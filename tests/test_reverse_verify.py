@@ -167,8 +167,13 @@ def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path
     report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", use_original=False)
     assert report.ok and not report.original_available
     assert [c.name for c in report.checks] == [
-        "folder reloads",
         "weights equal source",
+        "folder reloads",
+        "config.json matches the checkpoint",
+        "preprocessor_config.json matches cn_clip",
+        "vocab.txt equals reference",
+        "tokenizer.json equals reference",
+        "token ids equal",
         "round trip transformers → original → transformers",
         "round trip original → transformers → original",
     ]

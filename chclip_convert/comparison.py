@@ -1,0 +1,154 @@
+"""The one comparison of the tensors a folder must hold with the tensors it holds, key by key, both ways.
+
+What a folder must hold comes from the source checkpoint through the mapping table
+(:func:`chclip_convert.convert.apply_steps`); every key is then either equal or named under one kind of
+difference: missing, unexpected, shape, dtype or bytes. Verification, the inspector and the tests use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .convert import dtype_name, plan_conversion
+from .report import collapse_layers
+
+EQUAL, MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES = "equal", "missing", "unexpected", "shape", "dtype", "bytes"
+KINDS = (MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES)
+
+
+@dataclass(frozen=True)
+class KeyDifference:
+    """One key whose written tensor is not the expected one; ``written``/``expected`` say how."""
+
+    key: str
+    kind: str
+    written: str = ""
+    expected: str = ""
+
+    def __str__(self) -> str:
+        if self.kind in (MISSING, UNEXPECTED):
+            side = self.expected if self.kind == MISSING else self.written
+            return f"{self.key} {side}".rstrip()
+        return f"{self.key}: {self.written}, expected {self.expected}"
+
+
+@dataclass
+class FolderComparison:
+    """Every key of the expected and the written state dicts: ``equal`` or one :class:`KeyDifference`."""
+
+    equal: list[str] = field(default_factory=list)
+    differences: list[KeyDifference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    @property
+    def total(self) -> int:
+        return len(self.equal) + len(self.differences)
+
+    def of_kind(self, kind: str) -> list[KeyDifference]:
+        return [difference for difference in self.differences if difference.kind == kind]
+
+    @property
+    def missing(self) -> list[str]:
+        return [d.key for d in self.of_kind(MISSING)]
+
+    @property
+    def unexpected(self) -> list[str]:
+        return [d.key for d in self.of_kind(UNEXPECTED)]
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key that differs, sorted."""
+        return sorted(difference.key for difference in self.differences)
+
+    def status(self, key: str) -> str:
+        """``"equal"`` or the kind of difference of ``key``."""
+        return next((d.kind for d in self.differences if d.key == key), EQUAL)
+
+    def describe(self, limit: int = 6) -> str:
+        """One line: how many keys are equal, then each kind of difference with its first keys named."""
+        parts = [f"{len(self.equal)}/{self.total} tensors equal"]
+        for kind in KINDS:
+            found = self.of_kind(kind)
+            if not found:
+                continue
+            if kind in (MISSING, UNEXPECTED) and len(found) > limit:
+                names = collapse_layers([d.key for d in found])
+            else:
+                names = [str(d) for d in found]
+            shown = ", ".join(names[:limit]) + (f" … and {len(names) - limit} more" if len(names) > limit else "")
+            parts.append(f"{kind} ({len(found)}): {shown}")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "equal": len(self.equal),
+            **{kind: [vars(d) for d in self.of_kind(kind)] for kind in KINDS},
+        }
+
+
+def compare_state(expected: Mapping[str, torch.Tensor | None], written: Mapping[str, torch.Tensor]) -> FolderComparison:
+    """Compare every key both ways: names, shapes, dtypes, then the raw bytes.
+
+    Args:
+        expected: target name → the tensor the table derives from the source (``None`` where the table's op
+            cannot apply to the source tensor, e.g. a fused q/k/v whose rows do not split in three).
+        written: target name → the tensor the folder holds.
+    """
+    comparison = FolderComparison()
+    for key in sorted(set(expected) | set(written)):
+        difference = _difference(key, expected.get(key), written.get(key), key in expected)
+        if difference is None:
+            comparison.equal.append(key)
+        else:
+            comparison.differences.append(difference)
+    return comparison
+
+
+def expected_state(source: Mapping[str, torch.Tensor], **plan_options) -> dict[str, torch.Tensor]:
+    """Target name → the tensor a conversion of ``source`` writes (``plan_options`` as for
+    :func:`~chclip_convert.convert.plan_conversion`: ``dtype``, ``config``, heads)."""
+    plan = plan_conversion(dict(source), **plan_options)
+    return dict(plan.tensors(source.__getitem__))
+
+
+def _difference(
+    key: str, expected: torch.Tensor | None, written: torch.Tensor | None, is_expected: bool
+) -> KeyDifference | None:
+    if written is None:
+        shape = f"[shape {list(expected.shape)}]" if expected is not None else ""
+        return KeyDifference(key, MISSING, expected=shape)
+    if not is_expected:
+        return KeyDifference(key, UNEXPECTED, written=f"[shape {list(written.shape)}]")
+    if expected is None:
+        return KeyDifference(key, SHAPE, f"shape {list(written.shape)}", "the table's op cannot split the source")
+    if expected.shape != written.shape:
+        return KeyDifference(key, SHAPE, f"shape {list(written.shape)}", f"{list(expected.shape)}")
+    if expected.dtype != written.dtype:
+        return KeyDifference(key, DTYPE, f"dtype {dtype_name(written.dtype)}", dtype_name(expected.dtype))
+    if not same_bytes(expected, written):
+        return KeyDifference(key, BYTES, f"{count_differing(expected, written)} value(s) differ", "the source's")
+    return None
+
+
+def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal dtype, shape and raw bytes (NaNs with the same bits count as equal)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_as_bytes(a), _as_bytes(b))
+
+
+def count_differing(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many elements of two same-shaped tensors differ in their bits."""
+    if a.element_size() != b.element_size():
+        return a.numel()
+    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return int((a.contiguous().view(width) != b.contiguous().view(width)).sum())
+
+
+def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous().reshape(-1).view(torch.uint8)

@@ -1,0 +1,141 @@
+"""Reading a transformers ``ChineseCLIPModel`` folder: its tensors (or only their shapes), its JSON files,
+and the conversion options it records. Every problem is a :class:`ConversionError` naming the folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointReadError, UnsupportedCheckpointError
+
+BIN_FILE = "pytorch_model.bin"
+CONFIG_FILE = "config.json"
+REPORT_FILE = "conversion_report.json"
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor's shape and dtype, read from a file's header without its data."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+def load_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a transformers folder: ``*.safetensors`` (single or sharded) or ``pytorch_model.bin``."""
+    folder = _weights_folder(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        from safetensors.torch import load_file
+
+        state: dict[str, torch.Tensor] = {}
+        for file in files:
+            try:
+                state.update(load_file(str(file)))
+            except Exception as error:  # safetensors raises its own error types for corrupt files
+                raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
+        return state
+    return _load_bin(folder)
+
+
+def folder_tensor_specs(folder: str | Path) -> dict[str, TensorSpec]:
+    """Name → shape and dtype of every tensor in a folder, from the safetensors headers alone."""
+    folder = _weights_folder(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return {key: TensorSpec(t.shape, t.dtype) for key, t in _load_bin(folder).items()}
+    from safetensors import safe_open
+
+    specs: dict[str, TensorSpec] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    piece = handle.get_slice(key)
+                    specs[key] = TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+        except KeyError as error:
+            message = f"{file.name} holds a tensor of unsupported dtype {error}."
+            raise CheckpointReadError(message, path=folder) from error
+        except Exception as error:
+            raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
+    return specs
+
+
+def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
+    """The JSON object in ``folder/name``, or ``None`` if there is no such file."""
+    file = Path(folder) / name
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        message = f"{name} is not valid JSON ({error}); restore it or convert again."
+        raise CheckpointReadError(message, path=folder) from error
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{name} holds {type(data).__name__}, not a JSON object.", path=folder)
+    return data
+
+
+def read_config(folder: str | Path):
+    """The folder's ``config.json`` as a ``ChineseCLIPConfig``, or ``None`` if it has none."""
+    from transformers import ChineseCLIPConfig
+
+    data = read_json(folder, CONFIG_FILE)
+    if data is None:
+        return None
+    try:
+        return ChineseCLIPConfig.from_dict(data)
+    except Exception as error:  # transformers validates configs with assorted exception types
+        raise CheckpointReadError(f"{CONFIG_FILE} is not a valid ChineseCLIPConfig: {error}", path=folder) from error
+
+
+def read_overrides(folder: str | Path) -> dict[str, Any] | None:
+    """The conversion options the folder records (``conversion_report.json`` → ``"overrides"``), if any."""
+    data = read_json(folder, REPORT_FILE)
+    overrides = data.get("overrides") if data else None
+    return overrides if isinstance(overrides, dict) else None
+
+
+def _weights_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        if folder.is_file():
+            raise UnsupportedCheckpointError(
+                "is a file; --reverse reads a transformers folder (config.json + weights). To convert an original "
+                ".pt checkpoint, drop --reverse.",
+                path=folder,
+            )
+        raise CheckpointReadError("no such folder.", path=folder)
+    try:
+        config = read_json(folder, CONFIG_FILE)
+    except CheckpointReadError:
+        config = None  # the weights are readable without it; whoever needs the config reports it
+    if config is not None and config.get("model_type") not in (None, "chinese_clip"):
+        raise UnsupportedCheckpointError(f"is a {config.get('model_type')!r} model, not chinese_clip.", path=folder)
+    if not any(folder.glob("*.safetensors")) and not (folder / BIN_FILE).is_file():
+        raise CheckpointReadError("holds no *.safetensors or pytorch_model.bin weights.", path=folder)
+    return folder
+
+
+def _load_bin(folder: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(folder / BIN_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointReadError(f"cannot read {BIN_FILE}: {error}", path=folder) from error

@@ -1,0 +1,258 @@
+"""Folders broken on purpose, one thing at a time: verification fails and names the key, field or entry at
+fault — with cn_clip and without it, for checkpoints in the standard and the flash-attention layout.
+Intact folders (exact, float16, sharded, flash-attention source) still pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from original import VOCAB, save, training_checkpoint
+from safetensors.torch import load_file, save_file
+
+from chclip_convert import convert_checkpoint
+from chclip_convert.assets import read_vocab
+from chclip_convert.cli import main
+from chclip_convert.verify import verify
+
+LAYOUTS = ("standard", "flash-attention")
+MODEL = "ViT-B-16"
+WEIGHTS = "weights equal source"
+CONFIG = "config.json matches the checkpoint"
+PREPROCESSOR = "preprocessor_config.json matches cn_clip"
+
+
+@pytest.fixture(scope="module")
+def sources(reduced_models, tmp_path_factory) -> dict[str, Path]:
+    """The same seeded cn_clip model saved as training does and as a flash-attention model's raw dump."""
+    from cn_clip.clip.model import convert_state_dict as to_flash_layout
+
+    model, work = reduced_models[MODEL], tmp_path_factory.mktemp("breaks")
+    flash = to_flash_layout({f"module.{k}": v.clone() for k, v in model.state_dict().items()})
+    return {
+        "standard": save(training_checkpoint(model), work / "standard" / "epoch_latest.pt"),
+        "flash-attention": save({"state_dict": flash, "epoch": 1}, work / "flash" / "flash.pt"),
+    }
+
+
+@pytest.fixture(scope="module")
+def intact(sources, tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("intact")
+    return {layout: convert_checkpoint(path, work / layout, vocab=VOCAB).output_dir for layout, path in sources.items()}
+
+
+def broken_copy(folder: Path, target: Path) -> Path:
+    """A copy of ``folder`` made of hard links: breaks must replace files (``replace_*``), never write into them."""
+    shutil.copytree(folder, target, copy_function=os.link)
+    return target
+
+
+def replace_weights(folder: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    (folder / "model.safetensors").unlink()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def replace_json(folder: Path, name: str, edit: Callable[[dict], None]) -> None:
+    data = json.loads((folder / name).read_text(encoding="utf-8"))
+    edit(data)
+    (folder / name).unlink()
+    (folder / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def swapped_ids() -> tuple[int, int]:
+    """The ids of two tokens the sample captions use ("一只猫", "一只狗"), so swapping them changes token ids."""
+    vocab = read_vocab(VOCAB)
+    return vocab["猫"], vocab["狗"]
+
+
+def _missing_tensor(folder):
+    key = "vision_model.encoder.layers.1.mlp.fc2.bias"
+    replace_weights(folder, lambda state: state.pop(key))
+    return key
+
+
+def _unexpected_tensor(folder):
+    key = "vision_model.encoder.layers.0.adapter.weight"
+    replace_weights(folder, lambda state: state.update({key: torch.zeros(4, 768)}))
+    return key
+
+
+def _wrong_shape(folder):
+    key = "vision_model.post_layernorm.weight"
+    replace_weights(folder, lambda state: state.update({key: torch.ones(769)}))
+    return key
+
+
+def _wrong_dtype(folder):
+    key = "text_model.embeddings.LayerNorm.weight"
+    replace_weights(folder, lambda state: state.update({key: state[key].half()}))
+    return key
+
+
+def _altered_bytes(folder):
+    key = "text_model.encoder.layer.0.attention.self.query.weight"
+
+    def nudge(state):
+        state[key] = state[key].clone()
+        state[key][0, 0] += 1e-3
+
+    replace_weights(folder, nudge)
+    return key
+
+
+def _altered_vocab_txt(folder):
+    cat, dog = swapped_ids()
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    lines[cat], lines[dog] = lines[dog], lines[cat]
+    (folder / "vocab.txt").unlink()
+    (folder / "vocab.txt").write_text("\n".join(lines), encoding="utf-8")
+    return f"id {min(cat, dog)}"
+
+
+def _altered_tokenizer_json(folder):
+    cat, dog = swapped_ids()
+
+    def swap(data):
+        vocab = data["model"]["vocab"]
+        vocab["猫"], vocab["狗"] = dog, cat
+
+    replace_json(folder, "tokenizer.json", swap)
+    return f"id {min(cat, dog)}"
+
+
+def _wrong_heads(folder):
+    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=6))
+    return "vision_config.num_attention_heads"
+
+
+def _architectures_missing(folder):
+    replace_json(folder, "config.json", lambda data: data.pop("architectures"))
+    return "architectures"
+
+
+def _architectures_wrong(folder):
+    replace_json(folder, "config.json", lambda data: data.update(architectures=["CLIPModel"]))
+    return "architectures"
+
+
+def _another_mean(folder):
+    replace_json(folder, "preprocessor_config.json", lambda data: data.update(image_mean=[0.5, 0.5, 0.5]))
+    return "image_mean"
+
+
+def _center_crop(folder):
+    crop = {"do_center_crop": True, "size": {"shortest_edge": 224}}
+    replace_json(folder, "preprocessor_config.json", lambda data: data.update(crop))
+    return "do_center_crop"
+
+
+@dataclass(frozen=True)
+class Break:
+    """Breaks a folder in place and returns what the failing ``check`` must name."""
+
+    apply: Callable[[Path], str]
+    check: str
+
+
+BREAKS = {
+    "missing tensor": Break(_missing_tensor, WEIGHTS),
+    "unexpected tensor": Break(_unexpected_tensor, WEIGHTS),
+    "wrong-shaped tensor": Break(_wrong_shape, WEIGHTS),
+    "wrong dtype": Break(_wrong_dtype, WEIGHTS),
+    "altered bytes": Break(_altered_bytes, WEIGHTS),
+    "altered vocab.txt": Break(_altered_vocab_txt, "vocab.txt equals reference"),
+    "altered tokenizer.json": Break(_altered_tokenizer_json, "tokenizer.json equals reference"),
+    "wrong num_attention_heads": Break(_wrong_heads, CONFIG),
+    "architectures missing": Break(_architectures_missing, CONFIG),
+    "architectures wrong": Break(_architectures_wrong, CONFIG),
+    "another mean": Break(_another_mean, PREPROCESSOR),
+    "center crop": Break(_center_crop, PREPROCESSOR),
+}
+# Breaks that a strict reload must name too (transformers would otherwise fill or drop the key silently).
+RELOAD_NAMES = {"missing tensor", "unexpected tensor", "wrong-shaped tensor"}
+
+
+@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_verify_fails_and_names_each_break(name, layout, original, sources, intact, tmp_path):
+    folder = broken_copy(intact[layout], tmp_path / "broken")
+    named = BREAKS[name].apply(folder)
+    report = verify(sources[layout], folder, use_original=original, vocab=VOCAB)
+    assert not report.ok and report.original_available == original
+    failed = {check.name: check for check in report.checks if not check.passed}
+    check = failed.get(BREAKS[name].check)
+    assert check is not None, report.to_text()
+    assert named in check.value, report.to_text()
+    assert any(named in item for item in check.keys + check.fields), check
+    if name in RELOAD_NAMES:
+        assert named in failed["folder reloads"].value
+    if name == "altered tokenizer.json":  # the ids the folder's tokenizer gives change too
+        assert "token ids equal" in failed
+    assert "Verification FAILED." in report.to_text()
+
+
+@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
+@pytest.mark.parametrize("kind", ["exact", "flash-attention", "float16", "sharded"])
+def test_intact_folders_pass(kind, original, sources, intact, tmp_path):
+    layout = "flash-attention" if kind == "flash-attention" else "standard"
+    folder = intact[layout]
+    if kind == "float16":
+        folder = convert_checkpoint(sources[layout], tmp_path / "hf", vocab=VOCAB, dtype="float16").output_dir
+    elif kind == "sharded":
+        folder = convert_checkpoint(sources[layout], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
+        assert len(list(folder.glob("model-*.safetensors"))) > 1
+    report = verify(sources[layout], folder, use_original=original, vocab=VOCAB)
+    assert report.ok, report.to_text()
+    assert report.precision == ("float16" if kind == "float16" else "exact")
+    assert len(report.checks) == (16 if original else 9)  # the outputs add 7 checks
+
+
+@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
+def test_recorded_head_override_is_expected_and_enforced(original, sources, tmp_path):
+    """A head count given at conversion is recorded in the folder; verify expects it, not the known model's."""
+    folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, vision_heads=8).output_dir
+    assert json.loads((folder / "conversion_report.json").read_text())["overrides"]["vision_heads"] == 8
+    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    assert report.ok, report.to_text()
+    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=12))
+    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    failed = {check.name: check for check in report.checks if not check.passed}
+    assert "vision_config.num_attention_heads: folder 12, expected 8" in failed[CONFIG].value
+
+
+def test_verify_cli_without_cn_clip_names_the_field_and_writes_the_verdict(sources, intact, tmp_path):
+    folder = broken_copy(intact["standard"], tmp_path / "broken")
+    field = _wrong_heads(folder)
+    hide_cn_clip = "import sys; sys.modules['cn_clip'] = None; from chclip_convert.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", hide_cn_clip, "--verify-only", str(sources["standard"]), str(folder)]
+    command += ["--vocab", str(VOCAB), "--report", str(tmp_path / "verify.json")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 3, result.stderr
+    assert "cn_clip: not installed" in result.stdout and "Traceback" not in result.stderr
+    assert f"FAIL  {CONFIG}" in result.stdout and field in result.stdout
+    verdict = json.loads((tmp_path / "verify.json").read_text())
+    assert verdict["ok"] is False and verdict["original_available"] is False
+    failed = [check for check in verdict["checks"] if not check["passed"]]
+    assert [check["name"] for check in failed] == [CONFIG]
+    assert failed[0]["fields"] == [field] and failed[0]["requirement"]
+
+
+def test_convert_with_verify_writes_the_verdict_beside_the_summary(sources, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    command = [str(sources["standard"]), str(tmp_path / "hf"), "--vocab", str(VOCAB), "--no-progress"]
+    assert main([*command, "--verify", "--report", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["report"]["ok"] and written["verification"]["ok"]
+    assert {check["name"] for check in written["verification"]["checks"]} >= {WEIGHTS, CONFIG, PREPROCESSOR}
+    assert "Verified: all checks pass." in capsys.readouterr().out
