@@ -228,7 +228,7 @@ def _check_weights(comparison: FolderComparison) -> Check:
 
 
 def _check_reload(folder: Path) -> Check:
-    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+    from transformers import ChineseCLIPModel
 
     name, requirement = "folder reloads", "no missing, unexpected or mismatched key"
     try:
@@ -245,14 +245,30 @@ def _check_reload(folder: Path) -> Check:
         listed = [f"{kind} ({len(items)}): {_first(items)}" for kind, items in found.items() if items]
         value = "transformers reports " + "; ".join(listed + [_one_line(m) for m in info["error_msgs"]])
         return Check(name, False, value, requirement, keys=keys)
-    loaded = "model"
     try:
-        if (folder / "tokenizer_config.json").is_file():
-            ChineseCLIPProcessor.from_pretrained(folder)
-            loaded = "model and processor"
+        loaded = ["model", *_load_preprocessing(folder)]
     except Exception as error:
         return Check(name, False, _one_line(f"processor: {type(error).__name__}: {error}"), requirement)
-    return Check(name, True, f"{loaded} load offline, every key matched", requirement)
+    return Check(name, True, f"{' and '.join(loaded)} load offline, every key matched", requirement)
+
+
+def _load_preprocessing(folder: Path) -> list[str]:
+    """Load the folder's tokenizer and, where an image backend is installed, its image processor; say which.
+
+    Without Pillow or torchvision (the package alone), transformers cannot build any image processor: the
+    settings in ``preprocessor_config.json`` are still checked field by field.
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.utils import is_torchvision_available, is_vision_available
+
+    loaded = []
+    if (folder / "tokenizer_config.json").is_file():
+        AutoTokenizer.from_pretrained(folder)
+        loaded.append("tokenizer")
+    if is_vision_available() or is_torchvision_available():
+        AutoImageProcessor.from_pretrained(folder)
+        loaded.append("image processor")
+    return loaded
 
 
 def _check_config(folder: Path, expected: ChineseCLIPConfig) -> Check:
