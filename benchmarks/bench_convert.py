@@ -39,7 +39,7 @@ VIT_H_14 = Architecture(32, 1280, 5120, 16, 14, 224, 24, 1024, 4096, 16, 21128, 
 CHECKPOINTS = {
     "vit-b-16-fp32": (VIT_B_16, False, False),
     "vit-h-14-fp16": (VIT_H_14, True, False),
-    "vit-h-14-fp16-train": (VIT_H_14, True, True),
+    "vit-h-14-fp16-adamw": (VIT_H_14, True, True),
 }
 FP32_UNDER_FP16 = ("visual.ln_", "visual.class_embedding", "visual.positional_embedding", "logit_scale")
 
@@ -58,7 +58,11 @@ def build_checkpoint(path: Path, arch: Architecture, fp16: bool, optimizer: bool
     checkpoint = {"epoch": 5, "step": 5000, "name": path.stem, "state_dict": state}
     if optimizer:
         moments = {
-            index: {"step": torch.tensor(5000.0), "exp_avg": torch.randn_like(t), "exp_avg_sq": torch.rand_like(t)}
+            index: {
+                "step": torch.tensor(5000.0),
+                "exp_avg": torch.randn(t.shape, generator=generator),  # AdamW keeps fp32 moments
+                "exp_avg_sq": torch.rand(t.shape, generator=generator),
+            }
             for index, t in enumerate(state.values())
         }
         checkpoint["optimizer"] = {"state": moments, "param_groups": [{"lr": 1e-5, "params": list(moments)}]}

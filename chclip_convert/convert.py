@@ -64,7 +64,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class TensorLike(Protocol):
-    """What planning needs of a tensor: a ``torch.Tensor`` or a :class:`~chclip_convert.lazy.LazyTensor`."""
+    """What planning needs of a tensor: its shape and dtype (a ``torch.Tensor``, a meta tensor, …)."""
 
     shape: torch.Size
     dtype: torch.dtype
