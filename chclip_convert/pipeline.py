@@ -1,8 +1,13 @@
 """``convert_checkpoint``: a checkpoint file in, a complete transformers folder out.
 
-Order matters for the user's safety: the output path is checked first, the whole conversion and every
-check run before anything is written, and the folder is written beside the target and renamed into
-place only when complete.
+Order matters for the user's safety: the output path is checked first, the conversion is planned and
+checked from the tensors' metadata before anything is read or written, and the folder is written beside
+the target and renamed into place only when complete and checked.
+
+Order matters for speed too: what the output does not need is not read, and what only transformers knows
+— the config, the meta-device ``ChineseCLIPModel``'s names and shapes, the tokenizer — is imported and
+checked in a thread beside the weights instead of in front of them (its import takes seconds). A problem
+it finds stops the writing, and nothing reaches the target.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import ChineseCLIPConfig
 
 from . import assets
 from .architecture import Architecture
 from .checkpoint import SourceCheckpoint, load_checkpoint
-from .convert import ConversionPlan, dtype_name, is_finite, plan_conversion
+from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
 from .errors import ConversionError
 from .output import atomic_output_dir, check_output_dir
-from .provenance import ALGORITHM, CHECK_COMMAND, WeightsDigest, file_sha256_beside
+from .provenance import ALGORITHM, CHECK_COMMAND, file_sha256_beside
 from .report import ConversionReport
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
+from .tensor_checks import TensorChecks
+
+if TYPE_CHECKING:
+    from transformers import ChineseCLIPConfig
 
 REPORT_FILE = "conversion_report.json"
 NO_VOCAB_WARNING = (
@@ -99,6 +109,8 @@ class ConversionSummary:
 
 def load_config(path: str | Path) -> ChineseCLIPConfig:
     """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
+    from transformers import ChineseCLIPConfig
+
     path = Path(path).expanduser()
     file = path / "config.json" if path.is_dir() else path
     try:
@@ -163,19 +175,18 @@ def convert_checkpoint(
     with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
         source = load_checkpoint(checkpoint)
-        plan = plan_conversion(
-            source.state_dict,
-            config=user_config,
-            dtype=dtype,
-            strict=strict,
-            vision_heads=vision_heads,
-            text_heads=text_heads,
-            path=source.path,
-        )
+        options = {"dtype": dtype, "strict": strict, "vision_heads": vision_heads, "text_heads": text_heads}
+        if user_config is None:  # transformers not needed yet: the model's check runs beside the weights
+            plan = plan_from_table(source.state_dict, path=source.path, **options)
+        else:  # transformers was imported to read the config anyway
+            plan = plan_conversion(source.state_dict, config=user_config, path=source.path, **options)
         vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
         with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
-            streamed = _write_folder(folder, plan, source, specs, max_shard_bytes, vocab_path, progress)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side") as pool:
+                side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
+                streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
+                plan, side_files = side.result()
             summary = ConversionSummary(
                 output_dir=output_dir,
                 source=source.path,
@@ -187,7 +198,7 @@ def convert_checkpoint(
                 parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
                 config_dtype=str(plan.config.dtype),
                 dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
-                files=streamed.files,
+                files=streamed.files + side_files,
                 vocabulary=vocabulary,
                 seconds=0.0,
                 warnings=summary_warnings + _non_finite_warning(streamed.non_finite),
@@ -241,28 +252,28 @@ def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -
 
 @dataclass
 class Streamed:
-    """What writing the folder found: the files written, the weights digest, tensors with NaN or Inf."""
+    """What streaming the weights gave: the files written, the weights digest, tensors with NaN or Inf."""
 
     files: list[str]
     digest: str
     non_finite: list[str]
 
 
-def _write_folder(
+def _stream_weights(
     folder: Path,
     plan: ConversionPlan,
     source: SourceCheckpoint,
     specs: list[TensorSpec],
     max_shard_bytes: int,
-    vocab_path: Path | None,
     progress: ProgressCallback | None,
+    side: Future,
 ) -> Streamed:
-    """Stream the weights (each source tensor read once, checked, digested, written, released), then
-    write the other files."""
+    """Write the weights, each source tensor read once, checked and digested beside, then released.
+
+    Stops at the next tensor once ``side`` (the model's check) has failed.
+    """
     total = sum(spec_nbytes(spec) for spec in specs)
     written = 0
-    non_finite: list[str] = []
-    digest = WeightsDigest(source.state_dict)
 
     def advance(nbytes: int) -> None:
         nonlocal written
@@ -270,22 +281,34 @@ def _write_folder(
         if progress is not None:
             progress(written, total)
 
-    def load(key: str) -> torch.Tensor:
-        tensor = source.read(key)
-        if not is_finite(tensor):
-            non_finite.append(key)
-        digest.add(key, tensor)
-        return tensor
+    with TensorChecks(source.state_dict) as checks:
 
-    files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
-    for key in digest.missing():  # covered by the table but dropped by the plan (--no-strict): digest only
-        digest.add(key, source.read(key))
+        def load(key: str) -> torch.Tensor:
+            if side.done() and side.exception() is not None:
+                raise side.exception()
+            tensor = source.read(key)
+            checks.submit(key, tensor)
+            return tensor
+
+        files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
+        for key in checks.not_submitted():  # covered by the table but dropped by the plan (--no-strict)
+            checks.submit(key, source.read(key))
+        digest, non_finite = checks.results()
+    return Streamed(files, digest, non_finite)
+
+
+def _model_side(
+    folder: Path, plan: ConversionPlan, source: SourceCheckpoint, strict: bool, vocab_path: Path | None
+) -> tuple[ConversionPlan, list[str]]:
+    """What needs transformers: confirm a table plan against ``ChineseCLIPModel``, then write the config,
+    preprocessing and tokenizer files. Returns the confirmed plan and the files written."""
+    if plan.config is None:
+        plan = confirm_plan(plan, source.state_dict, strict=strict, path=source.path)
     plan.config.save_pretrained(folder)
-    files.append("config.json")
-    files += assets.write_image_processor(folder, plan.architecture.image_size)
+    files = ["config.json", *assets.write_image_processor(folder, plan.architecture.image_size)]
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
-    return Streamed(files, digest.hexdigest(), sorted(non_finite))
+    return plan, files
 
 
 def _card_facts(summary: ConversionSummary, skipped: list[str]) -> dict[str, str]:
