@@ -1,5 +1,4 @@
-"""Wall time and peak memory of converting full-size checkpoints: chclip-convert, the old approach, and
-copying the file (the disk's bound).
+"""Wall time and peak memory of converting full-size checkpoints, beside the bounds that matter.
 
     .venv/bin/python benchmarks/bench_convert.py [--runs 3] [--cache DIR] [--only NAME ...]
 
@@ -9,22 +8,30 @@ layout, with random weights generated from the mapping table's own names and sha
 - ``vit-b-16-fp32``: ViT-B-16 training dict, fp32 (as released);
 - ``vit-h-14-fp16``: ViT-H-14 training dict with cn_clip's --precision fp16 mix (fp16 weights, fp32 vision
   LayerNorms, class/position embeddings and logit scale);
-- ``vit-h-14-fp16-train``: the same with Adam state (exp_avg, exp_avg_sq per parameter, as training saves).
+- ``vit-h-14-fp16-adamw``: the same with AdamW state, fp32 ``exp_avg`` and ``exp_avg_sq`` per parameter
+  as training saves it (9.6 GB, of which 1.9 GB are weights).
 
-Each measurement runs in a fresh process; peak memory is that process's peak resident set (ru_maxrss).
-One warm-up run, then --runs runs; the table gives medians and ratios to chclip-convert.
+Methods: the old approach (load everything, random-init fp32 model, copy, ``save_pretrained``); chclip-convert
+as it runs by default, with ``--sha256`` and, on a CPU with SHA instructions, with ``--sha256`` while OpenSSL
+is told to ignore them (``OPENSSL_ia32cap``), as on a CPU without; ``cp`` of the file; and the floor: a
+process that opens the checkpoint and reads every model tensor's bytes, nothing else.
+
+Each measurement runs in a fresh process, whose ``RssAnon`` and ``VmRSS`` (/proc/PID/status) are sampled
+every 10 ms: peak anonymous memory is the process's own; peak RSS also counts the file pages a memory map
+touched, which the kernel can drop at any time. One warm-up run, then --runs runs; medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -39,7 +46,7 @@ VIT_H_14 = Architecture(32, 1280, 5120, 16, 14, 224, 24, 1024, 4096, 16, 21128, 
 CHECKPOINTS = {
     "vit-b-16-fp32": (VIT_B_16, False, False),
     "vit-h-14-fp16": (VIT_H_14, True, False),
-    "vit-h-14-fp16-train": (VIT_H_14, True, True),
+    "vit-h-14-fp16-adamw": (VIT_H_14, True, True),
 }
 FP32_UNDER_FP16 = ("visual.ln_", "visual.class_embedding", "visual.positional_embedding", "logit_scale")
 
@@ -58,7 +65,11 @@ def build_checkpoint(path: Path, arch: Architecture, fp16: bool, optimizer: bool
     checkpoint = {"epoch": 5, "step": 5000, "name": path.stem, "state_dict": state}
     if optimizer:
         moments = {
-            index: {"step": torch.tensor(5000.0), "exp_avg": torch.randn_like(t), "exp_avg_sq": torch.rand_like(t)}
+            index: {
+                "step": torch.tensor(5000.0),
+                "exp_avg": torch.randn(t.shape, generator=generator),  # AdamW keeps fp32 moments
+                "exp_avg_sq": torch.rand(t.shape, generator=generator),
+            }
             for index, t in enumerate(state.values())
         }
         checkpoint["optimizer"] = {"state": moments, "param_groups": [{"lr": 1e-5, "params": list(moments)}]}
@@ -85,25 +96,142 @@ model.save_pretrained(output)
 """
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in GiB) of ``command`` run in a fresh child process."""
-    probe = (
-        "import resource, subprocess, sys, time, json\n"
-        "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
-        "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+READ_WEIGHTS = r"""
+import sys, torch
+from chclip_convert.checkpoint import load_checkpoint
+
+source = load_checkpoint(sys.argv[1])  # memory-mapped: the optimizer's tensors are never touched
+buffer = torch.empty(max(t.nbytes for t in source.state_dict.values()), dtype=torch.uint8)
+for tensor in source.state_dict.values():
+    flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+    buffer[: flat.numel()].copy_(flat)  # every byte of every model tensor, read once
+"""
+
+NO_SHA_NI = {"OPENSSL_ia32cap": ":~0x20000000"}  # CPUID.7:EBX bit 29 (SHA extensions) hidden from OpenSSL
+SAMPLE_SECONDS = 0.01
+
+
+def peak_memory(pid: int) -> tuple[int, int]:
+    """(RssAnon, VmRSS) of ``pid`` in KiB, (0, 0) once it is gone."""
+    values = {"RssAnon": 0, "VmRSS": 0}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in values:
+                    values[key] = int(value.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return values["RssAnon"], values["VmRSS"]
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """(seconds, peak anonymous MiB, peak RSS MiB) of ``command`` in a fresh process, sampled every 10 ms."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        environment = {**os.environ, **(env or {})}
+        process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=errors)
+        anon = rss = 0
+        while process.poll() is None:
+            now_anon, now_rss = peak_memory(process.pid)
+            anon, rss = max(anon, now_anon), max(rss, now_rss)
+            time.sleep(SAMPLE_SECONDS)
+        seconds = time.perf_counter() - started
+        if process.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"{command[:4]} … exited with {process.returncode}:\n{errors.read().decode()[-2000:]}")
+    return seconds, anon / 1024, rss / 1024
+
+
+def methods(checkpoint: Path, work: Path, sha_ni: bool) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Method name → (command, extra environment)."""
+    ours = [sys.executable, "-m", "chclip_convert", str(checkpoint), str(work / "new"), "--overwrite", "--no-progress"]
+    found = {
+        "old approach": ([sys.executable, "-c", OLD_APPROACH, str(checkpoint), str(work / "old")], {}),
+        "chclip-convert": (ours, {}),
+        "chclip-convert --sha256": ([*ours, "--sha256"], {}),
+    }
+    if sha_ni:
+        found["chclip-convert --sha256, SHA-NI off"] = ([*ours, "--sha256"], NO_SHA_NI)
+    found["read the weights (floor)"] = ([sys.executable, "-c", READ_WEIGHTS, str(checkpoint)], {})
+    found["cp the file"] = (["cp", str(checkpoint), str(work / "copy.pt")], {})
+    return found
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def has_sha_ni() -> bool:
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return "sha_ni" in flags.split()
+
+
+HASH_SPEED = r"""
+import hashlib, os, sys, time
+block = os.urandom(64 << 20)
+options = {"digest_size": 32} if sys.argv[1] == "blake2b" else {}
+rates = []
+for _ in range(5):
+    digest, started = hashlib.new(sys.argv[1], **options), time.perf_counter()
+    for _ in range(4):
+        digest.update(block)
+    rates.append(4 * len(block) / 1e6 / (time.perf_counter() - started))
+print(sorted(rates)[2])
+"""
+
+
+def hash_speed(name: str, env: dict[str, str] | None = None) -> float:
+    """MB/s of ``hashlib`` over 256 MB in memory, median of 5, in a fresh process (so OpenSSL reads ``env``)."""
+    command = [sys.executable, "-c", HASH_SPEED, name]
+    result = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
+    return float(result.stdout)
+
+
+def describe_machine() -> tuple[str, bool]:
+    sha_ni = has_sha_ni()
+    speeds = f"SHA-256 {hash_speed('sha256'):.0f} MB/s"
+    if sha_ni:
+        speeds += f" ({hash_speed('sha256', NO_SHA_NI):.0f} MB/s with SHA-NI hidden from OpenSSL)"
+    speeds += f", BLAKE2b-256 (the weights digest) {hash_speed('blake2b'):.0f} MB/s"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    text = (
+        f"{cpu_model()}, {os.cpu_count()} cores, {memory:.0f} GiB, sha_ni {'present' if sha_ni else 'absent'}; "
+        f"{speeds}; torch {torch.__version__}, Python {platform.python_version()}"
     )
-    out = subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True).stdout
-    seconds, max_rss_kib = json.loads(out.strip().splitlines()[-1])
-    return seconds, max_rss_kib / 2**20
+    return text, sha_ni
 
 
-def commands(checkpoint: Path, work: Path) -> dict[str, list[str]]:
-    return {
-        "chclip-convert": [sys.executable, "-m", "chclip_convert", str(checkpoint), str(work / "new"), "--overwrite",
-                           "--no-progress"],
-        "old approach": [sys.executable, "-c", OLD_APPROACH, str(checkpoint), str(work / "old")],
-        "copy file": ["cp", str(checkpoint), str(work / "copy.pt")],
-    }  # fmt: skip
+def run_checkpoint(name: str, path: Path, runs: int, cache: Path, sha_ni: bool) -> list[tuple]:
+    """Rows (checkpoint, size GiB, method, seconds, peak anon MiB, peak RSS MiB) for one checkpoint."""
+    rows = []
+    size = path.stat().st_size / 2**30
+    work = Path(tempfile.mkdtemp(dir=cache))
+    try:
+        for method, (command, env) in methods(path, work, sha_ni).items():
+            measure(command, env)  # warm-up: page cache, imports
+            results = [measure(command, env) for _ in range(runs)]
+            seconds, anon, rss = (statistics.median(r[i] for r in results) for i in range(3))
+            rows.append((name, size, method, seconds, anon, rss))
+            spread = "/".join(f"{r[0]:.1f}" for r in results)
+            print(f"  {name} {method}: {seconds:.1f} s ({spread}), anon {anon:.0f} MiB, RSS {rss:.0f} MiB",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def print_table(rows: list[tuple]) -> None:
+    print("| checkpoint | GiB | method | time s | peak anon MiB | peak RSS MiB | time / old | time / ours |")
+    print("|---|---|---|---|---|---|---|---|")
+    times = {(row[0], row[2]): row[3] for row in rows}
+    for name, size, method, seconds, anon, rss in rows:
+        old, ours = times[(name, "old approach")], times[(name, "chclip-convert")]
+        print(f"| {name} | {size:.2f} | {method} | {seconds:.1f} | {anon:.0f} | {rss:.0f} | "
+              f"{seconds / old:.2f}× | {seconds / ours:.2f}× |")  # fmt: skip
 
 
 def main() -> None:
@@ -113,29 +241,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(CHECKPOINTS), default=list(CHECKPOINTS))
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    env_note = f"torch {torch.__version__}, {os.cpu_count()} cores"
+    machine, sha_ni = describe_machine()
+    print(machine, file=sys.stderr, flush=True)
     rows = []
     for name in args.only:
         path = args.cache / f"{name}.pt"
         if not path.exists():
             print(f"building {path} …", file=sys.stderr, flush=True)
             build_checkpoint(path, *CHECKPOINTS[name])
-        size = path.stat().st_size / 2**30
-        for method, command in commands(path, Path(tempfile.mkdtemp(dir=args.cache))).items():
-            measure(command)  # warm-up: page cache, imports
-            results = [measure(command) for _ in range(args.runs)]
-            seconds = statistics.median(r[0] for r in results)
-            peak = statistics.median(r[1] for r in results)
-            rows.append((name, size, method, seconds, peak))
-            print(f"  {name} {method}: {seconds:.1f} s, {peak:.2f} GiB", file=sys.stderr, flush=True)
-        shutil.rmtree(Path(command[-1]).parent, ignore_errors=True)
-    print(f"\n{env_note}; median of {args.runs} runs after a warm-up\n")
-    print("| checkpoint | size GiB | method | time s | peak RSS GiB | time / ours | memory / ours |")
-    print("|---|---|---|---|---|---|---|")
-    ours = {name: (s, p) for name, _, method, s, p in rows if method == "chclip-convert"}
-    for name, size, method, seconds, peak in rows:
-        ratio_t, ratio_m = seconds / ours[name][0], peak / ours[name][1]
-        print(f"| {name} | {size:.2f} | {method} | {seconds:.1f} | {peak:.2f} | {ratio_t:.2f}× | {ratio_m:.2f}× |")
+        rows += run_checkpoint(name, path, args.runs, args.cache, sha_ni)
+    print(f"\n{machine}\nmedian of {args.runs} runs after a warm-up; other processes shared the CPU\n")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The public surface:
 - :func:`convert_checkpoint` — a checkpoint file in, a complete folder out (the CLI's engine);
 - :func:`convert_state_dict` — the pure conversion, a state dict in, a state dict and report out;
 - :func:`load_checkpoint`, :func:`infer_architecture` — the pieces it is built from;
+- :func:`source_weights_digest` — recompute, from a checkpoint, the weights digest a folder records;
 - the errors, all subclasses of :class:`ConversionError`.
 
 Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the command
@@ -39,6 +40,7 @@ _LAZY = {
     "ConversionSummary": ".pipeline",
     "convert_checkpoint": ".pipeline",
     "load_config": ".pipeline",
+    "source_weights_digest": ".provenance",
     "ConversionReport": ".report",
 }
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .checkpoint import SourceCheckpoint, load_checkpoint
     from .convert import ConversionResult, convert_state_dict
     from .pipeline import ConversionSummary, convert_checkpoint, load_config
+    from .provenance import source_weights_digest
     from .report import ConversionReport
 
 
@@ -77,4 +80,5 @@ __all__ = [
     "infer_architecture",
     "load_checkpoint",
     "load_config",
+    "source_weights_digest",
 ]

@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import ChineseCLIPConfig, ChineseCLIPModel
 
 from .errors import ArchitectureError, ConfigMismatchError, UnsupportedCheckpointError
 from .mapping import TEXT_LAYER, VISION_LAYER, split_layer_index
+
+if TYPE_CHECKING:  # transformers is imported where it is used: its model code takes seconds to import
+    from transformers import ChineseCLIPConfig
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class Architecture:
 
     def to_config(self) -> ChineseCLIPConfig:
         """A ``ChineseCLIPConfig`` with every field that differs from the transformers defaults set."""
+        from transformers import ChineseCLIPConfig
+
         return ChineseCLIPConfig(
             text_config={
                 "vocab_size": self.vocab_size,
@@ -315,6 +320,8 @@ def _match_known(arch: Architecture) -> tuple[str | None, list[str]]:
 
 def expected_shapes(config: ChineseCLIPConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the tensors ``ChineseCLIPModel(config)`` saves, without allocating weights."""
+    from transformers import ChineseCLIPModel
+
     with torch.device("meta"):
         model = ChineseCLIPModel(config)
     return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}

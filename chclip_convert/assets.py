@@ -118,7 +118,37 @@ def write_image_processor(folder: Path, image_size: int) -> list[str]:
     return [PREPROCESSOR_FILE]
 
 
-def write_model_card(folder: Path, facts: dict[str, str], report_summary: str, notes: list[str]) -> list[str]:
+def provenance_section(source_name: str, sha256_recorded: bool, command: str) -> str:
+    """How the card's identifiers were computed and the commands that recompute them from the checkpoint."""
+    sha256 = (
+        f"The source file SHA-256 covers every byte of the file (optimizer state included): `sha256sum {source_name}`."
+        if sha256_recorded
+        else "The whole file's SHA-256 was not computed; `chclip-convert --sha256` records it too."
+    )
+    return f"""## Provenance
+
+The source weights digest identifies the weights this folder was converted from: BLAKE2b-256 over every
+tensor the conversion read — name, dtype, shape and bytes — and nothing else of the file (no optimizer
+state, no training counters; see `chclip_convert.provenance`). It is also `source_weights_digest` in
+`conversion_report.json`. Recompute it from the checkpoint:
+
+```bash
+{command} {source_name}
+```
+
+```python
+from chclip_convert.provenance import source_weights_digest
+
+print(source_weights_digest("{source_name}"))
+```
+
+{sha256}
+"""
+
+
+def write_model_card(
+    folder: Path, facts: dict[str, str], report_summary: str, notes: list[str], provenance: str = ""
+) -> list[str]:
     """Write ``README.md`` recording where the weights came from and what the conversion found."""
     rows = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
     noted = "\n".join(f"- {note}" for note in notes) or "- none"
@@ -151,6 +181,7 @@ model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
 # torchvision is installed) resizes slightly differently (pixel values differ by up to ~0.015).
 processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder", backend="pil")
 ```
-"""
+
+{provenance}"""
     (folder / "README.md").write_text(text, encoding="utf-8")
     return ["README.md"]

@@ -1,10 +1,10 @@
 """Reading original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place.
 
 Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
-dict, with or without DistributedDataParallel's ``module.`` prefix. No pickled code ever runs:
-:func:`open_checkpoint` (the converter's reader) hands out lazy handles that read one tensor's bytes on
-demand, so the optimizer's moments are never read; :func:`load_checkpoint` uses ``torch.load`` with
-``weights_only=True`` and memory-mapping, for callers that want real tensors.
+dict, with or without DistributedDataParallel's ``module.`` prefix. One reader: ``torch.load`` with
+``weights_only=True`` (no pickled code ever runs) and memory-mapping, so a tensor's bytes are read only
+when something touches them — the optimizer's moments never are — and they sit in the page cache, not in
+the process's own memory. Every model tensor is checked against its storage record before any is read.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from .archive import check_storage_spans
 from .errors import CheckpointReadError, UnsupportedCheckpointError
-from .lazy import LazyTensor, NotLazyLoadable, load_lazy
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
@@ -30,11 +30,15 @@ class SourceCheckpoint:
     """A checkpoint's model tensors, with the prefix stripped, and what was found around them."""
 
     path: Path
-    state_dict: dict[str, torch.Tensor]  # or LazyTensor handles, from open_checkpoint
+    state_dict: dict[str, torch.Tensor]  # memory-mapped views of the file (zip format)
     wrapper: str  # "training dict" or "bare state dict"
     had_module_prefix: bool
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # top-level entries not read (e.g. "optimizer")
+
+    def read(self, key: str) -> torch.Tensor:
+        """The tensor ``key``: the one place the converter takes weights from, so each is read once."""
+        return self.state_dict[key]
 
 
 def load_checkpoint(path: str | Path) -> SourceCheckpoint:
@@ -45,36 +49,18 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
 
     Returns:
         A :class:`SourceCheckpoint`; its tensors are memory-mapped views of the file (for zip-format
-        files), so the file must stay in place while they are used.
+        files; legacy files are read whole), so the file must stay in place while they are used.
 
-    This function never modifies the file and never runs code stored in it.
+    Opening reads no tensor data, only the archive's metadata: the optimizer's tensors are mapped but
+    never read. This function never modifies the file and never runs code stored in it.
     """
     path = Path(path)
     check_checkpoint_path(path)
-    loaded = _torch_load(path)
-    return _unwrap(path, loaded)
-
-
-def open_checkpoint(path: str | Path) -> SourceCheckpoint:
-    """Like :func:`load_checkpoint`, but reading no tensor data: for torch zip files, each tensor is a
-    :class:`~chclip_convert.lazy.LazyTensor` whose ``load()`` reads just its bytes, so the optimizer state
-    is never read and memory stays flat in the model's size.
-
-    The lazy reader accepts only tensors, storages and plain containers (a strict subset of what
-    ``weights_only=True`` allows); any other file goes through :func:`load_checkpoint`.
-    """
-    path = Path(path)
-    check_checkpoint_path(path)
-    try:
-        loaded = load_lazy(path)
-    except (NotLazyLoadable, OSError):
-        loaded = _torch_load(path)
-    return _unwrap(path, loaded)
-
-
-def materialize(tensor: torch.Tensor | LazyTensor) -> torch.Tensor:
-    """A real tensor for a tensor or a lazy handle."""
-    return tensor.load() if isinstance(tensor, LazyTensor) else tensor
+    loaded, mapped = _torch_load(path)
+    source = _unwrap(path, loaded)
+    if mapped:
+        check_storage_spans(path, source.state_dict, loaded)
+    return source
 
 
 def check_checkpoint_path(path: Path) -> None:
@@ -118,7 +104,8 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's 10-byte ma
 WHAT_TO_GIVE = "Give the .pt file that Chinese-CLIP training (cn_clip) wrote, or a torch.save(model.state_dict())."
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path) -> tuple[Any, bool]:
+    """What the file holds, and whether its tensors are memory-mapped (zip format) or read (legacy)."""
     with open(path, "rb") as stream:
         head = stream.read(4)
     is_zip = head == ZIP_MAGIC  # also true for a truncated zip, which is_zipfile rejects
@@ -133,7 +120,7 @@ def _torch_load(path: Path) -> Any:
             f"is a zip archive but not a PyTorch checkpoint (it has no data.pkl record). {WHAT_TO_GIVE}", path=path
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), mmap
     except pickle.UnpicklingError as error:
         if "weights only load failed" not in str(error).lower():
             raise CheckpointReadError(_read_failure_message(is_zip, error), path=path) from error
@@ -173,7 +160,7 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
         skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
     else:
         raw, wrapper, metadata, skipped = loaded, "bare state dict", {}, []
-    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor | LazyTensor))
+    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
     if not_tensors:
         shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
         raise UnsupportedCheckpointError(

@@ -1,7 +1,7 @@
 """The ``chclip-convert`` command.
 
     chclip-convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
-                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--verify]
+                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--sha256] [--verify]
     chclip-convert --verify-only CHECKPOINT OUTPUT_DIR [--vocab VOCAB] [--report VERIFY.json]
     chclip-convert --reverse HF_DIR OUTPUT.pt [--bare] [--overwrite]
 
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
     parser.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument(
+        "--sha256", action="store_true", help="also record the whole file's SHA-256 (reads every byte, optimizer too)"
+    )
     parser.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
     parser.add_argument("--verify-only", action="store_true", help="check an existing OUTPUT_DIR; convert nothing")
     parser.add_argument(
@@ -81,9 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
-    from .hashing import start_sha256
-
-    start_sha256(checkpoint)  # runs while torch and transformers import
     from .pipeline import convert_checkpoint
 
     bar = _ByteBar() if args.progress else None
@@ -100,6 +100,7 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
             text_heads=args.text_heads,
             strict=args.strict,
             progress=bar.update if bar else None,
+            file_sha256=args.sha256,
         )
     except ConversionError as error:
         if bar:

@@ -11,10 +11,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from transformers import ChineseCLIPConfig
 
 from .architecture import Architecture, check_config, expected_shapes, infer_architecture
 from .constants import DTYPE_CHOICES
@@ -34,6 +33,9 @@ from .report import (
     TargetRecord,
 )
 from .report import IGNORED as IGNORED_STATUS
+
+if TYPE_CHECKING:
+    from transformers import ChineseCLIPConfig
 
 ARCHITECTURES = ("ChineseCLIPModel",)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -65,7 +67,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class TensorLike(Protocol):
-    """What planning needs of a tensor: a ``torch.Tensor`` or a :class:`~chclip_convert.lazy.LazyTensor`."""
+    """What planning needs of a tensor: its shape and dtype (a ``torch.Tensor``, a meta tensor, …)."""
 
     shape: torch.Size
     dtype: torch.dtype
@@ -85,7 +87,7 @@ class ConversionPlan:
     """Everything decided before any tensor data is read: steps, config, architecture, report, cast."""
 
     steps: list[Step]
-    config: ChineseCLIPConfig
+    config: ChineseCLIPConfig | None  # None until confirm_plan, for a plan_from_table plan
     architecture: Architecture
     report: ConversionReport
     cast: torch.dtype | None  # None: keep every tensor's dtype
@@ -149,22 +151,84 @@ def plan_conversion(
 
     Arguments as for :func:`convert_state_dict`, whose first half this is.
     """
-    if dtype not in DTYPE_CHOICES:
-        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
+    _check_dtype(dtype)
     configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
     arch = infer_architecture(
         state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
     )
     config = _resolve_config(config, arch, state_dict, vision_heads, text_heads, path)
-    steps, report = plan_steps(state_dict, expected_shapes(config))
+    return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
+
+
+def plan_from_table(
+    state_dict: dict[str, TensorLike],
+    *,
+    dtype: str = "auto",
+    strict: bool = True,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    path: str | Path | None = None,
+) -> ConversionPlan:
+    """:func:`plan_conversion` without transformers: the targets as the table makes them of these tensors.
+
+    Catches unused keys and conflicts, not what only the model knows (missing targets, wrong shapes): the
+    plan has no config until :func:`confirm_plan` checks it against ``ChineseCLIPModel``, whose import
+    takes seconds, so a caller can run that beside the writing.
+    """
+    _check_dtype(dtype)
+    arch = infer_architecture(state_dict, vision_heads=vision_heads, text_heads=text_heads, path=path)
+    try:
+        return _plan(state_dict, arch, None, implied_shapes(state_dict), dtype, strict, path)
+    except MappingError:  # a broken checkpoint: check it against the model now, to list every problem at once
+        config = arch.to_config()
+        return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
+
+
+def confirm_plan(plan: ConversionPlan, state_dict: dict[str, TensorLike], *, strict: bool = True, path=None):
+    """The full plan (config, report against the meta-device ``ChineseCLIPModel``) for a
+    :func:`plan_from_table` plan; raises :class:`MappingError` as :func:`plan_conversion` would."""
+    config = plan.architecture.to_config()
+    full = _plan(state_dict, plan.architecture, config, expected_shapes(config), _dtype_option(plan.cast), strict, path)
+    if full.steps != plan.steps:
+        raise ConversionError(
+            "the mapping table and transformers' ChineseCLIPModel disagree on this checkpoint's tensors, so "
+            "nothing was written; please report it with the conversion report (chclip-convert --report).",
+            path=path,
+        )
+    return full
+
+
+def implied_shapes(state_dict: dict[str, TensorLike]) -> dict[str, tuple[int, ...]]:
+    """Target name → shape, as the table's rules make them of the tensors present (ignored keys left out)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, tensor in state_dict.items():
+        found = None if key in IGNORED else find_rule(key)
+        if found is not None:
+            rule, index = found
+            shapes.update(zip(rule.expand(index)[1], rule.op.shapes([tuple(tensor.shape)]), strict=True))
+    return shapes
+
+
+def _plan(state_dict, arch, config, expected, dtype: str, strict: bool, path) -> ConversionPlan:
+    steps, report = plan_steps(state_dict, expected)
     report.notes.extend(arch.notes)
     if not strict and report.problems()["unused"]:
         report.notes.append(f"{len(report.problems()['unused'])} unused source key(s) dropped (--no-strict).")
     _raise_on_problems(report, strict, path)
     plan = ConversionPlan(steps, config, arch, report, DTYPES.get(dtype))
-    config.dtype = dtype_name(majority_dtype(plan.target_specs(state_dict)))
-    config.architectures = list(ARCHITECTURES)  # as transformers' own save_pretrained records it
+    if config is not None:
+        config.dtype = dtype_name(majority_dtype(plan.target_specs(state_dict)))
+        config.architectures = list(ARCHITECTURES)  # as transformers' own save_pretrained records it
     return plan
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPE_CHOICES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
+
+
+def _dtype_option(cast: torch.dtype | None) -> str:
+    return "auto" if cast is None else dtype_name(cast)
 
 
 def convert_state_dict(
@@ -219,7 +283,7 @@ def is_finite(tensor: torch.Tensor) -> bool:
 def _resolve_config(config, arch, state_dict, vision_heads, text_heads, path) -> ChineseCLIPConfig:
     if config is None:
         return arch.to_config()
-    config = ChineseCLIPConfig.from_dict(config.to_dict())  # never modify the caller's object
+    config = type(config).from_dict(config.to_dict())  # never modify the caller's object
     if vision_heads is not None:
         config.vision_config.num_attention_heads = vision_heads
     if text_heads is not None:

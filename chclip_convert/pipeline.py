@@ -1,34 +1,45 @@
 """``convert_checkpoint``: a checkpoint file in, a complete transformers folder out.
 
-Order matters for the user's safety: the output path is checked first, the whole conversion and every
-check run before anything is written, and the folder is written beside the target and renamed into
-place only when complete.
+Order matters for the user's safety: the output path is checked first, the conversion is planned and
+checked from the tensors' metadata before anything is read or written, and the folder is written beside
+the target and renamed into place only when complete and checked.
+
+Order matters for speed too: what the output does not need is not read, and what only transformers knows
+— the config, the meta-device ``ChineseCLIPModel``'s names and shapes, the tokenizer — is imported and
+checked in a thread beside the weights instead of in front of them (its import takes seconds). A problem
+it finds stops the writing, and nothing reaches the target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import ChineseCLIPConfig
 
 from . import assets
 from .architecture import Architecture
-from .checkpoint import SourceCheckpoint, materialize, open_checkpoint
-from .convert import ConversionPlan, dtype_name, is_finite, plan_conversion
+from .checkpoint import SourceCheckpoint, load_checkpoint
+from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
 from .errors import ConversionError
 from .folder import REPORT_FILE
-from .hashing import sha256_of, start_sha256
 from .output import atomic_output_dir, check_output_dir
+from .provenance import ALGORITHM, CHECK_COMMAND, file_sha256_beside
 from .report import ConversionReport
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
+from .tensor_checks import TensorChecks
+
+if TYPE_CHECKING:
+    from transformers import ChineseCLIPConfig
 
 NO_VOCAB_WARNING = (
     "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
@@ -45,7 +56,8 @@ class ConversionSummary:
 
     output_dir: Path
     source: Path
-    source_sha256: str
+    source_weights_digest: str  # see chclip_convert.provenance
+    source_sha256: str | None  # of the whole file, only when asked for (file_sha256=True, --sha256)
     wrapper: str
     architecture: Architecture
     report: ConversionReport
@@ -63,7 +75,8 @@ class ConversionSummary:
         lines = [
             f"Converted {self.source.name} → {self.output_dir}",
             f"  architecture: {self.architecture.description}",
-            f"  source:       {self.wrapper}, sha256 {self.source_sha256[:16]}…",
+            f"  source:       {self.wrapper}, weights digest {self.source_weights_digest[:16]}…"
+            + (f", file sha256 {self.source_sha256[:16]}…" if self.source_sha256 else ""),
             f"  parameters:   {self.parameter_count:,}",
             f"  dtype:        config {self.config_dtype}; written {dtypes}",
             f"  report:       {self.report.summary()}",
@@ -79,6 +92,8 @@ class ConversionSummary:
         return {
             "output_dir": str(self.output_dir),
             "source": str(self.source),
+            "source_weights_digest": self.source_weights_digest,
+            "source_weights_digest_algorithm": ALGORITHM,
             "source_sha256": self.source_sha256,
             "wrapper": self.wrapper,
             "architecture": self.architecture.to_dict(),
@@ -96,6 +111,8 @@ class ConversionSummary:
 
 def load_config(path: str | Path) -> ChineseCLIPConfig:
     """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
+    from transformers import ChineseCLIPConfig
+
     path = Path(path).expanduser()
     file = path / "config.json" if path.is_dir() else path
     try:
@@ -122,6 +139,7 @@ def convert_checkpoint(
     text_heads: int | None = None,
     strict: bool = True,
     progress: ProgressCallback | None = None,
+    file_sha256: bool = False,
 ) -> ConversionSummary:
     """Convert an original Chinese-CLIP checkpoint into a folder ``ChineseCLIPModel`` loads offline.
 
@@ -135,6 +153,9 @@ def convert_checkpoint(
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
         progress: called as ``progress(bytes_written, total_bytes)`` while the weights are written.
+        file_sha256: also hash the whole file (optimizer state included), beside the conversion. The folder
+            always records the digest of the weights read (see :mod:`chclip_convert.provenance`), which
+            costs no extra read; the file's SHA-256 reads every byte, and is off by default.
 
     Returns:
         A :class:`ConversionSummary`.
@@ -153,51 +174,40 @@ def convert_checkpoint(
     except ValueError as error:
         raise ConversionError(f"--max-shard-size: {error}.") from error
     user_config = load_config(config) if isinstance(config, str | Path) else config
-    start_sha256(checkpoint)  # a no-op if the command line already started it
-    source = open_checkpoint(checkpoint)
-    plan = plan_conversion(
-        source.state_dict,
-        config=user_config,
-        dtype=dtype,
-        strict=strict,
-        vision_heads=vision_heads,
-        text_heads=text_heads,
-        path=source.path,
-    )
-    vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
-    specs = plan.target_specs(source.state_dict)
-    with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
-        files, non_finite = _write_folder(folder, plan, source, specs, max_shard_bytes, vocab_path, progress)
-        if non_finite:
-            summary_warnings.append(
-                f"{len(non_finite)} tensor(s) hold NaN or Inf values: {', '.join(non_finite)}. They were "
-                "converted as they are, and the model will give NaN outputs; check the training run that "
-                "wrote them."
+    with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
+        sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
+        source = load_checkpoint(checkpoint)
+        options = {"dtype": dtype, "strict": strict, "vision_heads": vision_heads, "text_heads": text_heads}
+        if user_config is None:  # transformers not needed yet: the model's check runs beside the weights
+            plan = plan_from_table(source.state_dict, path=source.path, **options)
+        else:  # transformers was imported to read the config anyway
+            plan = plan_conversion(source.state_dict, config=user_config, path=source.path, **options)
+        vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
+        specs = plan.target_specs(source.state_dict)
+        with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side") as pool:
+                side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
+                streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
+                plan, side_files = side.result()
+            summary = ConversionSummary(
+                output_dir=output_dir,
+                source=source.path,
+                source_weights_digest=streamed.digest,
+                source_sha256=sha256() if sha256 else None,
+                wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
+                architecture=plan.architecture,
+                report=plan.report,
+                parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
+                config_dtype=str(plan.config.dtype),
+                dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
+                files=streamed.files + side_files,
+                vocabulary=vocabulary,
+                seconds=0.0,
+                warnings=summary_warnings + _non_finite_warning(streamed.non_finite),
+                overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
             )
-        summary = ConversionSummary(
-            output_dir=output_dir,
-            source=source.path,
-            source_sha256=sha256_of(source.path),
-            wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
-            architecture=plan.architecture,
-            report=plan.report,
-            parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
-            config_dtype=str(plan.config.dtype),
-            dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
-            files=[],
-            vocabulary=vocabulary,
-            seconds=0.0,
-            warnings=summary_warnings,
-            overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
-        )
-        facts = _card_facts(summary, source.skipped)
-        notes = plan.report.notes + summary_warnings
-        files += assets.write_model_card(folder, facts, plan.report.summary(), notes)
-        summary.files = sorted([*files, REPORT_FILE])
-        summary.seconds = time.perf_counter() - started
-        report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
-    for warning in summary_warnings:
+            _write_card_and_report(folder, summary, source.skipped, started)
+    for warning in summary.warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
 
@@ -213,6 +223,27 @@ def conversion_overrides(
         "text_heads": text_heads,
         "config": json.loads(config.to_json_string()) if config is not None else None,
     }
+
+
+def _non_finite_warning(keys: list[str]) -> list[str]:
+    if not keys:
+        return []
+    return [
+        f"{len(keys)} tensor(s) hold NaN or Inf values: {', '.join(keys)}. They were converted as they are, "
+        "and the model will give NaN outputs; check the training run that wrote them."
+    ]
+
+
+def _write_card_and_report(folder: Path, summary: ConversionSummary, skipped: list[str], started: float) -> None:
+    """The model card and ``conversion_report.json``, the last files written; sets the summary's files and time."""
+    notes = summary.report.notes + summary.warnings
+    provenance = assets.provenance_section(summary.source.name, summary.source_sha256 is not None, CHECK_COMMAND)
+    facts = _card_facts(summary, skipped)
+    card = assets.write_model_card(folder, facts, summary.report.summary(), notes, provenance)
+    summary.files = sorted([*summary.files, *card, REPORT_FILE])
+    summary.seconds = time.perf_counter() - started
+    report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
 
 
 def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:
@@ -235,22 +266,30 @@ def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -
     return path, f"{path} ({origin})", []
 
 
-def _write_folder(
+@dataclass
+class Streamed:
+    """What streaming the weights gave: the files written, the weights digest, tensors with NaN or Inf."""
+
+    files: list[str]
+    digest: str
+    non_finite: list[str]
+
+
+def _stream_weights(
     folder: Path,
     plan: ConversionPlan,
     source: SourceCheckpoint,
     specs: list[TensorSpec],
     max_shard_bytes: int,
-    vocab_path: Path | None,
     progress: ProgressCallback | None,
-) -> tuple[list[str], list[str]]:
-    """Stream the weights (each source tensor read once, then released) and write the other files.
+    side: Future,
+) -> Streamed:
+    """Write the weights, each source tensor read once, checked and digested beside, then released.
 
-    Returns the files written and the source keys whose tensors hold NaN or Inf.
+    Stops at the next tensor once ``side`` (the model's check) has failed.
     """
     total = sum(spec_nbytes(spec) for spec in specs)
     written = 0
-    non_finite: list[str] = []
 
     def advance(nbytes: int) -> None:
         nonlocal written
@@ -258,26 +297,42 @@ def _write_folder(
         if progress is not None:
             progress(written, total)
 
-    def load(key: str) -> torch.Tensor:
-        tensor = materialize(source.state_dict[key])
-        if not is_finite(tensor):
-            non_finite.append(key)
-        return tensor
+    with TensorChecks(source.state_dict) as checks:
 
-    files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
+        def load(key: str) -> torch.Tensor:
+            if side.done() and side.exception() is not None:
+                raise side.exception()
+            tensor = source.read(key)
+            checks.submit(key, tensor)
+            return tensor
+
+        files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
+        for key in checks.not_submitted():  # covered by the table but dropped by the plan (--no-strict)
+            checks.submit(key, source.read(key))
+        digest, non_finite = checks.results()
+    return Streamed(files, digest, non_finite)
+
+
+def _model_side(
+    folder: Path, plan: ConversionPlan, source: SourceCheckpoint, strict: bool, vocab_path: Path | None
+) -> tuple[ConversionPlan, list[str]]:
+    """What needs transformers: confirm a table plan against ``ChineseCLIPModel``, then write the config,
+    preprocessing and tokenizer files. Returns the confirmed plan and the files written."""
+    if plan.config is None:
+        plan = confirm_plan(plan, source.state_dict, strict=strict, path=source.path)
     plan.config.save_pretrained(folder)
-    files.append("config.json")
-    files += assets.write_image_processor(folder, plan.architecture.image_size)
+    files = ["config.json", *assets.write_image_processor(folder, plan.architecture.image_size)]
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
-    return files, sorted(non_finite)
+    return plan, files
 
 
 def _card_facts(summary: ConversionSummary, skipped: list[str]) -> dict[str, str]:
     dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(summary.dtypes_written.items()))
     return {
         "source file": f"`{summary.source.name}`",
-        "source SHA-256": f"`{summary.source_sha256}`",
+        "source weights digest": f"`{summary.source_weights_digest}`",
+        **({"source file SHA-256": f"`{summary.source_sha256}`"} if summary.source_sha256 else {}),
         "source layout": summary.wrapper + (f" (not read: {', '.join(skipped)})" if skipped else ""),
         "architecture": summary.architecture.description,
         "image size": f"{summary.architecture.image_size} px",

@@ -113,13 +113,14 @@ def write_safetensors(
                 raise RuntimeError(
                     f"expected {name} {list(shape)} {dtype}, got {got} {list(tensor.shape)} {tensor.dtype}"
                 )
-            stream.write(_raw_bytes(tensor))
+            stream.write(raw_bytes(tensor))
             if progress is not None:
                 progress(tensor_nbytes(tensor))
             del tensor
 
 
-def _raw_bytes(tensor: torch.Tensor) -> memoryview:
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's bytes, C-contiguous, without a copy when it already is (e.g. a view of a mapped file)."""
     flat = tensor.detach().contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 

@@ -34,7 +34,8 @@ from .compare import (
 from .comparison import FolderComparison, compare_state
 from .convert import DTYPES, ConversionPlan, dtype_name, map_tensors, plan_conversion
 from .errors import ConversionError
-from .folder import CONFIG_FILE, load_folder_state, read_json, read_overrides
+from .folder import CONFIG_FILE, REPORT_FILE, load_folder_state, read_json, read_overrides
+from .provenance import weights_digest
 from .reverse import reverse_state_dict
 from .settings import compare_config, compare_preprocessor
 from .vocabulary import compare_ids, compare_vocab, folder_token_ids, folder_vocabularies, reference_token_ids
@@ -164,6 +165,7 @@ def verify(
         _check_preprocessor(folder, plan.architecture.image_size),
         *_check_tokenizer(folder, reference, captions, report.original_available),
         *_check_round_trips(source, written, folder),
+        *_check_provenance(folder, source),
     ]
     if report.original_available:
         _compare_outputs(report, checkpoint, folder, reference, plan.architecture, captions, images or [sample_image()])
@@ -225,6 +227,23 @@ def _check_weights(comparison: FolderComparison) -> Check:
         "every key both ways; same shape, dtype, bytes",
         keys=comparison.keys,
     )
+
+
+def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Check]:
+    """The source weights digest the folder records, recomputed from the checkpoint's tensors; no check
+    for a folder that records none (converted elsewhere, or by an older version)."""
+    name, requirement = "source weights digest", "the one recorded in conversion_report.json"
+    try:
+        recorded = (read_json(folder, REPORT_FILE) or {}).get("source_weights_digest")
+    except ConversionError as error:
+        return [Check(name, False, _one_line(error.message), requirement, fields=[REPORT_FILE])]
+    if recorded is None:
+        return []
+    actual = weights_digest(source)
+    value = (
+        f"{actual[:16]}… as recorded" if actual == recorded else f"folder records {recorded}, checkpoint gives {actual}"
+    )
+    return [Check(name, actual == recorded, value, requirement, fields=[] if actual == recorded else [REPORT_FILE])]
 
 
 def _check_reload(folder: Path) -> Check:

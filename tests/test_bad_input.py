@@ -80,6 +80,22 @@ def _truncated(work, good):
     return write(work / "truncated.pt", good.read_bytes()[: good.stat().st_size // 2]), work / "out", []
 
 
+def _short_record(work, good):
+    """A well-formed zip whose first storage record (the word embeddings') lost its second half."""
+    state = state_of(good)
+    first = "bert.embeddings.word_embeddings.weight"
+    whole = save({"state_dict": {first: state.pop(first), **state}}, work / "whole.pt")
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(work / "short.pt", "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            data = data[: len(data) // 2] if info.filename.endswith("/data/0") else data
+            aligned = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            padding = -(target.fp.tell() + 30 + len(info.filename) + 4) % 64  # torch aligns data to 64 bytes
+            aligned.extra = b"FB" + padding.to_bytes(2, "little") + b"Z" * padding
+            target.writestr(aligned, data)
+    return work / "short.pt", work / "out", []
+
+
 def _zip_not_torch(work, good):
     with zipfile.ZipFile(work / "notes.pt", "w") as archive:
         archive.writestr("notes.txt", "not a checkpoint")
@@ -179,6 +195,7 @@ CASES = {
     "empty file": Case(_empty, CheckpointReadError, "empty (0 bytes)"),
     "random bytes": Case(_random_bytes, CheckpointReadError, "is not a PyTorch checkpoint"),
     "truncated checkpoint": Case(_truncated, CheckpointReadError, "truncated or corrupt"),
+    "storage record cut short": Case(_short_record, CheckpointReadError, "bert.embeddings.word_embeddings.weight"),
     "zip that is not torch": Case(_zip_not_torch, CheckpointReadError, "no data.pkl record"),
     "pickle that would run code": Case(_code_in_pickle, CheckpointReadError, "nothing from it was run"),
     "OpenAI CLIP / open_clip": Case(_openai_clip, UnsupportedCheckpointError, "OpenAI CLIP / open_clip"),
@@ -253,7 +270,7 @@ def test_unwritable_output_folder(good, tmp_path, capsys, monkeypatch):
 
 
 def test_full_disk_while_writing_weights(good, tmp_path, capsys, monkeypatch):
-    real = safetensors_writer._raw_bytes
+    real = safetensors_writer.raw_bytes
     calls = {"n": 0}
 
     def fill_disk_after_a_few(tensor):
@@ -262,7 +279,7 @@ def test_full_disk_while_writing_weights(good, tmp_path, capsys, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(tensor)
 
-    monkeypatch.setattr(safetensors_writer, "_raw_bytes", fill_disk_after_a_few)
+    monkeypatch.setattr(safetensors_writer, "raw_bytes", fill_disk_after_a_few)
     check_case(Case(None, OutputError, "No space left on device"), good, tmp_path / "out", [], capsys)
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+import pytest
 import torch
 from original import REDUCED, build_model, save, training_checkpoint
 
+from chclip_convert import checkpoint as checkpoint_module
 from chclip_convert import convert_checkpoint, load_checkpoint
-from chclip_convert.checkpoint import open_checkpoint
-from chclip_convert.lazy import LazyTensor, load_lazy
+from chclip_convert.checkpoint import SourceCheckpoint
 from chclip_convert.reverse import load_folder_state
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
-def test_lazy_tensors_equal_torch_load_for_every_layout(tmp_path):
+
+def test_every_tensor_layout_passes_the_span_check_and_reads_exactly(tmp_path):
     base = torch.arange(60, dtype=torch.float32).reshape(6, 10)
     objects = {
         "float16": torch.randn(3, 4).half(),
@@ -26,35 +32,59 @@ def test_lazy_tensors_equal_torch_load_for_every_layout(tmp_path):
         "base": base,
     }
     path = save({"state_dict": objects, "epoch": 1}, tmp_path / "mixed.pt")
-    lazy = load_lazy(path)["state_dict"]
+    loaded = load_checkpoint(path).state_dict
     for name, expected in objects.items():
-        assert isinstance(lazy[name], LazyTensor)
-        value = lazy[name].load()
-        assert value.dtype == expected.dtype and torch.equal(value, expected), name
+        assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
 
 
+def present_pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """(pages of ``tensor`` mapped into this process, pages it spans), from /proc/self/pagemap (bit 63)."""
+    start = tensor.data_ptr()
+    first, last = start // PAGE, (start + tensor.nbytes - 1) // PAGE
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = pagemap.read((last - first + 1) * 8)
+    present = sum(int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, len(entries), 8))
+    return present, last - first + 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
 def test_each_model_tensor_is_read_once_and_the_optimizer_never(tmp_path, monkeypatch):
     model = build_model(REDUCED["ViT-B-16"], seed=9)
-    checkpoint = save(training_checkpoint(model, optimizer=True), tmp_path / "train.pt")
-    model_records = {t.record for t in open_checkpoint(checkpoint).state_dict.values()}
-    reads: list[str] = []
-    original_load = LazyTensor.load
+    data = training_checkpoint(model, optimizer=True)
+    for index in range(3):  # moments far larger than the weights: a read of them could not hide
+        data["optimizer"]["state"][index]["exp_avg"] = torch.randn(8 << 20)
+    checkpoint = save(data, tmp_path / "train.pt")
+    mapped, reads = [], []
+    real_load, real_read = checkpoint_module._torch_load, SourceCheckpoint.read
 
-    def spy(self):
-        reads.append(self.record)
-        return original_load(self)
+    def keep_mapping(path):  # hold torch's mapping after the conversion, to look at its pages
+        mapped.append(real_load(path))
+        return mapped[-1]
 
-    monkeypatch.setattr(LazyTensor, "load", spy)
+    def spy(self, key):
+        reads.append(key)
+        return real_read(self, key)
+
+    monkeypatch.setattr(checkpoint_module, "_torch_load", keep_mapping)
+    monkeypatch.setattr(SourceCheckpoint, "read", spy)
     convert_checkpoint(checkpoint, tmp_path / "hf")
-    assert sorted(reads) == sorted(model_records)  # once each, and nothing of the optimizer
-    assert len(reads) == len(set(reads))
+    (loaded, is_mapped), model_keys = mapped[0], {k.removeprefix("module.") for k in data["state_dict"]}
+    assert is_mapped
+    assert sorted(reads) == sorted(model_keys)  # once each, and nothing of the optimizer
+    for key, tensor in loaded["state_dict"].items():
+        present, pages = present_pages(tensor)
+        assert present == pages, f"{key}: only {present} of {pages} pages read"
+    moments = [loaded["optimizer"]["state"][index]["exp_avg"] for index in range(3)]
+    present, pages = map(sum, zip(*(present_pages(moment) for moment in moments), strict=True))
+    # Read-around may map the 2 MiB next to a weight; reading the moments would map all of them.
+    assert present < pages / 4, f"{present} of the optimizer's {pages} pages were read"
 
 
 def test_legacy_non_zip_checkpoints_still_convert(tmp_path):
     model = build_model(REDUCED["ViT-B-16"], seed=10)
     legacy = tmp_path / "legacy.pt"
     torch.save(training_checkpoint(model), legacy, _use_new_zipfile_serialization=False)
-    assert not isinstance(next(iter(open_checkpoint(legacy).state_dict.values())), LazyTensor)
     convert_checkpoint(legacy, tmp_path / "hf")
     written = load_folder_state(tmp_path / "hf")
     source = load_checkpoint(legacy).state_dict
