@@ -240,10 +240,11 @@ def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Che
     if recorded is None:
         return []
     actual = weights_digest(source)
-    value = (
-        f"{actual[:16]}… as recorded" if actual == recorded else f"folder records {recorded}, checkpoint gives {actual}"
-    )
-    return [Check(name, actual == recorded, value, requirement, fields=[] if actual == recorded else [REPORT_FILE])]
+    if actual == recorded:
+        return [Check(name, True, f"{actual[:16]}… as recorded", requirement)]
+    field_name = f"{REPORT_FILE}: source_weights_digest"
+    value = f"{field_name}: folder {recorded}, the checkpoint's {actual} (converted from another file?)"
+    return [Check(name, False, value, requirement, fields=[field_name])]
 
 
 def _check_reload(folder: Path) -> Check:

@@ -176,6 +176,7 @@ def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path
         "token ids equal",
         "round trip transformers → original → transformers",
         "round trip original → transformers → original",
+        "source weights digest",
     ]
     assert "not installed" in report.to_text()
 

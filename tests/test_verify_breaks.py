@@ -156,6 +156,11 @@ def _center_crop(folder):
     return "do_center_crop"
 
 
+def _digest_of_another_file(folder):
+    replace_json(folder, "conversion_report.json", lambda data: data.update(source_weights_digest="0" * 64))
+    return "source_weights_digest"
+
+
 @dataclass(frozen=True)
 class Break:
     """Breaks a folder in place and returns what the failing ``check`` must name."""
@@ -177,6 +182,7 @@ BREAKS = {
     "architectures wrong": Break(_architectures_wrong, CONFIG),
     "another mean": Break(_another_mean, PREPROCESSOR),
     "center crop": Break(_center_crop, PREPROCESSOR),
+    "digest of another file": Break(_digest_of_another_file, "source weights digest"),
 }
 # Breaks that a strict reload must name too (transformers would otherwise fill or drop the key silently).
 RELOAD_NAMES = {"missing tensor", "unexpected tensor", "wrong-shaped tensor"}
