@@ -18,7 +18,8 @@ process that opens the checkpoint and reads every model tensor's bytes, nothing 
 
 Each measurement runs in a fresh process, whose ``RssAnon`` and ``VmRSS`` (/proc/PID/status) are sampled
 every 10 ms: peak anonymous memory is the process's own; peak RSS also counts the file pages a memory map
-touched, which the kernel can drop at any time. One warm-up run, then --runs runs; medians.
+touched, which the kernel can drop at any time. Each run starts after ``sync``, so that no run pays for the
+previous one's writes. One warm-up run, then --runs runs; medians.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def peak_memory(pid: int) -> tuple[int, int]:
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """(seconds, peak anonymous MiB, peak RSS MiB) of ``command`` in a fresh process, sampled every 10 ms."""
+    os.sync()  # the previous run's written files reach the disk now, not during this run
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         environment = {**os.environ, **(env or {})}
