@@ -58,11 +58,30 @@ def vocab_tokens(path: Path) -> list[str]:
     return [token.rstrip("\r") for token in tokens]
 
 
+def tokenizer_settings() -> dict:
+    """The ``BertTokenizer`` settings that give cn_clip's token ids: lower-casing (which also strips accents),
+    Chinese characters split apart, BERT's special tokens, maximum length 52."""
+    return {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": True,
+        "do_basic_tokenize": True,
+        "tokenize_chinese_chars": True,
+        "strip_accents": None,
+        "model_max_length": CONTEXT_LENGTH,
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+
+
 def bert_tokenizer(vocab_path: Path):
-    """The ``BertTokenizer`` cn_clip's tokenizer corresponds to: lower-casing, maximum length 52."""
+    """The ``BertTokenizer`` cn_clip's tokenizer corresponds to (:func:`tokenizer_settings`)."""
     from transformers import BertTokenizer
 
-    return BertTokenizer(vocab=read_vocab(vocab_path), do_lower_case=True, model_max_length=CONTEXT_LENGTH)
+    settings = {name: value for name, value in tokenizer_settings().items() if name != "tokenizer_class"}
+    return BertTokenizer(vocab=read_vocab(vocab_path), **settings)
 
 
 def vocab_mismatch(vocab_path: Path, vocab_size: int) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import ChineseCLIPConfig
 
-from .assets import image_processor_settings
+from .assets import image_processor_settings, tokenizer_settings
 
 # Fields that say who wrote the file, not how the model computes.
 _CONFIG_PROVENANCE = {"transformers_version", "_name_or_path"}
@@ -67,6 +67,33 @@ def compare_preprocessor(folder_settings: dict[str, Any] | None, image_size: int
         for name, value in expected.items()
         if folder_settings.get(name, ABSENT) != value
     ]
+
+
+# What BertTokenizer assumes for a field tokenizer_config.json leaves out.
+_TOKENIZER_DEFAULTS = {
+    "do_lower_case": True,
+    "do_basic_tokenize": True,
+    "tokenize_chinese_chars": True,
+    "strip_accents": None,
+}
+
+
+def compare_tokenizer_config(folder_settings: dict[str, Any] | None) -> list[FieldDifference]:
+    """Every field of ``tokenizer_config.json`` that changes token ids and differs from cn_clip's tokenizer
+    (:func:`chclip_convert.assets.tokenizer_settings`): casing, accents, Chinese characters, special tokens,
+    maximum length. A field the file lacks counts as BertTokenizer's default."""
+    if folder_settings is None:
+        return [FieldDifference("tokenizer_config.json", ABSENT, "BertTokenizer settings")]
+    differences = []
+    for name, expected in tokenizer_settings().items():
+        value = folder_settings.get(name, _TOKENIZER_DEFAULTS.get(name, ABSENT))
+        if isinstance(value, dict) and "content" in value:  # a special token saved as an AddedToken
+            value = value["content"]
+        if name == "tokenizer_class" and isinstance(value, str):
+            value = value.removesuffix("Fast")  # the same tokenizer, as older transformers versions name it
+        if value != expected:
+            differences.append(FieldDifference(name, value, expected))
+    return differences
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

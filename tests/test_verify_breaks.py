@@ -28,6 +28,29 @@ MODEL = "ViT-B-16"
 WEIGHTS = "weights equal source"
 CONFIG = "config.json matches the checkpoint"
 PREPROCESSOR = "preprocessor_config.json matches cn_clip"
+ROUND_TRIP_BACK = "round trip original → transformers → original"
+CORE_CHECKS = [
+    WEIGHTS,
+    "folder reloads",
+    CONFIG,
+    PREPROCESSOR,
+    "vocab.txt equals reference",
+    "tokenizer.json equals reference",
+    "tokenizer_config.json matches the reference",
+    "token ids equal",
+    "round trip transformers → original → transformers",
+    ROUND_TRIP_BACK,
+    "source weights digest",
+]
+OUTPUT_CHECKS = [
+    "pixel max abs diff",
+    "image max abs diff (relative)",
+    "text max abs diff (relative)",
+    "logits max abs diff (relative)",
+    "image feature min cosine",
+    "text feature min cosine",
+    "top-1 agrees",
+]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +179,17 @@ def _center_crop(folder):
     return "do_center_crop"
 
 
+def _unreadable_conversion_report(folder):
+    (folder / "conversion_report.json").unlink()
+    (folder / "conversion_report.json").write_text("{not json", encoding="utf-8")
+    return "conversion_report.json"
+
+
+def _no_lower_casing(folder):
+    replace_json(folder, "tokenizer_config.json", lambda data: data.update(do_lower_case=False))
+    return "do_lower_case"
+
+
 def _digest_of_another_file(folder):
     replace_json(folder, "conversion_report.json", lambda data: data.update(source_weights_digest="0" * 64))
     return "source_weights_digest"
@@ -182,7 +216,9 @@ BREAKS = {
     "architectures wrong": Break(_architectures_wrong, CONFIG),
     "another mean": Break(_another_mean, PREPROCESSOR),
     "center crop": Break(_center_crop, PREPROCESSOR),
+    "no lower-casing": Break(_no_lower_casing, "tokenizer_config.json matches the reference"),
     "digest of another file": Break(_digest_of_another_file, "source weights digest"),
+    "unreadable conversion_report.json": Break(_unreadable_conversion_report, "source weights digest"),
 }
 # Breaks that a strict reload must name too (transformers would otherwise fill or drop the key silently).
 RELOAD_NAMES = {"missing tensor", "unexpected tensor", "wrong-shaped tensor"}
@@ -203,7 +239,7 @@ def test_verify_fails_and_names_each_break(name, layout, original, sources, inta
     assert any(named in item for item in check.keys + check.fields), check
     if name in RELOAD_NAMES:
         assert named in failed["folder reloads"].value
-    if name == "altered tokenizer.json":  # the ids the folder's tokenizer gives change too
+    if name in ("altered tokenizer.json", "no lower-casing"):  # the ids the folder's tokenizer gives change too
         assert "token ids equal" in failed
     assert "Verification FAILED." in report.to_text()
 
@@ -221,18 +257,24 @@ def test_intact_folders_pass(kind, original, sources, intact, tmp_path):
     report = verify(sources[layout], folder, use_original=original, vocab=VOCAB)
     assert report.ok, report.to_text()
     assert report.precision == ("float16" if kind == "float16" else "exact")
-    assert len(report.checks) == (16 if original else 9)  # the outputs add 7 checks
+    expected = [name for name in CORE_CHECKS if not (layout == "flash-attention" and name == ROUND_TRIP_BACK)]
+    assert [check.name for check in report.checks] == expected + (OUTPUT_CHECKS if original else [])
 
 
 @pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
-def test_recorded_head_override_is_expected_and_enforced(original, sources, tmp_path):
-    """A head count given at conversion is recorded in the folder; verify expects it, not the known model's."""
+def test_head_overrides_are_never_taken_from_the_folder(original, sources, tmp_path):
+    """Head counts are invisible in the weights, so a count the folder records cannot vouch for itself: a folder
+    converted with --vision-heads 8 (the model has 12) fails, naming the field, until verify is given 8 too."""
     folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, vision_heads=8).output_dir
     assert json.loads((folder / "conversion_report.json").read_text())["overrides"]["vision_heads"] == 8
     report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    failed = {check.name: check for check in report.checks if not check.passed}
+    assert "vision_config.num_attention_heads: folder 8, expected 12" in failed[CONFIG].value
+    assert "--vision-heads" in report.to_text()
+    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
     assert report.ok, report.to_text()
     replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=12))
-    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
     failed = {check.name: check for check in report.checks if not check.passed}
     assert "vision_config.num_attention_heads: folder 12, expected 8" in failed[CONFIG].value
 
