@@ -51,7 +51,11 @@ def read_vocab(path: Path) -> dict[str, int]:
 def vocab_tokens(path: Path) -> list[str]:
     """The tokens of a ``vocab.txt`` in id order. Splits on "\n" only: some vocab tokens are characters that
     ``str.splitlines`` would treat as line breaks, which would shift every id after them."""
-    text = Path(path).read_bytes().decode("utf-8")
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        message = f"the vocabulary is not UTF-8 text ({error}); give cn_clip's vocab.txt."
+        raise ConversionError(message, path=path) from error
     tokens = text.split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()

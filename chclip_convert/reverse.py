@@ -234,6 +234,11 @@ def reverse_folder(
         raise OutputError("is a folder; give the path of the .pt file to write.", path=output)
     if output.exists() and not overwrite:
         raise OutputError("exists; pass --overwrite (overwrite=True) to replace it.", path=output)
+    if output.resolve().is_relative_to(folder.resolve()):
+        raise OutputError(
+            f"lies inside the folder being reversed ({folder}), which is never written to; choose a path outside it.",
+            path=output,
+        )
     plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
     state = plan.apply(load_folder_state(folder))
     payload: dict = (
@@ -270,10 +275,14 @@ def _save_atomically(payload: dict, output: Path) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, partial)
         os.replace(partial, output)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
         partial.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
         raise OutputError(
-            f"writing failed: {error.strerror or error}; nothing was changed. Free space or fix the permissions "
-            "of the target's folder, then run again.",
+            f"writing failed: {reason}; nothing was changed. Free space or fix the permissions of the target's "
+            "folder, then run again.",
             path=output,
         ) from error
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 
 from .assets import VOCAB_FILE, bert_tokenizer, vocab_tokens
+from .errors import ConversionError
 
 TOKENIZER_FILE = "tokenizer.json"
+MAX_VOCAB = 10_000_000  # far above any BERT vocabulary; a larger id is a damaged file, not a token
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,14 @@ def tokenizer_json_tokens(path: Path) -> list[str | None]:
         ValueError: the file is not a WordPiece ``tokenizer.json``.
     """
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    vocab = data.get("model", {}).get("vocab") if isinstance(data, dict) else None
+    model = data.get("model") if isinstance(data, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
     if not isinstance(vocab, dict):
         raise ValueError("it has no WordPiece model.vocab")
-    tokens: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
+    ids = list(vocab.values())
+    if not all(type(index) is int and 0 <= index < MAX_VOCAB for index in ids):
+        raise ValueError(f"its model.vocab holds ids that are not integers in 0…{MAX_VOCAB - 1}")
+    tokens: list[str | None] = [None] * (max(ids, default=-1) + 1)
     for token, index in vocab.items():
         tokens[index] = token
     return tokens
@@ -62,8 +68,8 @@ def folder_vocabularies(folder: Path) -> dict[str, list[str | None] | str]:
             continue
         try:
             found[name] = list(read(file))
-        except (ValueError, UnicodeDecodeError) as error:
-            found[name] = f"unreadable ({error})"
+        except (ValueError, ConversionError) as error:  # a JSONDecodeError is a ValueError too
+            found[name] = f"unreadable ({getattr(error, 'message', error)})"
     return found
 
 

@@ -35,6 +35,7 @@ from chclip_convert import (
     safetensors_writer,
 )
 from chclip_convert import output as output_module
+from chclip_convert import reverse as reverse_module
 from chclip_convert.cli import main
 from chclip_convert.demo import write_demo_checkpoint
 from chclip_convert.reverse import reverse_folder
@@ -362,3 +363,22 @@ def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
     assert stderr.startswith("error: ") and says in stderr and "Traceback" not in stderr
     assert sha256(folder) == before, "the folder changed"
     assert not output.exists() and not list(tmp_path.glob("*.chclip-partial")), "something was written"
+
+
+def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good, tmp_path, capsys, monkeypatch):
+    folder = convert_checkpoint(good, tmp_path / "hf").output_dir
+    before = sha256(folder)
+    for inside in (folder / "model.safetensors", folder / "back.pt"):
+        with pytest.raises(OutputError, match="inside the folder being reversed"):
+            reverse_folder(folder, inside, overwrite=True)
+    assert sha256(folder) == before, "the folder changed"
+
+    def disk_full(payload, path):  # torch.save writes part of the file, then reports the failure this way
+        Path(path).write_bytes(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(reverse_module.torch, "save", disk_full)
+    assert main(["--reverse", str(folder), str(tmp_path / "back.pt")]) == 1
+    stderr = capsys.readouterr().err
+    assert "writing failed: [enforce fail" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "back.pt").exists() and not list(tmp_path.glob("*.chclip-partial"))

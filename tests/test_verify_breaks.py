@@ -185,6 +185,11 @@ def _unreadable_conversion_report(folder):
     return "conversion_report.json"
 
 
+def _garbled_tokenizer_json(folder):
+    replace_json(folder, "tokenizer.json", lambda data: data.update(model="x"))
+    return "tokenizer.json"
+
+
 def _no_lower_casing(folder):
     replace_json(folder, "tokenizer_config.json", lambda data: data.update(do_lower_case=False))
     return "do_lower_case"
@@ -216,6 +221,7 @@ BREAKS = {
     "architectures wrong": Break(_architectures_wrong, CONFIG),
     "another mean": Break(_another_mean, PREPROCESSOR),
     "center crop": Break(_center_crop, PREPROCESSOR),
+    "garbled tokenizer.json": Break(_garbled_tokenizer_json, "tokenizer.json equals reference"),
     "no lower-casing": Break(_no_lower_casing, "tokenizer_config.json matches the reference"),
     "digest of another file": Break(_digest_of_another_file, "source weights digest"),
     "unreadable conversion_report.json": Break(_unreadable_conversion_report, "source weights digest"),
