@@ -104,11 +104,9 @@ def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str
     mismatch = vocab_mismatch(vocab_path, vocab_size)
     if mismatch:
         raise ConversionError(mismatch, path=vocab_path)
-    tokenizer = bert_tokenizer(vocab_path)
-    before = set(p.name for p in folder.iterdir())
-    tokenizer.save_pretrained(folder)
+    saved = bert_tokenizer(vocab_path).save_pretrained(folder)  # the paths it wrote (weights are written beside)
     shutil.copyfile(vocab_path, folder / VOCAB_FILE)
-    return sorted((set(p.name for p in folder.iterdir()) - before) | {VOCAB_FILE})
+    return sorted({Path(path).name for path in saved} | {VOCAB_FILE})
 
 
 def image_processor_settings(image_size: int) -> dict:

@@ -18,7 +18,7 @@ import torch
 from .architecture import Architecture, check_config, expected_shapes, infer_architecture
 from .constants import DTYPE_CHOICES
 from .errors import ConversionError, MappingError
-from .mapping import IGNORED, find_rule
+from .mapping import IGNORED, RULES, STANDARD, find_rule
 from .ops import Op
 from .report import (
     CONFLICT,
@@ -177,11 +177,26 @@ def plan_from_table(
     """
     _check_dtype(dtype)
     arch = infer_architecture(state_dict, vision_heads=vision_heads, text_heads=text_heads, path=path)
-    try:
-        return _plan(state_dict, arch, None, implied_shapes(state_dict), dtype, strict, path)
-    except MappingError:  # a broken checkpoint: check it against the model now, to list every problem at once
-        config = arch.to_config()
-        return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
+    implied = implied_shapes(state_dict)
+    if table_targets(arch) <= implied.keys():  # every tensor the table knows is there
+        try:
+            return _plan(state_dict, arch, None, implied, dtype, strict, path)
+        except MappingError:
+            pass
+    # A broken checkpoint: check it against the model now, before writing, to list every problem at once.
+    config = arch.to_config()
+    return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
+
+
+def table_targets(arch: Architecture) -> set[str]:
+    """Every target name the table's rules fill for ``arch``: each layer of each tower, and the rest."""
+    names: set[str] = set()
+    for rule in RULES:
+        if rule.layout == STANDARD:
+            layers = arch.vision_layers if rule.source.startswith("visual.") else arch.text_layers
+            for index in range(layers) if "{i}" in rule.source else [None]:
+                names.update(rule.expand(index)[1])
+    return names
 
 
 def confirm_plan(plan: ConversionPlan, state_dict: dict[str, TensorLike], *, strict: bool = True, path=None):

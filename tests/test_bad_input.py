@@ -382,3 +382,14 @@ def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good,
     stderr = capsys.readouterr().err
     assert "writing failed: [enforce fail" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "back.pt").exists() and not list(tmp_path.glob("*.chclip-partial"))
+
+
+def test_a_missing_tensor_stops_the_conversion_before_any_weight_is_written(good, tmp_path):
+    """The table's own list of targets shows a missing tensor without transformers' model: no byte is written."""
+    state = state_of(good)
+    del state["visual.transformer.resblocks.1.mlp.c_proj.bias"]
+    source, written = save(state, tmp_path / "missing.pt"), []
+    with pytest.raises(MappingError) as caught:
+        convert_checkpoint(source, tmp_path / "out", progress=lambda done, total: written.append(done))
+    assert "vision_model.encoder.layers.1.mlp.fc2.bias" in str(caught.value)
+    assert written == [] and not (tmp_path / "out").exists()
