@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .constants import DTYPE_CHOICES
-from .errors import ConversionError, MappingError
+from .errors import ConversionError, MappingError, OutputError
 
 EXIT_ERROR = 1
 EXIT_VERIFY_FAILED = 3
@@ -77,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reverse(checkpoint, output_dir, args)
         if args.verify_only:
             return _verify(checkpoint, output_dir, args)
+        return _convert(checkpoint, output_dir, args)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    return _convert(checkpoint, output_dir, args)
 
 
 def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
@@ -105,9 +105,9 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
     except ConversionError as error:
         if bar:
             bar.close()
+        print(f"error: {error}", file=sys.stderr)
         if isinstance(error, MappingError) and error.report is not None and args.report:
             _write_json(args.report, {"ok": False, "error": str(error), "report": error.report.to_dict()})
-        print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     if bar:
         bar.close()
@@ -115,11 +115,7 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
         _write_json(args.report, summary.to_dict())
     print(summary.to_text())
     if args.verify:
-        try:
-            return _verify(checkpoint, output_dir, args, conversion=summary.to_dict())
-        except ConversionError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_ERROR
+        return _verify(checkpoint, output_dir, args, conversion=summary.to_dict())
     return 0
 
 
@@ -169,8 +165,11 @@ class _ByteBar:
 
 def _write_json(path: str, data: dict) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot write the report: {error.strerror or error}.", path=target) from error
 
 
 if __name__ == "__main__":

@@ -91,3 +91,10 @@ def test_missing_arguments_and_files(tmp_path):
     result = run_module(str(tmp_path / "nope.pt"), str(tmp_path / "out"))
     assert result.returncode == 1 and "nope.pt: no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_path):
+    (tmp_path / "taken").write_text("a file where the report's folder should be")
+    result = run_module(str(checkpoint), str(tmp_path / "hf"), "--report", str(tmp_path / "taken" / "r.json"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot write the report" in result.stderr and str(tmp_path / "taken" / "r.json") in result.stderr

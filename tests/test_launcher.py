@@ -58,5 +58,6 @@ def test_first_readme_command_serves_the_conversion_notebook(tmp_path: Path):
         # The address JupyterLab prints for the user opens the conversion notebook itself.
         assert f"{port}/lab/tree/01_convert.ipynb" in log_path.read_text()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:  # still serving: stop the launcher and the server it started
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)

@@ -12,7 +12,7 @@ from conftest import CAPTIONS
 from original import REDUCED, VOCAB, build_model, save, training_checkpoint
 from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
-from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
+from chclip_convert import ConversionError, MappingError, OutputError, convert_checkpoint, load_checkpoint
 from chclip_convert import assets as assets_module
 from chclip_convert.comparison import compare_state, expected_state
 from chclip_convert.reverse import load_folder_state
@@ -119,7 +119,7 @@ def test_vocab_beside_checkpoint_is_used_and_missing_vocab_warns(b16_checkpoint,
 def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_path):
     small = tmp_path / "vocab.txt"
     small.write_text("[PAD]\n[UNK]\n", encoding="utf-8")
-    with pytest.raises(Exception, match="vocabulary has 2 tokens"):
+    with pytest.raises(ConversionError, match="vocabulary has 2 tokens"):
         convert_checkpoint(b16_checkpoint, tmp_path / "hf", vocab=small)
     assert not (tmp_path / "hf").exists()
     assert not list(tmp_path.glob("*.chclip-partial"))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from test_mapping import small_config
 from transformers import ChineseCLIPModel
 
-from chclip_convert import MappingError, OutputError, convert_checkpoint, load_checkpoint
+from chclip_convert import MappingError, OutputError, UnsupportedCheckpointError, convert_checkpoint, load_checkpoint
 from chclip_convert.compare import cn_clip_kwargs
 from chclip_convert.reverse import load_folder_state, reverse_folder, reverse_state_dict
 from chclip_convert.verify import verify
@@ -102,7 +102,7 @@ def test_reverse_rejects_incomplete_or_foreign_folders(tmp_path):
     message = str(caught.value)
     assert "vision_model.extra.weight" in message and "layers.0.self_attn.k_proj.weight" in message
     save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
-    with pytest.raises(Exception, match="is a file; --reverse reads a transformers folder"):
+    with pytest.raises(UnsupportedCheckpointError, match="is a file; --reverse reads a transformers folder"):
         reverse_folder(tmp_path / "x.safetensors", tmp_path / "o.pt")
 
 

@@ -310,3 +310,11 @@ def test_convert_with_verify_writes_the_verdict_beside_the_summary(sources, tmp_
     assert written["report"]["ok"] and written["verification"]["ok"]
     assert {check["name"] for check in written["verification"]["checks"]} >= {WEIGHTS, CONFIG, PREPROCESSOR}
     assert "Verified: all checks pass." in capsys.readouterr().out
+
+
+def test_a_reference_vocabulary_inside_the_folder_is_refused(sources, intact, tmp_path):
+    folder = broken_copy(intact["standard"], tmp_path / "hf")
+    report = verify(sources["standard"], folder, use_original=False, vocab=folder / "vocab.txt")
+    failed = {check.name: check for check in report.checks if not check.passed}
+    assert "pass --vocab" in failed["tokenizer equals reference"].value
+    assert "lies in the folder under test" in report.to_text()
