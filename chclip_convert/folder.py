@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointReadError, UnsupportedCheckpointError
+from .safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
 
 BIN_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
@@ -38,19 +39,47 @@ class TensorSpec:
     dtype: torch.dtype
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files transformers loads: those the shard index names, else every ``*.safetensors``."""
+    index = read_json(folder, SAFETENSORS_INDEX)
+    if index is None:
+        return sorted(folder.glob("*.safetensors"))
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise CheckpointReadError(f"{SAFETENSORS_INDEX} has no weight_map of file names; convert again.", path=folder)
+    files = [folder / name for name in sorted(set(weight_map.values()))]
+    absent = [file.name for file in files if not file.is_file()]
+    if absent:
+        raise CheckpointReadError(
+            f"{SAFETENSORS_INDEX} names shards that are missing: {', '.join(absent)}.", path=folder
+        )
+    return files
+
+
+def _merge(state: dict, part: dict, file: Path, folder: Path) -> None:
+    """Add one file's tensors; a key held by two files is an error (which copy transformers takes is not said)."""
+    twice = sorted(set(state) & set(part))
+    if twice:
+        raise CheckpointReadError(
+            f"{file.name} repeats tensors another file holds: {', '.join(twice[:5])}.", path=folder
+        )
+    state.update(part)
+
+
 def load_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a transformers folder: ``*.safetensors`` (single or sharded) or ``pytorch_model.bin``."""
     folder = _weights_folder(folder)
-    files = sorted(folder.glob("*.safetensors"))
+    files = weight_files(folder)
     if files:
         from safetensors.torch import load_file
 
         state: dict[str, torch.Tensor] = {}
         for file in files:
             try:
-                state.update(load_file(str(file)))
+                part = load_file(str(file))
             except Exception as error:  # safetensors raises its own error types for corrupt files
                 raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
+            _merge(state, part, file, folder)
         return state
     return _load_bin(folder)
 
@@ -58,7 +87,7 @@ def load_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
 def folder_tensor_specs(folder: str | Path) -> dict[str, TensorSpec]:
     """Name → shape and dtype of every tensor in a folder, from the safetensors headers alone."""
     folder = _weights_folder(folder)
-    files = sorted(folder.glob("*.safetensors"))
+    files = weight_files(folder)
     if not files:
         return {key: TensorSpec(t.shape, t.dtype) for key, t in _load_bin(folder).items()}
     from safetensors import safe_open
@@ -67,14 +96,16 @@ def folder_tensor_specs(folder: str | Path) -> dict[str, TensorSpec]:
     for file in files:
         try:
             with safe_open(str(file), framework="pt") as handle:
+                part = {}
                 for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     piece = handle.get_slice(key)
-                    specs[key] = TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+                    part[key] = TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
         except KeyError as error:
             message = f"{file.name} holds a tensor of unsupported dtype {error}."
             raise CheckpointReadError(message, path=folder) from error
         except Exception as error:
             raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
+        _merge(specs, part, file, folder)
     return specs
 
 

@@ -318,3 +318,24 @@ def test_a_reference_vocabulary_inside_the_folder_is_refused(sources, intact, tm
     failed = {check.name: check for check in report.checks if not check.passed}
     assert "pass --vocab" in failed["tokenizer equals reference"].value
     assert "lies in the folder under test" in report.to_text()
+
+
+def test_sharded_folders_are_read_through_their_index(sources, tmp_path):
+    """As transformers loads them: files the index does not name are not part of the model, and a tensor held
+    by two shards is an error naming it rather than one copy silently winning."""
+    from chclip_convert import CheckpointReadError
+    from chclip_convert.folder import load_folder_state
+
+    folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
+    intact = load_folder_state(folder)
+    first, second = sorted(folder.glob("model-*.safetensors"))[:2]
+    stray = load_file(str(first))
+    save_file({key: torch.zeros_like(value) for key, value in stray.items()}, str(folder / "stray.safetensors"))
+    assert load_folder_state(folder).keys() == intact.keys()
+    assert verify(sources["standard"], folder, use_original=False, vocab=VOCAB).ok
+    repeated = next(iter(stray))
+    second_with_repeat = {**load_file(str(second)), repeated: stray[repeated]}
+    second.unlink()
+    save_file(second_with_repeat, str(second), metadata={"format": "pt"})
+    with pytest.raises(CheckpointReadError, match=f"repeats tensors another file holds: {repeated}"):
+        load_folder_state(folder)
