@@ -173,6 +173,7 @@ def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path
         "preprocessor_config.json matches cn_clip",
         "vocab.txt equals reference",
         "tokenizer.json equals reference",
+        "tokenizer_config.json matches the reference",
         "token ids equal",
         "round trip transformers → original → transformers",
         "round trip original → transformers → original",
