@@ -252,7 +252,7 @@ def main() -> None:
             print(f"building {path} …", file=sys.stderr, flush=True)
             build_checkpoint(path, *CHECKPOINTS[name])
         rows += run_checkpoint(name, path, args.runs, args.cache, sha_ni)
-    print(f"\n{machine}\nmedian of {args.runs} runs after a warm-up; other processes shared the CPU\n")
+    print(f"\n{machine}\nmedian of {args.runs} runs after a warm-up\n")
     print_table(rows)
 
 
