@@ -2,9 +2,11 @@
 
 Nothing on the reference side comes from the folder under test. Without the original code, every file is
 checked: every tensor key both ways against what the table derives from the checkpoint (missing,
-unexpected, shape, dtype, bytes), a strict reload, ``config.json`` and ``preprocessor_config.json`` field
-by field against what the checkpoint (and the options the folder records) imply, the tokenizer entry by
-entry and the captions' token ids id by id against a reference vocabulary, and both round trips.
+unexpected, shape, dtype, bytes), a strict reload, ``config.json``, ``preprocessor_config.json`` and
+``tokenizer_config.json`` field by field against what the checkpoint and the options given to verify imply
+(head counts are invisible in the weights, so the folder's own record of them is never trusted), the
+tokenizer entry by entry and the captions' token ids id by id against a reference vocabulary, both round
+trips and the recorded source weights digest.
 With cn_clip installed, both models also run on the same photo and captions, each through its own
 preprocessing and tokenizer, and their outputs are compared against stated tolerances.
 Every failing check names the keys, fields or entries at fault.
