@@ -18,7 +18,7 @@ import torch
 from .architecture import Architecture, check_config, expected_shapes, infer_architecture
 from .constants import DTYPE_CHOICES
 from .errors import ConversionError, MappingError
-from .mapping import IGNORED, RULES, STANDARD, find_rule
+from .mapping import IGNORED, find_rule, standard_rules_by_layer
 from .ops import Op
 from .report import (
     CONFLICT,
@@ -171,9 +171,10 @@ def plan_from_table(
 ) -> ConversionPlan:
     """:func:`plan_conversion` without transformers: the targets as the table makes them of these tensors.
 
-    Catches unused keys and conflicts, not what only the model knows (missing targets, wrong shapes): the
-    plan has no config until :func:`confirm_plan` checks it against ``ChineseCLIPModel``, whose import
-    takes seconds, so a caller can run that beside the writing.
+    Catches unused, missing and conflicting keys from the table alone (a checkpoint with any of them is
+    checked against the model at once, to list every problem); what only the model knows — a shape it
+    refuses — waits for :func:`confirm_plan`, whose ``ChineseCLIPModel`` import takes seconds, so a caller
+    can run it beside the writing.
     """
     _check_dtype(dtype)
     arch = infer_architecture(state_dict, vision_heads=vision_heads, text_heads=text_heads, path=path)
@@ -190,13 +191,8 @@ def plan_from_table(
 
 def table_targets(arch: Architecture) -> set[str]:
     """Every target name the table's rules fill for ``arch``: each layer of each tower, and the rest."""
-    names: set[str] = set()
-    for rule in RULES:
-        if rule.layout == STANDARD:
-            layers = arch.vision_layers if rule.source.startswith("visual.") else arch.text_layers
-            for index in range(layers) if "{i}" in rule.source else [None]:
-                names.update(rule.expand(index)[1])
-    return names
+    rules = standard_rules_by_layer(arch.vision_layers, arch.text_layers)
+    return {target for rule, index in rules for target in rule.expand(index)[1]}
 
 
 def confirm_plan(plan: ConversionPlan, state_dict: dict[str, TensorLike], *, strict: bool = True, path=None):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .architecture import Architecture, expected_shapes
-from .mapping import RULES, STANDARD
+from .mapping import standard_rules_by_layer
 
 DEMO_FILE = "demo_chinese_clip.pt"
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
@@ -112,11 +112,7 @@ def source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, .
     """Original tensor names and shapes for ``arch``, from the table's standard rules."""
     targets = expected_shapes(replace(arch, vocab_size=vocab_size).to_config())
     shapes = {}
-    for rule in RULES:
-        if rule.layout != STANDARD:
-            continue
-        layers = arch.vision_layers if rule.source.startswith("visual.") else arch.text_layers
-        for index in range(layers) if "{i}" in rule.source else [None]:
-            source, names = rule.expand(index)
-            shapes[source] = rule.op.reverse_op.shapes([targets[name] for name in names])[0]
+    for rule, index in standard_rules_by_layer(arch.vision_layers, arch.text_layers):
+        source, names = rule.expand(index)
+        shapes[source] = rule.op.reverse_op.shapes([targets[name] for name in names])[0]
     return dict(sorted(shapes.items()))

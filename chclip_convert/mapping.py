@@ -12,6 +12,7 @@ direction (transformers → original) uses the standard rules only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .ops import IDENTITY, SPLIT_QKV, TRANSPOSE, Op
@@ -141,6 +142,16 @@ RULES_BY_SOURCE: dict[str, Rule] = {rule.source: rule for rule in RULES}
 RULES_BY_TARGET: dict[str, Rule] = {
     target: rule for rule in RULES if rule.layout == STANDARD for target in rule.targets
 }
+
+
+def standard_rules_by_layer(vision_layers: int, text_layers: int) -> Iterator[tuple[Rule, int | None]]:
+    """Every standard-layout rule with each layer index it applies to in a model of these depths
+    (``None`` for rules outside the layers): the whole set of names a complete checkpoint has."""
+    for rule in RULES:
+        if rule.layout == STANDARD:
+            layers = vision_layers if rule.source.startswith("visual.") else text_layers
+            for index in range(layers) if "{i}" in rule.source else [None]:
+                yield rule, index
 
 
 def split_layer_index(key: str) -> tuple[str, int | None]:
