@@ -215,8 +215,9 @@ def convert_checkpoint(
 def conversion_overrides(
     dtype: str, vision_heads: int | None, text_heads: int | None, config: ChineseCLIPConfig | None
 ) -> dict:
-    """What a conversion was told beyond the checkpoint: recorded in the folder, so that verification
-    expects the same config and dtypes without trusting the folder's config.json."""
+    """What a conversion was told beyond the checkpoint, recorded in the folder. Verification expects the
+    recorded dtype; head counts and a config it takes only from its own options (the folder cannot vouch for
+    what the weights do not show), and names what the folder records."""
     return {
         "dtype": dtype,
         "vision_heads": vision_heads,

@@ -152,8 +152,9 @@ def verify(
         use_original: compare outputs with cn_clip when it is installed.
         vocab: the reference vocabulary (default: ``vocab.txt`` beside the checkpoint, else cn_clip's); the
             folder's own is what is checked, never the reference.
-        vision_heads, text_heads, config: conversion options, if the folder's ``conversion_report.json``
-            does not record them (given ones take precedence over recorded ones).
+        vision_heads, text_heads, config: the options the folder was converted with, if any. Head counts
+            are invisible in the weights, so they are never taken from the folder's own record; a note names
+            what it records.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` says whether every check passed. It raises only for
