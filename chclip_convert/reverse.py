@@ -23,7 +23,7 @@ import torch
 from .convert import TensorLike, dtype_name
 from .errors import MappingError, OutputError
 from .folder import BIN_FILE, folder_tensor_specs, load_folder_state, read_config
-from .mapping import REVERSE_IGNORED, RULES, STANDARD, Rule, find_reverse_rule, split_layer_index
+from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
 from .ops import Op
 from .report import (
     FILLED,
@@ -169,21 +169,15 @@ def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_con
 
 
 def _table_targets(specs: Mapping[str, TensorLike]) -> list[str]:
-    """Without a config: every target the table fills for the layers the folder has, shapes unknown."""
-    layers: dict[str, set[int]] = {}
+    """Without a config: every target the table fills for towers as deep as the folder's deepest layers."""
+    depth = {"vision": 0, "text": 0}
     for key in specs:
-        template, index = split_layer_index(key)
+        index = split_layer_index(key)[1]
         if index is not None:
-            layers.setdefault(template.split("{i}")[0], set()).add(index)
-    targets = []
-    for rule in RULES:
-        if rule.layout != STANDARD:
-            continue
-        for template in rule.targets:
-            prefix = template.split("{i}")[0]
-            indices = sorted(layers.get(prefix, ())) if "{i}" in template else [None]
-            targets += [template.format(i=i) if i is not None else template for i in indices]
-    return targets
+            tower = "vision" if key.startswith("vision_model.") else "text"
+            depth[tower] = max(depth[tower], index + 1)
+    rules = standard_rules_by_layer(depth["vision"], depth["text"])
+    return [target for rule, index in rules for target in rule.expand(index)[1]]
 
 
 def _consistent_shapes(rule: Rule, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:

@@ -199,3 +199,11 @@ def test_cli_reverse_and_convert_with_verify(reduced_checkpoints, tmp_path):
     assert result.returncode == 0 and "--reset-optimizer" in result.stdout
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "chinese_clip"
     assert CLIP(**cn_clip_kwargs(convert_checkpoint(tmp_path / "o.pt", tmp_path / "hf2").architecture)) is not None
+
+
+def test_reverse_without_a_config_names_a_whole_missing_layer():
+    """Without config.json the depth comes from the deepest layer present: a layer missing below it is named."""
+    state = {k: v for k, v in ChineseCLIPModel(small_config()).state_dict().items() if ".layers.0." not in k}
+    with pytest.raises(MappingError) as caught:
+        reverse_state_dict(state)
+    assert "vision_model.encoder.layers.0.mlp.fc1.weight" in str(caught.value)
