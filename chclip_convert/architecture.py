@@ -9,6 +9,7 @@ heads), an explicit override, or, for an unknown width, a head width of 64 — a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,34 +24,25 @@ if TYPE_CHECKING:  # transformers is imported where it is used: its model code t
 
 
 @dataclass(frozen=True)
-class TextTower:
-    name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-
-
-@dataclass(frozen=True)
 class KnownModel:
+    """A released Chinese-CLIP model, by the sizes its weights show."""
+
     name: str
     vision_layers: int
     vision_width: int
     patch_size: int
     image_size: int
     projection_dim: int
-    text: TextTower
+    text_layers: int
+    text_hidden: int
+    text_intermediate: int
 
 
-BASE = TextTower("RoBERTa-wwm-ext-base-chinese", 12, 768, 3072, 12)
-LARGE = TextTower("RoBERTa-wwm-ext-large-chinese", 24, 1024, 4096, 16)
-RBT3 = TextTower("RBT3-chinese", 3, 768, 3072, 12)
-
-KNOWN_MODELS = (
-    KnownModel("ViT-B-16", 12, 768, 16, 224, 512, BASE),
-    KnownModel("ViT-L-14", 24, 1024, 14, 224, 768, BASE),
-    KnownModel("ViT-L-14-336", 24, 1024, 14, 336, 768, BASE),
-    KnownModel("ViT-H-14", 32, 1280, 14, 224, 1024, LARGE),
+KNOWN_MODELS = (  # from cn_clip's model_configs: RoBERTa-wwm-ext-base (12 × 768) or -large (24 × 1024) text
+    KnownModel("ViT-B-16", 12, 768, 16, 224, 512, 12, 768, 3072),
+    KnownModel("ViT-L-14", 24, 1024, 14, 224, 768, 12, 768, 3072),
+    KnownModel("ViT-L-14-336", 24, 1024, 14, 336, 768, 12, 768, 3072),
+    KnownModel("ViT-H-14", 32, 1280, 14, 224, 1024, 24, 1024, 4096),
 )
 
 # Vision heads by width, from cn_clip's model configs: head width 64, except ViT-H-14 (1280 wide): 80.
@@ -58,9 +50,6 @@ VISION_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}
 # Text heads by hidden size, from cn_clip's RoBERTa configs.
 TEXT_HEADS_BY_HIDDEN = {768: 12, 1024: 16}
 FALLBACK_HEAD_WIDTH = 64
-
-VISION_ACT, TEXT_ACT = "quick_gelu", "gelu"
-VISION_LN_EPS, TEXT_LN_EPS = 1e-5, 1e-12
 
 
 @dataclass(frozen=True)
@@ -101,31 +90,12 @@ class Architecture:
         """A ``ChineseCLIPConfig`` with every field that differs from the transformers defaults set."""
         from transformers import ChineseCLIPConfig
 
-        return ChineseCLIPConfig(
-            text_config={
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.text_hidden,
-                "intermediate_size": self.text_intermediate,
-                "num_hidden_layers": self.text_layers,
-                "num_attention_heads": self.text_heads,
-                "max_position_embeddings": self.max_positions,
-                "type_vocab_size": self.type_vocab_size,
-                "hidden_act": TEXT_ACT,
-                "layer_norm_eps": TEXT_LN_EPS,
-            },
-            vision_config={
-                "hidden_size": self.vision_width,
-                "intermediate_size": self.vision_intermediate,
-                "num_hidden_layers": self.vision_layers,
-                "num_attention_heads": self.vision_heads,
-                "patch_size": self.patch_size,
-                "image_size": self.image_size,
-                "projection_dim": self.projection_dim,
-                "hidden_act": VISION_ACT,
-                "layer_norm_eps": VISION_LN_EPS,
-            },
-            projection_dim=self.projection_dim,
-        )
+        sections: dict[str, dict] = {"text_config": {}, "vision_config": {}}
+        top: dict[str, object] = {}
+        for name, value in config_values(self).items():
+            section, _, field_name = name.rpartition(".")
+            (sections[section] if section else top)[field_name] = value
+        return ChineseCLIPConfig(**sections, **top)
 
 
 def infer_architecture(
@@ -288,32 +258,25 @@ def _heads(
     return heads
 
 
+_SAME_DEPTHS = ("vision_layers", "vision_width", "patch_size", "text_layers", "text_hidden")
+_SAME_WIDTHS = ("vision_width", "patch_size", "text_hidden")
+_SAME_MODEL = (*_SAME_DEPTHS, "projection_dim", "image_size", "text_intermediate")
+
+
 def _match_known(arch: Architecture) -> tuple[str | None, list[str]]:
+    """The known model ``arch`` is, or notes on the one it resembles."""
+
+    def matches(model: KnownModel, names: tuple[str, ...]) -> bool:
+        return all(getattr(arch, name) == getattr(model, name) for name in names)
+
     for model in KNOWN_MODELS:
-        same_shape = (
-            (arch.vision_layers, arch.vision_width, arch.patch_size, arch.projection_dim)
-            == (model.vision_layers, model.vision_width, model.patch_size, model.projection_dim)
-            and (arch.text_layers, arch.text_hidden, arch.text_intermediate)
-            == (model.text.layers, model.text.hidden, model.text.intermediate)
-            and arch.vision_intermediate == 4 * arch.vision_width
-        )
-        if same_shape and arch.image_size == model.image_size:
+        if matches(model, _SAME_MODEL) and arch.vision_intermediate == 4 * arch.vision_width:
             return model.name, []
     for model in KNOWN_MODELS:
-        if (arch.vision_layers, arch.vision_width, arch.patch_size, arch.text_layers, arch.text_hidden) == (
-            model.vision_layers,
-            model.vision_width,
-            model.patch_size,
-            model.text.layers,
-            model.text.hidden,
-        ):
+        if matches(model, _SAME_DEPTHS):
             return None, [f"{model.name}-like, fine-tuned at {arch.image_size} px (positions interpolated)."]
     for model in KNOWN_MODELS:
-        if (arch.vision_width, arch.patch_size, arch.text_hidden) == (
-            model.vision_width,
-            model.patch_size,
-            model.text.hidden,
-        ):
+        if matches(model, _SAME_WIDTHS):
             return None, [f"has the widths of {model.name} with a different depth or image size."]
     return None, []
 
@@ -327,37 +290,105 @@ def expected_shapes(config: ChineseCLIPConfig) -> dict[str, tuple[int, ...]]:
     return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
 
 
-# (config section, field, Architecture attribute, tensor whose shape shows it)
-_CHECKED_FIELDS = (
-    ("text_config", "vocab_size", "vocab_size", "bert.embeddings.word_embeddings.weight"),
-    ("text_config", "hidden_size", "text_hidden", "bert.embeddings.word_embeddings.weight"),
-    (
-        "text_config",
-        "intermediate_size",
+@dataclass(frozen=True)
+class ModelField:
+    """One size of the model: the :class:`Architecture` attribute, the config field it becomes, the tensor
+    whose shape shows it (None: invisible in the weights), and the cn_clip ``CLIP`` argument that rebuilds it."""
+
+    attribute: str
+    config: str  # "section.field", or a top-level field
+    shown_by: str | None
+    cn_clip: str | None
+    cn_clip_value: Callable[[Architecture], int] | None = None  # when the argument is not the attribute itself
+
+
+MODEL_FIELDS = (
+    ModelField("vision_layers", "vision_config.num_hidden_layers", f"{VISION_LAYER.format(i='N')}.*", "vision_layers"),
+    ModelField("vision_width", "vision_config.hidden_size", "visual.conv1.weight", "vision_width"),
+    ModelField(
+        "vision_intermediate", "vision_config.intermediate_size", f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight", None
+    ),
+    ModelField(
+        "vision_heads",
+        "vision_config.num_attention_heads",
+        None,
+        "vision_head_width",
+        lambda arch: arch.vision_width // arch.vision_heads,
+    ),
+    ModelField("patch_size", "vision_config.patch_size", "visual.conv1.weight", "vision_patch_size"),
+    ModelField(
+        "image_size",
+        "vision_config.image_size",
+        "visual.positional_embedding (rows = 1 + (image/patch)²)",
+        "image_resolution",
+    ),
+    ModelField("projection_dim", "projection_dim", "visual.proj", "embed_dim"),
+    ModelField(
+        "text_layers", "text_config.num_hidden_layers", f"{TEXT_LAYER.format(i='N')}.*", "text_num_hidden_layers"
+    ),
+    ModelField("text_hidden", "text_config.hidden_size", "bert.embeddings.word_embeddings.weight", "text_hidden_size"),
+    ModelField(
         "text_intermediate",
-        "bert.encoder.layer.0.intermediate.dense.weight",
+        "text_config.intermediate_size",
+        f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight",
+        "text_intermediate_size",
     ),
-    ("text_config", "num_hidden_layers", "text_layers", "bert.encoder.layer.{N}.*"),
-    ("text_config", "max_position_embeddings", "max_positions", "bert.embeddings.position_embeddings.weight"),
-    ("text_config", "type_vocab_size", "type_vocab_size", "bert.embeddings.token_type_embeddings.weight"),
-    ("vision_config", "hidden_size", "vision_width", "visual.conv1.weight"),
-    (
-        "vision_config",
-        "intermediate_size",
-        "vision_intermediate",
-        "visual.transformer.resblocks.0.mlp.c_fc.weight",
+    ModelField("text_heads", "text_config.num_attention_heads", None, "text_num_attention_heads"),
+    ModelField("vocab_size", "text_config.vocab_size", "bert.embeddings.word_embeddings.weight", "vocab_size"),
+    ModelField(
+        "max_positions",
+        "text_config.max_position_embeddings",
+        "bert.embeddings.position_embeddings.weight",
+        "text_max_position_embeddings",
     ),
-    ("vision_config", "num_hidden_layers", "vision_layers", "visual.transformer.resblocks.{N}.*"),
-    ("vision_config", "patch_size", "patch_size", "visual.conv1.weight"),
-    ("vision_config", "image_size", "image_size", "visual.positional_embedding (rows = 1 + (image/patch)²)"),
-    (None, "projection_dim", "projection_dim", "visual.proj"),
+    ModelField(
+        "type_vocab_size",
+        "text_config.type_vocab_size",
+        "bert.embeddings.token_type_embeddings.weight",
+        "text_type_vocab_size",
+    ),
 )
-_FIXED_FIELDS = (
-    ("text_config", "hidden_act", TEXT_ACT),
-    ("vision_config", "hidden_act", VISION_ACT),
-    ("text_config", "layer_norm_eps", TEXT_LN_EPS),
-    ("vision_config", "layer_norm_eps", VISION_LN_EPS),
-)
+
+# Settings every Chinese-CLIP has: config field → value, and the cn_clip arguments that are not sizes.
+FIXED_CONFIG = {
+    "vision_config.hidden_act": "quick_gelu",
+    "vision_config.layer_norm_eps": 1e-5,
+    "text_config.hidden_act": "gelu",
+    "text_config.layer_norm_eps": 1e-12,
+}
+FIXED_CN_CLIP = {
+    "text_hidden_act": "gelu",
+    "text_attention_probs_dropout_prob": 0.1,
+    "text_hidden_dropout_prob": 0.1,
+    "text_initializer_range": 0.02,
+}
+
+
+def config_values(arch: Architecture) -> dict[str, object]:
+    """Every config field the architecture sets, as ``"section.field" → value``.
+
+    ``vision_config.projection_dim`` is a copy transformers keeps and ``ChineseCLIPModel`` does not read: set,
+    never checked."""
+    sizes = {entry.config: getattr(arch, entry.attribute) for entry in MODEL_FIELDS}
+    return {**sizes, "vision_config.projection_dim": arch.projection_dim, **FIXED_CONFIG}
+
+
+def cn_clip_kwargs(arch: Architecture) -> dict:
+    """Keyword arguments for cn_clip's ``CLIP`` that rebuild ``arch``."""
+    sizes = {
+        entry.cn_clip: entry.cn_clip_value(arch) if entry.cn_clip_value else getattr(arch, entry.attribute)
+        for entry in MODEL_FIELDS
+        if entry.cn_clip
+    }
+    return {**sizes, **FIXED_CN_CLIP}
+
+
+def _config_value(config: ChineseCLIPConfig, name: str):
+    owner = config
+    *sections, field_name = name.split(".")
+    for section in sections:
+        owner = getattr(owner, section)
+    return getattr(owner, field_name)
 
 
 def check_config(
@@ -375,25 +406,26 @@ def check_config(
             Chinese-CLIP setting it changes, and head counts that differ from the known model's.
     """
     problems = []
-    for section, name, attribute, tensor in _CHECKED_FIELDS:
-        owner = getattr(config, section) if section else config
-        value, actual = getattr(owner, name), getattr(arch, attribute)
-        if value != actual:
-            shown = shapes.get(tensor)
-            evidence = f"{tensor} has shape {list(shown)}" if shown else f"the weights have {actual} ({tensor})"
-            problems.append(f"{_field(section, name)} = {value}, but {evidence}: it must be {actual}")
-    for section, name, expected in _FIXED_FIELDS:
-        value = getattr(getattr(config, section), name)
-        if value != expected:
-            problems.append(f"{_field(section, name)} = {value!r}; Chinese-CLIP uses {expected!r}")
-    if not heads_overridden:
-        for section, attribute in (("vision_config", "vision_heads"), ("text_config", "text_heads")):
-            value = getattr(config, section).num_attention_heads
-            if arch.name and value != getattr(arch, attribute):
+    for entry in MODEL_FIELDS:
+        value, actual = _config_value(config, entry.config), getattr(arch, entry.attribute)
+        if entry.shown_by is None or value == actual:
+            continue
+        shown = shapes.get(entry.shown_by)
+        evidence = (
+            f"{entry.shown_by} has shape {list(shown)}" if shown else f"the weights have {actual} ({entry.shown_by})"
+        )
+        problems.append(f"{entry.config} = {value}, but {evidence}: it must be {actual}")
+    for name, expected in FIXED_CONFIG.items():
+        if _config_value(config, name) != expected:
+            problems.append(f"{name} = {_config_value(config, name)!r}; Chinese-CLIP uses {expected!r}")
+    if not heads_overridden and arch.name:
+        for entry in MODEL_FIELDS:
+            value, known = _config_value(config, entry.config), getattr(arch, entry.attribute)
+            if entry.shown_by is None and value != known:
+                tower = entry.attribute.split("_")[0]
                 problems.append(
-                    f"{_field(section, 'num_attention_heads')} = {value}, but {arch.name} has "
-                    f"{getattr(arch, attribute)} (heads are invisible in shapes; a wrong count gives wrong "
-                    f"outputs silently). Pass --{section.split('_')[0]}-heads {value} to force it."
+                    f"{entry.config} = {value}, but {arch.name} has {known} (heads are invisible in shapes; a "
+                    f"wrong count gives wrong outputs silently). Pass --{tower}-heads {value} to force it."
                 )
     if problems:
         raise ConfigMismatchError(
@@ -402,7 +434,3 @@ def check_config(
             path=path,
         )
     return config
-
-
-def _field(section: str | None, name: str) -> str:
-    return f"{section}.{name}" if section else name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .architecture import Architecture, infer_architecture
+from .architecture import Architecture, cn_clip_kwargs, infer_architecture
 from .assets import CONTEXT_LENGTH
 from .checkpoint import load_checkpoint
 
@@ -100,29 +100,6 @@ def run_original(
         text_features = model.encode_text(ids)
         logits, _ = model.get_similarity(pixels, ids)
     return ModelOutputs(ids, pixels, image_features, text_features, logits)
-
-
-def cn_clip_kwargs(arch: Architecture) -> dict:
-    """Keyword arguments for cn_clip's ``CLIP`` that rebuild ``arch``."""
-    return {
-        "embed_dim": arch.projection_dim,
-        "image_resolution": arch.image_size,
-        "vision_layers": arch.vision_layers,
-        "vision_width": arch.vision_width,
-        "vision_patch_size": arch.patch_size,
-        "vision_head_width": arch.vision_width // arch.vision_heads,
-        "vocab_size": arch.vocab_size,
-        "text_attention_probs_dropout_prob": 0.1,
-        "text_hidden_act": "gelu",
-        "text_hidden_dropout_prob": 0.1,
-        "text_hidden_size": arch.text_hidden,
-        "text_initializer_range": 0.02,
-        "text_intermediate_size": arch.text_intermediate,
-        "text_max_position_embeddings": arch.max_positions,
-        "text_num_attention_heads": arch.text_heads,
-        "text_num_hidden_layers": arch.text_layers,
-        "text_type_vocab_size": arch.type_vocab_size,
-    }
 
 
 def cn_clip_tokenize(tokenizer, captions: list[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:

@@ -14,6 +14,7 @@ from chclip_convert import (
     convert_state_dict,
     infer_architecture,
 )
+from chclip_convert.architecture import cn_clip_kwargs
 
 FULL = {
     "ViT-B-16": Variant("ViT-B-16", "RoBERTa-wwm-ext-base-chinese"),
@@ -129,3 +130,23 @@ def test_user_config_with_wrong_head_count_needs_an_explicit_override():
         convert_state_dict(state, config=config)
     forced = convert_state_dict(state, config=config, vision_heads=20)
     assert forced.config.vision_config.num_attention_heads == 20
+
+
+@pytest.mark.parametrize("name", list(FULL))
+def test_cn_clip_arguments_from_the_model_table_match_cn_clips_own_configs(name):
+    """The table's cn_clip column rebuilds each released model exactly as cn_clip's model_configs do."""
+    original = model_kwargs(FULL[name])
+    ours = cn_clip_kwargs(infer_architecture(meta_state_dict(FULL[name])))
+    original.setdefault("vision_head_width", 64)  # cn_clip's CLIP default, which ViT-H-14's config overrides
+    assert {key: original[key] for key in ours} == ours
+
+
+def test_user_config_changing_a_fixed_setting_is_refused():
+    state = meta_state_dict(REDUCED["ViT-B-16"])
+    config = convert_state_dict(state).config
+    config.vision_config.hidden_act = "gelu"
+    config.text_config.layer_norm_eps = 1e-5
+    with pytest.raises(ConfigMismatchError) as caught:
+        convert_state_dict(state, config=config)
+    assert "vision_config.hidden_act = 'gelu'; Chinese-CLIP uses 'quick_gelu'" in str(caught.value)
+    assert "text_config.layer_norm_eps = 1e-05; Chinese-CLIP uses 1e-12" in str(caught.value)

@@ -16,7 +16,7 @@ from test_mapping import small_config
 from transformers import ChineseCLIPModel
 
 from chclip_convert import MappingError, OutputError, UnsupportedCheckpointError, convert_checkpoint, load_checkpoint
-from chclip_convert.compare import cn_clip_kwargs
+from chclip_convert.architecture import cn_clip_kwargs
 from chclip_convert.reverse import load_folder_state, reverse_folder, reverse_state_dict
 from chclip_convert.verify import verify
 
