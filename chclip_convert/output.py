@@ -1,6 +1,6 @@
-"""The output folder: checked before anything is written, filled in a temporary folder beside it, and
-renamed into place only when complete. An existing folder is replaced only with ``overwrite``, and only
-after the new one is complete.
+"""Every output — a converted folder, a reversed ``.pt`` file — is checked before anything is written, filled
+at a temporary path beside it, and moved into place only when complete. An existing output is replaced only
+with ``overwrite``, and only after the new one is complete; the input is never written to.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ OLD_SUFFIX = ".chclip-old"
 
 
 def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, overwrite: bool) -> Path:
-    """Refuse an output that is the input, is a file, or is a non-empty folder without ``overwrite``."""
+    """Refuse a folder output that is or holds the input, is a file, or is not empty without ``overwrite``."""
     output_dir = Path(output_dir).expanduser()
-    resolved = output_dir.resolve()
-    if input_path is not None:
-        source = Path(input_path).resolve()
-        if source.is_relative_to(resolved):
-            raise OutputError(
-                f"the output folder would hold or replace the input checkpoint {source}; choose another folder.",
-                path=output_dir,
-            )
+    if input_path is not None and Path(input_path).resolve().is_relative_to(output_dir.resolve()):
+        raise OutputError(
+            f"the output folder would hold or replace the input checkpoint {Path(input_path).resolve()}; "
+            "choose another folder.",
+            path=output_dir,
+        )
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError("exists and is a file, not a folder; choose a folder path.", path=output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
@@ -36,65 +34,89 @@ def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, o
             "once the new folder is complete, or choose another path.",
             path=output_dir,
         )
-    parent = resolved.parent
+    _check_writable_parent(output_dir)
+    return output_dir
+
+
+def check_output_file(output: str | Path, *, input_folder: str | Path, overwrite: bool) -> Path:
+    """Refuse a file output that is a folder, exists without ``overwrite``, or lies inside the input folder."""
+    output = Path(output).expanduser()
+    if output.is_dir():
+        raise OutputError("is a folder; give the path of the .pt file to write.", path=output)
+    if output.exists() and not overwrite:
+        raise OutputError("exists; pass --overwrite (overwrite=True) to replace it.", path=output)
+    if output.resolve().is_relative_to(Path(input_folder).resolve()):
+        raise OutputError(
+            f"lies inside the folder being reversed ({input_folder}), which is never written to; choose a path "
+            "outside it.",
+            path=output,
+        )
+    _check_writable_parent(output)
+    return output
+
+
+def _check_writable_parent(output: Path) -> None:
+    parent = output.resolve().parent
     while not parent.exists() and parent != parent.parent:  # the folder that will hold the new ones
         parent = parent.parent
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(
             f"cannot write in its parent folder {parent} (permission denied); choose a folder you can write to.",
-            path=output_dir,
+            path=output,
         )
-    return output_dir
 
 
 @contextlib.contextmanager
-def atomic_output_dir(output_dir: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``output_dir``; on success, move it into place.
+def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` — a fresh empty folder, or (``folder=False``) a file path to
+    write — and move it into place when the block ends without error.
 
-    On any error the temporary folder is removed and ``output_dir`` is left as it was. A temporary
-    folder left by a killed run (``NAME.chclip-partial``) is removed by the next run.
+    On any error the temporary path is removed and ``target`` is left as it was; a failed write (``OSError``)
+    becomes an :class:`OutputError`. A temporary path left by a killed run (``NAME.chclip-partial``) is removed
+    by the next run.
     """
-    output_dir = Path(output_dir)
-    partial = output_dir.with_name(output_dir.name + PARTIAL_SUFFIX)
-    old = output_dir.with_name(output_dir.name + OLD_SUFFIX)
+    target = Path(target)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         _remove(partial)
-        partial.mkdir()
+        if folder:
+            partial.mkdir()
     except OSError as error:
         raise OutputError(
-            f"cannot create the output folder: {error.strerror or error}; choose a folder you can write to.",
-            path=output_dir,
+            f"cannot create the output: {error.strerror or error}; choose a folder you can write to.", path=target
         ) from error
     try:
         yield partial
-        _swap_into_place(partial, output_dir, old, overwrite)
+        _move_into_place(partial, target, overwrite)
     except OSError as error:
         _remove(partial)
         raise OutputError(
             f"writing failed: {error.strerror or error}; nothing was changed. Free space or fix the permissions "
             "of the target's folder, then run again.",
-            path=output_dir,
+            path=target,
         ) from error
     except BaseException:
         _remove(partial)
         raise
 
 
-def _swap_into_place(partial: Path, output_dir: Path, old: Path, overwrite: bool) -> None:
-    if output_dir.exists():
-        if any(output_dir.iterdir()) and not overwrite:
-            raise OutputError("appeared while converting and is not empty; nothing was replaced.", path=output_dir)
-        _remove(old)
-        output_dir.rename(old)
-        try:
-            partial.rename(output_dir)
-        except OSError:
-            old.rename(output_dir)
-            raise
-        _remove(old)
-    else:
-        partial.rename(output_dir)
+def _move_into_place(partial: Path, target: Path, overwrite: bool) -> None:
+    """Rename ``partial`` to ``target``; an existing target is set aside first and restored if that fails."""
+    if not target.exists():
+        partial.rename(target)
+        return
+    if not overwrite and (target.is_file() or any(target.iterdir())):
+        raise OutputError("appeared while writing and is not empty; nothing was replaced.", path=target)
+    old = target.with_name(target.name + OLD_SUFFIX)
+    _remove(old)
+    target.rename(old)
+    try:
+        partial.rename(target)
+    except OSError:
+        old.rename(target)
+        raise
+    _remove(old)
 
 
 def _remove(path: Path) -> None:

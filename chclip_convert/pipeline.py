@@ -32,7 +32,7 @@ from .checkpoint import SourceCheckpoint, load_checkpoint
 from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
 from .errors import ConversionError
 from .folder import REPORT_FILE
-from .output import atomic_output_dir, check_output_dir
+from .output import atomic_output, check_output_dir
 from .provenance import ALGORITHM, CHECK_COMMAND, file_sha256_beside
 from .report import ConversionReport
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
@@ -184,7 +184,7 @@ def convert_checkpoint(
             plan = plan_conversion(source.state_dict, config=user_config, path=source.path, **options)
         vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
-        with atomic_output_dir(output_dir, overwrite=overwrite) as folder:
+        with atomic_output(output_dir, overwrite=overwrite) as folder:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side") as pool:
                 side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)

@@ -12,7 +12,6 @@ The result is what cn_clip's training writes — ``{"epoch", "step", "name", "st
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from pathlib import Path
 import torch
 
 from .convert import TensorLike, dtype_name
-from .errors import MappingError, OutputError
+from .errors import MappingError
 from .folder import BIN_FILE, folder_tensor_specs, load_folder_state, read_config
 from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
 from .ops import Op
+from .output import atomic_output, check_output_file
 from .report import (
     FILLED,
     MAPPED,
@@ -39,8 +39,6 @@ from .report import (
 )
 
 __all__ = ["BIN_FILE", "ReversePlan", "load_folder_state", "plan_reverse", "reverse_folder", "reverse_state_dict"]
-
-PARTIAL_SUFFIX = ".chclip-partial"
 
 
 @dataclass
@@ -223,16 +221,8 @@ def reverse_folder(
         ConversionError: (a subclass) for an unreadable or damaged folder, or an unusable output; nothing
             is written.
     """
-    folder, output = Path(folder), Path(output).expanduser()
-    if output.is_dir():
-        raise OutputError("is a folder; give the path of the .pt file to write.", path=output)
-    if output.exists() and not overwrite:
-        raise OutputError("exists; pass --overwrite (overwrite=True) to replace it.", path=output)
-    if output.resolve().is_relative_to(folder.resolve()):
-        raise OutputError(
-            f"lies inside the folder being reversed ({folder}), which is never written to; choose a path outside it.",
-            path=output,
-        )
+    folder = Path(folder)
+    output = check_output_file(output, input_folder=folder, overwrite=overwrite)
     plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
     state = plan.apply(load_folder_state(folder))
     payload: dict = (
@@ -245,7 +235,8 @@ def reverse_folder(
             "state_dict": {f"module.{k}": v for k, v in state.items()},
         }
     )
-    _save_atomically(payload, output)
+    with atomic_output(output, overwrite=overwrite, folder=False) as partial:
+        _torch_save(payload, partial)
     return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)
 
 
@@ -263,20 +254,8 @@ def folder_expected_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | N
         raise CheckpointReadError(f"config.json does not describe a buildable model: {error}", path=folder) from error
 
 
-def _save_atomically(payload: dict, output: Path) -> None:
-    partial = output.with_name(output.name + PARTIAL_SUFFIX)
+def _torch_save(payload: dict, path: Path) -> None:
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, partial)
-        os.replace(partial, output)
-    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
-        partial.unlink(missing_ok=True)
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-        raise OutputError(
-            f"writing failed: {reason}; nothing was changed. Free space or fix the permissions of the target's "
-            "folder, then run again.",
-            path=output,
-        ) from error
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        torch.save(payload, path)
+    except RuntimeError as error:  # how torch.save reports a failed write (a full disk, say)
+        raise OSError(str(error).splitlines()[0]) from error
