@@ -139,70 +139,28 @@ def write_image_processor(folder: Path, image_size: int) -> list[str]:
     return [PREPROCESSOR_FILE]
 
 
-def provenance_section(source_name: str, sha256_recorded: bool, command: str) -> str:
-    """How the card's identifiers were computed and the commands that recompute them from the checkpoint."""
-    sha256 = (
-        f"The source file SHA-256 covers every byte of the file (optimizer state included): `sha256sum {source_name}`."
-        if sha256_recorded
-        else "The whole file's SHA-256 was not computed; `chclip-convert --sha256` records it too."
-    )
-    return f"""## Provenance
-
-The source weights digest identifies the weights this folder was converted from: BLAKE2b-256 over every
-tensor the conversion read — name, dtype, shape and bytes — and nothing else of the file (no optimizer
-state, no training counters; see `chclip_convert.provenance`). It is also `source_weights_digest` in
-`conversion_report.json`. Recompute it from the checkpoint:
-
-```bash
-{command} {source_name}
-```
-
-```python
-from chclip_convert.provenance import source_weights_digest
-
-print(source_weights_digest("{source_name}"))
-```
-
-{sha256}
-"""
+NO_VOCAB_WARNING = (
+    "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
+    "folder. Re-run with --vocab path/to/vocab.txt (cn_clip's clip/vocab.txt), put vocab.txt beside the "
+    "checkpoint, or install cn_clip."
+)
 
 
-def write_model_card(
-    folder: Path, facts: dict[str, str], report_summary: str, notes: list[str], provenance: str = ""
-) -> list[str]:
-    """Write ``README.md`` recording where the weights came from and what the conversion found."""
-    rows = "\n".join(f"| {key} | {value} |" for key, value in facts.items())
-    noted = "\n".join(f"- {note}" for note in notes) or "- none"
-    text = f"""---
-library_name: transformers
-pipeline_tag: zero-shot-image-classification
-tags:
-- chinese-clip
-- converted
----
+def choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:
+    """The vocabulary to write a tokenizer from, a description of it, and warnings.
 
-# Chinese-CLIP ({facts.get("architecture", "converted")})
-
-Converted from an original Chinese-CLIP checkpoint (cn_clip format) by chclip-convert.
-
-| | |
-|---|---|
-{rows}
-
-Conversion report: {report_summary}
-
-Notes:
-{noted}
-
-```python
-from transformers import ChineseCLIPModel, ChineseCLIPProcessor
-
-model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
-# backend="pil" resizes exactly as cn_clip does; transformers' default torchvision backend (when
-# torchvision is installed) resizes slightly differently (pixel values differ by up to ~0.015).
-processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder", backend="pil")
-```
-
-{provenance}"""
-    (folder / "README.md").write_text(text, encoding="utf-8")
-    return ["README.md"]
+    A vocabulary the user named must fit the model; one found on its own that does not fit is skipped.
+    """
+    path, origin = find_vocab(vocab, checkpoint)
+    if path is None:
+        return None, "not written (no vocabulary)", [NO_VOCAB_WARNING]
+    mismatch = vocab_mismatch(path, vocab_size)
+    if mismatch and origin == "given":
+        raise ConversionError(mismatch, path=path)
+    if mismatch:
+        return (
+            None,
+            "not written (no fitting vocabulary)",
+            [f"{path} ({origin}) not used: {mismatch} No tokenizer was written."],
+        )
+    return path, f"{path} ({origin})", []

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .errors import CheckpointReadError, UnsupportedCheckpointError
+from .errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
 from .safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
+
+if TYPE_CHECKING:
+    from transformers import ChineseCLIPConfig
 
 BIN_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
 REPORT_FILE = "conversion_report.json"
 
 _SAFETENSORS_DTYPES = {
@@ -117,24 +121,38 @@ def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        message = f"{name} is not valid JSON ({error}); restore it or convert again."
+        message = f"{name} is not valid JSON ({error})."
         raise CheckpointReadError(message, path=folder) from error
     if not isinstance(data, dict):
         raise CheckpointReadError(f"{name} holds {type(data).__name__}, not a JSON object.", path=folder)
     return data
 
 
-def read_config(folder: str | Path):
+def read_config(folder: str | Path) -> ChineseCLIPConfig | None:
     """The folder's ``config.json`` as a ``ChineseCLIPConfig``, or ``None`` if it has none."""
+    data = read_json(folder, CONFIG_FILE)
+    return None if data is None else _chinese_clip_config(data, Path(folder) / CONFIG_FILE)
+
+
+def load_config(path: str | Path) -> ChineseCLIPConfig:
+    """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
+    path = Path(path).expanduser()
+    file = path / CONFIG_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ConversionError("config file not found.", path=file)
+    data = read_json(file.parent, file.name)
+    if data.get("model_type", "chinese_clip") != "chinese_clip":
+        raise ConversionError(f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file)
+    return _chinese_clip_config(data, file)
+
+
+def _chinese_clip_config(data: dict[str, Any], file: Path) -> ChineseCLIPConfig:
     from transformers import ChineseCLIPConfig
 
-    data = read_json(folder, CONFIG_FILE)
-    if data is None:
-        return None
     try:
         return ChineseCLIPConfig.from_dict(data)
     except Exception as error:  # transformers validates configs with assorted exception types
-        raise CheckpointReadError(f"{CONFIG_FILE} is not a valid ChineseCLIPConfig: {error}", path=folder) from error
+        raise CheckpointReadError(f"not a valid ChineseCLIPConfig: {error}", path=file) from error
 
 
 def read_overrides(folder: str | Path) -> dict[str, Any] | None:

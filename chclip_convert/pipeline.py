@@ -20,110 +20,27 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from . import assets
-from .architecture import Architecture
 from .checkpoint import SourceCheckpoint, load_checkpoint
 from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
 from .errors import ConversionError
-from .folder import REPORT_FILE
+from .folder import CARD_FILE, REPORT_FILE, load_config
 from .output import atomic_output, check_output_dir
-from .provenance import ALGORITHM, CHECK_COMMAND, file_sha256_beside
-from .report import ConversionReport
+from .provenance import file_sha256_beside
 from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
+from .summary import ConversionSummary
 from .tensor_checks import TensorChecks
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
-NO_VOCAB_WARNING = (
-    "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
-    "folder. Re-run with --vocab path/to/vocab.txt (cn_clip's clip/vocab.txt), put vocab.txt beside the "
-    "checkpoint, or install cn_clip."
-)
-
 ProgressCallback = Callable[[int, int], None]  # (bytes written so far, total bytes)
-
-
-@dataclass
-class ConversionSummary:
-    """What a conversion read, found and wrote."""
-
-    output_dir: Path
-    source: Path
-    source_weights_digest: str  # see chclip_convert.provenance
-    source_sha256: str | None  # of the whole file, only when asked for (file_sha256=True, --sha256)
-    wrapper: str
-    architecture: Architecture
-    report: ConversionReport
-    parameter_count: int
-    config_dtype: str
-    dtypes_written: dict[str, int]
-    files: list[str]
-    vocabulary: str
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    overrides: dict = field(default_factory=dict)  # options that shape the folder, read back by verify
-
-    def to_text(self) -> str:
-        dtypes = ", ".join(f"{name} ({count} tensors)" for name, count in sorted(self.dtypes_written.items()))
-        lines = [
-            f"Converted {self.source.name} → {self.output_dir}",
-            f"  architecture: {self.architecture.description}",
-            f"  source:       {self.wrapper}, weights digest {self.source_weights_digest[:16]}…"
-            + (f", file sha256 {self.source_sha256[:16]}…" if self.source_sha256 else ""),
-            f"  parameters:   {self.parameter_count:,}",
-            f"  dtype:        config {self.config_dtype}; written {dtypes}",
-            f"  report:       {self.report.summary()}",
-            f"  tokenizer:    {self.vocabulary}",
-            f"  files:        {', '.join(self.files)}",
-            f"  time:         {self.seconds:.1f} s",
-        ]
-        lines += [f"  note: {note}" for note in self.report.notes]
-        lines += [f"  warning: {warning}" for warning in self.warnings]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {
-            "output_dir": str(self.output_dir),
-            "source": str(self.source),
-            "source_weights_digest": self.source_weights_digest,
-            "source_weights_digest_algorithm": ALGORITHM,
-            "source_sha256": self.source_sha256,
-            "wrapper": self.wrapper,
-            "architecture": self.architecture.to_dict(),
-            "parameter_count": self.parameter_count,
-            "config_dtype": self.config_dtype,
-            "dtypes_written": self.dtypes_written,
-            "files": self.files,
-            "vocabulary": self.vocabulary,
-            "seconds": self.seconds,
-            "warnings": self.warnings,
-            "overrides": self.overrides,
-            "report": self.report.to_dict(),
-        }
-
-
-def load_config(path: str | Path) -> ChineseCLIPConfig:
-    """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
-    from transformers import ChineseCLIPConfig
-
-    path = Path(path).expanduser()
-    file = path / "config.json" if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConversionError("config file not found.", path=file) from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConversionError(f"config file is not valid JSON ({error}).", path=file) from error
-    if data.get("model_type", "chinese_clip") != "chinese_clip":
-        raise ConversionError(f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file)
-    return ChineseCLIPConfig.from_dict(data)
 
 
 def convert_checkpoint(
@@ -182,7 +99,7 @@ def convert_checkpoint(
             plan = plan_from_table(source.state_dict, path=source.path, **options)
         else:  # transformers was imported to read the config anyway
             plan = plan_conversion(source.state_dict, config=user_config, path=source.path, **options)
-        vocab_path, vocabulary, summary_warnings = _choose_vocab(vocab, source.path, plan.architecture.vocab_size)
+        vocab_path, vocabulary, vocab_warnings = assets.choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
         with atomic_output(output_dir, overwrite=overwrite) as folder:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side") as pool:
@@ -195,18 +112,19 @@ def convert_checkpoint(
                 source_weights_digest=streamed.digest,
                 source_sha256=sha256() if sha256 else None,
                 wrapper=source.wrapper + (" with module. prefix" if source.had_module_prefix else ""),
+                skipped=tuple(source.skipped),
                 architecture=plan.architecture,
                 report=plan.report,
                 parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
                 config_dtype=str(plan.config.dtype),
                 dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
-                files=streamed.files + side_files,
+                files=tuple(sorted([*streamed.files, *side_files, CARD_FILE, REPORT_FILE])),
                 vocabulary=vocabulary,
-                seconds=0.0,
-                warnings=summary_warnings + _non_finite_warning(streamed.non_finite),
+                seconds=time.perf_counter() - started,
+                warnings=tuple(vocab_warnings + _non_finite_warning(streamed.non_finite)),
                 overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
             )
-            _write_card_and_report(folder, summary, source.skipped, started)
+            _write_card_and_report(folder, summary)
     for warning in summary.warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
@@ -235,36 +153,11 @@ def _non_finite_warning(keys: list[str]) -> list[str]:
     ]
 
 
-def _write_card_and_report(folder: Path, summary: ConversionSummary, skipped: list[str], started: float) -> None:
-    """The model card and ``conversion_report.json``, the last files written; sets the summary's files and time."""
-    notes = summary.report.notes + summary.warnings
-    provenance = assets.provenance_section(summary.source.name, summary.source_sha256 is not None, CHECK_COMMAND)
-    facts = _card_facts(summary, skipped)
-    card = assets.write_model_card(folder, facts, summary.report.summary(), notes, provenance)
-    summary.files = sorted([*summary.files, *card, REPORT_FILE])
-    summary.seconds = time.perf_counter() - started
+def _write_card_and_report(folder: Path, summary: ConversionSummary) -> None:
+    """The model card and ``conversion_report.json``, the last files written."""
+    (folder / CARD_FILE).write_text(summary.model_card(), encoding="utf-8")
     report_text = json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
     (folder / REPORT_FILE).write_text(report_text, encoding="utf-8")
-
-
-def _choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:
-    """The vocabulary to write a tokenizer from, a description of it, and warnings.
-
-    A vocabulary the user named must fit the model; one found on its own that does not fit is skipped.
-    """
-    path, origin = assets.find_vocab(vocab, checkpoint)
-    if path is None:
-        return None, "not written (no vocabulary)", [NO_VOCAB_WARNING]
-    mismatch = assets.vocab_mismatch(path, vocab_size)
-    if mismatch and origin == "given":
-        raise ConversionError(mismatch, path=path)
-    if mismatch:
-        return (
-            None,
-            "not written (no fitting vocabulary)",
-            [f"{path} ({origin}) not used: {mismatch} No tokenizer was written."],
-        )
-    return path, f"{path} ({origin})", []
 
 
 @dataclass
@@ -326,17 +219,3 @@ def _model_side(
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
     return plan, files
-
-
-def _card_facts(summary: ConversionSummary, skipped: list[str]) -> dict[str, str]:
-    dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(summary.dtypes_written.items()))
-    return {
-        "source file": f"`{summary.source.name}`",
-        "source weights digest": f"`{summary.source_weights_digest}`",
-        **({"source file SHA-256": f"`{summary.source_sha256}`"} if summary.source_sha256 else {}),
-        "source layout": summary.wrapper + (f" (not read: {', '.join(skipped)})" if skipped else ""),
-        "architecture": summary.architecture.description,
-        "image size": f"{summary.architecture.image_size} px",
-        "parameters": f"{summary.parameter_count:,}",
-        "dtype": f"{summary.config_dtype} (tensors: {dtypes})",
-    }

@@ -135,6 +135,34 @@ def file_sha256_beside(path: Path) -> Iterator[Callable[[], str]]:
         thread.join()
 
 
+def card_section(source_name: str, sha256_recorded: bool) -> str:
+    """How the card's identifiers were computed and the commands that recompute them from the checkpoint."""
+    sha256 = (
+        f"The source file SHA-256 covers every byte of the file (optimizer state included): `sha256sum {source_name}`."
+        if sha256_recorded
+        else "The whole file's SHA-256 was not computed; `chclip-convert --sha256` records it too."
+    )
+    return f"""## Provenance
+
+The source weights digest identifies the weights this folder was converted from: BLAKE2b-256 over every
+tensor the conversion read — name, dtype, shape and bytes — and nothing else of the file (no optimizer
+state, no training counters; see `chclip_convert.provenance`). It is also `source_weights_digest` in
+`conversion_report.json`. Recompute it from the checkpoint:
+
+```bash
+{CHECK_COMMAND} {source_name}
+```
+
+```python
+from chclip_convert.provenance import source_weights_digest
+
+print(source_weights_digest("{source_name}"))
+```
+
+{sha256}
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=CHECK_COMMAND, description="Print a checkpoint's source weights digest (and, asked, its SHA-256)."

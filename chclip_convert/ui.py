@@ -23,8 +23,9 @@ from .inspection import (
     rows_to_html,
 )
 from .output import check_output_dir
-from .pipeline import ConversionSummary, convert_checkpoint
+from .pipeline import convert_checkpoint
 from .report import PROBLEM_STATUSES, ConversionReport
+from .summary import ConversionSummary
 
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
@@ -120,7 +121,7 @@ class ConvertUI:
             self.status.value = _message_html(str(error), error=True)
         else:
             self.progress.value, self.progress.bar_style = 1.0, "success"
-            self.status.value = summary_html(self.summary)
+            self.status.value = self.summary.to_html()
         finally:
             self._validate()
 
@@ -156,25 +157,6 @@ class ConvertUI:
                 self.status,
             ]
         )
-
-
-def summary_html(summary: ConversionSummary) -> str:
-    """The conversion summary as a small HTML block (architecture, parameters, dtype, files, report)."""
-    report = summary.report
-    state = "all keys accounted for" if report.ok else "problems"
-    dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(summary.dtypes_written.items()))
-    rows = [
-        ("architecture", summary.architecture.description),
-        ("parameters", f"{summary.parameter_count:,}"),
-        ("dtype", f"config {summary.config_dtype}; tensors {dtypes}"),
-        ("report", f"{state}: {report.summary()}"),
-        ("tokenizer", summary.vocabulary),
-        ("files", ", ".join(summary.files)),
-        ("written to", str(summary.output_dir)),
-    ]
-    cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    notes = "".join(f"<li>{html.escape(note)}</li>" for note in [*report.notes, *summary.warnings])
-    return f"<b>Converted.</b><table>{cells}</table>" + (f"<ul>{notes}</ul>" if notes else "")
 
 
 def _inline(message: str | None) -> str:

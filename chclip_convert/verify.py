@@ -197,7 +197,7 @@ def _conversion_options(folder: Path, vision_heads, text_heads, config) -> tuple
     """The options to expect, and notes. Head counts and a config come only from the caller: they are
     invisible in the weights, so the folder under test cannot vouch for them. The dtype, which the tensors
     show anyway, is taken as the folder records it."""
-    from .pipeline import load_config
+    from .folder import load_config
 
     try:
         recorded = read_overrides(folder)

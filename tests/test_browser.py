@@ -108,7 +108,7 @@ def test_convert_in_the_browser(voila_url, page, tmp_path):
     page.wait_for_function("b => !b.disabled", arg=convert.element_handle(), timeout=30_000)
     convert.click()
     page.locator(f".widget-html:has-text('{output}')").wait_for(timeout=120_000)
-    assert "all keys accounted for" in page.locator(f".widget-html:has-text('{output}')").inner_text()
+    assert "OK: source keys" in page.locator(f".widget-html:has-text('{output}')").inner_text()
     page.locator(".progress-bar-success").wait_for(timeout=30_000)
     page.screenshot(path=SHOTS / "01_convert_after.png", full_page=True)
     model = ChineseCLIPModel.from_pretrained(output)

@@ -53,7 +53,7 @@ def test_file_sha256_only_when_asked(trained, tmp_path, capsys):
     assert main([str(path), str(tmp_path / "hf"), "--no-progress", "--sha256"]) == 0
     report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
     assert report["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert f"`{report['source_sha256']}`" in (tmp_path / "hf" / "README.md").read_text()
+    assert f"| file SHA-256 | {report['source_sha256']} |" in (tmp_path / "hf" / "README.md").read_text()
     assert provenance_main([str(path), "--sha256"]) == 0
     printed = capsys.readouterr().out
     assert f"source_weights_digest {report['source_weights_digest']}" in printed
