@@ -378,3 +378,16 @@ def majority_dtype(specs: list[tuple[str, tuple[int, ...], torch.dtype]]) -> tor
     for _, shape, dtype in specs:
         elements[dtype] += math.prod(shape)
     return elements.most_common(1)[0][0] if elements else torch.float32
+
+
+def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[str, str, torch.Tensor | None]]:
+    """Target name → (source key, op name, the values the table puts there: a q/k/v slice, a transposed
+    matrix, ...); the values are ``None`` where the op cannot apply (a fused tensor of the wrong size)."""
+    implied: dict[str, tuple[str, str, torch.Tensor | None]] = {}
+    for step in table_steps(source_state):
+        try:
+            pieces = [(target, piece) for target, piece, _ in apply_steps([step], source_state.__getitem__)]
+        except ValueError:
+            pieces = [(target, None) for target in step.targets]
+        implied.update((target, (step.source, step.op.name, piece)) for target, piece in pieces)
+    return implied

@@ -8,9 +8,10 @@ from transformers import ChineseCLIPModel
 
 from chclip_convert import convert_checkpoint, load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
-from chclip_convert.inspection import compare_weights, inspect_checkpoint
+from chclip_convert.inspection import inspect_checkpoint
+from chclip_convert.weight_stats import compare_weights
 from chclip_convert.reverse import load_folder_state
-from chclip_convert.ui import ConvertUI, HistogramUI, KeyInspectorUI
+from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
 
 
 @pytest.fixture

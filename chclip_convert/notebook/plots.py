@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .inspection import STATS, TensorComparison
+from ..weight_stats import STATS, TensorComparison
 
 OP_MARKERS = {"rename": "o", "split": "^", "transpose": "s"}
 MISSING_COLOUR = "#d62728"

@@ -7,8 +7,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .compare import quiet_transformers
-from .demo import damaged_copy, write_demo_checkpoint
+from ..compare import quiet_transformers
+from ..demo import damaged_copy, write_demo_checkpoint
 
 DEMO_DIR = Path("demo-work")
 

@@ -13,22 +13,54 @@ from pathlib import Path
 import ipywidgets as W
 import torch
 
-from .checkpoint import check_checkpoint_path
-from .constants import DTYPE_CHOICES
-from .errors import ConversionError
-from .inspection import (
-    TensorComparison,
-    filter_rows,
-    implied_targets,
-    rows_to_html,
-)
-from .output import check_output_dir
-from .pipeline import convert_checkpoint
-from .report import PROBLEM_STATUSES, ConversionReport
-from .summary import ConversionSummary
+from ..checkpoint import check_checkpoint_path
+from ..constants import DTYPE_CHOICES
+from ..convert import implied_targets
+from ..errors import ConversionError
+from ..inspection import filter_rows
+from ..output import check_output_dir
+from ..pipeline import convert_checkpoint
+from ..report import FIXES, PROBLEM_STATUSES, ConversionReport
+from ..summary import ConversionSummary
+from ..weight_stats import TensorComparison
 
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
+
+
+STATUS_COLOURS = {
+    "mapped": "#e8f5e9",
+    "transformed": "#e3f2fd",
+    "filled": "#f1f8e9",
+    "ignored": "#eeeeee",
+    "unused": "#fff3e0",
+    "missing": "#ffebee",
+    "shape_mismatch": "#fce4ec",
+    "conflict": "#fce4ec",
+}
+
+
+def rows_to_html(rows: list[dict], *, limit: int = 400) -> str:
+    """An HTML table of report rows, coloured by status, with how to fix each kind of problem."""
+    header = "".join(f"<th>{name}</th>" for name in ("side", "key", "status", "shape", "dtype", "counterpart", "note"))
+    body = []
+    for row in rows[:limit]:
+        note = row["reason"] or FIXES.get(row["status"], "")
+        cells = [row["side"], row["key"], row["status"], _shape(row["shape"]), row["dtype"], row["counterpart"], note]
+        colour = STATUS_COLOURS.get(row["status"], "white")
+        tds = "".join(f"<td>{html.escape(str(cell if cell is not None else ''))}</td>" for cell in cells)
+        body.append(f'<tr style="background:{colour}">{tds}</tr>')
+    more = f"<p>… {len(rows) - limit} more rows</p>" if len(rows) > limit else ""
+    return (
+        '<table style="font-family:monospace;font-size:11px;border-collapse:collapse">'
+        f"<thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    )
+
+
+def _shape(shape: list[int] | None) -> str:
+    if shape is None:
+        return "-"
+    return "×".join(map(str, shape)) or "scalar"
 
 
 def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:
