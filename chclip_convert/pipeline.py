@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from huggingface_hub.serialization._base import parse_size_to_int
 
 from . import assets
 from .architecture import Architecture
@@ -35,7 +36,7 @@ from .folder import REPORT_FILE
 from .output import atomic_output_dir, check_output_dir
 from .provenance import ALGORITHM, CHECK_COMMAND, file_sha256_beside
 from .report import ConversionReport
-from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
+from .safetensors_writer import TensorSpec, spec_nbytes, write_weights
 from .tensor_checks import TensorChecks
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ def convert_checkpoint(
         dtype: ``"auto"`` (keep every tensor's dtype) or ``"float32"``/``"float16"``/``"bfloat16"``.
         vocab: a ``vocab.txt``; by default one beside the checkpoint, else cn_clip's when installed.
         config: an optional ``config.json`` path or config, checked against the weights.
-        max_shard_size: weights above this size are split into shards with an index (``"5GB"``, bytes).
+        max_shard_size: weights above this size are split into shards with an index: ``"5GB"``, ``"500MB"``
+            (units KB, MB, GB, TB) or an int of bytes.
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
         progress: called as ``progress(bytes_written, total_bytes)`` while the weights are written.
@@ -169,10 +171,7 @@ def convert_checkpoint(
     """
     started = time.perf_counter()
     output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
-    try:
-        max_shard_bytes = parse_size(max_shard_size)
-    except ValueError as error:
-        raise ConversionError(f"--max-shard-size: {error}.") from error
+    max_shard_bytes = _shard_bytes(max_shard_size)
     user_config = load_config(config) if isinstance(config, str | Path) else config
     with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
@@ -210,6 +209,19 @@ def convert_checkpoint(
     for warning in summary.warnings:
         warnings.warn(warning, stacklevel=2)
     return summary
+
+
+def _shard_bytes(max_shard_size: int | str) -> int:
+    """``max_shard_size`` in bytes: an int as it is, a string in huggingface_hub's units (``"5GB"``, ``"500MB"``)."""
+    try:  # OverflowError: "infGB"
+        size = max_shard_size if isinstance(max_shard_size, int) else parse_size_to_int(max_shard_size)
+    except (ValueError, OverflowError) as error:
+        raise ConversionError(f"--max-shard-size: {error}") from error
+    if size <= 0:
+        raise ConversionError(
+            f"--max-shard-size: {max_shard_size!r} is not a positive size; write it like 5GB or 500MB."
+        )
+    return size
 
 
 def conversion_overrides(
