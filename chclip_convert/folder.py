@@ -12,6 +12,7 @@ import torch
 
 from .errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
 from .safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
+from .safetensors_writer import SAFETENSORS_DTYPES
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
@@ -21,18 +22,7 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 REPORT_FILE = "conversion_report.json"
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+_SAFETENSORS_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ import torch
 from . import assets
 from .checkpoint import SourceCheckpoint, load_checkpoint
 from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
-from .errors import ConversionError
 from .folder import CARD_FILE, REPORT_FILE, load_config
 from .output import atomic_output, check_output_dir
 from .provenance import file_sha256_beside
-from .safetensors_writer import TensorSpec, parse_size, spec_nbytes, write_weights
+from .safetensors_writer import TensorSpec, shard_size_bytes, spec_nbytes, write_weights
 from .summary import ConversionSummary
 from .tensor_checks import TensorChecks
 
@@ -66,7 +65,8 @@ def convert_checkpoint(
         dtype: ``"auto"`` (keep every tensor's dtype) or ``"float32"``/``"float16"``/``"bfloat16"``.
         vocab: a ``vocab.txt``; by default one beside the checkpoint, else cn_clip's when installed.
         config: an optional ``config.json`` path or config, checked against the weights.
-        max_shard_size: weights above this size are split into shards with an index (``"5GB"``, bytes).
+        max_shard_size: weights above this size are split into shards with an index: ``"5GB"``, ``"500MB"``
+            (units KB, MB, GB, TB) or an int of bytes.
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
         progress: called as ``progress(bytes_written, total_bytes)`` while the weights are written.
@@ -86,10 +86,7 @@ def convert_checkpoint(
     """
     started = time.perf_counter()
     output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
-    try:
-        max_shard_bytes = parse_size(max_shard_size)
-    except ValueError as error:
-        raise ConversionError(f"--max-shard-size: {error}.") from error
+    max_shard_bytes = shard_size_bytes(max_shard_size)
     user_config = load_config(config) if isinstance(config, str | Path) else config
     with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None

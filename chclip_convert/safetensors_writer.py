@@ -1,27 +1,37 @@
 """Writing safetensors files tensor by tensor, with shards and an index.
 
-The ``safetensors`` library's ``save_file`` wants every tensor in memory at once and refuses tensors that
-share storage (q, k and v are views of one fused tensor). This writer computes the header from names,
-shapes and dtypes alone, then writes each tensor's bytes as an iterator produces it: one tensor is in
-memory at a time. The files it writes
-are read by ``safetensors.safe_open`` and ``from_pretrained`` as any others.
+This module writes the bytes itself because ``safetensors.torch.save_file`` needs every tensor in memory at
+once and refuses tensors that share storage (q, k and v are views of one fused tensor). Each file's header is
+computed from names, shapes and dtypes alone; each tensor is then written at its place as an iterator
+produces it, so one tensor is in memory at a time. huggingface_hub plans the shards, names the files and
+gives the index, as for ``save_pretrained``; the files are read by ``safetensors.safe_open`` and
+``from_pretrained`` as any others.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.constants import SAFETENSORS_INDEX_FILE as INDEX_FILE
+from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
+
+# the parser huggingface_hub's own sharding applies to a size string (not exported under a public name)
+from huggingface_hub.serialization._base import parse_size_to_int
+
+from .errors import ConversionError
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",
     torch.float32: "F32",
     torch.float16: "F16",
     torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
     torch.int64: "I64",
     torch.int32: "I32",
     torch.int16: "I16",
@@ -29,32 +39,9 @@ SAFETENSORS_DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 Progress = Callable[[int], None]  # called with the number of bytes just written
-
-
-def parse_size(size: int | str) -> int:
-    """``"5GB"`` → 5_000_000_000, ``"500MiB"`` → 524_288_000; an int is taken as bytes."""
-    if isinstance(size, int):
-        value = size
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", size, flags=re.IGNORECASE)
-        if not match:
-            raise ValueError(f"cannot read size {size!r}; write it like 5GB, 500MB or 2GiB")
-        value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()])
-    if value <= 0:
-        raise ValueError(f"size must be positive, got {size!r}")
-    return value
-
-
 TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # (name, shape, dtype) of a tensor to write
-
-
-def tensor_nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def spec_nbytes(spec: TensorSpec) -> int:
@@ -62,61 +49,56 @@ def spec_nbytes(spec: TensorSpec) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
-def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
-    """Group tensors, in the given order, into shards of at most ``max_shard_bytes`` (a larger tensor gets
-    its own)."""
-    shards: list[list[TensorSpec]] = [[]]
-    size = 0
-    for spec in specs:
-        nbytes = spec_nbytes(spec)
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += nbytes
-    return shards
-
-
-def write_safetensors(
-    path: Path,
-    specs: list[TensorSpec],
-    tensors: Iterator[tuple[str, torch.Tensor]],
-    *,
-    metadata: dict[str, str] | None = None,
-    progress: Progress | None = None,
-) -> None:
-    """Write one safetensors file: the header from ``specs``, then each tensor as ``tensors`` yields it.
-
-    ``tensors`` must yield exactly the tensors of ``specs``, in order; each is released once written.
-    """
-    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
-    offset = 0
+def _header(specs: list[TensorSpec]) -> tuple[bytes, list[int]]:
+    """A file's header (its length first, padded so the data starts at a multiple of 8, as safetensors does)
+    and where each tensor's data starts in the file."""
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    starts, offset = [], 0
     for spec in specs:
         name, shape, dtype = spec
         if dtype not in SAFETENSORS_DTYPES:
             raise ValueError(f"{name}: dtype {dtype} cannot be stored in safetensors")
         nbytes = spec_nbytes(spec)
-        header[name] = {
+        entries[name] = {
             "dtype": SAFETENSORS_DTYPES[dtype],
             "shape": list(shape),
             "data_offsets": [offset, offset + nbytes],
         }
+        starts.append(offset)
         offset += nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # align the data section to 8 bytes, as safetensors does
-    with open(path, "wb") as stream:
-        stream.write(len(encoded).to_bytes(8, "little"))
-        stream.write(encoded)
-        for name, shape, dtype in specs:
-            got, tensor = next(tensors)
-            if got != name or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
-                raise RuntimeError(
-                    f"expected {name} {list(shape)} {dtype}, got {got} {list(tensor.shape)} {tensor.dtype}"
-                )
+    encoded = json.dumps(entries, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return len(encoded).to_bytes(8, "little") + encoded, [8 + len(encoded) + start for start in starts]
+
+
+def write_safetensors(
+    files: dict[Path, list[TensorSpec]],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Write each file's header, then each tensor at its place in its file as ``tensors`` yields it.
+
+    ``tensors`` must yield each tensor of ``files`` once, in any order; each is released once written.
+    """
+    places: dict[str, tuple[Path, int, TensorSpec]] = {}
+    for path, specs in files.items():
+        header, starts = _header(specs)
+        path.write_bytes(header)
+        places.update({spec[0]: (path, start, spec) for spec, start in zip(specs, starts, strict=True)})
+    for _ in range(len(places)):
+        got, tensor = next(tensors)
+        if got not in places:
+            raise RuntimeError(f"{got} is not to be written, or was already written")
+        path, start, (name, shape, dtype) = places.pop(got)
+        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+            raise RuntimeError(f"expected {name} {list(shape)} {dtype}, got {list(tensor.shape)} {tensor.dtype}")
+        with open(path, "r+b") as stream:
+            stream.seek(start)
             stream.write(raw_bytes(tensor))
-            if progress is not None:
-                progress(tensor_nbytes(tensor))
-            del tensor
+        if progress is not None:
+            progress(tensor.nbytes)
+        del tensor
 
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:
@@ -133,20 +115,30 @@ def write_weights(
     max_shard_bytes: int,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names."""
-    shards = plan_shards(specs, max_shard_bytes)
-    if len(shards) == 1:
-        write_safetensors(folder / SINGLE_FILE, shards[0], tensors, progress=progress)
-        return [SINGLE_FILE]
-    files, weight_map = [], {}
-    for number, shard in enumerate(shards, start=1):
-        file_name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        write_safetensors(folder / file_name, shard, tensors, progress=progress)
-        weight_map.update({name: file_name for name, _, _ in shard})
-        files.append(file_name)
-    index = {
-        "metadata": {"total_size": sum(spec_nbytes(spec) for spec in specs)},
-        "weight_map": dict(sorted(weight_map.items())),
-    }
-    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-    return [*files, INDEX_FILE]
+    """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names.
+
+    The shards are huggingface_hub's plan for tensors of these shapes and dtypes (meta tensors: no memory).
+    """
+    meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape, dtype in specs}
+    split = split_torch_state_dict_into_shards(
+        meta, filename_pattern=SAFETENSORS_WEIGHTS_FILE_PATTERN, max_shard_size=max_shard_bytes
+    )
+    by_name = {spec[0]: spec for spec in specs}
+    shards = {folder / file: [by_name[name] for name in names] for file, names in split.filename_to_tensors.items()}
+    write_safetensors(shards, tensors, progress=progress)
+    if not split.is_sharded:
+        return list(split.filename_to_tensors)
+    index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return [*split.filename_to_tensors, INDEX_FILE]
+
+
+def shard_size_bytes(size: int | str) -> int:
+    """``size`` in bytes: an int or digits as they are, else huggingface_hub's units (``"5GB"``, ``"500MB"``)."""
+    try:  # OverflowError: "infGB"
+        value = int(size) if isinstance(size, int) or size.strip().isdigit() else parse_size_to_int(size)
+    except (ValueError, OverflowError) as error:
+        raise ConversionError(f"--max-shard-size: {error}") from error
+    if value <= 0:
+        raise ConversionError(f"--max-shard-size: {size!r} is not a positive size; write it like 5GB or 500MB.")
+    return value

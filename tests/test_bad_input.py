@@ -38,8 +38,8 @@ from chclip_convert import output as output_module
 from chclip_convert import reverse as reverse_module
 from chclip_convert.cli import main
 from chclip_convert.demo import write_demo_checkpoint
-from chclip_convert.reverse import reverse_folder
 from chclip_convert.notebook.widgets import ConvertUI
+from chclip_convert.reverse import reverse_folder
 
 MARKER = Path("/tmp/chclip-convert-pickle-ran")
 

@@ -9,9 +9,9 @@ from transformers import ChineseCLIPModel
 from chclip_convert import convert_checkpoint, load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
 from chclip_convert.inspection import inspect_checkpoint
-from chclip_convert.weight_stats import compare_weights
-from chclip_convert.reverse import load_folder_state
 from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
+from chclip_convert.reverse import load_folder_state
+from chclip_convert.weight_stats import compare_weights
 
 
 @pytest.fixture
@@ -26,7 +26,9 @@ def test_convert_ui_converts_and_shows_summary(demo, tmp_path):
     assert ui.error is None and ui.summary is not None
     assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
     assert (
-        "Converted." in ui.status.value and "932,225" in ui.status.value and "OK: source keys 65 mapped" in ui.status.value
+        "Converted." in ui.status.value
+        and "932,225" in ui.status.value
+        and "OK: source keys 65 mapped" in ui.status.value
     )
     model = ChineseCLIPModel.from_pretrained(tmp_path / "out")
     source = load_checkpoint(demo).state_dict
