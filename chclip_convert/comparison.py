@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .convert import dtype_name, plan_conversion
+from .convert import dtype_name
 from .report import collapse_layers
 
 EQUAL, MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES = "equal", "missing", "unexpected", "shape", "dtype", "bytes"
@@ -109,13 +109,6 @@ def compare_state(expected: Mapping[str, torch.Tensor | None], written: Mapping[
         else:
             comparison.differences.append(difference)
     return comparison
-
-
-def expected_state(source: Mapping[str, torch.Tensor], **plan_options) -> dict[str, torch.Tensor]:
-    """Target name → the tensor a conversion of ``source`` writes (``plan_options`` as for
-    :func:`~chclip_convert.convert.plan_conversion`: ``dtype``, ``config``, heads)."""
-    plan = plan_conversion(dict(source), **plan_options)
-    return dict(plan.tensors(source.__getitem__))
 
 
 def _difference(
