@@ -75,11 +75,12 @@ class TensorLike(Protocol):
 
 @dataclass(frozen=True)
 class Step:
-    """One source tensor turned into its target tensors by ``op``."""
+    """Tensors ``inputs`` become tensors ``outputs`` through ``op``: forward, one source tensor into its
+    targets; in reverse (:mod:`chclip_convert.reverse`), a folder's parts into one original tensor."""
 
-    source: str
+    inputs: tuple[str, ...]
     op: Op
-    targets: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass
@@ -87,7 +88,7 @@ class ConversionPlan:
     """Everything decided before any tensor data is read: steps, config, architecture, report, cast."""
 
     steps: list[Step]
-    config: ChineseCLIPConfig | None  # None until confirm_plan, for a plan_from_table plan
+    config: ChineseCLIPConfig | None  # None until confirm_plan, for a defer_model_check plan
     architecture: Architecture
     report: ConversionReport
     cast: torch.dtype | None  # None: keep every tensor's dtype
@@ -96,9 +97,9 @@ class ConversionPlan:
         """(name, shape, dtype) of every target tensor, in the order :meth:`tensors` yields them."""
         shapes = {record.key: record.expected_shape for record in self.report.targets}
         return [
-            (target, tuple(shapes[target]), self.cast or sources[step.source].dtype)
+            (target, tuple(shapes[target]), self.cast or sources[step.inputs[0]].dtype)
             for step in self.steps
-            for target in step.targets
+            for target in step.outputs
         ]
 
     def tensors(self, load: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -120,8 +121,8 @@ def apply_steps(
             planned steps are checked against the shapes first).
     """
     for step in steps:
-        outputs = step.op.apply([load(step.source)])
-        for target, tensor in zip(step.targets, outputs, strict=True):
+        outputs = step.op.apply([load(key) for key in step.inputs])
+        for target, tensor in zip(step.outputs, outputs, strict=True):
             yield target, tensor.to(cast) if cast is not None else tensor, step
 
 
@@ -133,7 +134,7 @@ def table_steps(keys: Iterable[str]) -> list[Step]:
         found = find_rule(key)
         if found is not None:
             rule, index = found
-            steps.append(Step(key, rule.op, rule.expand(index)[1]))
+            steps.append(Step((key,), rule.op, rule.expand(index)[1]))
     return steps
 
 
@@ -146,46 +147,29 @@ def plan_conversion(
     vision_heads: int | None = None,
     text_heads: int | None = None,
     path: str | Path | None = None,
+    defer_model_check: bool = False,
 ) -> ConversionPlan:
     """Decide the whole conversion from names, shapes and dtypes alone; raise before anything is read.
 
-    Arguments as for :func:`convert_state_dict`, whose first half this is.
+    Arguments as for :func:`convert_state_dict`, whose first half this is. With ``defer_model_check`` (and no
+    ``config``), the targets are the table's for these tensors, without transformers: unused, missing and
+    conflicting keys are still caught (a checkpoint with any of them is checked against the model at once,
+    to list every problem); what only the model knows — a shape it refuses — waits for :func:`confirm_plan`,
+    whose ``ChineseCLIPModel`` import takes seconds, so a caller can run it beside the writing.
     """
     _check_dtype(dtype)
     configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
     arch = infer_architecture(
         state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
     )
+    if defer_model_check and config is None:
+        implied = implied_shapes(state_dict)
+        if table_targets(arch) <= implied.keys():  # every tensor the table knows is there
+            try:
+                return _plan(state_dict, arch, None, implied, dtype, strict, path)
+            except MappingError:
+                pass  # a broken checkpoint: checked against the model below, to list every problem at once
     config = _resolve_config(config, arch, state_dict, vision_heads, text_heads, path)
-    return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
-
-
-def plan_from_table(
-    state_dict: dict[str, TensorLike],
-    *,
-    dtype: str = "auto",
-    strict: bool = True,
-    vision_heads: int | None = None,
-    text_heads: int | None = None,
-    path: str | Path | None = None,
-) -> ConversionPlan:
-    """:func:`plan_conversion` without transformers: the targets as the table makes them of these tensors.
-
-    Catches unused, missing and conflicting keys from the table alone (a checkpoint with any of them is
-    checked against the model at once, to list every problem); what only the model knows — a shape it
-    refuses — waits for :func:`confirm_plan`, whose ``ChineseCLIPModel`` import takes seconds, so a caller
-    can run it beside the writing.
-    """
-    _check_dtype(dtype)
-    arch = infer_architecture(state_dict, vision_heads=vision_heads, text_heads=text_heads, path=path)
-    implied = implied_shapes(state_dict)
-    if table_targets(arch) <= implied.keys():  # every tensor the table knows is there
-        try:
-            return _plan(state_dict, arch, None, implied, dtype, strict, path)
-        except MappingError:
-            pass
-    # A broken checkpoint: check it against the model now, before writing, to list every problem at once.
-    config = arch.to_config()
     return _plan(state_dict, arch, config, expected_shapes(config), dtype, strict, path)
 
 
@@ -196,8 +180,8 @@ def table_targets(arch: Architecture) -> set[str]:
 
 
 def confirm_plan(plan: ConversionPlan, state_dict: dict[str, TensorLike], *, strict: bool = True, path=None):
-    """The full plan (config, report against the meta-device ``ChineseCLIPModel``) for a
-    :func:`plan_from_table` plan; raises :class:`MappingError` as :func:`plan_conversion` would."""
+    """The full plan (config, report against the meta-device ``ChineseCLIPModel``) for a plan made with
+    ``defer_model_check``; raises :class:`MappingError` as :func:`plan_conversion` would."""
     config = plan.architecture.to_config()
     full = _plan(state_dict, plan.architecture, config, expected_shapes(config), _dtype_option(plan.cast), strict, path)
     if full.steps != plan.steps:
@@ -351,7 +335,7 @@ def plan_steps(
             fits = fits and status == FILLED
             target_records[target] = TargetRecord(target, status, expected[target], out_shape, dtype, key, rule.op.name)
         if fits:
-            steps.append(Step(key, rule.op, targets))
+            steps.append(Step((key,), rule.op, targets))
     for target, shape in expected.items():
         if target not in target_records:
             target_records[target] = TargetRecord(target, MISSING, shape)
@@ -388,6 +372,6 @@ def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[st
         try:
             pieces = [(target, piece) for target, piece, _ in apply_steps([step], source_state.__getitem__)]
         except ValueError:
-            pieces = [(target, None) for target in step.targets]
-        implied.update((target, (step.source, step.op.name, piece)) for target, piece in pieces)
+            pieces = [(target, None) for target in step.outputs]
+        implied.update((target, (step.inputs[0], step.op.name, piece)) for target, piece in pieces)
     return implied

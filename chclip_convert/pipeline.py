@@ -28,7 +28,7 @@ import torch
 
 from . import assets
 from .checkpoint import SourceCheckpoint, load_checkpoint
-from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion, plan_from_table
+from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion
 from .folder import CARD_FILE, REPORT_FILE, load_config
 from .output import atomic_output, check_output_dir
 from .provenance import file_sha256_beside
@@ -92,10 +92,10 @@ def convert_checkpoint(
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
         source = load_checkpoint(checkpoint)
         options = {"dtype": dtype, "strict": strict, "vision_heads": vision_heads, "text_heads": text_heads}
-        if user_config is None:  # transformers not needed yet: the model's check runs beside the weights
-            plan = plan_from_table(source.state_dict, path=source.path, **options)
-        else:  # transformers was imported to read the config anyway
-            plan = plan_conversion(source.state_dict, config=user_config, path=source.path, **options)
+        # Without a config, transformers is not needed yet: the model's check runs beside the weights.
+        plan = plan_conversion(
+            source.state_dict, config=user_config, path=source.path, defer_model_check=True, **options
+        )
         vocab_path, vocabulary, vocab_warnings = assets.choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
         with atomic_output(output_dir, overwrite=overwrite) as folder:

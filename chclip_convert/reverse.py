@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .convert import TensorLike, dtype_name
+from .convert import Step, TensorLike, apply_steps, dtype_name
 from .errors import MappingError
 from .folder import BIN_FILE, folder_tensor_specs, load_folder_state, read_config
 from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
-from .ops import Op
 from .output import atomic_output, check_output_file
 from .report import (
     FILLED,
@@ -59,15 +58,6 @@ class ReverseSummary:
         )
 
 
-@dataclass(frozen=True)
-class ReverseStep:
-    """Folder tensors ``parts`` become the original tensor ``original`` through ``op`` (a reverse op)."""
-
-    original: str
-    op: Op
-    parts: tuple[str, ...]
-
-
 @dataclass
 class ReversePlan:
     """The steps and the key report, decided from names and shapes alone.
@@ -75,13 +65,17 @@ class ReversePlan:
     The report reads as a forward one would: ``sources`` are the original keys to write, ``targets`` the
     folder's keys (``filled``, ``missing``, ``shape_mismatch`` or ``unexpected``)."""
 
-    steps: list[ReverseStep]
+    steps: list[Step]
     report: ConversionReport
 
     def apply(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Original key → tensor (no ``module.`` prefix), in sorted order."""
-        out = {step.original: step.op.apply([state_dict[part] for part in step.parts])[0] for step in self.steps}
-        return dict(sorted(out.items()))
+        return dict(
+            sorted(
+                ((key, tensor) for key, tensor, _ in apply_steps(self.steps, state_dict.__getitem__)),
+                key=lambda item: item[0],
+            )
+        )
 
 
 def plan_reverse(
@@ -133,7 +127,7 @@ def plan_reverse(
     return ReversePlan(steps, report)
 
 
-def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_config: bool) -> ReverseStep | None:
+def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_config: bool) -> Step | None:
     """Check one original tensor's folder parts; record them; return its step if every part fits."""
     original, parts = rule.expand(index)
     fitting = _consistent_shapes(rule, [tuple(specs[p].shape) for p in parts if p in specs])
@@ -163,7 +157,7 @@ def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_con
     dtypes = ", ".join(sorted({dtype_name(specs[p].dtype) for p in parts}))
     status = TRANSFORMED if op.transforms else MAPPED
     report.sources.append(SourceRecord(original, status, shape, dtypes, parts, op.name))
-    return ReverseStep(original, op, parts)
+    return Step(parts, op, (original,))
 
 
 def _table_targets(specs: Mapping[str, TensorLike]) -> list[str]:
