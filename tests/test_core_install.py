@@ -104,3 +104,29 @@ def test_the_core_never_imports_the_notebook_side(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+def test_every_core_module_imports_without_the_notebook_side(tmp_path):
+    """Each module outside chclip_convert.notebook, imported in a fresh interpreter, leaves widgets, plotting and
+    Jupyter unloaded; the widgets, imported after, do load ipywidgets (so the probe can see them)."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import chclip_convert\n"
+        "names = [m.name for m in pkgutil.walk_packages(chclip_convert.__path__, 'chclip_convert.')\n"
+        "         if not m.name.startswith(('chclip_convert.notebook', 'chclip_convert.__main__'))]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        f"side = set({list(NOTEBOOK_SIDE)!r})\n"
+        "core = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
+        "importlib.import_module('chclip_convert.notebook.widgets')\n"
+        "layer = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
+        "print(len(names), 'chclip_convert.verify' in names, core, layer)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ}
+    )
+    assert result.returncode == 0, result.stderr
+    count, has_verify, core, layer = result.stdout.strip().splitlines()[-1].split(" ", 3)
+    assert int(count) >= 20 and has_verify == "True"
+    assert core == "[]", f"the core imported {core}"
+    assert "ipywidgets" in layer
