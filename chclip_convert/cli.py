@@ -111,16 +111,18 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if bar:
         bar.close()
-    if args.report:
-        _write_json(args.report, summary.to_dict())
     print(summary.to_text())
-    if args.verify:
-        return _verify(checkpoint, output_dir, args, conversion=summary.to_dict())
-    return 0
+    record = summary.to_dict()
+    try:
+        return _verify(checkpoint, output_dir, args, conversion=record) if args.verify else 0
+    finally:  # written once, with the verdict when there is one (also if verification stops on an error)
+        if args.report:
+            _write_json(args.report, record)
 
 
 def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace, conversion: dict | None = None) -> int:
-    """Verify and print the verdict; with --report, write it (after the conversion's summary, if any)."""
+    """Verify and print the verdict; the verdict goes into ``conversion`` if given (the caller writes it),
+    else into --report."""
     from .verify import verify
 
     report = verify(
@@ -131,9 +133,10 @@ def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace, conversi
         text_heads=args.text_heads,
         config=args.config,
     )
-    if args.report:
-        verdict = report.to_dict()
-        _write_json(args.report, verdict if conversion is None else {**conversion, "verification": verdict})
+    if conversion is not None:
+        conversion["verification"] = report.to_dict()
+    elif args.report:
+        _write_json(args.report, report.to_dict())
     print(report.to_text())
     return 0 if report.ok else EXIT_VERIFY_FAILED
 

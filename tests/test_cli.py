@@ -98,3 +98,25 @@ def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_p
     result = run_module(str(checkpoint), str(tmp_path / "hf"), "--report", str(tmp_path / "taken" / "r.json"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot write the report" in result.stderr and str(tmp_path / "taken" / "r.json") in result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The embedded demo checkpoint (small and fast) with its vocab.txt beside it."""
+    from chclip_convert.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
+
+
+def test_convert_with_verify_writes_the_report_once_holding_both(demo, tmp_path, monkeypatch, capsys):
+    import chclip_convert.cli as cli
+
+    written = []
+    real = cli._write_json
+    monkeypatch.setattr(cli, "_write_json", lambda path, data: written.append(path) or real(path, data))
+    report = tmp_path / "r.json"
+    assert main([str(demo), str(tmp_path / "hf"), "--no-progress", "--verify", "--report", str(report)]) == 0
+    assert written == [str(report)]
+    record = json.loads(report.read_text())
+    assert record["report"]["ok"] is True and record["verification"]["ok"] is True
+    assert "Verified: all checks pass." in capsys.readouterr().out
