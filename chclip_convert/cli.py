@@ -1,96 +1,309 @@
-"""The ``chclip-convert`` command.
+"""The ``chclip-convert`` command, one subcommand per task.
 
-    chclip-convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
-                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--sha256] [--verify]
-    chclip-convert --verify-only CHECKPOINT OUTPUT_DIR [--vocab VOCAB] [--report VERIFY.json]
-    chclip-convert --reverse HF_DIR OUTPUT.pt [--bare] [--overwrite]
+    chclip-convert convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
+                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--vision-heads N]
+                   [--text-heads N] [--no-strict] [--no-progress] [--sha256] [--verify]
+    chclip-convert verify CHECKPOINT FOLDER [--vocab VOCAB] [--vision-heads N] [--text-heads N] [--config CONFIG]
+                   [--report VERIFY.json]
+    chclip-convert reverse FOLDER OUTPUT.pt [--bare] [--overwrite]
+    chclip-convert inspect CHECKPOINT [--json] [--status all|problems|STATUS] [--vision-heads N] [--text-heads N]
 
-The flags of the script transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``,
-``--config_path``) are accepted too. User errors print one paragraph and exit 1, without a traceback.
+Without a subcommand it converts: ``chclip-convert CHECKPOINT OUTPUT_DIR ...``. The old spellings still work:
+``--verify-only CHECKPOINT FOLDER`` is ``verify``, ``--reverse FOLDER OUTPUT.pt`` is ``reverse``, and ``convert``
+takes the flags of the script transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``,
+``--config_path``). An option of another command is refused by name, whichever spelling is used.
+
+Exit codes: 0 done; 1 a user error, printed as one paragraph without a traceback; 2 a usage error (argparse);
+3 verification failed; 4 ``inspect`` ran and its report lists problems (unused, missing, mismatched or
+conflicting keys), on which ``convert`` would stop — distinct from 1, which means the file could not be inspected.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .constants import DTYPE_CHOICES
+from .constants import (
+    CONFLICT,
+    DTYPE_CHOICES,
+    FILLED,
+    IGNORED,
+    MAPPED,
+    MISSING,
+    SHAPE_MISMATCH,
+    TRANSFORMED,
+    UNUSED,
+)
 from .errors import ConversionError, MappingError, OutputError
+
+if TYPE_CHECKING:
+    from argparse import _SubParsersAction as Commands
+
+    from .report import ConversionReport
+    from .verify import VerifyReport
 
 EXIT_ERROR = 1
 EXIT_VERIFY_FAILED = 3
+EXIT_PROBLEMS = 4
+
+PROG = "chclip-convert"
+DISTRIBUTION = "chclip-convert"
+COMMANDS = ("convert", "verify", "reverse", "inspect")
+LEGACY_MODES = {"--verify-only": "verify", "--reverse": "reverse"}
+INSPECT_STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT)
+_RAW = argparse.RawDescriptionHelpFormatter
+
+EPILOG = """\
+examples:
+  chclip-convert epoch_latest.pt chinese-clip-hf              convert (the default command)
+  chclip-convert convert epoch_latest.pt chinese-clip-hf --verify --report report.json
+  chclip-convert verify epoch_latest.pt chinese-clip-hf       check a converted folder
+  chclip-convert reverse chinese-clip-hf epoch_back.pt        back to cn_clip's format
+  chclip-convert inspect epoch_latest.pt --status problems    how each key maps, without writing
+
+exit codes:
+  0  done (verify: every check passes; inspect: the checkpoint converts cleanly)
+  1  a problem with the input or output, explained in one paragraph
+  2  a usage error
+  3  verification failed (verify, convert --verify)
+  4  inspect: the report lists problems, so convert would stop
+
+old spellings, still accepted:
+  --verify-only CHECKPOINT FOLDER   (verify)
+  --reverse FOLDER OUTPUT.pt        (reverse)
+  --checkpoint_path CHECKPOINT --pytorch_dump_folder_path OUTPUT_DIR [--config_path CONFIG]   (convert)
+"""
+
+EXAMPLES = {
+    "convert": """
+        chclip-convert convert epoch_latest.pt chinese-clip-hf
+        chclip-convert convert clip_cn_vit-h-14.pt vit-h-fp16 --dtype float16 --report report.json
+        chclip-convert convert epoch_latest.pt chinese-clip-hf --verify    (exit 3 if a check fails)
+        chclip-convert epoch_latest.pt chinese-clip-hf                     (no subcommand: convert)
+        chclip-convert --checkpoint_path x.pt --pytorch_dump_folder_path out --config_path config.json
+    """,
+    "verify": """
+        chclip-convert verify epoch_latest.pt chinese-clip-hf
+        chclip-convert verify epoch_latest.pt chinese-clip-hf --vocab vocab.txt --report verify.json
+        chclip-convert --verify-only epoch_latest.pt chinese-clip-hf       (the old spelling)
+    """,
+    "reverse": """
+        chclip-convert reverse chinese-clip-hf epoch_back.pt
+        chclip-convert reverse chinese-clip-hf weights.pt --bare --overwrite
+        chclip-convert --reverse chinese-clip-hf epoch_back.pt             (the old spelling)
+    """,
+    "inspect": """
+        chclip-convert inspect epoch_latest.pt
+        chclip-convert inspect epoch_latest.pt --status problems          (exit 4 if there are any)
+        chclip-convert inspect epoch_latest.pt --json > keys.json
+    """,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="chclip-convert",
-        description="Convert an original Chinese-CLIP (cn_clip) checkpoint into a transformers "
-        "ChineseCLIPModel folder, with no config.json needed.",
+class CommandLine(argparse.ArgumentParser):
+    """The top-level parser; ``commands`` holds each subcommand's parser by name."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+
+def build_parser() -> CommandLine:
+    """The parser: ``--version`` and the four subcommands."""
+    parser = CommandLine(
+        prog=PROG,
+        description="Convert an original Chinese-CLIP (cn_clip) checkpoint into a transformers ChineseCLIPModel "
+        "folder, with no config.json needed; check, reverse or inspect a conversion.",
+        epilog=EPILOG,
+        formatter_class=_RAW,
     )
-    parser.add_argument("checkpoint", nargs="?", help="original .pt checkpoint (training dict or state dict)")
-    parser.add_argument("output_dir", nargs="?", help="folder to write (must not exist or be empty)")
-    parser.add_argument("--checkpoint_path", dest="legacy_checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--pytorch_dump_folder_path", dest="legacy_output", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--config", "--config_path", dest="config", help="optional config.json, checked against the weights"
-    )
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
-    parser.add_argument(
-        "--vocab",
-        help="vocab.txt for the tokenizer; with --verify(-only), the reference the folder's tokenizer is checked "
-        "against (default: beside the checkpoint, or cn_clip's)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR once done")
-    parser.add_argument(
-        "--report",
-        help="also write the full key-by-key report to this JSON file; with --verify(-only), every check's verdict",
-    )
-    parser.add_argument("--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)")
-    parser.add_argument("--vision-heads", type=int, help="vision attention heads (if not a known model)")
-    parser.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
-    parser.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.add_argument(
-        "--sha256", action="store_true", help="also record the whole file's SHA-256 (reads every byte, optimizer too)"
-    )
-    parser.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
-    parser.add_argument("--verify-only", action="store_true", help="check an existing OUTPUT_DIR; convert nothing")
-    parser.add_argument(
-        "--reverse", action="store_true", help="turn a transformers folder (first argument) into an original .pt"
-    )
-    parser.add_argument("--bare", action="store_true", help="with --reverse: a bare state dict, no training dict")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
+    for add in (_add_convert, _add_verify, _add_reverse, _add_inspect):
+        add(commands)
+    parser.commands = dict(commands.choices)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    checkpoint = args.checkpoint or args.legacy_checkpoint
-    output_dir = args.output_dir or args.legacy_output
-    if not checkpoint or not output_dir:
-        parser.error("give CHECKPOINT and OUTPUT_DIR (or --checkpoint_path and --pytorch_dump_folder_path)")
+def package_version() -> str:
+    """The installed distribution's version, else the package's own ``__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        if args.reverse:
-            return _reverse(checkpoint, output_dir, args)
-        if args.verify_only:
-            return _verify(checkpoint, output_dir, args)
-        return _convert(checkpoint, output_dir, args)
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _command(
+    commands: Commands, name: str, summary: str, run: Callable[[argparse.Namespace], int], **kwargs: str
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, its help ending with the command's examples; ``run`` carries it out."""
+    examples = "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]).strip(), "  ")
+    sub = commands.add_parser(name, help=summary, description=summary, epilog=examples, formatter_class=_RAW, **kwargs)
+    sub.set_defaults(run=run)
+    return sub
+
+
+def _add_convert(commands: Commands) -> None:
+    summary = "convert a cn_clip checkpoint into a ChineseCLIPModel folder (the default command)"
+    sub = _command(commands, "convert", summary, _convert, usage="%(prog)s CHECKPOINT OUTPUT_DIR [options]")
+    sub.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="original .pt (training dict or state dict)")
+    sub.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR", help="folder to write (must not exist or be empty)")
+    sub.add_argument("--checkpoint_path", dest="legacy_checkpoint", help=argparse.SUPPRESS)
+    sub.add_argument("--pytorch_dump_folder_path", dest="legacy_output", help=argparse.SUPPRESS)
+    sub.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
+    sub.add_argument(
+        "--vocab",
+        help="vocab.txt for the tokenizer (default: beside the checkpoint, or cn_clip's); with --verify, also "
+        "the reference the tokenizer is checked against",
+    )
+    _add_config(sub, "optional config.json, checked against the weights")
+    sub.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR once done")
+    sub.add_argument(
+        "--report", help="also write the key-by-key report to this JSON file; with --verify, the verdict in it too"
+    )
+    sub.add_argument("--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)")
+    _add_heads(sub)
+    sub.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    sub.add_argument(
+        "--sha256", action="store_true", help="also record the whole file's SHA-256 (reads every byte, optimizer too)"
+    )
+    sub.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
+
+
+def _add_verify(commands: Commands) -> None:
+    summary = "check a converted folder against the original checkpoint (exit 3 if a check fails)"
+    sub = _command(commands, "verify", summary, _verify)
+    sub.add_argument("checkpoint", metavar="CHECKPOINT", help="the original .pt checkpoint")
+    sub.add_argument("folder", metavar="FOLDER", help="the converted folder to check")
+    sub.add_argument(
+        "--vocab",
+        help="the reference vocabulary the folder's tokenizer is checked against (default: vocab.txt beside the "
+        "checkpoint, or cn_clip's)",
+    )
+    _add_heads(sub)
+    _add_config(sub, "the config.json the folder was converted with, if any")
+    sub.add_argument("--report", help="also write every check's verdict to this JSON file")
+
+
+def _add_reverse(commands: Commands) -> None:
+    summary = "turn a ChineseCLIPModel folder back into an original cn_clip .pt checkpoint"
+    sub = _command(commands, "reverse", summary, _reverse)
+    sub.add_argument("folder", metavar="FOLDER", help="a ChineseCLIPModel folder (this tool's or one from elsewhere)")
+    sub.add_argument("output", metavar="OUTPUT.pt", help="the checkpoint to write")
+    sub.add_argument("--bare", action="store_true", help="a bare state dict, not cn_clip's training dict")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT.pt")
+
+
+def _add_inspect(commands: Commands) -> None:
+    summary = "show how every key of a checkpoint maps, writing nothing (exit 4 if the report lists problems)"
+    sub = _command(commands, "inspect", summary, _inspect)
+    sub.add_argument("checkpoint", metavar="CHECKPOINT", help="original .pt checkpoint")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout, and nothing else")
+    sub.add_argument(
+        "--status",
+        default="all",
+        choices=("all", "problems", *INSPECT_STATUSES),
+        metavar="STATUS",
+        help=f"show only keys with this status: all (default), problems, {', '.join(INSPECT_STATUSES)}",
+    )
+    _add_heads(sub)
+
+
+def _add_config(sub: argparse.ArgumentParser, text: str) -> None:
+    sub.add_argument("--config", "--config_path", dest="config", help=text)
+
+
+def _add_heads(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--vision-heads", type=int, help="vision attention heads (if not a known model)")
+    sub.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
+
+
+def translate_legacy(argv: Sequence[str]) -> list[str]:
+    """The old spellings as subcommands: ``--verify-only A B`` → ``verify A B``, ``--reverse A B`` →
+    ``reverse A B``, anything else without a subcommand → ``convert ...``.
+
+    Raises ValueError when both old mode flags are given.
+    """
+    argv = list(argv)
+    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    end = argv.index("--") if "--" in argv else len(argv)
+    modes = {LEGACY_MODES[token] for token in argv[:end] if token in LEGACY_MODES}
+    if len(modes) > 1:
+        raise ValueError("--verify-only and --reverse are two different commands; give one")
+    rest = [token for index, token in enumerate(argv) if index >= end or token not in LEGACY_MODES]
+    return [modes.pop() if modes else "convert", *rest]
+
+
+def refuse_foreign_options(parser: CommandLine, argv: Sequence[str]) -> None:
+    """Exit with a usage error naming an option that belongs to another command (``--bare`` outside reverse)."""
+    if not argv or argv[0] not in parser.commands:
+        return
+    command, *rest = argv
+    # argparse keeps each parser's option strings in _option_string_actions; there is no public accessor.
+    known = {name: set(sub._option_string_actions) for name, sub in parser.commands.items()}
+    for token in itertools.takewhile(lambda token: token != "--", rest):
+        flag = token.split("=", 1)[0]
+        owners = [name for name, flags in known.items() if flag in flags]
+        if owners and command not in owners:
+            named = " and ".join(_with_old_spelling(owner) for owner in owners)
+            parser.commands[command].error(f"{flag} is an option of {named}, not of {command}")
+
+
+def _with_old_spelling(command: str) -> str:
+    old = next((flag for flag, mode in LEGACY_MODES.items() if mode == command), None)
+    return f"{command} (or the old {old})" if old else command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code (argparse itself exits 2 on a usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(_prepare(parser, sys.argv[1:] if argv is None else argv))
+    if args.command == "convert":
+        _resolve_convert_paths(parser.commands["convert"], args)
+    try:
+        return args.run(args)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 
 
-def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
+def _prepare(parser: CommandLine, argv: Sequence[str]) -> list[str]:
+    try:
+        translated = translate_legacy(argv)
+    except ValueError as error:
+        parser.error(str(error))
+    if not translated:
+        parser.error(f"give a command ({', '.join(COMMANDS)}), or CHECKPOINT OUTPUT_DIR to convert; see --help")
+    refuse_foreign_options(parser, translated)
+    return translated
+
+
+def _resolve_convert_paths(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.checkpoint = args.checkpoint or args.legacy_checkpoint
+    args.output_dir = args.output_dir or args.legacy_output
+    if not args.checkpoint or not args.output_dir:
+        sub.error("give CHECKPOINT and OUTPUT_DIR (or --checkpoint_path and --pytorch_dump_folder_path)")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """Convert and print the summary; with --verify, verify too. --report is written once, holding both."""
     from .pipeline import convert_checkpoint
 
     bar = _ByteBar() if args.progress else None
     try:
         summary = convert_checkpoint(
-            checkpoint,
-            output_dir,
+            args.checkpoint,
+            args.output_dir,
             dtype=args.dtype,
             vocab=args.vocab,
             config=args.config,
@@ -102,47 +315,98 @@ def _convert(checkpoint: str, output_dir: str, args: argparse.Namespace) -> int:
             progress=bar.update if bar else None,
             file_sha256=args.sha256,
         )
-    except ConversionError as error:
+    except MappingError as error:
+        if error.report is not None and args.report:
+            _write_json(args.report, {"ok": False, "error": str(error), "report": error.report.to_dict()})
+        raise
+    finally:
         if bar:
             bar.close()
-        print(f"error: {error}", file=sys.stderr)
-        if isinstance(error, MappingError) and error.report is not None and args.report:
-            _write_json(args.report, {"ok": False, "error": str(error), "report": error.report.to_dict()})
-        return EXIT_ERROR
-    if bar:
-        bar.close()
-    if args.report:
-        _write_json(args.report, summary.to_dict())
     print(summary.to_text())
-    if args.verify:
-        return _verify(checkpoint, output_dir, args, conversion=summary.to_dict())
-    return 0
+    record = summary.to_dict()
+    try:
+        return _verify_after_converting(args, record) if args.verify else 0
+    finally:  # also when verification stops on an error: the conversion itself succeeded
+        if args.report:
+            _write_json(args.report, record)
 
 
-def _verify(checkpoint: str, output_dir: str, args: argparse.Namespace, conversion: dict | None = None) -> int:
-    """Verify and print the verdict; with --report, write it (after the conversion's summary, if any)."""
-    from .verify import verify
-
-    report = verify(
-        checkpoint,
-        output_dir,
-        vocab=args.vocab,
-        vision_heads=args.vision_heads,
-        text_heads=args.text_heads,
-        config=args.config,
-    )
-    if args.report:
-        verdict = report.to_dict()
-        _write_json(args.report, verdict if conversion is None else {**conversion, "verification": verdict})
-    print(report.to_text())
+def _verify_after_converting(args: argparse.Namespace, record: dict) -> int:
+    report = _verification(args, args.checkpoint, args.output_dir)
+    record["verification"] = report.to_dict()
     return 0 if report.ok else EXIT_VERIFY_FAILED
 
 
-def _reverse(folder: str, output: str, args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace) -> int:
+    report = _verification(args, args.checkpoint, args.folder)
+    if args.report:
+        _write_json(args.report, report.to_dict())
+    return 0 if report.ok else EXIT_VERIFY_FAILED
+
+
+def _verification(args: argparse.Namespace, checkpoint: str, folder: str) -> VerifyReport:
+    """Verify ``folder`` against ``checkpoint`` with the command's options, and print the verdict."""
+    from .verify import verify
+
+    options = {"vision_heads": args.vision_heads, "text_heads": args.text_heads, "config": args.config}
+    report = verify(checkpoint, folder, vocab=args.vocab, **options)
+    print(report.to_text())
+    return report
+
+
+def _reverse(args: argparse.Namespace) -> int:
     from .reverse import reverse_folder
 
-    print(reverse_folder(folder, output, bare=args.bare, overwrite=args.overwrite).to_text())
+    print(reverse_folder(args.folder, args.output, bare=args.bare, overwrite=args.overwrite).to_text())
     return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """Print the key report, as a table or as JSON; EXIT_PROBLEMS when it lists any problem."""
+    report = _key_report(args)
+    if args.json:
+        print(json.dumps(_report_json(report, args.status), indent=2, ensure_ascii=False))
+    else:
+        print(_report_text(report, args))
+    return 0 if report.ok else EXIT_PROBLEMS
+
+
+def _key_report(args: argparse.Namespace) -> ConversionReport:
+    from .inspection import inspect_checkpoint
+
+    heads = {"vision_heads": args.vision_heads, "text_heads": args.text_heads}
+    try:
+        return inspect_checkpoint(args.checkpoint, **heads)
+    except MappingError as error:  # keys that do not fit: their report is what inspect is for
+        if error.report is None:
+            raise
+        return error.report
+
+
+def _report_json(report: ConversionReport, status: str) -> dict:
+    """``report.to_dict()``; with a --status, its ``sources`` and ``targets`` hold only those keys (``ok``,
+    ``summary`` and ``problems`` always describe the whole report)."""
+    from .inspection import filter_rows
+
+    data = report.to_dict()
+    for side in ("sources", "targets"):
+        data[side] = filter_rows(data[side], status=status)
+    return data
+
+
+def _report_text(report: ConversionReport, args: argparse.Namespace) -> str:
+    """The summary, notes, the table of keys (filtered by --status) and, if any, the problems with their fixes."""
+    from .inspection import filter_rows, rows_to_text
+
+    all_rows = report.rows()
+    rows = filter_rows(all_rows, status=args.status)
+    lines = [f"{args.checkpoint}: {report.summary()}", *(f"note: {note}" for note in report.notes)]
+    if args.status != "all":
+        lines.append(f"{len(rows)} of {len(all_rows)} keys shown (--status {args.status})")
+    lines += ["", rows_to_text(rows)]
+    if not report.ok:
+        lines += ["", report.format_problems()]
+    return "\n".join(lines)
 
 
 class _ByteBar:

@@ -1,3 +1,9 @@
 """Names shared by the command line and the library, kept free of heavy imports."""
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+
+# The fate of each key in a conversion report (chclip_convert.report): source keys, then target keys.
+MAPPED, TRANSFORMED, IGNORED, UNUSED = "mapped", "transformed", "ignored", "unused"
+FILLED, MISSING, SHAPE_MISMATCH, CONFLICT = "filled", "missing", "shape_mismatch", "conflict"
+UNEXPECTED = "unexpected"
+PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)

@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from .constants import (
+    CONFLICT,
+    FILLED,
+    IGNORED,
+    MAPPED,
+    MISSING,
+    PROBLEM_STATUSES,
+    SHAPE_MISMATCH,
+    TRANSFORMED,
+    UNEXPECTED,
+    UNUSED,
+)
 from .mapping import split_layer_index
-
-MAPPED, TRANSFORMED, IGNORED, UNUSED = "mapped", "transformed", "ignored", "unused"
-FILLED, MISSING, SHAPE_MISMATCH, CONFLICT = "filled", "missing", "shape_mismatch", "conflict"
-UNEXPECTED = "unexpected"
-PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 
 FIXES = {
     UNUSED: "the checkpoint holds tensors that no Chinese-CLIP ViT layer uses — check it is the right file, "

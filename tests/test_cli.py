@@ -1,4 +1,5 @@
-"""The command line: both flag styles, reports, exit codes, one-paragraph errors without tracebacks."""
+"""The command line: its subcommands and the old spellings, reports, exit codes, one-paragraph errors without
+tracebacks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from original import REDUCED, build_model, save, training_checkpoint
 from transformers import ChineseCLIPModel
 
 from chclip_convert import load_checkpoint
-from chclip_convert.cli import main
+from chclip_convert.cli import EXIT_PROBLEMS, main, package_version, translate_legacy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +99,169 @@ def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_p
     result = run_module(str(checkpoint), str(tmp_path / "hf"), "--report", str(tmp_path / "taken" / "r.json"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot write the report" in result.stderr and str(tmp_path / "taken" / "r.json") in result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The embedded demo checkpoint (small and fast) with its vocab.txt beside it."""
+    from chclip_convert.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
+
+
+def test_convert_with_verify_writes_the_report_once_holding_both(demo, tmp_path, monkeypatch, capsys):
+    import chclip_convert.cli as cli
+
+    written = []
+    real = cli._write_json
+    monkeypatch.setattr(cli, "_write_json", lambda path, data: written.append(path) or real(path, data))
+    report = tmp_path / "r.json"
+    assert main([str(demo), str(tmp_path / "hf"), "--no-progress", "--verify", "--report", str(report)]) == 0
+    assert written == [str(report)]
+    record = json.loads(report.read_text())
+    assert record["report"]["ok"] is True and record["verification"]["ok"] is True
+    assert "Verified: all checks pass." in capsys.readouterr().out
+
+
+def test_each_subcommand_on_the_demo(demo, tmp_path, capsys):
+    hf, back = tmp_path / "hf", tmp_path / "back.pt"
+    assert main(["convert", str(demo), str(hf), "--no-progress"]) == 0
+    assert main(["verify", str(demo), str(hf), "--report", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
+    assert main(["reverse", str(hf), str(back)]) == 0
+    assert main(["inspect", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert "Verified: all checks pass." in out and "--reset-optimizer" in out
+    assert "OK: source keys" in out and "visual.transformer.resblocks.0.attn.in_proj_weight" in out
+    original, reversed_ = (torch.load(path, weights_only=True)["state_dict"] for path in (demo, back))
+    assert original.keys() == reversed_.keys() and all(torch.equal(original[k], reversed_[k]) for k in original)
+
+
+def test_no_subcommand_converts_as_convert_does(demo, tmp_path):
+    assert main([str(demo), str(tmp_path / "default"), "--no-progress", "--dtype", "float16"]) == 0
+    assert main(["convert", str(demo), str(tmp_path / "named"), "--no-progress", "--dtype", "float16"]) == 0
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("default", "named")]
+    assert weights[0] == weights[1]
+
+
+def test_old_mode_flags_still_verify_and_reverse(demo, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    assert main([str(demo), str(hf), "--no-progress"]) == 0
+    assert main(["--verify-only", str(demo), str(hf), "--vocab", str(demo.parent / "vocab.txt")]) == 0
+    assert "Verified: all checks pass." in capsys.readouterr().out
+    assert main(["--reverse", str(hf), str(tmp_path / "bare.pt"), "--bare"]) == 0
+    bare = torch.load(tmp_path / "bare.pt", weights_only=True)
+    assert "state_dict" not in bare and "visual.transformer.resblocks.0.attn.in_proj_weight" in bare
+
+
+def test_old_spellings_map_onto_subcommands():
+    assert translate_legacy(["a.pt", "out"]) == ["convert", "a.pt", "out"]
+    assert translate_legacy(["--checkpoint_path", "a.pt", "--pytorch_dump_folder_path", "out"])[0] == "convert"
+    assert translate_legacy(["--verify-only", "a.pt", "out", "--report", "r.json"]) == [
+        "verify", "a.pt", "out", "--report", "r.json"
+    ]  # fmt: skip
+    assert translate_legacy(["hf", "o.pt", "--reverse", "--bare"]) == ["reverse", "hf", "o.pt", "--bare"]
+    for unchanged in ([], ["inspect", "a.pt"], ["--help"], ["--version"]):
+        assert translate_legacy(unchanged) == unchanged
+    with pytest.raises(ValueError, match="two different commands"):
+        translate_legacy(["--verify-only", "--reverse", "a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["a.pt", "out", "--bare"], "--bare is an option of reverse (or the old --reverse), not of convert"),
+        (["convert", "a.pt", "out", "--bare"], "--bare is an option of reverse"),
+        (["verify", "a.pt", "hf", "--bare"], "--bare is an option of reverse"),
+        (["verify", "a.pt", "hf", "--dtype", "float16"], "--dtype is an option of convert, not of verify"),
+        (["--verify-only", "a.pt", "hf", "--dtype=float16"], "--dtype is an option of convert, not of verify"),
+        (["--verify-only", "a.pt", "hf", "--verify"], "--verify is an option of convert, not of verify"),
+        (["a.pt", "out", "--json"], "--json is an option of inspect, not of convert"),
+        (
+            ["--reverse", "hf", "o.pt", "--vocab", "v.txt"],
+            "--vocab is an option of convert and verify (or the old --verify-only)",
+        ),
+        (["--verify-only", "--reverse", "a", "b"], "two different commands"),
+        ([], "give a command"),
+    ],
+)
+def test_an_option_of_another_command_is_refused_by_name(argv, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_inspect_json_is_the_report_of_inspect_checkpoint(checkpoint, capsys):
+    from chclip_convert.inspection import inspect_checkpoint
+
+    assert main(["inspect", str(checkpoint), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    assert printed == json.loads(json.dumps(inspect_checkpoint(checkpoint).to_dict()))
+    assert printed["ok"] is True and not any(printed["problems"].values())
+    sources = {record["key"]: record for record in printed["sources"]}
+    fused = sources["visual.transformer.resblocks.0.attn.in_proj_weight"]
+    assert fused["status"] == "transformed" and fused["op"] == "split"
+    assert fused["targets"] == [f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight" for p in "qkv"]
+    assert sources["visual.proj"]["targets"] == ["visual_projection.weight"]
+    assert sources["visual.ln_post.weight"]["targets"] == ["vision_model.post_layernorm.weight"]
+    query = sources["bert.encoder.layer.0.attention.self.query.weight"]
+    assert query["status"] == "mapped" and query["targets"] == [
+        "text_model.encoder.layer.0.attention.self.query.weight"
+    ]
+
+
+def test_inspect_shows_an_unknown_key_and_exits_with_the_problems_code(checkpoint, tmp_path, capsys):
+    state = dict(load_checkpoint(checkpoint).state_dict)
+    state["visual.head.weight"] = torch.zeros(4)
+    extra = save({"state_dict": state}, tmp_path / "extra.pt")
+    assert main(["inspect", str(extra)]) == EXIT_PROBLEMS == 4
+    out = capsys.readouterr().out
+    assert "PROBLEMS" in out and "1 unused key(s)" in out and "--no-strict" in out
+    assert any(row.startswith("source unused") and "visual.head.weight" in row for row in table_rows(out))
+    assert main(["inspect", str(extra), "--status", "problems"]) == EXIT_PROBLEMS
+    shown = table_rows(capsys.readouterr().out)
+    assert len(shown) == 1 and "visual.head.weight" in shown[0]
+    result = run_module("inspect", str(extra), "--json", "--status", "unused")
+    assert result.returncode == EXIT_PROBLEMS, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["ok"] is False and printed["problems"]["unused"] == ["visual.head.weight"]
+    assert [record["key"] for record in printed["sources"]] == ["visual.head.weight"] and printed["targets"] == []
+
+
+def table_rows(printed: str) -> list[str]:
+    return [line for line in printed.splitlines() if line.startswith(("source ", "target "))]
+
+
+def test_inspect_and_verify_errors_are_one_paragraph(tmp_path, capsys):
+    for argv in (["inspect", str(tmp_path / "nope.pt")], ["verify", str(tmp_path / "nope.pt"), str(tmp_path)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "no such file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [None, "convert", "verify", "reverse", "inspect"])
+def test_help_shows_examples(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"] if command else ["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert f"\n  chclip-convert {command or 'inspect'} " in out
+
+
+def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
+    from importlib import metadata
+
+    import chclip_convert
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"chclip-convert {metadata.version('chclip-convert')}"
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert package_version() == chclip_convert.__version__
