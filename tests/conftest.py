@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded cn_clip models saved as training does, and fixed inputs for parity checks."""
+"""Shared fixtures and helpers: seeded cn_clip models saved as training does, fixed inputs for parity checks,
+a tiny transformers config, and a strict reload of converted folders."""
 
 from __future__ import annotations
 
@@ -58,6 +59,34 @@ def token_batch(captions: list[str] = CAPTIONS) -> torch.Tensor:
     from cn_clip.clip import tokenize
 
     return tokenize(captions)
+
+
+WIDTH, TEXT_WIDTH, EMBED, LAYERS = 8, 12, 4, 2
+
+
+def small_config():
+    """A tiny ``ChineseCLIPConfig`` (``LAYERS`` layers a tower, vision width ``WIDTH``) for table-level tests."""
+    from transformers import ChineseCLIPConfig
+
+    return ChineseCLIPConfig(
+        text_config={
+            "vocab_size": 30,
+            "hidden_size": TEXT_WIDTH,
+            "intermediate_size": 20,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "hidden_size": WIDTH,
+            "intermediate_size": 32,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": 2,
+            "image_size": 8,
+            "patch_size": 4,
+        },
+        projection_dim=EMBED,
+    )
 
 
 def readme_commands() -> list[str]:

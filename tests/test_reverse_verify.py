@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 from cn_clip.clip.model import CLIP, resize_pos_embed
+from conftest import small_config
 from original import REDUCED, VOCAB, build_model, model_kwargs, save, training_checkpoint
 from safetensors.torch import load_file, save_file
-from test_mapping import small_config
 from transformers import ChineseCLIPModel
 
 from chclip_convert import MappingError, OutputError, UnsupportedCheckpointError, convert_checkpoint, load_checkpoint
