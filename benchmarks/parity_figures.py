@@ -1,42 +1,70 @@
 """Print the parity figures (max abs difference vs cn_clip) per architecture, and the wall time of
 converting a full-size ViT-B-16 training checkpoint.
 
+Each model is cn_clip's own, seeded and saved as training does; each side runs through its own preprocessing
+and tokenizer (cn_clip's ``image_transform`` and tokenizer; the converted folder's processor) on the photo and
+captions the package ships, as ``--verify`` does.
+
 Usage: .venv/bin/python benchmarks/parity_figures.py   (needs cn_clip; builds seeded models, no download)
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import io
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from conftest import image_batch, token_batch
-from original import FULL_B16, REDUCED, build_model, save, training_checkpoint
-from test_parity import converted_outputs, original_outputs
+import cn_clip.clip
+import torch
+from cn_clip.clip.utils import create_model
 
 from chclip_convert import convert_checkpoint
-from chclip_convert.compare import sample_image
+from chclip_convert.architecture import KNOWN_MODELS, Architecture, KnownModel, infer_architecture
+from chclip_convert.compare import (
+    SAMPLE_CAPTIONS,
+    differences,
+    run_converted,
+    run_original,
+    sample_image,
+    write_seeded_original,
+)
+
+VOCAB = Path(cn_clip.clip.__file__).parent / "vocab.txt"
+REDUCED_LAYERS = 2  # full width, 2 vision + 2 text layers: what tells the architectures apart, quickly
+
+
+def known_architecture(known: KnownModel) -> Architecture:
+    """The architecture read off cn_clip's own model of that name, built on the meta device (shapes only)."""
+    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # create_model prints its config
+        model = create_model(f"{known.name}@{known.text.name}")
+    arch = infer_architecture(model.state_dict())
+    assert arch.name == known.name, arch
+    return arch
 
 
 def main() -> None:
     image = sample_image()
-    variants = {**{f"{name} (2+2 layers)": v for name, v in REDUCED.items()}, "ViT-B-16 (full size)": FULL_B16}
-    print(f"{'architecture':28} {'image feat':>11} {'text feat':>11} {'logits':>11} {'convert s':>10}")
-    for label, variant in variants.items():
+    full = {known.name: known_architecture(known) for known in KNOWN_MODELS}
+    cut = {"vision_layers": REDUCED_LAYERS, "text_layers": REDUCED_LAYERS, "name": None, "notes": ()}
+    rows = {f"{name} (2+2 layers)": replace(arch, **cut) for name, arch in full.items()}
+    rows["ViT-B-16 (full size)"] = full["ViT-B-16"]
+    columns = ("pixels", "image feat", "text feat", "logits")
+    print(f"{'architecture':28}" + "".join(f" {name:>11}" for name in columns) + f" {'top-1':>6} {'convert s':>10}")
+    for label, arch in rows.items():
         with tempfile.TemporaryDirectory() as work:
-            model = build_model(variant, seed=1)
-            checkpoint = save(training_checkpoint(model), Path(work) / "ckpt.pt")
+            checkpoint = write_seeded_original(arch, Path(work) / "ckpt.pt", seed=1)
             started = time.perf_counter()
-            convert_checkpoint(checkpoint, Path(work) / "hf")
+            convert_checkpoint(checkpoint, Path(work) / "hf", vocab=VOCAB)
             seconds = time.perf_counter() - started
-            images, tokens = image_batch(image, model.visual.input_resolution), token_batch()
-            original = original_outputs(model, images, tokens)
-            converted = converted_outputs(Path(work) / "hf", images, tokens)
-            diffs = [(a - b).abs().max().item() for a, b in zip(original, converted, strict=True)]
-            print(f"{label:28} {diffs[0]:11.2e} {diffs[1]:11.2e} {diffs[2]:11.2e} {seconds:10.2f}")
+            original = run_original(checkpoint, VOCAB, [image], SAMPLE_CAPTIONS, architecture=arch)
+            result = differences(original, run_converted(Path(work) / "hf", [image], SAMPLE_CAPTIONS))
+            assert result["token ids equal"], label
+            figures = [result[f"{name} max abs diff"] for name in ("pixel", "image feature", "text feature", "logits")]
+            agrees = "yes" if result["top-1 agrees"] else "NO"
+            print(f"{label:28}" + "".join(f" {value:11.2e}" for value in figures) + f" {agrees:>6} {seconds:10.2f}")
 
 
 if __name__ == "__main__":

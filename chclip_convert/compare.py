@@ -131,3 +131,30 @@ def differences(original: ModelOutputs, converted: ModelOutputs) -> dict[str, fl
         "logits max abs diff": max_abs(original.logits_per_image, converted.logits_per_image),
         "top-1 agrees": bool(torch.equal(original.logits_per_image.argmax(-1), converted.logits_per_image.argmax(-1))),
     }
+
+
+def write_seeded_original(arch: Architecture, path: str | Path, *, seed: int = 0) -> Path:
+    """cn_clip's ``CLIP`` for ``arch`` with seeded weights, saved to ``path`` as cn_clip's training saves it (a
+    ``module.``-prefixed state dict with epoch, step and name; no optimizer); return ``path``. Needs cn_clip.
+
+    cn_clip's own initialisation under ``seed``, then every LayerNorm perturbed, every all-zero bias drawn and
+    the logit scale set to 3, so that a swapped, dropped or misplaced tensor shows in the outputs. The global
+    random state is left as it was."""
+    from cn_clip.clip.model import CLIP
+
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(**cn_clip_kwargs(arch))
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                module = name.split(".")[-2] if "." in name else ""
+                if module.startswith("ln") or module == "LayerNorm":
+                    parameter.add_(0.1 * torch.randn_like(parameter))
+                if name.endswith(("in_proj_bias", ".bias")) and parameter.abs().sum() == 0:
+                    parameter.normal_(0.0, 0.02)
+            model.logit_scale.fill_(3.0)
+    state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1, "step": 100, "name": path.stem, "state_dict": state}, path)
+    return path

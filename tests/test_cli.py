@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_model_holds, reload_strictly
 from original import REDUCED, build_model, save, training_checkpoint
-from transformers import ChineseCLIPModel
 
 from chclip_convert import load_checkpoint
 from chclip_convert.cli import EXIT_PROBLEMS, main, package_version, translate_legacy
@@ -41,7 +41,9 @@ def test_module_entry_point_converts_and_prints_summary(checkpoint, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["report"]["ok"] is True
     assert report["architecture"]["image_size"] == 336
-    assert ChineseCLIPModel.from_pretrained(tmp_path / "hf").config.vision_config.image_size == 336
+    model = reload_strictly(tmp_path / "hf")
+    assert model.config.vision_config.image_size == 336
+    assert_model_holds(model, load_checkpoint(checkpoint).state_dict)
 
 
 def test_legacy_flags_with_a_config_path(checkpoint, tmp_path):
@@ -56,9 +58,9 @@ def test_legacy_flags_with_a_config_path(checkpoint, tmp_path):
         "--no-progress",
     ]
     assert main(legacy) == 0
-    first = ChineseCLIPModel.from_pretrained(tmp_path / "first").state_dict()
-    second = ChineseCLIPModel.from_pretrained(tmp_path / "second").state_dict()
-    assert all(torch.equal(first[key], second[key]) for key in first)
+    source = load_checkpoint(checkpoint).state_dict
+    for folder in ("first", "second"):
+        assert_model_holds(reload_strictly(tmp_path / folder), source)
 
 
 def test_contradicting_config_fails_with_one_paragraph(checkpoint, tmp_path):

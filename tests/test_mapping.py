@@ -4,36 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import ChineseCLIPConfig, ChineseCLIPModel
+from conftest import LAYERS, WIDTH, small_config
+from transformers import ChineseCLIPModel
 
 from chclip_convert.convert import map_tensors
 from chclip_convert.mapping import FLASH, RULES, STANDARD, find_reverse_rule, find_rule, split_layer_index
 from chclip_convert.ops import SPLIT_QKV, TRANSPOSE, Chunk, Concatenate
 from chclip_convert.report import collapse_layers
-
-WIDTH, TEXT_WIDTH, EMBED, LAYERS = 8, 12, 4, 2
-
-
-def small_config() -> ChineseCLIPConfig:
-    return ChineseCLIPConfig(
-        text_config={
-            "vocab_size": 30,
-            "hidden_size": TEXT_WIDTH,
-            "intermediate_size": 20,
-            "num_hidden_layers": LAYERS,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-        },
-        vision_config={
-            "hidden_size": WIDTH,
-            "intermediate_size": 32,
-            "num_hidden_layers": LAYERS,
-            "num_attention_heads": 2,
-            "image_size": 8,
-            "patch_size": 4,
-        },
-        projection_dim=EMBED,
-    )
 
 
 @pytest.fixture(scope="module")

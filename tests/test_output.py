@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CAPTIONS
+from conftest import CAPTIONS, assert_model_holds, reload_strictly
 from original import REDUCED, VOCAB, build_model, save, training_checkpoint
-from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+from transformers import ChineseCLIPProcessor
 
 from chclip_convert import (
     ConversionError,
@@ -83,11 +84,7 @@ def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
     assert index["metadata"]["total_size"] == sum(
         t.numel() * t.element_size() for t in load_folder_state(tmp_path / "hf").values()
     )
-    reference = ChineseCLIPModel.from_pretrained(tmp_path / "hf")
-    single = tmp_path / "single"
-    convert_checkpoint(b16_checkpoint, single)
-    for key, tensor in ChineseCLIPModel.from_pretrained(single).state_dict().items():
-        assert torch.equal(tensor, reference.state_dict()[key]), key
+    assert_model_holds(reload_strictly(tmp_path / "hf"), load_checkpoint(b16_checkpoint).state_dict)
 
 
 def test_tokenizer_and_processor_load_offline_and_match_cn_clip(b16_checkpoint, tmp_path, sample_image):
@@ -120,13 +117,15 @@ def test_vocab_beside_checkpoint_is_used_and_missing_vocab_warns(b16_checkpoint,
     with pytest.warns(UserWarning, match="no vocabulary found"):
         summary = convert_checkpoint(checkpoint, tmp_path / "without")
     assert not (tmp_path / "without" / "tokenizer.json").exists()
-    assert ChineseCLIPModel.from_pretrained(tmp_path / "without") is not None
+    assert_model_holds(reload_strictly(tmp_path / "without"), load_checkpoint(checkpoint).state_dict)
 
 
 def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_path):
     small = tmp_path / "vocab.txt"
     small.write_text("[PAD]\n[UNK]\n", encoding="utf-8")
-    with pytest.raises(ConversionError, match="vocabulary has 2 tokens"):
+    # A plain ConversionError (no subclass is about vocabularies): the message naming the file is the contract.
+    says = f"{small}: the vocabulary has 2 tokens but the model's word embedding has 21128 rows"
+    with pytest.raises(ConversionError, match=re.escape(says)):
         convert_checkpoint(b16_checkpoint, tmp_path / "hf", vocab=small)
     assert not (tmp_path / "hf").exists()
     assert not list(tmp_path.glob("*.chclip-partial"))
@@ -136,7 +135,7 @@ def test_existing_folder_is_kept_unless_overwrite(b16_checkpoint, tmp_path):
     target = tmp_path / "hf"
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match=re.escape(f"{target}: exists and is not empty; nothing was written")):
         convert_checkpoint(b16_checkpoint, target)
     assert (target / "mine.txt").read_text() == "keep me"
     convert_checkpoint(b16_checkpoint, target, overwrite=True)
@@ -154,16 +153,17 @@ def test_failure_while_writing_leaves_old_folder_and_no_partial(b16_checkpoint, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(assets_module, "write_image_processor", disk_full)
-    with pytest.raises(OutputError, match="No space left on device"):
+    with pytest.raises(OutputError, match=re.escape(f"{target}: writing failed: No space left on device")):
         convert_checkpoint(b16_checkpoint, target, overwrite=True)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
 def test_output_may_not_be_or_contain_the_input(b16_checkpoint, tmp_path):
-    with pytest.raises(OutputError, match="input checkpoint"):
+    would_replace = f"the output folder would hold or replace the input checkpoint {b16_checkpoint.resolve()}"
+    with pytest.raises(OutputError, match=re.escape(f"{b16_checkpoint.parent}: {would_replace}")):
         convert_checkpoint(b16_checkpoint, b16_checkpoint.parent, overwrite=True)
-    with pytest.raises(OutputError, match="input checkpoint"):
+    with pytest.raises(OutputError, match=re.escape(f"{b16_checkpoint}: {would_replace}")):
         convert_checkpoint(b16_checkpoint, b16_checkpoint, overwrite=True)
     assert b16_checkpoint.is_file()
 

@@ -64,6 +64,6 @@ def test_a_failed_conversion_leaves_no_thread_reading_the_file(trained, tmp_path
     _, data = trained
     state = {**data["state_dict"], "module.visual.prompt_tokens": torch.zeros(4, 8)}
     path = save({**data, "state_dict": state}, tmp_path / "extra.pt")
-    with pytest.raises(MappingError):
+    with pytest.raises(MappingError, match=r"visual\.prompt_tokens"):  # refused for the tensor added above
         convert_checkpoint(path, tmp_path / "hf", file_sha256=True)
     assert not [thread for thread in threading.enumerate() if thread.name == "chclip-file-sha256"]

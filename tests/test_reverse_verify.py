@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 from cn_clip.clip.model import CLIP, resize_pos_embed
+from conftest import image_batch, small_config, token_batch
 from original import REDUCED, VOCAB, build_model, model_kwargs, save, training_checkpoint
 from safetensors.torch import load_file, save_file
-from test_mapping import small_config
 from transformers import ChineseCLIPModel
 
 from chclip_convert import MappingError, OutputError, UnsupportedCheckpointError, convert_checkpoint, load_checkpoint
@@ -109,7 +110,7 @@ def test_reverse_rejects_incomplete_or_foreign_folders(tmp_path):
 def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
     (tmp_path / "o.pt").write_bytes(b"mine")
-    with pytest.raises(OutputError, match="exists"):
+    with pytest.raises(OutputError, match=re.escape(f"{tmp_path / 'o.pt'}: exists; pass --overwrite")):
         reverse_folder(tmp_path / "hf", tmp_path / "o.pt")
     assert (tmp_path / "o.pt").read_bytes() == b"mine"
     reverse_folder(tmp_path / "hf", tmp_path / "o.pt", overwrite=True)
@@ -182,7 +183,7 @@ def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path
     assert "not installed" in report.to_text()
 
 
-def test_cli_reverse_and_convert_with_verify(reduced_checkpoints, tmp_path):
+def test_cli_reverse_and_convert_with_verify(reduced_models, reduced_checkpoints, sample_image, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = [sys.executable, "-m", "chclip_convert"]
     result = subprocess.run(
@@ -198,7 +199,20 @@ def test_cli_reverse_and_convert_with_verify(reduced_checkpoints, tmp_path):
     )
     assert result.returncode == 0 and "--reset-optimizer" in result.stdout
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "chinese_clip"
-    assert CLIP(**cn_clip_kwargs(convert_checkpoint(tmp_path / "o.pt", tmp_path / "hf2").architecture)) is not None
+    # What the command line wrote back converts again, and is the original model to cn_clip: built from the
+    # architecture read off it, cn_clip's CLIP loads it strictly and holds and computes what the source model does.
+    summary = convert_checkpoint(tmp_path / "o.pt", tmp_path / "hf2")
+    assert summary.report.ok
+    model = CLIP(**cn_clip_kwargs(summary.architecture)).eval()
+    model.load_state_dict(load_checkpoint(tmp_path / "o.pt").state_dict, strict=True)  # raises on any key or shape
+    reference = reduced_models["ViT-L-14"]
+    source = reference.state_dict()
+    assert model.state_dict().keys() == source.keys()
+    assert all(torch.equal(tensor, source[key]) for key, tensor in model.state_dict().items())
+    images, tokens = image_batch(sample_image, 224), token_batch()
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(images), reference.encode_image(images))
+        assert torch.equal(model.encode_text(tokens), reference.encode_text(tokens))
 
 
 def test_reverse_without_a_config_names_a_whole_missing_layer():

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import ChineseCLIPModel
+from conftest import assert_model_holds, reload_strictly
 
-from chclip_convert import convert_checkpoint, load_checkpoint
+from chclip_convert import MappingError, convert_checkpoint, load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
 from chclip_convert.inspection import inspect_checkpoint
 from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
@@ -23,16 +22,14 @@ def test_convert_ui_converts_and_shows_summary(demo, tmp_path):
     ui = ConvertUI(str(demo), str(tmp_path / "out"))
     assert ui.convert_button.disabled is False and ui.checkpoint_message.value == ""
     ui.convert_button.click()
-    assert ui.error is None and ui.summary is not None
+    assert ui.error is None and ui.summary.output_dir == tmp_path / "out" and ui.summary.report.ok
     assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
     assert (
         "Converted." in ui.status.value
         and "932,225" in ui.status.value
         and "OK: source keys 65 mapped" in ui.status.value
     )
-    model = ChineseCLIPModel.from_pretrained(tmp_path / "out")
-    source = load_checkpoint(demo).state_dict
-    assert torch.equal(model.state_dict()["visual_projection.weight"], source["visual.proj"].t())
+    assert_model_holds(reload_strictly(tmp_path / "out"), load_checkpoint(demo).state_dict)
     # The output now exists: Convert is disabled again until Overwrite is ticked.
     assert ui.convert_button.disabled and "not empty" in ui.output_message.value
     ui.overwrite.value = True
@@ -62,7 +59,7 @@ def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo, tmp_path
     damaged = damaged_copy(demo)
     ui = ConvertUI(str(damaged), str(tmp_path / "out"))
     ui.convert_button.click()
-    assert ui.summary is None and ui.error is not None
+    assert ui.summary is None and isinstance(ui.error, MappingError) and ui.error.path == damaged
     assert "does not map cleanly" in ui.status.value and DAMAGE["added"] in ui.status.value
     assert "Traceback" not in ui.status.value and ui.progress.bar_style == "danger"
     assert not (tmp_path / "out").exists()
