@@ -1,20 +1,24 @@
 """Convert original Chinese-CLIP (cn_clip) checkpoints into transformers ``ChineseCLIPModel`` folders.
 
-The public surface:
+The public surface, one function per thing the tool does:
 
-- :func:`convert_checkpoint` — a checkpoint file in, a complete folder out (the CLI's engine);
-- :func:`convert_state_dict` — the pure conversion, a state dict in, a state dict and report out;
-- :func:`load_checkpoint`, :func:`infer_architecture` — the pieces it is built from;
-- :func:`source_weights_digest` — recompute, from a checkpoint, the weights digest a folder records;
+- :func:`convert_checkpoint` — a checkpoint file in, a complete folder out; :func:`convert_state_dict` — the
+  pure conversion, a state dict in, a state dict and report out;
+- :func:`verify_folder` — check a converted folder against its checkpoint (and cn_clip, when installed);
+- :func:`reverse_folder` — a transformers folder back to an original checkpoint; :func:`reverse_state_dict`;
+- :func:`inspect_checkpoint` — the key-by-key report, also for a checkpoint that does not convert;
+- :func:`infer_architecture`, :func:`load_config`, :func:`source_weights_digest` — the pieces users reach for;
 - the errors, all subclasses of :class:`ConversionError`.
 
-Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the command
-line's start) does not wait for torch and transformers.
+The command line (``chclip-convert convert|verify|reverse|inspect``) calls the same functions. Names other
+than the errors are imported on first use, so that ``import chclip_convert`` (and the command line's start)
+does not wait for torch and transformers. The notebook layer lives in :mod:`chclip_convert.notebook`.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -27,30 +31,40 @@ from .errors import (
     UnsupportedCheckpointError,
 )
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("chclip-convert")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "Architecture": ".architecture",
-    "expected_shapes": ".architecture",
     "infer_architecture": ".architecture",
-    "SourceCheckpoint": ".checkpoint",
-    "load_checkpoint": ".checkpoint",
     "ConversionResult": ".convert",
     "convert_state_dict": ".convert",
-    "ConversionSummary": ".pipeline",
+    "load_config": ".folder",
+    "inspect_checkpoint": ".inspection",
     "convert_checkpoint": ".pipeline",
-    "load_config": ".pipeline",
     "source_weights_digest": ".provenance",
     "ConversionReport": ".report",
+    "ReverseSummary": ".reverse",
+    "reverse_folder": ".reverse",
+    "reverse_state_dict": ".reverse",
+    "ConversionSummary": ".summary",
+    "VerifyReport": ".verify",
+    "verify_folder": ".verify",
 }
 
 if TYPE_CHECKING:
-    from .architecture import Architecture, expected_shapes, infer_architecture
-    from .checkpoint import SourceCheckpoint, load_checkpoint
+    from .architecture import Architecture, infer_architecture
     from .convert import ConversionResult, convert_state_dict
-    from .pipeline import ConversionSummary, convert_checkpoint, load_config
+    from .folder import load_config
+    from .inspection import inspect_checkpoint
+    from .pipeline import convert_checkpoint
     from .provenance import source_weights_digest
     from .report import ConversionReport
+    from .reverse import ReverseSummary, reverse_folder, reverse_state_dict
+    from .summary import ConversionSummary
+    from .verify import VerifyReport, verify_folder
 
 
 def __getattr__(name: str):
@@ -72,13 +86,17 @@ __all__ = [
     "ConversionSummary",
     "MappingError",
     "OutputError",
-    "SourceCheckpoint",
+    "ReverseSummary",
     "UnsupportedCheckpointError",
+    "VerifyReport",
+    "__version__",
     "convert_checkpoint",
     "convert_state_dict",
-    "expected_shapes",
     "infer_architecture",
-    "load_checkpoint",
+    "inspect_checkpoint",
     "load_config",
+    "reverse_folder",
+    "reverse_state_dict",
     "source_weights_digest",
+    "verify_folder",
 ]

@@ -346,10 +346,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verification(args: argparse.Namespace, checkpoint: str, folder: str) -> VerifyReport:
     """Verify ``folder`` against ``checkpoint`` with the command's options, and print the verdict."""
-    from .verify import verify
+    from .verify import verify_folder
 
     options = {"vision_heads": args.vision_heads, "text_heads": args.text_heads, "config": args.config}
-    report = verify(checkpoint, folder, vocab=args.vocab, **options)
+    report = verify_folder(checkpoint, folder, vocab=args.vocab, **options)
     print(report.to_text())
     return report
 

@@ -21,7 +21,7 @@ import torch
 
 from .convert import Step, TensorLike, apply_steps, dtype_name
 from .errors import MappingError
-from .folder import BIN_FILE, folder_tensor_specs, load_folder_state, read_config
+from .folder import folder_tensor_specs, load_folder_state, read_config
 from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
 from .output import atomic_output, check_output_file
 from .report import (
@@ -36,8 +36,6 @@ from .report import (
     SourceRecord,
     TargetRecord,
 )
-
-__all__ = ["BIN_FILE", "ReversePlan", "load_folder_state", "plan_reverse", "reverse_folder", "reverse_state_dict"]
 
 
 @dataclass

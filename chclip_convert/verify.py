@@ -132,7 +132,7 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(
+def verify_folder(
     checkpoint: str | Path,
     folder: str | Path,
     *,

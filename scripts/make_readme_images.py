@@ -16,12 +16,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from chclip_convert import convert_checkpoint, load_checkpoint
+from chclip_convert import convert_checkpoint
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.demo import damaged_copy, write_demo_checkpoint
+from chclip_convert.folder import load_folder_state
 from chclip_convert.inspection import filter_rows, inspect_checkpoint
 from chclip_convert.notebook.plots import plot_layer_curves, plot_stat_scatter
 from chclip_convert.notebook.widgets import rows_to_html
-from chclip_convert.reverse import load_folder_state
 from chclip_convert.weight_stats import compare_weights
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

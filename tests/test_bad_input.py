@@ -31,11 +31,11 @@ from chclip_convert import (
     OutputError,
     UnsupportedCheckpointError,
     convert_checkpoint,
-    load_checkpoint,
     safetensors_writer,
 )
 from chclip_convert import output as output_module
 from chclip_convert import reverse as reverse_module
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.cli import main
 from chclip_convert.demo import write_demo_checkpoint
 from chclip_convert.notebook.widgets import ConvertUI

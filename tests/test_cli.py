@@ -14,7 +14,7 @@ import torch
 from conftest import assert_model_holds, reload_strictly
 from original import REDUCED, build_model, save, training_checkpoint
 
-from chclip_convert import load_checkpoint
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.cli import EXIT_PROBLEMS, main, package_version, translate_legacy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ import hashlib
 import torch
 from cn_clip.clip.model import CLIP
 
-from chclip_convert import convert_checkpoint, infer_architecture, load_checkpoint
+from chclip_convert import convert_checkpoint, infer_architecture
 from chclip_convert.architecture import cn_clip_kwargs
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.compare import (
     SAMPLE_CAPTIONS,
     differences,

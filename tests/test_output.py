@@ -19,11 +19,11 @@ from chclip_convert import (
     OutputError,
     convert_checkpoint,
     convert_state_dict,
-    load_checkpoint,
 )
 from chclip_convert import assets as assets_module
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.comparison import compare_state
-from chclip_convert.reverse import load_folder_state
+from chclip_convert.folder import load_folder_state
 
 
 def sha256(path: Path) -> str:

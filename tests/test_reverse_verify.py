@@ -16,10 +16,17 @@ from original import REDUCED, VOCAB, build_model, model_kwargs, save, training_c
 from safetensors.torch import load_file, save_file
 from transformers import ChineseCLIPModel
 
-from chclip_convert import MappingError, OutputError, UnsupportedCheckpointError, convert_checkpoint, load_checkpoint
+from chclip_convert import (
+    MappingError,
+    OutputError,
+    UnsupportedCheckpointError,
+    convert_checkpoint,
+)
 from chclip_convert.architecture import cn_clip_kwargs
-from chclip_convert.reverse import load_folder_state, reverse_folder, reverse_state_dict
-from chclip_convert.verify import verify
+from chclip_convert.checkpoint import load_checkpoint
+from chclip_convert.folder import load_folder_state
+from chclip_convert.reverse import reverse_folder, reverse_state_dict
+from chclip_convert.verify import verify_folder
 
 
 def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -119,7 +126,7 @@ def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
 
 def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-H-14"], tmp_path / "hf", vocab=VOCAB)
-    report = verify(reduced_checkpoints["ViT-H-14"], tmp_path / "hf")
+    report = verify_folder(reduced_checkpoints["ViT-H-14"], tmp_path / "hf")
     assert report.ok, report.to_text()
     names = [check.name for check in report.checks]
     assert "token ids equal" in names and "top-1 agrees" in names and "pixel max abs diff" in names
@@ -133,14 +140,14 @@ def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):
     flash = to_flash_layout({f"module.{k}": v.clone() for k, v in model.state_dict().items()})
     checkpoint = save({"state_dict": flash, "epoch": 1}, tmp_path / "flash.pt")
     convert_checkpoint(checkpoint, tmp_path / "hf", vocab=VOCAB)
-    report = verify(checkpoint, tmp_path / "hf")
+    report = verify_folder(checkpoint, tmp_path / "hf")
     assert report.ok, report.to_text()
     assert "not applicable" in report.to_text()
 
 
 def test_verify_uses_16_bit_tolerances_for_a_cast_folder(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB, dtype="float16")
-    report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
+    report = verify_folder(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
     assert report.precision == "float16" and report.ok, report.to_text()
 
 
@@ -151,7 +158,7 @@ def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoin
     q, k = (f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight" for p in "qk")
     state[q], state[k] = state[k].clone(), state[q].clone()  # the q/k order mistake a converter can make
     save_file(state, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
-    report = verify(checkpoint, tmp_path / "hf")
+    report = verify_folder(checkpoint, tmp_path / "hf")
     failed = {check.name for check in report.checks if not check.passed}
     assert "weights equal source" in failed and "image max abs diff (relative)" in failed
     result = subprocess.run(
@@ -165,7 +172,7 @@ def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoin
 
 def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB)
-    report = verify(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", use_original=False)
+    report = verify_folder(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", use_original=False)
     assert report.ok and not report.original_available
     assert [c.name for c in report.checks] == [
         "weights equal source",

@@ -10,9 +10,9 @@ import torch
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import checkpoint as checkpoint_module
-from chclip_convert import convert_checkpoint, load_checkpoint
-from chclip_convert.checkpoint import SourceCheckpoint
-from chclip_convert.reverse import load_folder_state
+from chclip_convert import convert_checkpoint
+from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
+from chclip_convert.folder import load_folder_state
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

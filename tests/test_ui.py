@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import assert_model_holds, reload_strictly
 
-from chclip_convert import MappingError, convert_checkpoint, load_checkpoint
+from chclip_convert import MappingError, convert_checkpoint
+from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
+from chclip_convert.folder import load_folder_state
 from chclip_convert.inspection import inspect_checkpoint
 from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
-from chclip_convert.reverse import load_folder_state
 from chclip_convert.weight_stats import compare_weights
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from chclip_convert import convert_checkpoint
 from chclip_convert.assets import read_vocab
 from chclip_convert.cli import main
-from chclip_convert.verify import verify
+from chclip_convert.verify import verify_folder
 
 LAYOUTS = ("standard", "flash-attention")
 MODEL = "ViT-B-16"
@@ -236,7 +236,7 @@ RELOAD_NAMES = {"missing tensor", "unexpected tensor", "wrong-shaped tensor"}
 def test_verify_fails_and_names_each_break(name, layout, original, sources, intact, tmp_path):
     folder = broken_copy(intact[layout], tmp_path / "broken")
     named = BREAKS[name].apply(folder)
-    report = verify(sources[layout], folder, use_original=original, vocab=VOCAB)
+    report = verify_folder(sources[layout], folder, use_original=original, vocab=VOCAB)
     assert not report.ok and report.original_available == original
     failed = {check.name: check for check in report.checks if not check.passed}
     check = failed.get(BREAKS[name].check)
@@ -260,7 +260,7 @@ def test_intact_folders_pass(kind, original, sources, intact, tmp_path):
     elif kind == "sharded":
         folder = convert_checkpoint(sources[layout], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
         assert len(list(folder.glob("model-*.safetensors"))) > 1
-    report = verify(sources[layout], folder, use_original=original, vocab=VOCAB)
+    report = verify_folder(sources[layout], folder, use_original=original, vocab=VOCAB)
     assert report.ok, report.to_text()
     assert report.precision == ("float16" if kind == "float16" else "exact")
     expected = [name for name in CORE_CHECKS if not (layout == "flash-attention" and name == ROUND_TRIP_BACK)]
@@ -273,14 +273,14 @@ def test_head_overrides_are_never_taken_from_the_folder(original, sources, tmp_p
     converted with --vision-heads 8 (the model has 12) fails, naming the field, until verify is given 8 too."""
     folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, vision_heads=8).output_dir
     assert json.loads((folder / "conversion_report.json").read_text())["overrides"]["vision_heads"] == 8
-    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB)
     failed = {check.name: check for check in report.checks if not check.passed}
     assert "vision_config.num_attention_heads: folder 8, expected 12" in failed[CONFIG].value
     assert "--vision-heads" in report.to_text()
-    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
+    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
     assert report.ok, report.to_text()
     replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=12))
-    report = verify(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
+    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
     failed = {check.name: check for check in report.checks if not check.passed}
     assert "vision_config.num_attention_heads: folder 12, expected 8" in failed[CONFIG].value
 
@@ -314,7 +314,7 @@ def test_convert_with_verify_writes_the_verdict_beside_the_summary(sources, tmp_
 
 def test_a_reference_vocabulary_inside_the_folder_is_refused(sources, intact, tmp_path):
     folder = broken_copy(intact["standard"], tmp_path / "hf")
-    report = verify(sources["standard"], folder, use_original=False, vocab=folder / "vocab.txt")
+    report = verify_folder(sources["standard"], folder, use_original=False, vocab=folder / "vocab.txt")
     failed = {check.name: check for check in report.checks if not check.passed}
     assert "pass --vocab" in failed["tokenizer equals reference"].value
     assert "lies in the folder under test" in report.to_text()
@@ -332,7 +332,7 @@ def test_sharded_folders_are_read_through_their_index(sources, tmp_path):
     stray = load_file(str(first))
     save_file({key: torch.zeros_like(value) for key, value in stray.items()}, str(folder / "stray.safetensors"))
     assert load_folder_state(folder).keys() == intact.keys()
-    assert verify(sources["standard"], folder, use_original=False, vocab=VOCAB).ok
+    assert verify_folder(sources["standard"], folder, use_original=False, vocab=VOCAB).ok
     repeated = next(iter(stray))
     second_with_repeat = {**load_file(str(second)), repeated: stray[repeated]}
     second.unlink()
