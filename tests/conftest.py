@@ -106,9 +106,9 @@ def assert_model_holds(model, source_state: dict[str, torch.Tensor]) -> None:
     when it was loaded (``ChineseCLIPPreTrainedModel._init_weights`` zeroes ``weight[padding_idx]``, a view that
     its guard for loaded tensors does not see). Only [PAD] positions read that row and attention masks them, so
     outputs do not depend on it; the written file holds the source's row (``load_folder_state`` shows it)."""
-    from chclip_convert.comparison import expected_state
+    from chclip_convert import convert_state_dict
 
-    expected = expected_state(source_state)
+    expected = dict(convert_state_dict(source_state).state_dict)
     state = model.state_dict()
     assert set(state) == set(expected), sorted(set(state) ^ set(expected))
     pad = model.config.text_config.pad_token_id
