@@ -10,22 +10,19 @@ Usage: .venv/bin/python benchmarks/parity_figures.py   (needs cn_clip; builds se
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import cn_clip.clip
-import torch
-from cn_clip.clip.utils import create_model
 
 from chclip_convert import convert_checkpoint
-from chclip_convert.architecture import KNOWN_MODELS, Architecture, KnownModel, infer_architecture
+from chclip_convert.architecture import KNOWN_MODELS
 from chclip_convert.compare import (
     SAMPLE_CAPTIONS,
     differences,
+    original_architecture,
     run_converted,
     run_original,
     sample_image,
@@ -36,18 +33,9 @@ VOCAB = Path(cn_clip.clip.__file__).parent / "vocab.txt"
 REDUCED_LAYERS = 2  # full width, 2 vision + 2 text layers: what tells the architectures apart, quickly
 
 
-def known_architecture(known: KnownModel) -> Architecture:
-    """The architecture read off cn_clip's own model of that name, built on the meta device (shapes only)."""
-    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # create_model prints its config
-        model = create_model(f"{known.name}@{known.text.name}")
-    arch = infer_architecture(model.state_dict())
-    assert arch.name == known.name, arch
-    return arch
-
-
 def main() -> None:
     image = sample_image()
-    full = {known.name: known_architecture(known) for known in KNOWN_MODELS}
+    full = {known.name: original_architecture(known.name) for known in KNOWN_MODELS}
     cut = {"vision_layers": REDUCED_LAYERS, "text_layers": REDUCED_LAYERS, "name": None, "notes": ()}
     rows = {f"{name} (2+2 layers)": replace(arch, **cut) for name, arch in full.items()}
     rows["ViT-B-16 (full size)"] = full["ViT-B-16"]

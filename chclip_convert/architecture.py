@@ -36,13 +36,15 @@ class KnownModel:
     text_layers: int
     text_hidden: int
     text_intermediate: int
+    text_name: str  # cn_clip's name of the text tower: create_model("ViT-B-16@" + text_name)
 
 
-KNOWN_MODELS = (  # from cn_clip's model_configs: RoBERTa-wwm-ext-base (12 × 768) or -large (24 × 1024) text
-    KnownModel("ViT-B-16", 12, 768, 16, 224, 512, 12, 768, 3072),
-    KnownModel("ViT-L-14", 24, 1024, 14, 224, 768, 12, 768, 3072),
-    KnownModel("ViT-L-14-336", 24, 1024, 14, 336, 768, 12, 768, 3072),
-    KnownModel("ViT-H-14", 32, 1280, 14, 224, 1024, 24, 1024, 4096),
+_BASE, _LARGE = "RoBERTa-wwm-ext-base-chinese", "RoBERTa-wwm-ext-large-chinese"
+KNOWN_MODELS = (  # from cn_clip's model_configs
+    KnownModel("ViT-B-16", 12, 768, 16, 224, 512, 12, 768, 3072, _BASE),
+    KnownModel("ViT-L-14", 24, 1024, 14, 224, 768, 12, 768, 3072, _BASE),
+    KnownModel("ViT-L-14-336", 24, 1024, 14, 336, 768, 12, 768, 3072, _BASE),
+    KnownModel("ViT-H-14", 32, 1280, 14, 224, 1024, 24, 1024, 4096, _LARGE),
 )
 
 # Vision heads by width, from cn_clip's model configs: head width 64, except ViT-H-14 (1280 wide): 80.

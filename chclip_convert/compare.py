@@ -3,13 +3,15 @@ captions — each through its own preprocessing and tokenizer — and compare wh
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .architecture import Architecture, cn_clip_kwargs, infer_architecture
+from .architecture import KNOWN_MODELS, Architecture, cn_clip_kwargs, infer_architecture
 from .assets import CONTEXT_LENGTH
 from .checkpoint import load_checkpoint
 
@@ -133,19 +135,28 @@ def differences(original: ModelOutputs, converted: ModelOutputs) -> dict[str, fl
     }
 
 
-def write_seeded_original(arch: Architecture, path: str | Path, *, seed: int = 0) -> Path:
-    """cn_clip's ``CLIP`` for ``arch`` with seeded weights, saved to ``path`` as cn_clip's training saves it (a
-    ``module.``-prefixed state dict with epoch, step and name; no optimizer); return ``path``. Needs cn_clip.
+def original_architecture(name: str) -> Architecture:
+    """The architecture of cn_clip's own released model ``name`` (see ``KNOWN_MODELS``), read off the model
+    cn_clip's ``create_model`` builds, on the meta device (shapes only, no memory). Needs cn_clip."""
+    from cn_clip.clip.utils import create_model
 
-    cn_clip's own initialisation under ``seed``, then every LayerNorm perturbed, every all-zero bias drawn and
-    the logit scale set to 3, so that a swapped, dropped or misplaced tensor shows in the outputs. The global
-    random state is left as it was."""
+    known = next((model for model in KNOWN_MODELS if model.name == name), None)
+    if known is None:
+        raise ValueError(f"{name!r} is not one of {', '.join(model.name for model in KNOWN_MODELS)}")
+    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # create_model prints its config
+        model = create_model(f"{known.name}@{known.text_name}")
+    return infer_architecture(model.state_dict())
+
+
+def seeded_original_model(clip_kwargs: dict, *, seed: int = 0):
+    """cn_clip's ``CLIP(**clip_kwargs)`` in eval mode, with weights that make a wrong mapping show: cn_clip's own
+    initialisation under ``seed``, then every LayerNorm perturbed, every all-zero bias drawn and the logit
+    scale set to 3. The global random state is left as it was. Needs cn_clip."""
     from cn_clip.clip.model import CLIP
 
-    path = Path(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(**cn_clip_kwargs(arch))
+        model = CLIP(**clip_kwargs)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 module = name.split(".")[-2] if "." in name else ""
@@ -154,7 +165,15 @@ def write_seeded_original(arch: Architecture, path: str | Path, *, seed: int = 0
                 if name.endswith(("in_proj_bias", ".bias")) and parameter.abs().sum() == 0:
                     parameter.normal_(0.0, 0.02)
             model.logit_scale.fill_(3.0)
+    return model.eval()
+
+
+def write_seeded_original(arch: Architecture, path: str | Path, *, seed: int = 0) -> Path:
+    """:func:`seeded_original_model` for ``arch``, saved to ``path`` as cn_clip's training saves it (a
+    ``module.``-prefixed state dict with epoch, step and name; no optimizer); return ``path``."""
+    model = seeded_original_model(cn_clip_kwargs(arch), seed=seed)
     state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": 1, "step": 100, "name": path.stem, "state_dict": state}, path)
     return path

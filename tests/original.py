@@ -15,6 +15,8 @@ import cn_clip.clip as cn_clip_pkg
 import torch
 from cn_clip.clip.model import CLIP, convert_weights
 
+from chclip_convert.compare import seeded_original_model
+
 CONFIG_DIR = Path(cn_clip_pkg.__file__).parent / "model_configs"
 VOCAB = Path(cn_clip_pkg.__file__).parent / "vocab.txt"
 
@@ -57,18 +59,8 @@ def model_kwargs(variant: Variant) -> dict:
 
 
 def build_model(variant: Variant, seed: int = 0) -> CLIP:
-    """A cn_clip ``CLIP`` with seeded weights; LayerNorms perturbed so a swapped mapping shows."""
-    torch.manual_seed(seed)
-    model = CLIP(**model_kwargs(variant))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            module = name.split(".")[-2] if "." in name else ""
-            if module.startswith("ln") or module == "LayerNorm":
-                parameter.add_(0.1 * torch.randn_like(parameter))
-            if name.endswith(("in_proj_bias", ".bias")) and parameter.abs().sum() == 0:
-                parameter.normal_(0.0, 0.02)
-        model.logit_scale.fill_(3.0)
-    return model.eval()
+    """A cn_clip ``CLIP`` of cn_clip's own config for ``variant``, with seeded weights a wrong mapping shows in."""
+    return seeded_original_model(model_kwargs(variant), seed=seed)
 
 
 def training_checkpoint(model: CLIP, *, optimizer: bool = False, fp16: bool = False) -> dict:
