@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .constants import (
     CONFLICT,
     DTYPE_CHOICES,
@@ -53,7 +54,6 @@ EXIT_VERIFY_FAILED = 3
 EXIT_PROBLEMS = 4
 
 PROG = "chclip-convert"
-DISTRIBUTION = "chclip-convert"
 COMMANDS = ("convert", "verify", "reverse", "inspect")
 LEGACY_MODES = {"--verify-only": "verify", "--reverse": "reverse"}
 INSPECT_STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT)
@@ -121,24 +121,12 @@ def build_parser() -> CommandLine:
         epilog=EPILOG,
         formatter_class=_RAW,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     for add in (_add_convert, _add_verify, _add_reverse, _add_inspect):
         add(commands)
     parser.commands = dict(commands.choices)
     return parser
-
-
-def package_version() -> str:
-    """The installed distribution's version, else the package's own ``__version__`` (a source checkout)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:
-        from . import __version__
-
-        return __version__
 
 
 def _command(
@@ -374,13 +362,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _key_report(args: argparse.Namespace) -> ConversionReport:
     from .inspection import inspect_checkpoint
 
-    heads = {"vision_heads": args.vision_heads, "text_heads": args.text_heads}
-    try:
-        return inspect_checkpoint(args.checkpoint, **heads)
-    except MappingError as error:  # keys that do not fit: their report is what inspect is for
-        if error.report is None:
-            raise
-        return error.report
+    return inspect_checkpoint(args.checkpoint, vision_heads=args.vision_heads, text_heads=args.text_heads)
 
 
 def _report_json(report: ConversionReport, status: str) -> dict:

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_model_holds, reload_strictly
+from conftest import ROOT, assert_model_holds, reload_strictly
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.cli import EXIT_PROBLEMS, main, package_version, translate_legacy
-
-ROOT = Path(__file__).resolve().parents[1]
+from chclip_convert.cli import EXIT_PROBLEMS, main, translate_legacy
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +250,8 @@ def test_help_shows_examples(command, capsys):
     assert f"\n  chclip-convert {command or 'inspect'} " in out
 
 
-def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
+def test_version_comes_from_the_package_metadata(capsys):
+    import tomllib
     from importlib import metadata
 
     import chclip_convert
@@ -261,9 +260,5 @@ def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"chclip-convert {metadata.version('chclip-convert')}"
-
-    def not_installed(name):
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(metadata, "version", not_installed)
-    assert package_version() == chclip_convert.__version__
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chclip_convert.__version__ == metadata.version("chclip-convert") == declared
