@@ -161,6 +161,6 @@ def choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) ->
         return (
             None,
             "not written (no fitting vocabulary)",
-            [f"{path} ({origin}) not used: {mismatch} No tokenizer was written."],
+            [f"{path.name} ({origin}) not used: {mismatch} No tokenizer was written."],
         )
     return path, f"{path} ({origin})", []

@@ -42,10 +42,6 @@ class ConversionSummary:
     warnings: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)  # options that shape the folder, read back by verify
 
-    @property
-    def notes(self) -> list[str]:
-        return [*self.report.notes, *self.warnings]
-
     def facts(self, *, shareable: bool = False) -> list[tuple[str, str]]:
         """(label, value) rows; ``shareable`` leaves out what only this machine knows (paths, time)."""
         dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(self.dtypes_written.items()))
@@ -75,7 +71,8 @@ class ConversionSummary:
     def to_text(self) -> str:
         lines = [f"Converted {self.source.name} → {self.output_dir}"]
         lines += [f"  {label + ':':16}{value}" for label, value in self.facts()]
-        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  note: {note}" for note in self.report.notes]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
     def to_html(self) -> str:
@@ -84,13 +81,16 @@ class ConversionSummary:
             f"<td>{html.escape(value)}</td></tr>"
             for label, value in self.facts()
         )
-        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.notes)
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.report.notes)
+        notes += "".join(f"<li><b>warning:</b> {html.escape(warning)}</li>" for warning in self.warnings)
         return f"<b>Converted.</b><table>{cells}</table>" + (f"<ul>{notes}</ul>" if notes else "")
 
     def model_card(self) -> str:
         """The folder's ``README.md``: where the weights came from and what the conversion found."""
         rows = "\n".join(f"| {label} | {value} |" for label, value in self.facts(shareable=True))
-        noted = "\n".join(f"- {note}" for note in self.notes) or "- none"
+        noted = "\n".join(
+            [*(f"- {note}" for note in self.report.notes), *(f"- warning: {warning}" for warning in self.warnings)]
+        )
         return f"""---
 library_name: transformers
 pipeline_tag: zero-shot-image-classification
@@ -108,7 +108,7 @@ Converted from an original Chinese-CLIP checkpoint (cn_clip format) by chclip-co
 {rows}
 
 Notes:
-{noted}
+{noted or "- none"}
 
 {USAGE}
 

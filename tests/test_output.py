@@ -182,3 +182,20 @@ def test_unknown_and_missing_tensors_stop_with_one_report(b16_checkpoint, tmp_pa
     assert "vision_model.post_layernorm.weight: got [5], expected [768]" in message
     assert str(broken) in message
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_model_card_holds_no_path_of_this_machine_and_keeps_warnings_apart(tmp_path):
+    """The card is meant to be shared: it names the source file, never where it or its vocabulary lies."""
+    from chclip_convert.demo import write_demo_checkpoint
+
+    checkpoint = write_demo_checkpoint(tmp_path / "runs" / "private")
+    (checkpoint.parent / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")  # does not fit: skipped
+    with pytest.warns(UserWarning, match="not used"):
+        summary = convert_checkpoint(checkpoint, tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert str(tmp_path) not in card and "/runs/private" not in card
+    assert "- warning: vocab.txt (beside the checkpoint) not used: the vocabulary has 2 tokens" in card
+    assert f"| source | {checkpoint.name} (training dict with module. prefix) |" in card
+    text = summary.to_text()
+    assert "  warning: vocab.txt (beside the checkpoint) not used" in text
+    assert all(line.startswith("  note: ") for line in text.splitlines() if "head width" in line)
