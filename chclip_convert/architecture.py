@@ -185,7 +185,7 @@ def _reject_other_models(state_dict: dict[str, torch.Tensor], path: str | Path |
     elif has_bert or any(key.startswith(("embeddings.", "encoder.layer.")) for key in keys):
         kind = "a BERT-only state dict (no visual.* tower)"
     elif any(key.startswith(("text_model.", "vision_model.")) for key in keys):
-        kind = "already in transformers format; use `chclip-convert --reverse` to go back"
+        kind = "already in transformers format; use `chclip-convert reverse` to go back"
     else:
         kind = "not a Chinese-CLIP model"
     raise UnsupportedCheckpointError(

@@ -71,7 +71,7 @@ def check_checkpoint_path(path: Path) -> None:
         if (path / "config.json").exists() and any(path.glob("*.safetensors")):
             raise UnsupportedCheckpointError(
                 "this is a folder that is already in transformers format (config.json + safetensors). "
-                "To turn it back into an original checkpoint, use `chclip-convert --reverse`.",
+                "To turn it back into an original checkpoint, use `chclip-convert reverse FOLDER OUTPUT.pt`.",
                 path=path,
             )
         raise CheckpointReadError("is a folder; give the checkpoint file (.pt) inside it.", path=path)
@@ -85,7 +85,7 @@ def check_checkpoint_path(path: Path) -> None:
         raise UnsupportedCheckpointError(
             "this is a safetensors file, i.e. already converted weights. The converter reads original "
             "Chinese-CLIP .pt checkpoints; to turn a converted folder back into one, use "
-            "`chclip-convert --reverse`.",
+            "`chclip-convert reverse FOLDER OUTPUT.pt`.",
             path=path,
         )
 

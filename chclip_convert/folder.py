@@ -111,7 +111,7 @@ def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        message = f"{name} is not valid JSON ({error})."
+        message = f"{name} is not valid JSON ({error}); restore it or convert again."
         raise CheckpointReadError(message, path=folder) from error
     if not isinstance(data, dict):
         raise CheckpointReadError(f"{name} holds {type(data).__name__}, not a JSON object.", path=folder)
@@ -121,28 +121,32 @@ def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
 def read_config(folder: str | Path) -> ChineseCLIPConfig | None:
     """The folder's ``config.json`` as a ``ChineseCLIPConfig``, or ``None`` if it has none."""
     data = read_json(folder, CONFIG_FILE)
-    return None if data is None else _chinese_clip_config(data, Path(folder) / CONFIG_FILE)
+    return None if data is None else _chinese_clip_config(data, Path(folder) / CONFIG_FILE, CheckpointReadError)
 
 
 def load_config(path: str | Path) -> ChineseCLIPConfig:
     """Read a user's ``config.json`` (or a folder holding one) as a ``ChineseCLIPConfig``."""
     path = Path(path).expanduser()
     file = path / CONFIG_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ConversionError("config file not found.", path=file)
-    data = read_json(file.parent, file.name)
-    if data.get("model_type", "chinese_clip") != "chinese_clip":
-        raise ConversionError(f"config is for model_type {data['model_type']!r}, not 'chinese_clip'.", path=file)
-    return _chinese_clip_config(data, file)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConversionError("config file not found.", path=file) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConversionError(f"config file is not valid JSON ({error}).", path=file) from error
+    if not isinstance(data, dict) or data.get("model_type", "chinese_clip") != "chinese_clip":
+        kind = f"model_type {data['model_type']!r}" if isinstance(data, dict) else type(data).__name__
+        raise ConversionError(f"config is for {kind}, not 'chinese_clip'.", path=file)
+    return _chinese_clip_config(data, file, ConversionError)
 
 
-def _chinese_clip_config(data: dict[str, Any], file: Path) -> ChineseCLIPConfig:
+def _chinese_clip_config(data: dict[str, Any], file: Path, error_type: type[ConversionError]) -> ChineseCLIPConfig:
     from transformers import ChineseCLIPConfig
 
     try:
         return ChineseCLIPConfig.from_dict(data)
     except Exception as error:  # transformers validates configs with assorted exception types
-        raise CheckpointReadError(f"not a valid ChineseCLIPConfig: {error}", path=file) from error
+        raise error_type(f"not a valid ChineseCLIPConfig: {error}", path=file) from error
 
 
 def read_overrides(folder: str | Path) -> dict[str, Any] | None:
@@ -157,8 +161,8 @@ def _weights_folder(folder: str | Path) -> Path:
     if not folder.is_dir():
         if folder.is_file():
             raise UnsupportedCheckpointError(
-                "is a file; --reverse reads a transformers folder (config.json + weights). To convert an original "
-                ".pt checkpoint, drop --reverse.",
+                "is a file, not a transformers folder (config.json + weights). To convert an original .pt "
+                "checkpoint, use `chclip-convert convert`.",
                 path=folder,
             )
         raise CheckpointReadError("no such folder.", path=folder)

@@ -102,12 +102,13 @@ def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -
 
 
 def _move_into_place(partial: Path, target: Path, overwrite: bool) -> None:
-    """Rename ``partial`` to ``target``; an existing target is set aside first and restored if that fails."""
-    if not target.exists():
-        partial.rename(target)
-        return
-    if not overwrite and (target.is_file() or any(target.iterdir())):
+    """Rename ``partial`` to ``target``. A file replaces an existing one in one step (``os.replace``); an existing
+    folder is set aside first and restored if the rename fails."""
+    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
         raise OutputError("appeared while writing and is not empty; nothing was replaced.", path=target)
+    if partial.is_file() or not target.exists():
+        os.replace(partial, target)
+        return
     old = target.with_name(target.name + OLD_SUFFIX)
     _remove(old)
     target.rename(old)

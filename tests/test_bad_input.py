@@ -202,7 +202,9 @@ CASES = {
     "OpenAI CLIP / open_clip": Case(_openai_clip, UnsupportedCheckpointError, "OpenAI CLIP / open_clip"),
     "BERT-only state dict": Case(_bert_only, UnsupportedCheckpointError, "BERT-only"),
     "Chinese-CLIP RN50": Case(_rn50, UnsupportedCheckpointError, "no ResNet vision tower"),
-    "converted folder as input": Case(_converted_folder, UnsupportedCheckpointError, "--reverse"),
+    "converted folder as input": Case(
+        _converted_folder, UnsupportedCheckpointError, "chclip-convert reverse FOLDER OUTPUT.pt"
+    ),
     "safetensors file as input": Case(_safetensors_file, UnsupportedCheckpointError, "already converted"),
     "missing tensor": Case(_missing_tensor, MappingError, "layers.0.mlp.fc1.bias"),
     "extra tensor": Case(_extra_tensor, MappingError, "visual.prompt_tokens"),

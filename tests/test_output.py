@@ -199,3 +199,31 @@ def test_the_model_card_holds_no_path_of_this_machine_and_keeps_warnings_apart(t
     text = summary.to_text()
     assert "  warning: vocab.txt (beside the checkpoint) not used" in text
     assert all(line.startswith("  note: ") for line in text.splitlines() if "head width" in line)
+
+
+def test_the_atomic_writer_replaces_files_in_one_step_and_never_what_appeared_meanwhile(tmp_path):
+    from chclip_convert.output import atomic_output
+
+    target = tmp_path / "back.pt"
+    target.write_bytes(b"old")
+    with atomic_output(target, overwrite=True, folder=False) as partial:
+        partial.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    other, folder = tmp_path / "other.pt", tmp_path / "hf"
+    appeared = pytest.raises(OutputError, match=r"other\.pt: appeared while writing")
+    with appeared, atomic_output(other, overwrite=False, folder=False) as partial:
+        partial.write_bytes(b"ours")
+        other.write_bytes(b"theirs")  # another process got there first
+    with (
+        pytest.raises(OutputError, match="hf: appeared while writing"),
+        atomic_output(folder, overwrite=False) as partial,
+    ):
+        (partial / "config.json").write_text("{}")
+        folder.mkdir()
+        (folder / "theirs.txt").write_text("keep me")
+    assert other.read_bytes() == b"theirs" and [p.name for p in folder.iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.pt", "hf", "other.pt"], "a partial was left"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create the output"), atomic_output(blocker / "hf", overwrite=False):
+        pass

@@ -110,7 +110,7 @@ def test_reverse_rejects_incomplete_or_foreign_folders(tmp_path):
     message = str(caught.value)
     assert "vision_model.extra.weight" in message and "layers.0.self_attn.k_proj.weight" in message
     save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
-    with pytest.raises(UnsupportedCheckpointError, match="is a file; --reverse reads a transformers folder"):
+    with pytest.raises(UnsupportedCheckpointError, match="is a file, not a transformers folder"):
         reverse_folder(tmp_path / "x.safetensors", tmp_path / "o.pt")
 
 
