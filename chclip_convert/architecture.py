@@ -122,49 +122,29 @@ def infer_architecture(
     """
     _reject_other_models(state_dict, path)
     shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
-    _require(shapes, _SHAPE_KEYS, path)
-
-    width, _, patch, _ = _dims(shapes, "visual.conv1.weight", 4, path)
-    positions = shapes["visual.positional_embedding"][0]
-    grid = math.isqrt(positions - 1)
-    if grid * grid != positions - 1:
-        raise ArchitectureError(
-            f"visual.positional_embedding has {positions} rows; expected 1 + a square number of patches.",
-            path=path,
-        )
-    vocab, text_hidden = _dims(shapes, "bert.embeddings.word_embeddings.weight", 2, path)
+    _require(shapes, path)
+    sizes = {entry.attribute: shapes[entry.shown_by][entry.dim] for entry in MODEL_FIELDS if entry.dim is not None}
+    for entry in MODEL_FIELDS:
+        if entry.shown_by and entry.shown_by.endswith(LAYERS):
+            sizes[entry.attribute] = _count_layers(shapes, entry.shown_by.removesuffix(LAYERS), path)
+    sizes["image_size"] = _grid(sizes["image_size"], path) * sizes["patch_size"]  # read as positions: 1 + grid²
     notes: list[str] = []
-    arch = Architecture(
-        vision_layers=_count_layers(shapes, "visual.transformer.resblocks.", path),
-        vision_width=width,
-        vision_intermediate=shapes[f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight"][0],
-        vision_heads=_heads("vision", width, vision_heads, VISION_HEADS_BY_WIDTH, notes, path, _at(config_heads, 0)),
-        patch_size=patch,
-        image_size=grid * patch,
-        text_layers=_count_layers(shapes, "bert.encoder.layer.", path),
-        text_hidden=text_hidden,
-        text_intermediate=shapes[f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight"][0],
-        text_heads=_heads("text", text_hidden, text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, _at(config_heads, 1)),
-        vocab_size=vocab,
-        max_positions=shapes["bert.embeddings.position_embeddings.weight"][0],
-        type_vocab_size=shapes["bert.embeddings.token_type_embeddings.weight"][0],
-        projection_dim=_dims(shapes, "visual.proj", 2, path)[1],
+    vision = _heads(
+        "vision", sizes["vision_width"], vision_heads, VISION_HEADS_BY_WIDTH, notes, path, _at(config_heads, 0)
     )
+    text = _heads("text", sizes["text_hidden"], text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, _at(config_heads, 1))
+    arch = Architecture(**sizes, vision_heads=vision, text_heads=text)
     name, name_notes = _match_known(arch)
     return Architecture(**{**asdict(arch), "name": name, "notes": tuple(notes + name_notes)})
 
 
-_SHAPE_KEYS = (
-    "visual.conv1.weight",
-    "visual.positional_embedding",
-    "visual.proj",
-    f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight",
-    "bert.embeddings.word_embeddings.weight",
-    "bert.embeddings.position_embeddings.weight",
-    "bert.embeddings.token_type_embeddings.weight",
-    f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight",
-    "text_projection",
-)
+def _grid(positions: int, path) -> int:
+    grid = math.isqrt(positions - 1)
+    if grid * grid != positions - 1:
+        raise ArchitectureError(
+            f"visual.positional_embedding has {positions} rows; expected 1 + a square number of patches.", path=path
+        )
+    return grid
 
 
 def _reject_other_models(state_dict: dict[str, torch.Tensor], path: str | Path | None) -> None:
@@ -195,19 +175,18 @@ def _reject_other_models(state_dict: dict[str, torch.Tensor], path: str | Path |
     )
 
 
-def _require(shapes: dict[str, tuple[int, ...]], keys: tuple[str, ...], path) -> None:
-    missing = [key for key in keys if key not in shapes]
+def _require(shapes: dict[str, tuple[int, ...]], path) -> None:
+    """Every tensor the sizes are read from is there, with as many dimensions as cn_clip gives it."""
+    needed = sorted({entry.shown_by for entry in MODEL_FIELDS if entry.dim is not None})
+    missing = [key for key in needed if key not in shapes]
     if missing:
         raise ArchitectureError(
             "cannot read the model's sizes: missing tensor(s) " + ", ".join(missing) + ".", path=path
         )
-
-
-def _dims(shapes: dict[str, tuple[int, ...]], key: str, ndim: int, path) -> tuple[int, ...]:
-    shape = shapes[key]
-    if len(shape) != ndim:
-        raise ArchitectureError(f"{key} has shape {list(shape)}; expected {ndim} dimensions.", path=path)
-    return shape
+    for key in needed:
+        ndim = _NDIM.get(key, 2)
+        if len(shapes[key]) != ndim:
+            raise ArchitectureError(f"{key} has shape {list(shapes[key])}; expected {ndim} dimensions.", path=path)
 
 
 def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
@@ -295,58 +274,68 @@ def expected_shapes(config: ChineseCLIPConfig) -> dict[str, tuple[int, ...]]:
 @dataclass(frozen=True)
 class ModelField:
     """One size of the model: the :class:`Architecture` attribute, the config field it becomes, the tensor
-    whose shape shows it (None: invisible in the weights), and the cn_clip ``CLIP`` argument that rebuilds it."""
+    whose shape shows it, and the cn_clip ``CLIP`` argument that rebuilds it."""
 
     attribute: str
     config: str  # "section.field", or a top-level field
-    shown_by: str | None
-    cn_clip: str | None
+    shown_by: str | None  # a tensor; a layer prefix ending in LAYERS for depths; None: invisible in the weights
+    dim: int | None = None  # the dimension of shown_by's shape that holds the value
+    cn_clip: str | None = None
     cn_clip_value: Callable[[Architecture], int] | None = None  # when the argument is not the attribute itself
+    option: str | None = None  # the command-line option that gives an invisible size
 
+
+LAYERS = "N.*"  # shown_by of a depth: the layers numbered 0…N-1 under that prefix
+CONV, WORDS = "visual.conv1.weight", "bert.embeddings.word_embeddings.weight"
+_NDIM = {CONV: 4}  # dimensions of the tensors sizes are read from; 2 unless given
 
 MODEL_FIELDS = (
-    ModelField("vision_layers", "vision_config.num_hidden_layers", f"{VISION_LAYER.format(i='N')}.*", "vision_layers"),
-    ModelField("vision_width", "vision_config.hidden_size", "visual.conv1.weight", "vision_width"),
     ModelField(
-        "vision_intermediate", "vision_config.intermediate_size", f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight", None
+        "vision_layers", "vision_config.num_hidden_layers", VISION_LAYER.format(i=LAYERS), cn_clip="vision_layers"
+    ),
+    ModelField("vision_width", "vision_config.hidden_size", CONV, 0, "vision_width"),
+    ModelField(
+        "vision_intermediate", "vision_config.intermediate_size", f"{VISION_LAYER.format(i=0)}.mlp.c_fc.weight", 0
     ),
     ModelField(
         "vision_heads",
         "vision_config.num_attention_heads",
         None,
-        "vision_head_width",
-        lambda arch: arch.vision_width // arch.vision_heads,
+        cn_clip="vision_head_width",
+        cn_clip_value=lambda arch: arch.vision_width // arch.vision_heads,
+        option="--vision-heads",
     ),
-    ModelField("patch_size", "vision_config.patch_size", "visual.conv1.weight", "vision_patch_size"),
+    ModelField("patch_size", "vision_config.patch_size", CONV, 2, "vision_patch_size"),
+    # read as its number of rows, 1 + (image / patch)²: see infer_architecture
+    ModelField("image_size", "vision_config.image_size", "visual.positional_embedding", 0, "image_resolution"),
+    ModelField("projection_dim", "projection_dim", "visual.proj", 1, "embed_dim"),
     ModelField(
-        "image_size",
-        "vision_config.image_size",
-        "visual.positional_embedding (rows = 1 + (image/patch)²)",
-        "image_resolution",
+        "text_layers", "text_config.num_hidden_layers", TEXT_LAYER.format(i=LAYERS), cn_clip="text_num_hidden_layers"
     ),
-    ModelField("projection_dim", "projection_dim", "visual.proj", "embed_dim"),
-    ModelField(
-        "text_layers", "text_config.num_hidden_layers", f"{TEXT_LAYER.format(i='N')}.*", "text_num_hidden_layers"
-    ),
-    ModelField("text_hidden", "text_config.hidden_size", "bert.embeddings.word_embeddings.weight", "text_hidden_size"),
+    ModelField("text_hidden", "text_config.hidden_size", WORDS, 1, "text_hidden_size"),
     ModelField(
         "text_intermediate",
         "text_config.intermediate_size",
         f"{TEXT_LAYER.format(i=0)}.intermediate.dense.weight",
+        0,
         "text_intermediate_size",
     ),
-    ModelField("text_heads", "text_config.num_attention_heads", None, "text_num_attention_heads"),
-    ModelField("vocab_size", "text_config.vocab_size", "bert.embeddings.word_embeddings.weight", "vocab_size"),
+    ModelField(
+        "text_heads", "text_config.num_attention_heads", None, cn_clip="text_num_attention_heads", option="--text-heads"
+    ),
+    ModelField("vocab_size", "text_config.vocab_size", WORDS, 0, "vocab_size"),
     ModelField(
         "max_positions",
         "text_config.max_position_embeddings",
         "bert.embeddings.position_embeddings.weight",
+        0,
         "text_max_position_embeddings",
     ),
     ModelField(
         "type_vocab_size",
         "text_config.type_vocab_size",
         "bert.embeddings.token_type_embeddings.weight",
+        0,
         "text_type_vocab_size",
     ),
 )
@@ -359,7 +348,7 @@ FIXED_CONFIG = {
     "text_config.layer_norm_eps": 1e-12,
 }
 FIXED_CN_CLIP = {
-    "text_hidden_act": "gelu",
+    "text_hidden_act": FIXED_CONFIG["text_config.hidden_act"],
     "text_attention_probs_dropout_prob": 0.1,
     "text_hidden_dropout_prob": 0.1,
     "text_initializer_range": 0.02,
@@ -423,11 +412,10 @@ def check_config(
     if not heads_overridden and arch.name:
         for entry in MODEL_FIELDS:
             value, known = _config_value(config, entry.config), getattr(arch, entry.attribute)
-            if entry.shown_by is None and value != known:
-                tower = entry.attribute.split("_")[0]
+            if entry.option and value != known:
                 problems.append(
                     f"{entry.config} = {value}, but {arch.name} has {known} (heads are invisible in shapes; a "
-                    f"wrong count gives wrong outputs silently). Pass --{tower}-heads {value} to force it."
+                    f"wrong count gives wrong outputs silently). Pass {entry.option} {value} to force it."
                 )
     if problems:
         raise ConfigMismatchError(

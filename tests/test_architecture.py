@@ -141,7 +141,31 @@ def test_cn_clip_arguments_from_the_model_table_match_cn_clips_own_configs(name)
     original = model_kwargs(FULL[name])
     ours = cn_clip_kwargs(infer_architecture(meta_state_dict(FULL[name])))
     original.setdefault("vision_head_width", 64)  # cn_clip's CLIP default, which ViT-H-14's config overrides
-    assert {key: original[key] for key in ours} == ours
+    assert ours == original
+
+
+def test_the_model_table_names_real_config_fields_tensors_and_every_size():
+    """A typo in the table would pass silently (ChineseCLIPConfig takes unknown arguments): every config path
+    exists on transformers' config, every tensor on cn_clip's model, and every size of Architecture is there."""
+    from dataclasses import fields
+
+    from transformers import ChineseCLIPConfig
+
+    from chclip_convert.architecture import FIXED_CONFIG, LAYERS, MODEL_FIELDS, Architecture
+
+    config, state = ChineseCLIPConfig(), meta_state_dict(REDUCED["ViT-B-16"])
+    for path in [entry.config for entry in MODEL_FIELDS] + list(FIXED_CONFIG):
+        section, _, name = path.rpartition(".")
+        assert hasattr(getattr(config, section) if section else config, name), path
+    for entry in MODEL_FIELDS:
+        if entry.shown_by is None:
+            assert entry.option, entry  # an invisible size needs an option that gives it
+        elif entry.shown_by.endswith(LAYERS):
+            assert any(key.startswith(entry.shown_by.removesuffix(LAYERS)) for key in state), entry
+        else:
+            assert entry.dim < len(state[entry.shown_by].shape), entry
+    sizes = {field.name for field in fields(Architecture)} - {"name", "notes"}
+    assert {entry.attribute for entry in MODEL_FIELDS} == sizes
 
 
 def test_user_config_changing_a_fixed_setting_is_refused():
