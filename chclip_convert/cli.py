@@ -30,17 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .constants import (
-    CONFLICT,
-    DTYPE_CHOICES,
-    FILLED,
-    IGNORED,
-    MAPPED,
-    MISSING,
-    SHAPE_MISMATCH,
-    TRANSFORMED,
-    UNUSED,
-)
+from .constants import DTYPE_CHOICES, STATUS_FILTERS
 from .errors import ConversionError, MappingError, OutputError
 
 if TYPE_CHECKING:
@@ -56,7 +46,6 @@ EXIT_PROBLEMS = 4
 PROG = "chclip-convert"
 COMMANDS = ("convert", "verify", "reverse", "inspect")
 LEGACY_MODES = {"--verify-only": "verify", "--reverse": "reverse"}
-INSPECT_STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT)
 _RAW = argparse.RawDescriptionHelpFormatter
 
 EPILOG = """\
@@ -199,9 +188,9 @@ def _add_inspect(commands: Commands) -> None:
     sub.add_argument(
         "--status",
         default="all",
-        choices=("all", "problems", *INSPECT_STATUSES),
+        choices=STATUS_FILTERS,
         metavar="STATUS",
-        help=f"show only keys with this status: all (default), problems, {', '.join(INSPECT_STATUSES)}",
+        help=f"show only keys with this status: {', '.join(STATUS_FILTERS)} (default: all)",
     )
     _add_heads(sub)
 

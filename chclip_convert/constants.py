@@ -7,3 +7,5 @@ MAPPED, TRANSFORMED, IGNORED, UNUSED = "mapped", "transformed", "ignored", "unus
 FILLED, MISSING, SHAPE_MISMATCH, CONFLICT = "filled", "missing", "shape_mismatch", "conflict"
 UNEXPECTED = "unexpected"
 PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
+STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
+STATUS_FILTERS = ("all", "problems", *STATUSES)  # what the key views filter by (inspection.filter_rows)

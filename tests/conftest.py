@@ -3,8 +3,10 @@ a tiny transformers config, and a strict reload of converted folders."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,28 @@ from original import REDUCED, build_model, save, training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车停在路边", "皮卡丘", "a photo of 一只狗"]
+
+
+@pytest.fixture
+def demo_checkpoint(tmp_path) -> Path:
+    """The embedded demo checkpoint (small and fast) with its vocab.txt beside it, in a folder of its own."""
+    from chclip_convert.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(tmp_path / "demo")
+
+
+def tree_sha256(path: Path) -> str | None:
+    """SHA-256 of a file, or of every file below a folder in name order; ``None`` if there is nothing."""
+    if path.is_dir():
+        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

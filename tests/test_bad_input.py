@@ -4,7 +4,6 @@ no partial output left at the target."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import os
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from cn_clip.clip.model import CLIP
+from conftest import tree_sha256
 from original import REDUCED, build_model, save, training_checkpoint
 from safetensors.torch import load_file, save_file
 
@@ -218,24 +218,18 @@ CASES = {
 }
 
 
-def sha256(path: Path) -> str | None:
-    if path.is_dir():
-        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-
-
 @pytest.fixture
 def good(tmp_path) -> Path:
     return write_demo_checkpoint(tmp_path / "run")
 
 
 def assert_nothing_written(output: Path, before: str | None) -> None:
-    assert sha256(output) == before, "the output location changed"
+    assert tree_sha256(output) == before, "the output location changed"
     assert not list(output.parent.glob("*.chclip-partial")), "a partial folder was left"
 
 
 def check_case(case: Case, source: Path, output: Path, extra: list[str], capsys) -> None:
-    source_hash, output_hash = sha256(source), sha256(output)
+    source_hash, output_hash = tree_sha256(source), tree_sha256(output)
     options = {"config": extra[1]} if extra[:1] == ["--config"] else {"overwrite": "--overwrite" in extra}
     with pytest.raises(case.error) as caught:
         convert_checkpoint(source, output, **options)
@@ -254,7 +248,7 @@ def check_case(case: Case, source: Path, output: Path, extra: list[str], capsys)
         shown = ui.status.value
     assert html.escape(case.says) in shown, shown
     assert "Traceback" not in shown
-    assert sha256(source) == source_hash, "the input changed"
+    assert tree_sha256(source) == source_hash, "the input changed"
     assert_nothing_written(output, output_hash)
 
 
@@ -301,7 +295,7 @@ def test_nan_and_inf_are_converted_with_a_warning_naming_them(good, tmp_path, ca
 def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_run_removes(tmp_path):
     model = build_model(REDUCED["ViT-H-14"], seed=2)  # ~360 MB of weights: writing takes a moment
     source = save(training_checkpoint(model), tmp_path / "big.pt")
-    before = sha256(source)
+    before = tree_sha256(source)
     output, partial = tmp_path / "out", tmp_path / "out.chclip-partial"
     command = [sys.executable, "-m", "chclip_convert", str(source), str(output), "--no-progress"]
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
@@ -312,7 +306,7 @@ def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_r
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the conversion finished before it could be interrupted"
     assert not output.exists() and partial.is_dir()
-    assert sha256(source) == before
+    assert tree_sha256(source) == before
     convert_checkpoint(source, output)
     assert not partial.exists() and (output / "model.safetensors").is_file()
 
@@ -355,7 +349,7 @@ REVERSE_CASES = {
 def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
     build, says = REVERSE_CASES[name]
     folder, output = build(tmp_path, good), tmp_path / "back.pt"
-    before = sha256(folder)
+    before = tree_sha256(folder)
     with pytest.raises(MappingError) as caught:
         reverse_folder(folder, output)
     assert says in str(caught.value) and str(folder) in str(caught.value)
@@ -363,17 +357,17 @@ def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
     assert main(["--reverse", str(folder), str(output)]) == 1
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and says in stderr and "Traceback" not in stderr
-    assert sha256(folder) == before, "the folder changed"
+    assert tree_sha256(folder) == before, "the folder changed"
     assert not output.exists() and not list(tmp_path.glob("*.chclip-partial")), "something was written"
 
 
 def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good, tmp_path, capsys, monkeypatch):
     folder = convert_checkpoint(good, tmp_path / "hf").output_dir
-    before = sha256(folder)
+    before = tree_sha256(folder)
     for inside in (folder / "model.safetensors", folder / "back.pt"):
         with pytest.raises(OutputError, match="inside the folder being reversed"):
             reverse_folder(folder, inside, overwrite=True)
-    assert sha256(folder) == before, "the folder changed"
+    assert tree_sha256(folder) == before, "the folder changed"
 
     def disk_full(payload, path):  # torch.save writes part of the file, then reports the failure this way
         Path(path).write_bytes(b"half a checkpoint")

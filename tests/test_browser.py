@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, free_port
 from transformers import ChineseCLIPModel
 
 from chclip_convert.demo import write_demo_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -30,12 +28,6 @@ CHROMIUM_FLAGS = [
 ]
 # Voila runs each notebook's cells before the page shows its widgets; the statistics notebook takes longest.
 PAGE_TIMEOUT_MS = 180_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

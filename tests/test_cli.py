@@ -101,53 +101,48 @@ def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_p
     assert "cannot write the report" in result.stderr and str(tmp_path / "taken" / "r.json") in result.stderr
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    """The embedded demo checkpoint (small and fast) with its vocab.txt beside it."""
-    from chclip_convert.demo import write_demo_checkpoint
-
-    return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
-
-
-def test_convert_with_verify_writes_the_report_once_holding_both(demo, tmp_path, monkeypatch, capsys):
+def test_convert_with_verify_writes_the_report_once_holding_both(demo_checkpoint, tmp_path, monkeypatch, capsys):
     import chclip_convert.cli as cli
 
     written = []
     real = cli._write_json
     monkeypatch.setattr(cli, "_write_json", lambda path, data: written.append(path) or real(path, data))
     report = tmp_path / "r.json"
-    assert main([str(demo), str(tmp_path / "hf"), "--no-progress", "--verify", "--report", str(report)]) == 0
+    assert main([str(demo_checkpoint), str(tmp_path / "hf"), "--no-progress", "--verify", "--report", str(report)]) == 0
     assert written == [str(report)]
     record = json.loads(report.read_text())
     assert record["report"]["ok"] is True and record["verification"]["ok"] is True
     assert "Verified: all checks pass." in capsys.readouterr().out
 
 
-def test_each_subcommand_on_the_demo(demo, tmp_path, capsys):
+def test_each_subcommand_on_the_demo(demo_checkpoint, tmp_path, capsys):
     hf, back = tmp_path / "hf", tmp_path / "back.pt"
-    assert main(["convert", str(demo), str(hf), "--no-progress"]) == 0
-    assert main(["verify", str(demo), str(hf), "--report", str(tmp_path / "v.json")]) == 0
+    assert main(["convert", str(demo_checkpoint), str(hf), "--no-progress"]) == 0
+    assert main(["verify", str(demo_checkpoint), str(hf), "--report", str(tmp_path / "v.json")]) == 0
     assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
     assert main(["reverse", str(hf), str(back)]) == 0
-    assert main(["inspect", str(demo)]) == 0
+    assert main(["inspect", str(demo_checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "Verified: all checks pass." in out and "--reset-optimizer" in out
     assert "OK: source keys" in out and "visual.transformer.resblocks.0.attn.in_proj_weight" in out
-    original, reversed_ = (torch.load(path, weights_only=True)["state_dict"] for path in (demo, back))
+    original, reversed_ = (torch.load(path, weights_only=True)["state_dict"] for path in (demo_checkpoint, back))
     assert original.keys() == reversed_.keys() and all(torch.equal(original[k], reversed_[k]) for k in original)
 
 
-def test_no_subcommand_converts_as_convert_does(demo, tmp_path):
-    assert main([str(demo), str(tmp_path / "default"), "--no-progress", "--dtype", "float16"]) == 0
-    assert main(["convert", str(demo), str(tmp_path / "named"), "--no-progress", "--dtype", "float16"]) == 0
+def test_no_subcommand_converts_as_convert_does(demo_checkpoint, tmp_path):
+    assert main([str(demo_checkpoint), str(tmp_path / "default"), "--no-progress", "--dtype", "float16"]) == 0
+    assert main(["convert", str(demo_checkpoint), str(tmp_path / "named"), "--no-progress", "--dtype", "float16"]) == 0
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("default", "named")]
     assert weights[0] == weights[1]
 
 
-def test_old_mode_flags_still_verify_and_reverse(demo, tmp_path, capsys):
+def test_old_mode_flags_still_verify_and_reverse(demo_checkpoint, tmp_path, capsys):
     hf = tmp_path / "hf"
-    assert main([str(demo), str(hf), "--no-progress"]) == 0
-    assert main(["--verify-only", str(demo), str(hf), "--vocab", str(demo.parent / "vocab.txt")]) == 0
+    assert main([str(demo_checkpoint), str(hf), "--no-progress"]) == 0
+    assert (
+        main(["--verify-only", str(demo_checkpoint), str(hf), "--vocab", str(demo_checkpoint.parent / "vocab.txt")])
+        == 0
+    )
     assert "Verified: all checks pass." in capsys.readouterr().out
     assert main(["--reverse", str(hf), str(tmp_path / "bare.pt"), "--bare"]) == 0
     bare = torch.load(tmp_path / "bare.pt", weights_only=True)

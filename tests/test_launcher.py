@@ -7,21 +7,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from conftest import ROOT, readme_commands
+from conftest import ROOT, free_port, readme_commands
 
 START_TIMEOUT_S = 300  # scripts/setup.sh runs first; on a machine where it already ran, it returns at once
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str) -> dict:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_model_holds, reload_strictly
+from conftest import CAPTIONS, assert_model_holds, reload_strictly, tree_sha256
 from original import REDUCED, VOCAB, build_model, save, training_checkpoint
 from transformers import ChineseCLIPProcessor
 
@@ -26,10 +25,6 @@ from chclip_convert.comparison import compare_state
 from chclip_convert.folder import load_folder_state
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def b16_checkpoint(tmp_path_factory) -> Path:
     model = build_model(REDUCED["ViT-B-16"], seed=21)
@@ -37,12 +32,12 @@ def b16_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp_path):
-    before = sha256(b16_checkpoint)
+    before = tree_sha256(b16_checkpoint)
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf")
     written = load_folder_state(tmp_path / "hf")
     comparison = compare_state(convert_state_dict(load_checkpoint(b16_checkpoint).state_dict).state_dict, written)
     assert comparison.ok and comparison.total == len(written), comparison.describe()
-    assert sha256(b16_checkpoint) == before, "the input must never change"
+    assert tree_sha256(b16_checkpoint) == before, "the input must never change"
     assert summary.source_sha256 is None  # the whole file's hash only with file_sha256=True (tests/test_provenance.py)
     card = (tmp_path / "hf" / "README.md").read_text()
     assert (

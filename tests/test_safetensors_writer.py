@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_config
 from safetensors import safe_open
 from safetensors.torch import load_file
-from transformers import ChineseCLIPConfig, ChineseCLIPModel
+from transformers import ChineseCLIPModel
 
 from chclip_convert import ConversionError, convert_checkpoint
-from chclip_convert.demo import write_demo_checkpoint
 from chclip_convert.safetensors_writer import INDEX_FILE, SAFETENSORS_DTYPES, write_weights
 
 REQUIRED_DTYPES = [
@@ -169,28 +169,6 @@ def test_shards_index_and_files_agree(tmp_path):
     assert index["weight_map"]["large"] < index["weight_map"]["small.5"]
 
 
-def small_config() -> ChineseCLIPConfig:
-    return ChineseCLIPConfig(
-        text_config={
-            "vocab_size": 30,
-            "hidden_size": 12,
-            "intermediate_size": 20,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-        },
-        vision_config={
-            "hidden_size": 8,
-            "intermediate_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 8,
-            "patch_size": 4,
-        },
-        projection_dim=4,
-    )
-
-
 def test_from_pretrained_loads_a_sharded_folder_with_every_key(tmp_path):
     torch.manual_seed(0)
     state = {name: torch.randn_like(tensor) for name, tensor in ChineseCLIPModel(small_config()).state_dict().items()}
@@ -204,11 +182,6 @@ def test_from_pretrained_loads_a_sharded_folder_with_every_key(tmp_path):
     model, info = ChineseCLIPModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert_same(model.state_dict(), state)
-
-
-@pytest.fixture(scope="module")
-def demo_checkpoint(tmp_path_factory) -> Path:
-    return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.mark.parametrize(

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
 from conftest import assert_model_holds, reload_strictly
 
 from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.demo import DAMAGE, damaged_copy, write_demo_checkpoint
+from chclip_convert.demo import DAMAGE, damaged_copy
 from chclip_convert.folder import load_folder_state
 from chclip_convert.inspection import inspect_checkpoint
 from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
 from chclip_convert.weight_stats import compare_weights
 
 
-@pytest.fixture
-def demo(tmp_path):
-    return write_demo_checkpoint(tmp_path / "demo")
-
-
-def test_convert_ui_converts_and_shows_summary(demo, tmp_path):
-    ui = ConvertUI(str(demo), str(tmp_path / "out"))
+def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
+    ui = ConvertUI(str(demo_checkpoint), str(tmp_path / "out"))
     assert ui.convert_button.disabled is False and ui.checkpoint_message.value == ""
     ui.convert_button.click()
     assert ui.error is None and ui.summary.output_dir == tmp_path / "out" and ui.summary.report.ok
@@ -30,14 +24,14 @@ def test_convert_ui_converts_and_shows_summary(demo, tmp_path):
         and "932,225" in ui.status.value
         and "OK: source keys 65 mapped" in ui.status.value
     )
-    assert_model_holds(reload_strictly(tmp_path / "out"), load_checkpoint(demo).state_dict)
+    assert_model_holds(reload_strictly(tmp_path / "out"), load_checkpoint(demo_checkpoint).state_dict)
     # The output now exists: Convert is disabled again until Overwrite is ticked.
     assert ui.convert_button.disabled and "not empty" in ui.output_message.value
     ui.overwrite.value = True
     assert not ui.convert_button.disabled
 
 
-def test_bad_paths_show_inline_messages_and_disable_convert(demo, tmp_path):
+def test_bad_paths_show_inline_messages_and_disable_convert(demo_checkpoint, tmp_path):
     ui = ConvertUI("", str(tmp_path / "out"))
     assert ui.convert_button.disabled and "Enter the path" in ui.checkpoint_message.value
     ui.checkpoint.value = str(tmp_path / "missing.pt")
@@ -46,8 +40,8 @@ def test_bad_paths_show_inline_messages_and_disable_convert(demo, tmp_path):
     empty.write_bytes(b"")
     ui.checkpoint.value = str(empty)
     assert ui.convert_button.disabled and "empty" in ui.checkpoint_message.value
-    ui.checkpoint.value = str(demo)
-    ui.output.value = str(demo)
+    ui.checkpoint.value = str(demo_checkpoint)
+    ui.output.value = str(demo_checkpoint)
     assert ui.convert_button.disabled and "input checkpoint" in ui.output_message.value
     ui.output.value = str(tmp_path / "fine")
     ui.vocab.value = str(tmp_path / "nope.txt")
@@ -56,8 +50,8 @@ def test_bad_paths_show_inline_messages_and_disable_convert(demo, tmp_path):
     assert not ui.convert_button.disabled and ui.checkpoint_message.value == ui.output_message.value == ""
 
 
-def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo, tmp_path):
-    damaged = damaged_copy(demo)
+def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo_checkpoint, tmp_path):
+    damaged = damaged_copy(demo_checkpoint)
     ui = ConvertUI(str(damaged), str(tmp_path / "out"))
     ui.convert_button.click()
     assert ui.summary is None and isinstance(ui.error, MappingError) and ui.error.path == damaged
@@ -66,8 +60,8 @@ def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_key_inspector_lists_every_key_and_filters(demo):
-    report = inspect_checkpoint(damaged_copy(demo))
+def test_key_inspector_lists_every_key_and_filters(demo_checkpoint):
+    report = inspect_checkpoint(damaged_copy(demo_checkpoint))
     ui = KeyInspectorUI(report)
     assert len(ui.rows()) == len(report.sources) + len(report.targets)
     ui.status_filter.value = "problems"
@@ -85,19 +79,19 @@ def test_key_inspector_lists_every_key_and_filters(demo):
     )
 
 
-def test_weight_statistics_flag_exactly_the_damaged_tensors(demo, tmp_path):
-    summary = convert_checkpoint(demo, tmp_path / "hf")
+def test_weight_statistics_flag_exactly_the_damaged_tensors(demo_checkpoint, tmp_path):
+    summary = convert_checkpoint(demo_checkpoint, tmp_path / "hf")
     converted = load_folder_state(summary.output_dir)
-    intact = compare_weights(load_checkpoint(demo).state_dict, converted)
+    intact = compare_weights(load_checkpoint(demo_checkpoint).state_dict, converted)
     assert len(intact) == 79 and all(c.agrees for c in intact)
-    damaged = compare_weights(load_checkpoint(damaged_copy(demo)).state_dict, converted)
+    damaged = compare_weights(load_checkpoint(damaged_copy(demo_checkpoint)).state_dict, converted)
     flagged = {c.target for c in damaged if not c.agrees}
     assert flagged == {
         "vision_model.encoder.layers.1.mlp.fc2.bias",  # dropped
         "vision_model.post_layernorm.weight",  # wrong shape
         "text_model.encoder.layer.0.attention.self.query.weight",  # altered values
     }
-    ui = HistogramUI(load_checkpoint(damaged_copy(demo)).state_dict, converted, damaged)
+    ui = HistogramUI(load_checkpoint(damaged_copy(demo_checkpoint)).state_dict, converted, damaged)
     assert bytes(ui.image.value).startswith(b"\x89PNG") and "differ" in ui.caption.value
     ui.tensor.value = "vision_model.encoder.layers.0.self_attn.v_proj.weight"
     assert "identical values" in ui.caption.value

@@ -14,13 +14,25 @@ import ipywidgets as W
 import torch
 
 from ..checkpoint import check_checkpoint_path
-from ..constants import DTYPE_CHOICES
+from ..constants import (
+    CONFLICT,
+    DTYPE_CHOICES,
+    FILLED,
+    IGNORED,
+    MAPPED,
+    MISSING,
+    SHAPE_MISMATCH,
+    STATUS_FILTERS,
+    TRANSFORMED,
+    UNEXPECTED,
+    UNUSED,
+)
 from ..convert import implied_targets
 from ..errors import ConversionError
 from ..inspection import filter_rows
 from ..output import check_output_dir
 from ..pipeline import convert_checkpoint
-from ..report import FIXES, PROBLEM_STATUSES, ConversionReport
+from ..report import FIXES, ConversionReport
 from ..summary import ConversionSummary
 from ..weight_stats import TensorComparison
 
@@ -29,14 +41,15 @@ DESCRIPTION = {"description_width": "110px"}
 
 
 STATUS_COLOURS = {
-    "mapped": "#e8f5e9",
-    "transformed": "#e3f2fd",
-    "filled": "#f1f8e9",
-    "ignored": "#eeeeee",
-    "unused": "#fff3e0",
-    "missing": "#ffebee",
-    "shape_mismatch": "#fce4ec",
-    "conflict": "#fce4ec",
+    MAPPED: "#e8f5e9",
+    TRANSFORMED: "#e3f2fd",
+    FILLED: "#f1f8e9",
+    IGNORED: "#eeeeee",
+    UNUSED: "#fff3e0",
+    MISSING: "#ffebee",
+    SHAPE_MISMATCH: "#fce4ec",
+    CONFLICT: "#fce4ec",
+    UNEXPECTED: "#fff3e0",
 }
 
 
@@ -206,8 +219,7 @@ class KeyInspectorUI:
     def __init__(self, report: ConversionReport) -> None:
         # widgets
         self.report = report
-        options = ["all", "problems", "mapped", "transformed", "ignored", "filled", *PROBLEM_STATUSES]
-        self.status_filter = W.Dropdown(options=options, value="all", description="status")
+        self.status_filter = W.Dropdown(options=STATUS_FILTERS, value="all", description="status")
         self.name_filter = W.Text("", description="name", placeholder="part of a key, e.g. resblocks.1")
         self.count = W.HTML()
         self.table = W.HTML()
