@@ -146,7 +146,11 @@ def _add_convert(commands: Commands) -> None:
     sub.add_argument(
         "--report", help="also write the key-by-key report to this JSON file; with --verify, the verdict in it too"
     )
-    sub.add_argument("--max-shard-size", default="5GB", help="shard the weights above this size (default 5GB)")
+    sub.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        help="shard the weights above this size: bytes, or KB/MB/GB/TB as save_pretrained reads them (default 5GB)",
+    )
     _add_heads(sub)
     sub.add_argument("--no-strict", dest="strict", action="store_false", help="drop unused source keys")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -1,5 +1,8 @@
 """Run a converted folder and, when cn_clip is installed, the original model on the same image and
-captions — each through its own preprocessing and tokenizer — and compare what they give."""
+captions — each through its own preprocessing and tokenizer — and compare what they give.
+
+The original side also builds references: cn_clip's released architectures read off its own models, and
+seeded cn_clip models saved as its training saves them (what the tests and benchmarks convert)."""
 
 from __future__ import annotations
 

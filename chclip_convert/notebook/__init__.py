@@ -1,4 +1,5 @@
-"""Helpers the notebooks share: quiet library output and the demo files they work on by default."""
+"""The notebook layer: widgets (:mod:`.widgets`), plots (:mod:`.plots`) and, here, what the notebooks share —
+quiet library output and the demo files they work on by default. The core never imports this package."""
 
 from __future__ import annotations
 
@@ -39,4 +40,4 @@ def fresh_demo_output(name: str, folder: str | Path = DEMO_DIR) -> Path:
     return path
 
 
-__all__ = ["checkpoint_or_demo", "damaged_copy", "fresh_demo_output", "prepare"]
+__all__ = ["DEMO_DIR", "checkpoint_or_demo", "damaged_copy", "fresh_demo_output", "prepare", "write_demo_checkpoint"]
