@@ -80,14 +80,16 @@ def write_safetensors(
     """Write each file's header, then each tensor at its place in its file as ``tensors`` yields it.
 
     ``tensors`` must yield each tensor of ``files`` once, in any order; each is released once written.
+
+    Raises:
+        RuntimeError: a tensor not in ``files`` or given twice, of another shape or dtype, or one never given.
     """
     places: dict[str, tuple[Path, int, TensorSpec]] = {}
     for path, specs in files.items():
         header, starts = _header(specs)
         path.write_bytes(header)
         places.update({spec[0]: (path, start, spec) for spec, start in zip(specs, starts, strict=True)})
-    for _ in range(len(places)):
-        got, tensor = next(tensors)
+    for got, tensor in tensors:
         if got not in places:
             raise RuntimeError(f"{got} is not to be written, or was already written")
         path, start, (name, shape, dtype) = places.pop(got)
@@ -99,6 +101,9 @@ def write_safetensors(
         if progress is not None:
             progress(tensor.nbytes)
         del tensor
+        if not places:
+            return
+    raise RuntimeError(f"never given: {', '.join(sorted(places))}")
 
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:

@@ -202,3 +202,24 @@ def test_an_unreadable_shard_size_is_refused_naming_the_option_before_anything_i
     with pytest.raises(ConversionError, match="--max-shard-size"):
         convert_checkpoint(tmp_path / "absent.pt", tmp_path / "hf", max_shard_size=size)
     assert not (tmp_path / "hf").exists()
+
+
+def _stream(*pairs: tuple[str, torch.Tensor]):
+    yield from pairs
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ((("a", torch.zeros(2)), ("c", torch.zeros(3))), "c is not to be written"),
+        ((("a", torch.zeros(2)), ("a", torch.zeros(2))), "a is not to be written, or was already written"),
+        ((("a", torch.zeros(3)), ("b", torch.zeros(3))), r"expected a \[2\] torch.float32, got \[3\]"),
+        ((("a", torch.zeros(2, dtype=torch.float16)),), r"expected a \[2\] torch.float32, got \[2\] torch.float16"),
+        ((("b", torch.zeros(3)),), "never given: a"),
+    ],
+)
+def test_the_writer_refuses_a_stream_that_does_not_match_its_plan(tmp_path, given, says):
+    """A bug upstream (a table step yielding the wrong tensor) stops the writing instead of a wrong file."""
+    specs = [("a", (2,), torch.float32), ("b", (3,), torch.float32)]
+    with pytest.raises(RuntimeError, match=says):
+        write_weights(tmp_path, specs, _stream(*given), max_shard_bytes=NO_LIMIT)
