@@ -23,6 +23,7 @@ from chclip_convert.compare import (
     SAMPLE_CAPTIONS,
     differences,
     original_architecture,
+    quiet_transformers,
     run_converted,
     run_original,
     sample_image,
@@ -34,6 +35,7 @@ REDUCED_LAYERS = 2  # full width, 2 vision + 2 text layers: what tells the archi
 
 
 def main() -> None:
+    quiet_transformers()  # no loading bars between the rows
     image = sample_image()
     full = {known.name: original_architecture(known.name) for known in KNOWN_MODELS}
     cut = {"vision_layers": REDUCED_LAYERS, "text_layers": REDUCED_LAYERS, "name": None, "notes": ()}
