@@ -1,4 +1,4 @@
-"""The files beside the weights: tokenizer, image processor and model card.
+"""The files beside the weights: tokenizer and image processor, and the choice of vocabulary.
 
 Preprocessing is written as cn_clip does it — a square bicubic resize with no center crop and OpenAI's
 mean and std — because the ChineseCLIPImageProcessor defaults (shortest edge + center crop) differ.
@@ -21,6 +21,7 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 BICUBIC = 3
 VOCAB_FILE = "vocab.txt"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
 def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path | None, str]:

@@ -17,6 +17,7 @@ import torch
 from .architecture import KNOWN_MODELS, Architecture, cn_clip_kwargs, infer_architecture
 from .assets import CONTEXT_LENGTH
 from .checkpoint import load_checkpoint
+from .mapping import is_flash_layout
 
 SAMPLE_CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车", "山水画", "a photo of 一只狗"]
 
@@ -94,7 +95,7 @@ def run_original(
     tokenizer = FullTokenizer(vocab_file=str(vocab))
     model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
     state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}
-    if any(".Wqkv." in key for key in state):  # flash-attention layout: to the standard one through our table
+    if is_flash_layout(state):  # to the standard layout cn_clip builds, through our table
         state = reverse_state_dict(convert_state_dict(state).state_dict)
     model.load_state_dict(state, strict=True)
     model.eval()

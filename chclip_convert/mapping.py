@@ -12,7 +12,7 @@ direction (transformers → original) uses the standard rules only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .ops import IDENTITY, SPLIT_QKV, TRANSPOSE, Op
@@ -171,6 +171,11 @@ def find_rule(source_key: str) -> tuple[Rule, int | None] | None:
     if rule is None or (index is None) != ("{i}" not in rule.source):
         return None
     return rule, index
+
+
+def is_flash_layout(keys: Iterable[str]) -> bool:
+    """Whether original tensor names are in the flash-attention layout (fused ``Wqkv``), by the table's rules."""
+    return any((found := find_rule(key)) is not None and found[0].layout == FLASH for key in keys)
 
 
 def find_reverse_rule(target_key: str) -> tuple[Rule, int | None] | None:

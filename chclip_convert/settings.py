@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import ChineseCLIPConfig
 
-from .assets import image_processor_settings, tokenizer_settings
+from .assets import PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, image_processor_settings, tokenizer_settings
 
 # Fields that say who wrote the file, not how the model computes.
 _CONFIG_PROVENANCE = {"transformers_version", "_name_or_path"}
@@ -60,7 +60,7 @@ def compare_preprocessor(folder_settings: dict[str, Any] | None, image_size: int
     a square bicubic resize, no center crop, OpenAI's mean and std. Absent fields are differences too: the
     class defaults (shortest-edge resize, center crop) are not cn_clip's."""
     if folder_settings is None:
-        return [FieldDifference("preprocessor_config.json", ABSENT, "cn_clip's image transform")]
+        return [FieldDifference(PREPROCESSOR_FILE, ABSENT, "cn_clip's image transform")]
     expected = image_processor_settings(image_size)
     return [
         FieldDifference(name, folder_settings.get(name, ABSENT), value)
@@ -83,7 +83,7 @@ def compare_tokenizer_config(folder_settings: dict[str, Any] | None) -> list[Fie
     (:func:`chclip_convert.assets.tokenizer_settings`): casing, accents, Chinese characters, special tokens,
     maximum length. A field the file lacks counts as BertTokenizer's default."""
     if folder_settings is None:
-        return [FieldDifference("tokenizer_config.json", ABSENT, "BertTokenizer settings")]
+        return [FieldDifference(TOKENIZER_CONFIG_FILE, ABSENT, "BertTokenizer settings")]
     differences = []
     for name, expected in tokenizer_settings().items():
         value = folder_settings.get(name, _TOKENIZER_DEFAULTS.get(name, ABSENT))

@@ -22,7 +22,7 @@ import torch
 from transformers import ChineseCLIPConfig
 
 from .architecture import Architecture
-from .assets import PREPROCESSOR_FILE, find_vocab, vocab_tokens
+from .assets import PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, find_vocab, vocab_tokens
 from .checkpoint import load_checkpoint
 from .compare import (
     SAMPLE_CAPTIONS,
@@ -38,6 +38,7 @@ from .constants import DTYPE_CHOICES
 from .convert import DTYPES, ConversionPlan, dtype_name, map_tensors, plan_conversion
 from .errors import ConversionError
 from .folder import CONFIG_FILE, REPORT_FILE, load_folder_state, read_json, read_overrides
+from .mapping import is_flash_layout
 from .provenance import weights_digest
 from .reverse import reverse_state_dict
 from .settings import compare_config, compare_preprocessor, compare_tokenizer_config
@@ -61,7 +62,6 @@ PIXEL_TOLERANCE = 1e-5  # PIL bicubic on both sides; only float rounding of the 
 SHOWN = 4  # differing entries named in a check's one-line value; --report lists them all
 
 
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # Tokenised beside the captions: casing and accents, which settings such as do_lower_case change.
 TOKENIZER_PROBES = ["A Photo of a CAFÉ"]
 
@@ -315,7 +315,7 @@ def _load_preprocessing(folder: Path) -> list[str]:
     from transformers.utils import is_torchvision_available, is_vision_available
 
     loaded = []
-    if (folder / "tokenizer_config.json").is_file():
+    if (folder / TOKENIZER_CONFIG_FILE).is_file():
         AutoTokenizer.from_pretrained(folder)
         loaded.append("tokenizer")
     if is_vision_available() or is_torchvision_available():
@@ -397,11 +397,6 @@ def _check_token_ids(folder: Path, reference: Path, captions: list[str], origina
     return Check(name, not found, value, f"ids of {requirement}")
 
 
-def is_flash_layout(state_dict: dict) -> bool:
-    """Whether an original state dict holds flash-attention's fused ``Wqkv`` tensors."""
-    return any(".Wqkv." in key for key in state_dict)
-
-
 def _check_round_trips(source: dict[str, torch.Tensor], written: dict[str, torch.Tensor], folder: Path) -> list[Check]:
     name = "round trip transformers → original → transformers"
     try:
@@ -434,7 +429,7 @@ def _compare_outputs(
     captions: list[str],
     images: list,
 ) -> None:
-    if reference is None or not (folder / "tokenizer_config.json").is_file():
+    if reference is None or not (folder / TOKENIZER_CONFIG_FILE).is_file():
         why = "no reference vocabulary (pass --vocab)" if reference is None else "the folder has no tokenizer"
         report.checks.append(Check("outputs compared", False, why, "cn_clip and the folder both run"))
         return
@@ -453,13 +448,13 @@ def _compare_outputs(
     report.checks.append(
         Check("pixel max abs diff", pixel <= PIXEL_TOLERANCE, f"{pixel:.2e}", f"≤ {PIXEL_TOLERANCE:.0e}")
     )
-    for kind, a, b in (
-        ("image", original.image_features, converted.image_features),
-        ("text", original.text_features, converted.text_features),
-        ("logits", original.logits_per_image, converted.logits_per_image),
+    for kind, measured, reference in (
+        ("image", "image feature max abs diff", original.image_features),
+        ("text", "text feature max abs diff", original.text_features),
+        ("logits", "logits max abs diff", original.logits_per_image),
     ):
-        absolute = (a.float() - b.float()).abs().max().item()
-        relative = absolute / max(a.float().abs().max().item(), 1e-12)
+        absolute = found[measured]
+        relative = absolute / max(reference.float().abs().max().item(), 1e-12)
         report.checks.append(
             Check(
                 f"{kind} max abs diff (relative)",

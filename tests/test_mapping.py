@@ -106,3 +106,16 @@ def test_lookup_is_exact():
 def test_collapse_layers():
     keys = [f"a.{i}.w" for i in range(12)] + ["b.0.x", "b.2.x", "c"]
     assert collapse_layers(keys) == ["a.{0...11}.w", "b.{0,2}.x", "c"]
+
+
+def test_the_flash_layout_is_recognised_by_the_tables_rules_not_by_a_name_fragment():
+    from chclip_convert.mapping import is_flash_layout
+
+    standard = [
+        "visual.transformer.resblocks.0.attn.in_proj_weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+    ]
+    assert not is_flash_layout(standard)
+    assert is_flash_layout([*standard, "visual.transformer.resblocks.3.attn.Wqkv.weight"])
+    assert is_flash_layout(["bert.encoder.layer.1.attention.self.Wqkv.bias"])
+    assert not is_flash_layout(["adapter.Wqkv.weight"])  # a name the table has no rule for
