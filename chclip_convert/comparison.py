@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .constants import MISSING, UNEXPECTED
 from .convert import dtype_name
 from .report import collapse_layers
 
-EQUAL, MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES = "equal", "missing", "unexpected", "shape", "dtype", "bytes"
+EQUAL, SHAPE, DTYPE, BYTES = "equal", "shape", "dtype", "bytes"
 KINDS = (MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES)
 
 

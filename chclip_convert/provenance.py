@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .convert import dtype_name
 from .errors import CheckpointReadError, ConversionError
 from .mapping import IGNORED, find_rule
 from .safetensors_writer import raw_bytes
@@ -55,8 +56,7 @@ class WeightsDigest:
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         leaf = hashlib.blake2b(raw_bytes(tensor), digest_size=DIGEST_BYTES).hexdigest()
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        self._lines[name] = f"{name} {dtype} {list(tensor.shape)} {leaf}\n"
+        self._lines[name] = f"{name} {dtype_name(tensor.dtype)} {list(tensor.shape)} {leaf}\n"
 
     def missing(self) -> list[str]:
         return [key for key in self.keys if key not in self._lines]
