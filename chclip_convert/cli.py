@@ -385,17 +385,19 @@ def _report_text(report: ConversionReport, args: argparse.Namespace) -> str:
 
 
 class _ByteBar:
-    """A tqdm bar fed with (done, total) byte counts."""
+    """A tqdm bar of the bytes written, fed with :class:`~chclip_convert.pipeline.WriteProgress`."""
 
     def __init__(self) -> None:
         self._bar = None
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, progress) -> None:
         from tqdm import tqdm
 
         if self._bar is None:
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, desc="writing weights", file=sys.stderr)
-        self._bar.update(done - self._bar.n)
+            self._bar = tqdm(
+                total=progress.bytes_total, unit="B", unit_scale=True, desc="writing weights", file=sys.stderr
+            )
+        self._bar.update(progress.bytes_done - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:

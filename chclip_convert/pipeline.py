@@ -39,7 +39,18 @@ from .tensor_checks import TensorChecks
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
-ProgressCallback = Callable[[int, int], None]  # (bytes written so far, total bytes)
+
+@dataclass(frozen=True)
+class WriteProgress:
+    """How far the weights are written: tensors and bytes, done and in all."""
+
+    tensors_done: int
+    tensors_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+ProgressCallback = Callable[[WriteProgress], None]
 
 
 def convert_checkpoint(
@@ -69,7 +80,8 @@ def convert_checkpoint(
             (units KB, MB, GB, TB) or an int of bytes.
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
-        progress: called as ``progress(bytes_written, total_bytes)`` while the weights are written.
+        progress: called with a :class:`WriteProgress` after each tensor is written. An exception it raises
+            (a cancel button's, say) stops the conversion, and nothing is left behind.
         file_sha256: also hash the whole file (optimizer state included), beside the conversion. The folder
             always records the digest of the weights read (see :mod:`chclip_convert.provenance`), which
             costs no extra read; the file's SHA-256 reads every byte, and is off by default.
@@ -180,13 +192,13 @@ def _stream_weights(
     Stops at the next tensor once ``side`` (the model's check) has failed.
     """
     total = sum(spec_nbytes(spec) for spec in specs)
-    written = 0
+    written, tensors = 0, 0
 
     def advance(nbytes: int) -> None:
-        nonlocal written
-        written += nbytes
+        nonlocal written, tensors
+        written, tensors = written + nbytes, tensors + 1
         if progress is not None:
-            progress(written, total)
+            progress(WriteProgress(tensors, len(specs), written, total))
 
     with TensorChecks(source.state_dict) as checks:
 

@@ -38,7 +38,7 @@ from chclip_convert import reverse as reverse_module
 from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.cli import main
 from chclip_convert.demo import write_demo_checkpoint
-from chclip_convert.notebook.widgets import ConvertUI
+from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.reverse import reverse_folder
 
 MARKER = Path("/tmp/chclip-convert-pickle-ran")
@@ -245,6 +245,7 @@ def check_case(case: Case, source: Path, output: Path, extra: list[str], capsys)
         shown = ui.checkpoint_message.value + ui.output_message.value
     else:
         ui.convert_button.click()
+        ui.wait()
         shown = ui.status.value
     assert html.escape(case.says) in shown, shown
     assert "Traceback" not in shown
@@ -386,6 +387,6 @@ def test_a_missing_tensor_stops_the_conversion_before_any_weight_is_written(good
     del state["visual.transformer.resblocks.1.mlp.c_proj.bias"]
     source, written = save(state, tmp_path / "missing.pt"), []
     with pytest.raises(MappingError) as caught:
-        convert_checkpoint(source, tmp_path / "out", progress=lambda done, total: written.append(done))
+        convert_checkpoint(source, tmp_path / "out", progress=written.append)
     assert "vision_model.encoder.layers.1.mlp.fc2.bias" in str(caught.value)
     assert written == [] and not (tmp_path / "out").exists()

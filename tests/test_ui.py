@@ -9,7 +9,8 @@ from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy
 from chclip_convert.folder import load_folder_state
 from chclip_convert.inspection import inspect_checkpoint
-from chclip_convert.notebook.widgets import ConvertUI, HistogramUI, KeyInspectorUI
+from chclip_convert.notebook.converter import ConvertUI
+from chclip_convert.notebook.widgets import HistogramUI, KeyInspectorUI
 from chclip_convert.weight_stats import compare_weights
 
 
@@ -17,6 +18,7 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
     ui = ConvertUI(str(demo_checkpoint), str(tmp_path / "out"))
     assert ui.convert_button.disabled is False and ui.checkpoint_message.value == ""
     ui.convert_button.click()
+    ui.wait()
     assert ui.error is None and ui.summary.output_dir == tmp_path / "out" and ui.summary.report.ok
     assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
     assert (
@@ -25,10 +27,12 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
         and "OK: source keys 65 mapped" in ui.status.value
     )
     assert_model_holds(reload_strictly(tmp_path / "out"), load_checkpoint(demo_checkpoint).state_dict)
-    # The output now exists: Convert is disabled again until Overwrite is ticked.
-    assert ui.convert_button.disabled and "not empty" in ui.output_message.value
+    # The output now exists and holds this result: said as such (not as an error), with the next steps;
+    # Convert is disabled until Overwrite is ticked, which clears the result (it no longer fits the inputs).
+    assert ui.convert_button.disabled and "Converted into this folder" in ui.output_message.value
+    assert "#b71c1c" not in ui.output_message.value and "03_weight_stats.ipynb" in ui.next_steps.value
     ui.overwrite.value = True
-    assert not ui.convert_button.disabled
+    assert not ui.convert_button.disabled and ui.summary is None and ui.status.value == ui.next_steps.value == ""
 
 
 def test_bad_paths_show_inline_messages_and_disable_convert(demo_checkpoint, tmp_path):
@@ -54,6 +58,7 @@ def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo_checkpoin
     damaged = damaged_copy(demo_checkpoint)
     ui = ConvertUI(str(damaged), str(tmp_path / "out"))
     ui.convert_button.click()
+    ui.wait()
     assert ui.summary is None and isinstance(ui.error, MappingError) and ui.error.path == damaged
     assert "does not map cleanly" in ui.status.value and DAMAGE["added"] in ui.status.value
     assert "Traceback" not in ui.status.value and ui.progress.bar_style == "danger"

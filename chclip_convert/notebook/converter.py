@@ -1,0 +1,288 @@
+"""The converter widget: pick a checkpoint and an output folder, convert in the background with progress and
+Cancel, and see the summary with the next steps for the folder just written.
+
+Results and errors belong to the inputs they came from: changing any input clears them. Conversion runs in
+a thread, so the kernel stays free; :meth:`ConvertUI.wait` blocks until it ends (for *Run all*).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from pathlib import Path
+
+import ipywidgets as W
+
+from ..checkpoint import check_checkpoint_path
+from ..constants import DTYPE_CHOICES
+from ..errors import ConversionError
+from ..output import check_output_dir
+from ..summary import ConversionSummary
+from .picker import DESCRIPTION, WIDE, PathPicker
+from .text import human_duration, human_size
+from .workspace import Workspace
+
+# The notebooks that take a converted folder, in the order a user would open them.
+NEXT_STEPS = {
+    "02_inspect_keys.ipynb": "what happened to every key",
+    "03_weight_stats.ipynb": "weights before and after, per layer",
+    "04_verify_and_save.ipynb": "outputs against the original model; save in another dtype",
+}
+
+
+class Cancelled(Exception):
+    """Raised from the progress callback when Cancel was clicked; the partial output is removed."""
+
+
+def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:
+    """Field name → message for every input that cannot work; an empty dict means Convert may run."""
+    problems = {}
+    if not checkpoint.strip():
+        problems["checkpoint"] = "Enter the path of an original Chinese-CLIP .pt checkpoint, or Browse for it."
+    else:
+        try:
+            check_checkpoint_path(Path(checkpoint.strip()).expanduser())
+        except ConversionError as error:
+            problems["checkpoint"] = error.message
+    target = Path(output.strip()).expanduser()
+    if not output.strip():
+        problems["output"] = "Enter the folder to write the converted model to."
+    elif target.is_dir() and any(target.iterdir()) and not overwrite:
+        problems["output"] = "This folder exists and is not empty: tick Overwrite to replace it, or choose another."
+    else:
+        try:
+            check_output_dir(output.strip(), input_path=checkpoint.strip() or None, overwrite=overwrite)
+        except ConversionError as error:
+            problems["output"] = error.message
+    if vocab.strip() and not Path(vocab.strip()).expanduser().is_file():
+        problems["vocab"] = "No such vocabulary file."
+    if config.strip() and not Path(config.strip()).expanduser().exists():
+        problems["config"] = "No such config file."
+    return problems
+
+
+class ConvertUI:
+    """Checkpoint and output pickers, vocabulary, config, dtype and overwrite; Convert and Cancel; progress
+    in tensors, bytes and time left; then the summary, or the error, and links to the next notebooks."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path = "",
+        output: str | Path = "",
+        *,
+        vocab: str = "",
+        dtype: str = "auto",
+        workspace: Workspace | None = None,
+    ) -> None:
+        self.workspace = workspace
+        places = {"Work folder": workspace.root} if workspace else {}
+        places["Home"] = Path.home()
+        # widgets
+        self.checkpoint_picker = PathPicker(checkpoint, description="Checkpoint", kind="checkpoint", places=places)
+        self.checkpoint = self.checkpoint_picker.path
+        self.checkpoint_message = W.HTML()
+        self.output_picker = PathPicker(output, description="Output folder", kind="output", places=places)
+        self.output = self.output_picker.path
+        self.output_message = W.HTML()
+        self.vocab = W.Text(
+            vocab,
+            description="Vocabulary",
+            placeholder="default: vocab.txt beside the checkpoint, or cn_clip's",
+            layout=WIDE,
+            style=DESCRIPTION,
+        )
+        self.vocab_message = W.HTML()
+        self.config = W.Text(
+            "", description="Config", placeholder="optional config.json, checked against the weights", layout=WIDE,
+            style=DESCRIPTION,
+        )  # fmt: skip
+        self.config_message = W.HTML()
+        self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
+        self.overwrite = W.Checkbox(False, description="Overwrite a non-empty output folder", indent=False)
+        self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Writing", style=DESCRIPTION)
+        self.progress_text = W.HTML()
+        self.status = W.HTML()
+        self.next_steps = W.HTML()
+        self.summary: ConversionSummary | None = None
+        self.error: BaseException | None = None
+        self._result_for: tuple | None = None  # the inputs the shown result or error came from
+        self._thread: threading.Thread | None = None
+        self._busy = False  # from Convert until the conversion's thread has shown its result
+        self._cancel = threading.Event()
+        self._started = 0.0
+        # connections
+        for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
+            field.observe(self._on_input_change, names="value")
+        self.convert_button.on_click(self._on_convert_click)
+        self.cancel_button.on_click(self._on_cancel_click)
+        self._validate()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> ConversionSummary | None:
+        """Block until the running conversion ends; the summary, or ``None`` after an error or Cancel."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.summary
+
+    # handlers
+    def _on_input_change(self, change=None) -> None:
+        if self._result_for is not None and self._inputs() != self._result_for:
+            self._clear_result()
+        self._validate()
+
+    def _on_convert_click(self, button=None) -> None:
+        if self._busy or self._validate():
+            return
+        self._clear_result()
+        self._cancel.clear()
+        self._set_busy(True)
+        self.status.value = "<i>Reading the checkpoint and checking every key…</i>"
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._convert, args=(self._inputs(),), daemon=True)
+        self._thread.start()
+
+    def _on_cancel_click(self, button=None) -> None:
+        self._cancel.set()
+        self.cancel_button.disabled = True
+        self.status.value = "<i>Cancelling…</i>"
+
+    def _on_progress(self, progress) -> None:
+        if self._cancel.is_set():
+            raise Cancelled
+        fraction = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+        elapsed = time.monotonic() - self._started
+        left = elapsed * (1 - fraction) / fraction if fraction else 0.0
+        self.progress.value = fraction
+        self.progress_text.value = (
+            f"{progress.tensors_done} / {progress.tensors_total} tensors · {human_size(progress.bytes_done)} of "
+            f"{human_size(progress.bytes_total)} · about {human_duration(left)} left"
+        )
+
+    # the work, in the conversion's thread
+    def _convert(self, inputs: tuple) -> None:
+        from ..pipeline import convert_checkpoint
+
+        checkpoint, output, vocab, config, dtype, overwrite = inputs
+        try:
+            summary = convert_checkpoint(
+                checkpoint, output, dtype=dtype, vocab=vocab or None, config=config or None, overwrite=overwrite,
+                progress=self._on_progress,
+            )  # fmt: skip
+        except Cancelled:
+            self._show_failure(None, "Cancelled: nothing was written, and the output folder is as it was.")
+        except ConversionError as error:
+            self._show_failure(error, str(error))
+        except Exception as error:  # shown, not lost in the thread: a bug or an unexpected system error
+            self._show_failure(error, f"Unexpected error ({type(error).__name__}): {error}")
+        else:
+            self._show_success(summary)
+        finally:
+            self._result_for = inputs
+            self._set_busy(False)
+            self._validate()
+
+    def _show_success(self, summary: ConversionSummary) -> None:
+        self.summary = summary
+        if self.workspace is not None:
+            self.workspace.remember(summary.source, summary.output_dir)
+        self.progress.value, self.progress.bar_style = 1.0, "success"
+        self.progress_text.value = f"done in {human_duration(summary.seconds)}"
+        self.status.value = summary.to_html()
+        self.next_steps.value = next_steps_html(summary.source, summary.output_dir)
+
+    def _show_failure(self, error: BaseException | None, message: str) -> None:
+        self.error = error
+        self.progress.bar_style = "danger" if error is not None else "warning"
+        self.status.value = message_html(message, error=error is not None)
+
+    def _clear_result(self) -> None:
+        self.summary, self.error, self._result_for = None, None, None
+        self.progress.value, self.progress.bar_style = 0.0, ""
+        self.progress_text.value = self.status.value = self.next_steps.value = ""
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
+            field.disabled = busy
+        self.checkpoint_picker.browse.disabled = self.output_picker.browse.disabled = busy
+        self.cancel_button.disabled = not busy
+        self.convert_button.disabled = busy
+
+    def _inputs(self) -> tuple:
+        return (
+            self.checkpoint.value.strip(), self.output.value.strip(), self.vocab.value.strip(),
+            self.config.value.strip(), self.dtype.value, self.overwrite.value,
+        )  # fmt: skip
+
+    def _validate(self) -> dict[str, str]:
+        """Show each input's problem under it, and enable Convert only when there is none. The folder a
+        result was just written to is that result, not a problem."""
+        problems = validate_inputs(
+            self.checkpoint.value, self.output.value, self.vocab.value, self.overwrite.value, self.config.value
+        )
+        note = ""
+        if "output" in problems and not self.overwrite.value:
+            done_here = self.summary is not None and self._result_for == self._inputs()
+            remembered = self._remembered_output()
+            if done_here or remembered:
+                del problems["output"]
+                note = "Converted into this folder" + ("" if done_here else " before") + ": tick Overwrite to redo it."
+        if self.summary is None and not self._busy:
+            remembered = self._remembered_output()
+            self.next_steps.value = (
+                next_steps_html(Path(self.checkpoint.value.strip()), remembered) if remembered else ""
+            )
+        for name in ("checkpoint", "output", "vocab", "config"):
+            message = problems.get(name)
+            getattr(self, f"{name}_message").value = message_html(message, error=True) if message else ""
+        if note:
+            self.output_message.value = message_html(note, error=False)
+        self.convert_button.disabled = bool(problems) or bool(note) or self._busy
+        return problems
+
+    def _remembered_output(self) -> Path | None:
+        """The output folder, if the work folder's settings say it holds this checkpoint's conversion."""
+        if self.workspace is None or not self.checkpoint.value.strip():
+            return None
+        folder = self.workspace.converted_folder(Path(self.checkpoint.value.strip()).expanduser())
+        same = folder is not None and folder == Path(self.output.value.strip()).expanduser().absolute()
+        return folder if same else None
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        return W.VBox(
+            [
+                self.checkpoint_picker.widget,
+                self.checkpoint_message,
+                self.output_picker.widget,
+                self.output_message,
+                self.vocab,
+                self.vocab_message,
+                self.config,
+                self.config_message,
+                W.HBox([self.dtype, self.overwrite]),
+                W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text]),
+                self.status,
+                self.next_steps,
+            ]
+        )
+
+
+def next_steps_html(checkpoint: Path, folder: Path) -> str:
+    """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
+    same steps on the command line."""
+    links = " · ".join(f'<a href="{name}" target="_blank">{name}</a> ({what})' for name, what in NEXT_STEPS.items())
+    command = f"chclip-convert verify {checkpoint} {folder}"
+    return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
+
+
+def message_html(text: str, *, error: bool) -> str:
+    colour = "#b71c1c" if error else "#1b5e20"
+    return f"<pre style='color:{colour};white-space:pre-wrap;margin:0'>{html.escape(text)}</pre>"

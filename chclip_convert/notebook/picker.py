@@ -1,0 +1,150 @@
+"""A path field with a folder browser beside it, on plain ipywidgets.
+
+JupyterLab's own file browser cannot reach a checkpoint outside the server's folder, and the one widget
+package for this (ipyfilechooser) has had no release since 2021 and cannot tell a converted folder from any
+other. This one lists what matters here: checkpoints with their sizes, converted folders marked as such.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import ipywidgets as W
+
+from .text import human_size
+from .workspace import is_converted_folder
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+WIDE = W.Layout(width="640px")
+DESCRIPTION = {"description_width": "110px"}
+LISTED = 500  # entries shown per folder; a folder with more says how many it left out
+
+# What the picker chooses: a checkpoint file, a converted folder, or where a new folder goes (its name kept).
+KINDS = ("checkpoint", "converted", "output")
+
+
+class PathPicker:
+    """A text field for a path, and a **Browse** toggle that opens a folder listing to choose it from.
+
+    ``kind`` says what is chosen: ``"checkpoint"`` (a ``.pt`` file), ``"converted"`` (a folder holding a
+    converted model) or ``"output"`` (a folder to write: the listing picks where, the name typed stays).
+    ``places`` are shortcut buttons (label → folder), such as the work folder and the home folder.
+    """
+
+    def __init__(
+        self,
+        value: str | Path = "",
+        *,
+        description: str,
+        kind: str = "checkpoint",
+        placeholder: str = "",
+        places: dict[str, Path] | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        self.kind = kind
+        self.places = places or {"Home": Path.home()}
+        # widgets
+        self.path = W.Text(str(value), description=description, placeholder=placeholder, layout=WIDE, style=DESCRIPTION)
+        self.browse = W.ToggleButton(False, description="Browse…", icon="folder-open", layout=W.Layout(width="100px"))
+        self.location = W.HTML()
+        self.up = W.Button(description="Up", icon="arrow-up", layout=W.Layout(width="70px"))
+        self.place_buttons = [W.Button(description=label, layout=W.Layout(width="auto")) for label in self.places]
+        self.here = W.Button(description="Write here", icon="check", layout=W.Layout(width="auto"))
+        self.listing = W.Select(options=[], rows=12, layout=W.Layout(width="750px"))
+        self.panel = W.VBox(layout=W.Layout(display="none", margin="0 0 6px 115px"))
+        self.folder = self._start_folder()
+        # connections
+        self.browse.observe(self._on_browse_change, names="value")
+        self.up.on_click(self._on_up_click)
+        for button, place in zip(self.place_buttons, self.places.values(), strict=True):
+            button.on_click(lambda _button, place=place: self.open(place))
+        self.here.on_click(self._on_here_click)
+        self.listing.observe(self._on_listing_change, names="value")
+
+    @property
+    def value(self) -> str:
+        return self.path.value.strip()
+
+    def open(self, folder: Path) -> None:
+        """List ``folder`` in the browser."""
+        self.folder = Path(folder).expanduser().absolute()
+        entries, note = folder_entries(self.folder, self.kind)
+        self.location.value = f"<code>{html.escape(str(self.folder))}</code>" + (
+            f" — {html.escape(note)}" if note else ""
+        )
+        self.listing.unobserve(self._on_listing_change, names="value")
+        self.listing.options = [(label, path) for label, path in entries]
+        self.listing.value = None
+        self.listing.observe(self._on_listing_change, names="value")
+
+    # handlers
+    def _on_browse_change(self, change=None) -> None:
+        self.panel.layout.display = "flex" if self.browse.value else "none"
+        if self.browse.value:
+            self.open(self._start_folder())
+
+    def _on_up_click(self, button=None) -> None:
+        self.open(self.folder.parent)
+
+    def _on_here_click(self, button=None) -> None:
+        name = Path(self.value).name or "converted-hf"
+        self._choose(self.folder / name)
+
+    def _on_listing_change(self, change=None) -> None:
+        chosen = self.listing.value
+        if chosen is None:
+            return
+        if chosen.is_dir() and not (self.kind == "converted" and is_converted_folder(chosen)):
+            self.open(chosen)
+        else:
+            self._choose(chosen)
+
+    def _choose(self, path: Path) -> None:
+        self.path.value = str(path)
+        self.browse.value = False
+
+    def _start_folder(self) -> Path:
+        """Where browsing starts: the folder of the current path, else the first place."""
+        current = Path(self.value).expanduser() if self.value else None
+        for candidate in (current, current.parent if current else None):
+            if candidate is not None and candidate.is_dir() and not (candidate == current and self.kind != "output"):
+                return candidate.absolute()
+        return next(iter(self.places.values()))
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        buttons = [self.up, *self.place_buttons] + ([self.here] if self.kind == "output" else [])
+        self.panel.children = [W.HBox([*buttons, self.location]), self.listing]
+        return W.VBox([W.HBox([self.path, self.browse]), self.panel])
+
+
+def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str]:
+    """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for ``kind``
+    ``"checkpoint"`` — and a note (unreadable folder, entries left out)."""
+    try:
+        children = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower()))
+    except OSError as error:
+        return [], f"cannot list this folder: {error.strerror or error}"
+    rows = []
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            converted = is_converted_folder(child)
+            rows.append(
+                (f"{'▣' if converted else '▸'} {child.name}/" + ("   converted model" if converted else ""), child)
+            )
+        elif kind == "checkpoint" and child.suffix.lower() in CHECKPOINT_SUFFIXES:
+            rows.append((f"  {child.name}   {_size(child)}", child))
+    note = f"{len(rows) - LISTED} more not shown" if len(rows) > LISTED else ""
+    return rows[:LISTED], note
+
+
+def _size(path: Path) -> str:
+    try:
+        return human_size(path.stat().st_size)
+    except OSError:
+        return ""

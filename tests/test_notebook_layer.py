@@ -1,0 +1,137 @@
+"""The work folder and its settings, the path picker, and the converter widget's background run, Cancel and
+state — driven as a person would (set values, click), without a browser."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import tree_sha256
+
+from chclip_convert.demo import DEMO_FILE
+from chclip_convert.notebook.converter import ConvertUI
+from chclip_convert.notebook.picker import PathPicker, folder_entries
+from chclip_convert.notebook.workspace import Workspace
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHCLIP_CHECKPOINT", raising=False)
+    return Workspace(tmp_path / "work")
+
+
+def test_without_a_choice_the_workspace_offers_the_demo_written_into_it(workspace):
+    checkpoint, is_demo = workspace.checkpoint()
+    assert is_demo and checkpoint == workspace.root / "demo" / DEMO_FILE and checkpoint.is_file()
+    assert workspace.converted_folder(checkpoint) is None
+
+
+def test_a_choice_made_once_is_offered_again_and_the_environment_wins(workspace, demo_checkpoint, monkeypatch):
+    workspace.remember(demo_checkpoint, demo_checkpoint.parent / "nowhere")
+    assert Workspace(workspace.root).checkpoint() == (demo_checkpoint, False)
+    # A remembered folder that holds no converted model is not offered.
+    assert workspace.converted_folder(demo_checkpoint) is None
+    monkeypatch.setenv("CHCLIP_CHECKPOINT", str(workspace.root / "given.pt"))
+    assert workspace.checkpoint() == (workspace.root / "given.pt", False)
+
+
+def test_new_outputs_never_reuse_a_folder_that_holds_something(workspace, tmp_path):
+    run = tmp_path / "run-a" / "checkpoints" / "epoch_latest.pt"
+    first = workspace.new_output(run)
+    assert first == workspace.root / "converted" / "run-a-epoch_latest-hf"
+    first.mkdir(parents=True)
+    assert workspace.new_output(run) == first  # empty: still usable
+    (first / "config.json").write_text("{}")
+    assert workspace.new_output(run) == first.with_name("run-a-epoch_latest-hf-2")
+
+
+def test_unreadable_settings_are_reported_and_kept_aside_not_lost(workspace, demo_checkpoint):
+    workspace.root.mkdir(parents=True)
+    workspace.settings_path.write_text("{not json")
+    with pytest.warns(UserWarning, match="settings.json: unreadable settings"):
+        assert workspace.settings() == {}
+    with pytest.warns(UserWarning):
+        workspace.remember(demo_checkpoint)
+    assert (workspace.root / "settings.json.unreadable").read_text() == "{not json"
+    assert json.loads(workspace.settings_path.read_text())["checkpoint"] == str(demo_checkpoint)
+
+
+def test_the_picker_lists_checkpoints_with_sizes_and_marks_converted_folders(tmp_path, demo_checkpoint):
+    from chclip_convert import convert_checkpoint
+
+    convert_checkpoint(demo_checkpoint, demo_checkpoint.parent / "converted-hf")
+    (demo_checkpoint.parent / "notes.txt").write_text("not a checkpoint")
+    (demo_checkpoint.parent / ".hidden").mkdir()
+    labels = [label for label, _ in folder_entries(demo_checkpoint.parent, "checkpoint")[0]]
+    assert labels[0].startswith("▣ converted-hf/") and "converted model" in labels[0]
+    size = demo_checkpoint.stat().st_size
+    assert re.fullmatch(rf"  {DEMO_FILE}   \d+\.\d MB", labels[1]) and len(labels) == 2
+    assert float(labels[1].split()[-2]) == pytest.approx(size / 1e6, abs=0.05)  # one decimal, rounded
+    assert [label for label, _ in folder_entries(demo_checkpoint.parent, "output")[0]] == labels[:1]
+    assert folder_entries(tmp_path / "absent", "checkpoint")[1].startswith("cannot list this folder")
+
+
+def test_browsing_to_a_checkpoint_fills_the_field(tmp_path, demo_checkpoint):
+    picker = PathPicker(description="Checkpoint", places={"Here": tmp_path})
+    picker.browse.value = True
+    assert picker.panel.layout.display == "flex" and picker.folder == tmp_path
+    picker.listing.value = demo_checkpoint.parent  # a plain folder: opens it
+    assert picker.folder == demo_checkpoint.parent and picker.value == ""
+    picker.listing.value = demo_checkpoint
+    assert picker.value == str(demo_checkpoint) and picker.panel.layout.display == "none"
+    output = PathPicker(str(tmp_path / "x" / "mine-hf"), description="Output", kind="output")
+    output.browse.value = True
+    output.open(demo_checkpoint.parent)
+    output.here.click()  # keeps the typed name, in the folder browsed to
+    assert output.value == str(demo_checkpoint.parent / "mine-hf")
+
+
+def test_cancel_stops_the_conversion_and_leaves_nothing_behind(demo_checkpoint, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("the user's")
+    before = tree_sha256(output)
+    ui = ConvertUI(demo_checkpoint, output)
+    ui.overwrite.value = True
+    # Click Cancel as soon as the first tensor is written, from inside the running conversion.
+    ui.progress.observe(lambda change: ui.cancel_button.click() if change["new"] > 0 else None, names="value")
+    ui.convert_button.click()
+    assert ui.wait(timeout=60) is None and not ui.running
+    assert "Cancelled: nothing was written" in ui.status.value and ui.progress.bar_style == "warning"
+    assert tree_sha256(output) == before and sorted(p.name for p in tmp_path.iterdir()) == ["demo", "out"]
+    assert not ui.convert_button.disabled and ui.cancel_button.disabled and not ui.checkpoint.disabled
+
+
+def test_progress_counts_tensors_and_bytes_and_the_result_belongs_to_its_inputs(demo_checkpoint, tmp_path):
+    workspace = Workspace(tmp_path / "work")
+    ui = ConvertUI(demo_checkpoint, tmp_path / "out", workspace=workspace)
+    seen = []
+    ui.progress_text.observe(lambda change: seen.append(change["new"]), names="value")
+    ui.convert_button.click()
+    assert ui.wait(timeout=60) is not None
+    counts = [re.match(r"(\d+) / (\d+) tensors · ", text) for text in seen[:-1]]
+    assert all(counts) and [int(m[1]) for m in counts] == list(range(1, len(counts) + 1))
+    assert int(counts[-1][2]) == len(counts) and "left" in seen[-2] and seen[-1].startswith("done in")
+    # The work folder now offers this folder for this checkpoint, to the other notebooks and to a new widget.
+    assert workspace.converted_folder(demo_checkpoint) == tmp_path / "out"
+    again = ConvertUI(demo_checkpoint, tmp_path / "out", workspace=workspace)
+    assert "Converted into this folder before" in again.output_message.value and again.convert_button.disabled
+    assert "04_verify_and_save.ipynb" in again.next_steps.value
+    # A new path: the old result and its links go at once, and the new path's own problem shows.
+    ui.checkpoint.value = str(tmp_path / "other.pt")
+    assert ui.summary is None and ui.status.value == ui.next_steps.value == ui.progress_text.value == ""
+    assert "no such file" in ui.checkpoint_message.value and ui.progress.value == 0.0
+
+
+def test_an_error_clears_when_its_input_is_fixed(demo_checkpoint, tmp_path):
+    from chclip_convert.demo import damaged_copy
+
+    damaged = damaged_copy(demo_checkpoint)
+    ui = ConvertUI(damaged, tmp_path / "out")
+    ui.convert_button.click()
+    ui.wait(timeout=60)
+    assert ui.error is not None and "does not map cleanly" in ui.status.value
+    ui.checkpoint.value = str(demo_checkpoint)
+    assert ui.error is None and ui.status.value == "" and ui.progress.bar_style == ""
+    assert not ui.convert_button.disabled
