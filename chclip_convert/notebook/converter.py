@@ -102,6 +102,7 @@ class ConvertUI:
         self.overwrite = W.Checkbox(False, description="Overwrite a non-empty output folder", indent=False)
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.header = W.HTML(workspace.header_html() if workspace else "")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Writing", style=DESCRIPTION)
         self.progress_text = W.HTML()
         self.status = W.HTML()
@@ -129,6 +130,24 @@ class ConvertUI:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.summary
+
+    @property
+    def converted_folder(self) -> Path | None:
+        """The folder these inputs were converted into: just now, or before (as the work folder remembers)."""
+        return self.summary.output_dir if self.summary else self._remembered_output()
+
+    def outcome(self) -> str:
+        """What the widget shows, as plain text: the summary, the error, or why Convert cannot run."""
+        if self.summary is not None:
+            return self.summary.to_text()
+        if self.error is not None:
+            return str(self.error)
+        if self._result_for is not None:  # cancelled
+            return "Cancelled: nothing was written."
+        if self.converted_folder is not None:
+            return f"{self.checkpoint.value.strip()} was converted into {self.converted_folder} before."
+        problems = self._validate()
+        return "\n".join(problems.values()) or "Not converted yet: click Convert."
 
     # handlers
     def _on_input_change(self, change=None) -> None:
@@ -259,6 +278,7 @@ class ConvertUI:
     def widget(self) -> W.VBox:
         return W.VBox(
             [
+                self.header,
                 self.checkpoint_picker.widget,
                 self.checkpoint_message,
                 self.output_picker.widget,

@@ -9,8 +9,10 @@ use the embedded demo, written into ``demo/`` of the work folder.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -92,6 +94,28 @@ class Workspace:
         remembered = self.settings().get("converted", {}).get(str(Path(checkpoint).absolute()))
         return Path(remembered) if remembered and is_converted_folder(Path(remembered)) else None
 
+    def ensure_converted(self, checkpoint: str | Path) -> Path:
+        """The folder ``checkpoint`` was converted into; if none, converted now into the work folder."""
+        folder = self.converted_folder(checkpoint)
+        if folder is None:
+            from ..pipeline import convert_checkpoint
+
+            folder = self.new_output(checkpoint)
+            convert_checkpoint(checkpoint, folder)
+            self.remember(checkpoint, folder)
+        return folder
+
+    def output_for(self, checkpoint: str | Path) -> Path:
+        """Where to convert ``checkpoint``: the folder it was converted into before, else a new one."""
+        return self.converted_folder(checkpoint) or self.new_output(checkpoint)
+
+    def fresh_demo_output(self) -> Path:
+        """The demo's conversion folder, emptied, so that the demo notebooks run the same way every time."""
+        path = self.root / CONVERTED_DIR / f"{_checkpoint_name(Path(DEMO_FILE))}-hf"
+        if path.is_dir():
+            shutil.rmtree(path)
+        return path
+
     def new_output(self, checkpoint: str | Path) -> Path:
         """A folder to convert ``checkpoint`` into: ``converted/<name>-hf`` in the work folder, numbered
         (``-2``, ``-3``…) past folders that already hold something."""
@@ -101,6 +125,13 @@ class Workspace:
             number += 1
             candidate = base.with_name(f"{base.name}-{number}")
         return candidate
+
+    def header_html(self) -> str:
+        """The line each notebook shows at its top."""
+        return (
+            f"<b>Work folder</b> <code>{html.escape(str(self.root))}</code>: everything these notebooks write goes "
+            f"here (set <code>{WORK_ENV}</code> to change it; <code>{CHECKPOINT_ENV}</code> chooses the checkpoint)."
+        )
 
     def _write(self, data: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,88 @@
+"""The top of every notebook: the work folder, the checkpoint picker and, for notebooks that read a converted
+folder, its picker. A choice is remembered in the work folder's settings, so the other notebooks offer it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as W
+
+from ..checkpoint import check_checkpoint_path
+from ..errors import ConversionError
+from .converter import message_html
+from .picker import PathPicker
+from .workspace import Workspace, is_converted_folder
+
+
+class Session:
+    """The checkpoint a notebook works on (``$CHCLIP_CHECKPOINT``, else the one chosen last, else the demo)
+    and, with ``needs_folder``, the folder it was converted into. Pick another with the fields; the notebook's
+    cells below read :attr:`checkpoint` and :meth:`folder` when they run."""
+
+    def __init__(self, workspace: Workspace | None = None, *, needs_folder: bool = False) -> None:
+        self.workspace = workspace or Workspace()
+        checkpoint, _ = self.workspace.checkpoint()
+        places = {"Work folder": self.workspace.root, "Home": Path.home()}
+        # widgets
+        self.header = W.HTML(self.workspace.header_html())
+        self.checkpoint_picker = PathPicker(checkpoint, description="Checkpoint", kind="checkpoint", places=places)
+        self.checkpoint_message = W.HTML()
+        self.folder_picker = PathPicker(
+            self.workspace.converted_folder(checkpoint) or "",
+            description="Converted folder",
+            kind="converted",
+            placeholder="none yet: the next cell converts the checkpoint into the work folder",
+            places=places,
+        )
+        self.folder_message = W.HTML()
+        self.needs_folder = needs_folder
+        # connections
+        self.checkpoint_picker.path.observe(self._on_checkpoint_change, names="value")
+        self.folder_picker.path.observe(self._on_folder_change, names="value")
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.checkpoint_picker.value).expanduser().absolute()
+
+    @property
+    def is_demo(self) -> bool:
+        return self.workspace.is_demo(self.checkpoint)
+
+    def folder(self) -> Path:
+        """The converted folder chosen; without one, the checkpoint converted now into the work folder."""
+        chosen = Path(self.folder_picker.value).expanduser() if self.folder_picker.value else None
+        if chosen is not None and is_converted_folder(chosen):
+            return chosen.absolute()
+        folder = self.workspace.ensure_converted(self.checkpoint)
+        self.folder_picker.path.value = str(folder)
+        return folder
+
+    # handlers
+    def _on_checkpoint_change(self, change=None) -> None:
+        try:
+            check_checkpoint_path(self.checkpoint)
+        except ConversionError as error:
+            self.checkpoint_message.value = message_html(error.message, error=True)
+            return
+        self.checkpoint_message.value = message_html("Run the cells below to use it.", error=False)
+        self.workspace.remember(self.checkpoint)
+        self.folder_picker.path.value = str(self.workspace.converted_folder(self.checkpoint) or "")
+
+    def _on_folder_change(self, change=None) -> None:
+        value = self.folder_picker.value
+        if value and not is_converted_folder(Path(value).expanduser()):
+            self.folder_message.value = message_html(
+                "No converted model here (no config.json beside weights).", error=True
+            )
+            return
+        self.folder_message.value = ""
+        if value:
+            self.workspace.remember(self.checkpoint, Path(value).expanduser())
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        parts = [self.header, self.checkpoint_picker.widget, self.checkpoint_message]
+        if self.needs_folder:
+            parts += [self.folder_picker.widget, self.folder_message]
+        return W.VBox(parts)
