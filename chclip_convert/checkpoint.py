@@ -20,6 +20,7 @@ import torch
 
 from .archive import check_storage_spans
 from .errors import CheckpointReadError, UnsupportedCheckpointError
+from .preflight import check_checkpoint_path
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
@@ -61,42 +62,6 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
     if mapped:
         check_storage_spans(path, source.state_dict, loaded)
     return source
-
-
-def check_checkpoint_path(path: Path) -> None:
-    """Raise a clear error unless ``path`` is a non-empty file that may be a torch checkpoint."""
-    if not path.exists():
-        raise CheckpointReadError("no such file.", path=path)
-    if path.is_dir():
-        if (path / "config.json").exists() and any(path.glob("*.safetensors")):
-            raise UnsupportedCheckpointError(
-                "this is a folder that is already in transformers format (config.json + safetensors). "
-                "To turn it back into an original checkpoint, use `chclip-convert reverse FOLDER OUTPUT.pt`.",
-                path=path,
-            )
-        raise CheckpointReadError("is a folder; give the checkpoint file (.pt) inside it.", path=path)
-    if path.stat().st_size == 0:
-        raise CheckpointReadError(
-            "the file is empty (0 bytes), so it is not a checkpoint; an interrupted copy or save? Copy or save it "
-            "again.",
-            path=path,
-        )
-    if _looks_like_safetensors(path):
-        raise UnsupportedCheckpointError(
-            "this is a safetensors file, i.e. already converted weights. The converter reads original "
-            "Chinese-CLIP .pt checkpoints; to turn a converted folder back into one, use "
-            "`chclip-convert reverse FOLDER OUTPUT.pt`.",
-            path=path,
-        )
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    with open(path, "rb") as stream:
-        head = stream.read(9)
-    if len(head) < 9:
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 0 < header_length < path.stat().st_size
 
 
 ZIP_MAGIC = b"PK\x03\x04"

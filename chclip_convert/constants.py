@@ -9,3 +9,6 @@ UNEXPECTED = "unexpected"
 PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUS_FILTERS = ("all", "problems", *STATUSES)  # what the key views filter by (inspection.filter_rows)
+
+# The embedded demo checkpoint's file name (chclip_convert.demo writes it).
+DEMO_FILE = "demo_chinese_clip.pt"

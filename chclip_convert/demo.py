@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .architecture import Architecture, expected_shapes
+from .constants import DEMO_FILE
 from .mapping import standard_rules_by_layer
 
-DEMO_FILE = "demo_chinese_clip.pt"
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 
 DEMO_ARCHITECTURE = Architecture(

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
+from .preflight import BIN_FILE, CONFIG_FILE
 from .safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
 from .safetensors_writer import SAFETENSORS_DTYPES
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
-BIN_FILE = "pytorch_model.bin"
-CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 REPORT_FILE = "conversion_report.json"
 

@@ -177,13 +177,20 @@ PAGE_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(scope="session")
-def voila_url(tmp_path_factory):
+def voila_work(tmp_path_factory) -> Path:
+    """The work folder of the notebooks Voila serves: their own, so the choices the browser tests make never
+    reach the notebooks nbval runs."""
+    return tmp_path_factory.mktemp("voila-work") / "chclip-convert-work"
+
+
+@pytest.fixture(scope="session")
+def voila_url(tmp_path_factory, voila_work):
     port = free_port()
     log = (tmp_path_factory.mktemp("voila") / "voila.log").open("w")
     command = [
         sys.executable, "-m", "voila", "notebooks", f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CHCLIP_WORK": str(voila_work)}
     env.pop("CHCLIP_CHECKPOINT", None)
     server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -4,12 +4,15 @@ state — driven as a person would (set values, click), without a browser."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
-from conftest import tree_sha256
+from conftest import ROOT, tree_sha256
 
-from chclip_convert.demo import DEMO_FILE
+from chclip_convert.demo import DEMO_FILE, write_demo_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.picker import PathPicker, folder_entries
 from chclip_convert.notebook.workspace import Workspace
@@ -135,3 +138,19 @@ def test_an_error_clears_when_its_input_is_fixed(demo_checkpoint, tmp_path):
     ui.checkpoint.value = str(demo_checkpoint)
     assert ui.error is None and ui.status.value == "" and ui.progress.bar_style == ""
     assert not ui.convert_button.disabled
+
+
+def test_the_app_page_loads_neither_torch_nor_transformers(tmp_path):
+    """The Voila page runs app.ipynb's cell before it shows anything: with the demo already in the work folder,
+    that cell must not import the heavy libraries (seconds each); the conversion imports them when it starts."""
+    work = tmp_path / "chclip-convert-work"
+    write_demo_checkpoint(work / "demo")
+    cell = json.loads((ROOT / "notebooks" / "app.ipynb").read_text())["cells"][1]
+    probe = "".join(cell["source"]).replace(
+        ".widget", ".widget\nimport sys\nprint(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "CHCLIP_WORK": str(work)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import warnings
 
-from ..compare import quiet_transformers
-from ..demo import damaged_copy
 from .session import Session
 from .workspace import Workspace
 
 
 def prepare() -> None:
     """Silence progress bars and advisory warnings of the libraries, so cell outputs show only ours."""
+    from ..compare import quiet_transformers
+
     quiet_transformers()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
@@ -26,4 +26,4 @@ def start(*, needs_folder: bool = False) -> Session:
     return Session(needs_folder=needs_folder)
 
 
-__all__ = ["Session", "Workspace", "damaged_copy", "prepare", "start"]
+__all__ = ["Session", "Workspace", "prepare", "start"]

@@ -11,17 +11,20 @@ import html
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as W
 
-from ..checkpoint import check_checkpoint_path
 from ..constants import DTYPE_CHOICES
 from ..errors import ConversionError
 from ..output import check_output_dir
-from ..summary import ConversionSummary
+from ..preflight import check_checkpoint_path
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .text import human_duration, human_size
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..summary import ConversionSummary
 
 # The notebooks that take a converted folder, in the order a user would open them.
 NEXT_STEPS = {
@@ -185,8 +188,10 @@ class ConvertUI:
 
     # the work, in the conversion's thread
     def _convert(self, inputs: tuple) -> None:
+        from ..compare import quiet_transformers
         from ..pipeline import convert_checkpoint
 
+        quiet_transformers()  # transformers is imported here, not when the page loads
         checkpoint, output, vocab, config, dtype, overwrite = inputs
         try:
             summary = convert_checkpoint(

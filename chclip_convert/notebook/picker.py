@@ -106,12 +106,11 @@ class PathPicker:
         self.browse.value = False
 
     def _start_folder(self) -> Path:
-        """Where browsing starts: the folder of the current path, else the first place."""
-        current = Path(self.value).expanduser() if self.value else None
-        for candidate in (current, current.parent if current else None):
-            if candidate is not None and candidate.is_dir() and not (candidate == current and self.kind != "output"):
-                return candidate.absolute()
-        return next(iter(self.places.values()))
+        """Where browsing starts: the folder the field names (for an output, the one it would go in), else
+        the folder of the file it names, else the first place."""
+        current = Path(self.value).expanduser().absolute() if self.value else None
+        candidates = [] if current is None else [current.parent] if self.kind == "output" else [current, current.parent]
+        return next((folder for folder in candidates if folder.is_dir()), next(iter(self.places.values())))
 
     # layout
     @property

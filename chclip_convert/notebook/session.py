@@ -7,8 +7,8 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..checkpoint import check_checkpoint_path
 from ..errors import ConversionError
+from ..preflight import check_checkpoint_path
 from .converter import message_html
 from .picker import PathPicker
 from .workspace import Workspace, is_converted_folder

@@ -16,11 +16,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-from ..demo import DEMO_FILE, write_demo_checkpoint
-from ..folder import BIN_FILE, CONFIG_FILE
-from ..safetensors_writer import INDEX_FILE
-
-SINGLE_FILE = "model.safetensors"
+from ..constants import DEMO_FILE
+from ..preflight import looks_converted as is_converted_folder
 
 WORK_ENV = "CHCLIP_WORK"
 CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
@@ -34,13 +31,6 @@ def default_work_folder() -> Path:
     """``$CHCLIP_WORK``, else ``chclip-convert-work`` in the home folder."""
     given = os.environ.get(WORK_ENV)
     return Path(given).expanduser().absolute() if given else Path.home() / DEFAULT_WORK
-
-
-def is_converted_folder(path: Path) -> bool:
-    """Whether ``path`` looks like a transformers folder: a ``config.json`` and weights."""
-    return (path / CONFIG_FILE).is_file() and any(
-        (path / name).is_file() for name in (SINGLE_FILE, INDEX_FILE, BIN_FILE)
-    )
 
 
 class Workspace:
@@ -84,7 +74,11 @@ class Workspace:
     def demo_checkpoint(self) -> Path:
         """The embedded demo checkpoint, written into ``demo/`` of the work folder if not there yet."""
         path = self.root / DEMO_SUBDIR / DEMO_FILE
-        return path if path.is_file() else write_demo_checkpoint(self.root / DEMO_SUBDIR)
+        if path.is_file():
+            return path
+        from ..demo import write_demo_checkpoint
+
+        return write_demo_checkpoint(self.root / DEMO_SUBDIR)
 
     def is_demo(self, checkpoint: Path) -> bool:
         return checkpoint.absolute() == (self.root / DEMO_SUBDIR / DEMO_FILE).absolute()

@@ -1,0 +1,57 @@
+"""Checks on a path before anything is read from it: cheap, and free of torch and transformers, so that a
+widget can check what the user types at once, before those libraries are loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub.constants import SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE
+
+from .errors import CheckpointReadError, UnsupportedCheckpointError
+
+BIN_FILE = "pytorch_model.bin"
+CONFIG_FILE = "config.json"
+
+
+def looks_converted(folder: Path) -> bool:
+    """Whether ``folder`` holds a transformers model: a ``config.json`` beside weights."""
+    weights = (SAFETENSORS_SINGLE_FILE, SAFETENSORS_INDEX_FILE, BIN_FILE)
+    return (folder / CONFIG_FILE).is_file() and (
+        any((folder / name).is_file() for name in weights) or any(folder.glob("*.safetensors"))
+    )
+
+
+def check_checkpoint_path(path: Path) -> None:
+    """Raise a clear error unless ``path`` is a non-empty file that may be a torch checkpoint."""
+    if not path.exists():
+        raise CheckpointReadError("no such file.", path=path)
+    if path.is_dir():
+        if looks_converted(path):
+            raise UnsupportedCheckpointError(
+                "this is a folder that is already in transformers format (config.json + safetensors). "
+                "To turn it back into an original checkpoint, use `chclip-convert reverse FOLDER OUTPUT.pt`.",
+                path=path,
+            )
+        raise CheckpointReadError("is a folder; give the checkpoint file (.pt) inside it.", path=path)
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(
+            "the file is empty (0 bytes), so it is not a checkpoint; an interrupted copy or save? Copy or save it "
+            "again.",
+            path=path,
+        )
+    if _looks_like_safetensors(path):
+        raise UnsupportedCheckpointError(
+            "this is a safetensors file, i.e. already converted weights. The converter reads original "
+            "Chinese-CLIP .pt checkpoints; to turn a converted folder back into one, use "
+            "`chclip-convert reverse FOLDER OUTPUT.pt`.",
+            path=path,
+        )
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        head = stream.read(9)
+    if len(head) < 9:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_length < path.stat().st_size
