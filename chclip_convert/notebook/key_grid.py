@@ -68,7 +68,7 @@ def grid_options() -> dict:
     colours = _ROW_COLOUR.format(colours=json.dumps(STATUS_COLOURS), column=COLUMNS.index("status"))
     return {
         "layout": {"topStart": "buttons", "topEnd": None, "bottomStart": None, "bottomEnd": None},
-        "buttons": [{"extend": "csvHtml5", "text": "Export CSV", "title": CSV_NAME}],
+        "buttons": [{"extend": "csvHtml5", "text": "Export CSV", "title": CSV_NAME, "footer": False}],
         "paging": False,
         "scrollY": GRID_HEIGHT,
         "scrollX": True,
