@@ -12,7 +12,7 @@ from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 from chclip_convert.demo import DAMAGE, write_demo_checkpoint
 from chclip_convert.inspection import filter_rows, inspect_checkpoint
-from chclip_convert.notebook.key_grid import COLUMNS, CSV_NAME, row_cells
+from chclip_convert.notebook.key_grid import COLUMNS, CSV_NAME, STATUS_COLOURS, row_cells
 
 WAIT_MS = 30_000
 
@@ -51,6 +51,11 @@ def wait_for_rows(inspector, count: int) -> None:
     )
 
 
+def rgb(colour: str) -> str:
+    """``#e8f5e9`` as the browser reports it: ``rgb(232, 245, 233)``."""
+    return f"rgb({', '.join(str(int(colour[i : i + 2], 16)) for i in (1, 3, 5))})"
+
+
 def sort_by(inspector, name: str, direction: str) -> None:
     """Click the header of column ``name`` and wait until the grid says it is sorted in ``direction``."""
     header = inspector.locator(f".dt-scroll-head th:has-text('{name}')").first
@@ -70,7 +75,7 @@ def test_key_grid_shows_sorts_filters_and_exports(voila_url, page, demo_rows, tm
     height = grid.locator(".dt-scroll-body").bounding_box()["height"]
     assert 100 < height < 500, f"the rows scroll inside a box of fixed height, not {height} px"
     colours = grid.locator(".dt-scroll-body tbody tr").evaluate_all("rows => rows.map(r => r.style.backgroundColor)")
-    assert len(set(colours)) == len({row["status"] for row in demo_rows}) > 1  # one colour per status
+    assert colours == [rgb(STATUS_COLOURS[row["status"]]) for row in demo_rows]
 
     sort_by(grid, "status", "ascending")
     statuses = [row[2] for row in shown(grid)]
