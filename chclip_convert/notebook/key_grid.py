@@ -59,6 +59,7 @@ def shape_text(shape: list[int] | None) -> str:
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """The grid's table: one row of text cells per report row."""
     return pd.DataFrame([row_cells(row) for row in rows], columns=list(COLUMNS), dtype=str)
 
 
