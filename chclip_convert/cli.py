@@ -6,7 +6,8 @@
     chclip-convert verify CHECKPOINT FOLDER [--vocab VOCAB] [--vision-heads N] [--text-heads N] [--config CONFIG]
                    [--report VERIFY.json]
     chclip-convert reverse FOLDER OUTPUT.pt [--bare] [--overwrite]
-    chclip-convert inspect CHECKPOINT [--json] [--status all|problems|STATUS] [--vision-heads N] [--text-heads N]
+    chclip-convert inspect CHECKPOINT [--json] [--status all|problems|STATUS] [--name TEXT [--regex]]
+                   [--vision-heads N] [--text-heads N]
 
 Without a subcommand it converts: ``chclip-convert CHECKPOINT OUTPUT_DIR ...``. The old spellings still work:
 ``--verify-only CHECKPOINT FOLDER`` is ``verify``, ``--reverse FOLDER OUTPUT.pt`` is ``reverse``, and ``convert``
@@ -91,6 +92,8 @@ EXAMPLES = {
         chclip-convert inspect epoch_latest.pt
         chclip-convert inspect epoch_latest.pt --status problems          (exit 4 if there are any)
         chclip-convert inspect epoch_latest.pt --json > keys.json
+        chclip-convert inspect epoch_latest.pt --name resblocks.1          (layer 1, not 10 or 11)
+        chclip-convert inspect epoch_latest.pt --name 'q_proj|k_proj' --regex
     """,
 }
 
@@ -196,6 +199,14 @@ def _add_inspect(commands: Commands) -> None:
         metavar="STATUS",
         help=f"show only keys with this status: {', '.join(STATUS_FILTERS)} (default: all)",
     )
+    sub.add_argument(
+        "--name",
+        default="",
+        metavar="TEXT",
+        help="show only keys whose name or counterpart contains TEXT (case-insensitive); a number at either end "
+        "matches whole layer numbers: resblocks.1 is not resblocks.10",
+    )
+    sub.add_argument("--regex", action="store_true", help="TEXT of --name is a regular expression")
     _add_heads(sub)
 
 
@@ -251,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_prepare(parser, sys.argv[1:] if argv is None else argv))
     if args.command == "convert":
         _resolve_convert_paths(parser.commands["convert"], args)
+    if args.command == "inspect":
+        _check_name_filter(parser.commands["inspect"], args)
     try:
         return args.run(args)
     except ConversionError as error:
@@ -274,6 +287,15 @@ def _resolve_convert_paths(sub: argparse.ArgumentParser, args: argparse.Namespac
     args.output_dir = args.output_dir or args.legacy_output
     if not args.checkpoint or not args.output_dir:
         sub.error("give CHECKPOINT and OUTPUT_DIR (or --checkpoint_path and --pytorch_dump_folder_path)")
+
+
+def _check_name_filter(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from .inspection import NameFilterError, name_pattern
+
+    try:
+        name_pattern(args.name, regex=args.regex)
+    except NameFilterError as error:
+        sub.error(f"--name {args.name!r}: {error}")
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -346,7 +368,7 @@ def _inspect(args: argparse.Namespace) -> int:
     """Print the key report, as a table or as JSON; EXIT_PROBLEMS when it lists any problem."""
     report = _key_report(args)
     if args.json:
-        print(json.dumps(_report_json(report, args.status), indent=2, ensure_ascii=False))
+        print(json.dumps(_report_json(report, args), indent=2, ensure_ascii=False))
     else:
         print(_report_text(report, args))
     return 0 if report.ok else EXIT_PROBLEMS
@@ -358,30 +380,42 @@ def _key_report(args: argparse.Namespace) -> ConversionReport:
     return inspect_checkpoint(args.checkpoint, vision_heads=args.vision_heads, text_heads=args.text_heads)
 
 
-def _report_json(report: ConversionReport, status: str) -> dict:
-    """``report.to_dict()``; with a --status, its ``sources`` and ``targets`` hold only those keys (``ok``,
-    ``summary`` and ``problems`` always describe the whole report)."""
-    from .inspection import filter_rows
-
+def _report_json(report: ConversionReport, args: argparse.Namespace) -> dict:
+    """``report.to_dict()``; with --status or --name, its ``sources`` and ``targets`` hold only the keys shown
+    (``ok``, ``summary`` and ``problems`` always describe the whole report)."""
+    shown = {(row["side"], row["key"]) for row in _shown_rows(report, args)}
     data = report.to_dict()
-    for side in ("sources", "targets"):
-        data[side] = filter_rows(data[side], status=status)
+    for side in ("source", "target"):
+        data[f"{side}s"] = [record for record in data[f"{side}s"] if (side, record["key"]) in shown]
     return data
 
 
 def _report_text(report: ConversionReport, args: argparse.Namespace) -> str:
-    """The summary, notes, the table of keys (filtered by --status) and, if any, the problems with their fixes."""
-    from .inspection import filter_rows, rows_to_text
+    """The summary, notes, the table of keys (filtered by --status and --name) and, if any, the problems with
+    their fixes."""
+    from .inspection import rows_to_text
 
-    all_rows = report.rows()
-    rows = filter_rows(all_rows, status=args.status)
+    rows = _shown_rows(report, args)
     lines = [f"{args.checkpoint}: {report.summary()}", *(f"note: {note}" for note in report.notes)]
-    if args.status != "all":
-        lines.append(f"{len(rows)} of {len(all_rows)} keys shown (--status {args.status})")
+    if args.status != "all" or args.name.strip():
+        lines.append(f"{len(rows)} of {len(report.rows())} keys shown ({_filters(args)})")
     lines += ["", rows_to_text(rows)]
     if not report.ok:
         lines += ["", report.format_problems()]
     return "\n".join(lines)
+
+
+def _shown_rows(report: ConversionReport, args: argparse.Namespace) -> list[dict]:
+    from .inspection import filter_rows
+
+    return filter_rows(report.rows(), status=args.status, text=args.name, regex=args.regex)
+
+
+def _filters(args: argparse.Namespace) -> str:
+    given = [f"--status {args.status}"] if args.status != "all" else []
+    if args.name.strip():
+        given.append(f"--name {args.name.strip()}" + (" --regex" if args.regex else ""))
+    return ", ".join(given)
 
 
 class _ByteBar:

@@ -3,6 +3,7 @@ stop, and its rows filtered and printed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
@@ -23,17 +24,42 @@ def inspect_checkpoint(checkpoint: str | Path, **options) -> ConversionReport:
         return error.report
 
 
-def filter_rows(rows: list[dict], *, status: str = "all", text: str = "") -> list[dict]:
-    """Rows whose status is ``status`` (or any, for ``"all"``/``"problems"``) and whose key or
-    counterpart contains ``text``."""
-    problem = set(PROBLEM_STATUSES)
-    needle = text.strip().lower()
-    return [
-        row
-        for row in rows
-        if (status == "all" or row["status"] == status or (status == "problems" and row["status"] in problem))
-        and (not needle or needle in row["key"].lower() or needle in row["counterpart"].lower())
-    ]
+class NameFilterError(ValueError):
+    """A name filter written as a regular expression that does not compile; ``str(error)`` says why."""
+
+
+def name_pattern(text: str, *, regex: bool = False) -> re.Pattern[str] | None:
+    """The pattern a name filter searches keys with (case-insensitive), or ``None`` for an empty filter.
+
+    Plain text matches as written, except that a number at either end of it matches whole numbers only:
+    ``resblocks.1`` finds ``resblocks.1.attn.in_proj_weight``, not ``resblocks.10`` or ``resblocks.11``.
+    With ``regex``, ``text`` is a Python regular expression, searched as written; one that does not compile
+    raises :class:`NameFilterError`.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if not regex:
+        text = (r"(?<!\d)" if text[0].isdigit() else "") + re.escape(text) + (r"(?!\d)" if text[-1].isdigit() else "")
+    try:
+        return re.compile(text, re.IGNORECASE)
+    except re.error as error:
+        raise NameFilterError(f"not a regular expression: {error}") from None
+
+
+def filter_rows(rows: list[dict], *, status: str = "all", text: str = "", regex: bool = False) -> list[dict]:
+    """Rows whose status is ``status`` (any, for ``"all"``; any problem, for ``"problems"``) and whose key or
+    counterpart matches the name filter ``text`` (see :func:`name_pattern`)."""
+    pattern = name_pattern(text, regex=regex)
+    return [row for row in rows if _status_matches(row["status"], status) and _name_matches(row, pattern)]
+
+
+def _status_matches(row_status: str, status: str) -> bool:
+    return status in ("all", row_status) or (status == "problems" and row_status in PROBLEM_STATUSES)
+
+
+def _name_matches(row: dict, pattern: re.Pattern[str] | None) -> bool:
+    return pattern is None or bool(pattern.search(row["key"]) or pattern.search(row["counterpart"]))
 
 
 def rows_to_text(rows: list[dict]) -> str:

@@ -98,14 +98,6 @@ def test_bad_path_shows_inline_message_and_keeps_convert_disabled(voila_url, pag
     page.locator("text=no such file").wait_for(state="detached", timeout=30_000)
 
 
-def test_inspector_shows_its_table(voila_url, page):
-    open_notebook(page, voila_url, "02_inspect_keys.ipynb")
-    table = page.locator("table:has-text('visual.adapter.weight')")
-    table.wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert "unused" in table.inner_text() and "shape_mismatch" in table.inner_text()
-    page.screenshot(path=SHOTS / "02_inspect_keys.png", full_page=True)
-
-
 def test_statistics_notebook_shows_its_plots(voila_url, page):
     open_notebook(page, voila_url, "03_weight_stats.ipynb")
     plots = page.locator("img[src^='data:image/png']")

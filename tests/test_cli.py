@@ -224,6 +224,29 @@ def test_inspect_shows_an_unknown_key_and_exits_with_the_problems_code(checkpoin
     assert [record["key"] for record in printed["sources"]] == ["visual.head.weight"] and printed["targets"] == []
 
 
+def test_inspect_filters_by_name_as_the_inspector_does(checkpoint, capsys):
+    from chclip_convert.inspection import filter_rows, inspect_checkpoint
+
+    rows = inspect_checkpoint(checkpoint).rows()
+    assert main(["inspect", str(checkpoint), "--name", "resblocks.1", "--status", "transformed"]) == 0
+    out = capsys.readouterr().out
+    shown = filter_rows(rows, status="transformed", text="resblocks.1")
+    assert shown and [line.split()[4] for line in table_rows(out)] == [row["key"] for row in shown]
+    assert f"{len(shown)} of {len(rows)} keys shown (--status transformed, --name resblocks.1)" in out
+    assert main(["inspect", str(checkpoint), "--json", "--name", r"^logit_scale$", "--regex"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in printed["sources"]] == [r["key"] for r in printed["targets"]] == ["logit_scale"]
+
+
+def test_inspect_refuses_a_bad_regular_expression_as_a_usage_error(checkpoint, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["inspect", str(checkpoint), "--name", "layers.(1", "--regex"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--name 'layers.(1': not a regular expression: missing ), unterminated subpattern" in err
+    assert "Traceback" not in err
+
+
 def table_rows(printed: str) -> list[str]:
     return [line for line in printed.splitlines() if line.startswith(("source ", "target "))]
 

@@ -1,7 +1,7 @@
 """The package alone converts, verifies and reverses.
 
 ``scripts/setup_core.sh`` (run by the test command) installs the CPU torch wheel and ``pip install .`` with no
-extras into ``.venv-core``: no Jupyter, widgets, matplotlib, Pillow or cn_clip, as in a training environment.
+extras into ``.venv-core``: no Jupyter, widgets, matplotlib, pandas, Pillow or cn_clip, as in a training environment.
 The command line is run there on the embedded demo, from a folder outside the checkout so that the installed
 package, not the source tree, is imported. In the full environment, a fresh interpreter shows that the core
 never imports the notebook side even where it is installed.
@@ -18,7 +18,10 @@ import pytest
 from conftest import ROOT
 
 CORE_VENV = Path(os.environ.get("CHCLIP_CORE_VENV", ROOT / ".venv-core"))
-NOTEBOOK_SIDE = ("ipywidgets", "matplotlib", "jupyter", "jupyter_client", "jupyterlab", "IPython", "voila")
+NOTEBOOK_SIDE = (
+    *("ipywidgets", "matplotlib", "jupyter", "jupyter_client", "jupyterlab", "IPython", "voila"),
+    *("itables", "anywidget", "pandas"),  # the key grid
+)
 IMAGE_LIBRARIES = ("PIL", "torchvision", "cn_clip")  # verification needs them only to run the original model
 
 

@@ -8,9 +8,10 @@ from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.demo import DAMAGE, damaged_copy
 from chclip_convert.folder import load_folder_state
-from chclip_convert.inspection import inspect_checkpoint
+from chclip_convert.inspection import filter_rows, inspect_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.widgets import HistogramUI, KeyInspectorUI
+from chclip_convert.report import FIXES
 from chclip_convert.weight_stats import compare_weights
 
 
@@ -68,7 +69,8 @@ def test_convert_ui_shows_conversion_errors_instead_of_tracebacks(demo_checkpoin
 def test_key_inspector_lists_every_key_and_filters(demo_checkpoint):
     report = inspect_checkpoint(damaged_copy(demo_checkpoint))
     ui = KeyInspectorUI(report)
-    assert len(ui.rows()) == len(report.sources) + len(report.targets)
+    assert len(ui.rows()) == len(ui.grid.df) == len(report.sources) + len(report.targets)
+    assert list(ui.grid.df.columns) == ["side", "key", "status", "shape", "dtype", "counterpart", "note"]
     ui.status_filter.value = "problems"
     statuses = {row["status"]: row["key"] for row in ui.rows()}
     assert statuses == {
@@ -76,12 +78,39 @@ def test_key_inspector_lists_every_key_and_filters(demo_checkpoint):
         "missing": "vision_model.encoder.layers.1.mlp.fc2.bias",
         "shape_mismatch": "vision_model.post_layernorm.weight",
     }
-    assert DAMAGE["added"] in ui.table.value and "<b>3</b>" in ui.count.value
-    ui.status_filter.value = "all"
-    ui.name_filter.value = "resblocks.1.attn"
-    assert ui.rows() and all(
-        "resblocks.1.attn" in r["key"] or "resblocks.1.attn" in r["counterpart"] for r in ui.rows()
-    )
+    assert ui.grid.df.to_dict("records") == [
+        {"side": "source", "key": DAMAGE["added"], "status": "unused", "shape": "16×128", "dtype": "float32",
+         "counterpart": "", "note": "no rule maps this name"},
+        {"side": "target", "key": "vision_model.encoder.layers.1.mlp.fc2.bias", "status": "missing", "shape": "-",
+         "dtype": "", "counterpart": "", "note": FIXES["missing"]},
+        {"side": "target", "key": "vision_model.post_layernorm.weight", "status": "shape_mismatch", "shape": "64",
+         "dtype": "float32", "counterpart": "visual.ln_post.weight", "note": "expected shape [128]"},
+    ]  # fmt: skip
+    assert f"<b>3</b> of {len(report.rows())} keys" in ui.count.value
+
+
+def test_key_inspector_name_filter_takes_whole_layer_numbers_or_a_regex(demo_checkpoint):
+    report = inspect_checkpoint(demo_checkpoint)
+    ui = KeyInspectorUI(report)
+    ui.name_filter.value = "resblocks.1"
+    layer_1 = filter_rows(report.rows(), text=r"(resblocks|encoder\.layers)\.1\.", regex=True)
+    assert list(ui.grid.df["key"]) == [row["key"] for row in ui.rows()] == [row["key"] for row in layer_1]
+    assert {row["side"] for row in ui.rows()} == {"source", "target"}
+    ui.status_filter.value = "transformed"
+    assert list(ui.grid.df["key"]) == [f"visual.transformer.resblocks.1.attn.in_proj_{p}" for p in ("bias", "weight")]
+    ui.status_filter.value, ui.regex.value, ui.name_filter.value = "all", True, r"^visual\.(proj|ln_post\.bias)$"
+    shown = ui.grid.df[["key", "counterpart"]].values.tolist()  # a key matches, or its counterpart does
+    assert shown == [
+        ["visual.ln_post.bias", "vision_model.post_layernorm.bias"],
+        ["visual.proj", "visual_projection.weight"],
+        ["vision_model.post_layernorm.bias", "visual.ln_post.bias"],
+        ["visual_projection.weight", "visual.proj"],
+    ]
+    ui.name_filter.value = "ln_post.(bias"
+    assert ui.rows() == [] and ui.grid.df.empty
+    assert "name: not a regular expression: missing ), unterminated subpattern" in ui.count.value
+    ui.regex.value = False  # the same text, taken as plain text, is a name that matches nothing
+    assert ui.rows() == [] and f"<b>0</b> of {len(report.rows())} keys" in ui.count.value
 
 
 def test_weight_statistics_flag_exactly_the_damaged_tensors(demo_checkpoint, tmp_path):

@@ -12,93 +12,28 @@ import io
 import ipywidgets as W
 import torch
 
-from ..constants import (
-    CONFLICT,
-    FILLED,
-    IGNORED,
-    MAPPED,
-    MISSING,
-    SHAPE_MISMATCH,
-    STATUS_FILTERS,
-    TRANSFORMED,
-    UNEXPECTED,
-    UNUSED,
-)
 from ..convert import implied_targets
-from ..inspection import filter_rows
-from ..report import FIXES, ConversionReport
 from ..weight_stats import TensorComparison
+from .key_grid import COLUMNS, STATUS_COLOURS, KeyInspectorUI, row_cells
 
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
 
-
-STATUS_COLOURS = {
-    MAPPED: "#e8f5e9",
-    TRANSFORMED: "#e3f2fd",
-    FILLED: "#f1f8e9",
-    IGNORED: "#eeeeee",
-    UNUSED: "#fff3e0",
-    MISSING: "#ffebee",
-    SHAPE_MISMATCH: "#fce4ec",
-    CONFLICT: "#fce4ec",
-    UNEXPECTED: "#fff3e0",
-}
+__all__ = ["HistogramUI", "KeyInspectorUI", "rows_to_html"]
 
 
 def rows_to_html(rows: list[dict], *, limit: int = 400) -> str:
-    """An HTML table of report rows, coloured by status, with how to fix each kind of problem."""
-    header = "".join(f"<th>{name}</th>" for name in ("side", "key", "status", "shape", "dtype", "counterpart", "note"))
+    """A static HTML table of report rows, coloured by status (the README's picture; notebooks use the grid)."""
+    header = "".join(f"<th>{name}</th>" for name in COLUMNS)
     body = []
     for row in rows[:limit]:
-        note = row["reason"] or FIXES.get(row["status"], "")
-        cells = [row["side"], row["key"], row["status"], _shape(row["shape"]), row["dtype"], row["counterpart"], note]
-        colour = STATUS_COLOURS.get(row["status"], "white")
-        tds = "".join(f"<td>{html.escape(str(cell if cell is not None else ''))}</td>" for cell in cells)
-        body.append(f'<tr style="background:{colour}">{tds}</tr>')
+        tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in row_cells(row))
+        body.append(f'<tr style="background:{STATUS_COLOURS.get(row["status"], "white")}">{tds}</tr>')
     more = f"<p>… {len(rows) - limit} more rows</p>" if len(rows) > limit else ""
     return (
         '<table style="font-family:monospace;font-size:11px;border-collapse:collapse">'
         f"<thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
     )
-
-
-def _shape(shape: list[int] | None) -> str:
-    if shape is None:
-        return "-"
-    return "×".join(map(str, shape)) or "scalar"
-
-
-class KeyInspectorUI:
-    """Every source and target key with its status, filterable by status and by name."""
-
-    def __init__(self, report: ConversionReport) -> None:
-        # widgets
-        self.report = report
-        self.status_filter = W.Dropdown(options=STATUS_FILTERS, value="all", description="status")
-        self.name_filter = W.Text("", description="name", placeholder="part of a key, e.g. resblocks.1")
-        self.count = W.HTML()
-        self.table = W.HTML()
-        # connections
-        self.status_filter.observe(self._on_filter_change, names="value")
-        self.name_filter.observe(self._on_filter_change, names="value")
-        self._on_filter_change()
-
-    def rows(self) -> list[dict]:
-        return filter_rows(self.report.rows(), status=self.status_filter.value, text=self.name_filter.value)
-
-    # handlers
-    def _on_filter_change(self, change=None) -> None:
-        rows = self.rows()
-        self.count.value = (
-            f"<b>{len(rows)}</b> of {len(self.report.rows())} keys — {html.escape(self.report.summary())}"
-        )
-        self.table.value = rows_to_html(rows)
-
-    # layout
-    @property
-    def widget(self) -> W.VBox:
-        return W.VBox([W.HBox([self.status_filter, self.name_filter]), self.count, self.table])
 
 
 class HistogramUI:

@@ -1,0 +1,130 @@
+"""The key inspector: every source and target key of a conversion report in a data grid (itables' DataTables
+widget), filtered by status and by name (:func:`chclip_convert.inspection.filter_rows`), sorted by a click on a
+column header, scrolled inside a fixed height, coloured by status and exported to CSV as filtered."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import ipywidgets as W
+import pandas as pd
+from itables import JavascriptFunction
+from itables.widget import ITable
+
+from ..constants import (
+    CONFLICT,
+    FILLED,
+    IGNORED,
+    MAPPED,
+    MISSING,
+    SHAPE_MISMATCH,
+    STATUS_FILTERS,
+    TRANSFORMED,
+    UNEXPECTED,
+    UNUSED,
+)
+from ..inspection import NameFilterError, filter_rows
+from ..report import FIXES, ConversionReport
+
+COLUMNS = ("side", "key", "status", "shape", "dtype", "counterpart", "note")
+STATUS_COLOURS = {
+    MAPPED: "#e8f5e9",
+    TRANSFORMED: "#e3f2fd",
+    FILLED: "#f1f8e9",
+    IGNORED: "#eeeeee",
+    UNUSED: "#fff3e0",
+    MISSING: "#ffebee",
+    SHAPE_MISMATCH: "#fce4ec",
+    CONFLICT: "#fce4ec",
+    UNEXPECTED: "#fff3e0",
+}
+CSV_NAME = "chclip-keys"  # the export downloads as chclip-keys.csv
+GRID_HEIGHT = "420px"
+# DataTables calls this for every row it draws: the row takes its status's colour.
+_ROW_COLOUR = "function (row, data) {{ row.style.backgroundColor = {colours}[data[{column}]] || ''; }}"
+
+
+def row_cells(row: dict) -> list[str]:
+    """One report row as the text of the grid's :data:`COLUMNS`; a problem without a reason notes its fix."""
+    note = row["reason"] or FIXES.get(row["status"], "")
+    return [row["side"], row["key"], row["status"], shape_text(row["shape"]), row["dtype"], row["counterpart"], note]
+
+
+def shape_text(shape: list[int] | None) -> str:
+    """``[384, 128]`` → ``384×128``; a scalar is ``scalar``, no tensor ``-``."""
+    if shape is None:
+        return "-"
+    return "×".join(map(str, shape)) or "scalar"
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """The grid's table: one row of text cells per report row."""
+    return pd.DataFrame([row_cells(row) for row in rows], columns=list(COLUMNS), dtype=str)
+
+
+def grid_options() -> dict:
+    """The DataTables options: no paging but a scroll box, header clicks sort, a CSV button, no second search
+    box (the name field filters), rows coloured by status."""
+    colours = _ROW_COLOUR.format(colours=json.dumps(STATUS_COLOURS), column=COLUMNS.index("status"))
+    return {
+        "layout": {"topStart": "buttons", "topEnd": None, "bottomStart": None, "bottomEnd": None},
+        "buttons": [{"extend": "csvHtml5", "text": "Export CSV", "title": CSV_NAME, "footer": False}],
+        "paging": False,
+        "scrollY": GRID_HEIGHT,
+        "scrollX": True,
+        "scrollCollapse": True,
+        "maxBytes": 0,
+        "classes": "compact row-border hover",
+        "style": "width:100%;margin:0",
+        "text_in_header_can_be_selected": False,
+        "rowCallback": JavascriptFunction(colours),
+        "warn_on_undocumented_option": False,  # rowCallback is DataTables' own, not in itables' list
+    }
+
+
+class KeyInspectorUI:
+    """Every source and target key with its status, in a sortable grid filtered by status and by name."""
+
+    def __init__(self, report: ConversionReport) -> None:
+        # widgets
+        self.report = report
+        self.status_filter = W.Dropdown(options=STATUS_FILTERS, value="all", description="status")
+        self.name_filter = W.Text("", description="name", placeholder="part of a key, e.g. resblocks.1")
+        self.regex = W.Checkbox(False, description="regex", indent=False, layout=W.Layout(width="80px"))
+        self.count = W.HTML()
+        self.grid = ITable(rows_frame([]), **grid_options())
+        # connections
+        for control in (self.status_filter, self.name_filter, self.regex):
+            control.observe(self._on_filter_change, names="value")
+        self._on_filter_change()
+
+    def rows(self) -> list[dict]:
+        """The rows the filters show (none while the name filter is a regular expression that does not compile)."""
+        return self._filtered()[0]
+
+    def _filtered(self) -> tuple[list[dict], str]:
+        try:
+            rows = filter_rows(
+                self.report.rows(), status=self.status_filter.value, text=self.name_filter.value, regex=self.regex.value
+            )
+        except NameFilterError as error:
+            return [], str(error)
+        return rows, ""
+
+    # handlers
+    def _on_filter_change(self, change=None) -> None:
+        rows, problem = self._filtered()
+        total = len(self.report.rows())
+        if problem:
+            self.count.value = f"<span style='color:#b71c1c'>name: {html.escape(problem)}</span>"
+        else:
+            self.count.value = f"<b>{len(rows)}</b> of {total} keys — {html.escape(self.report.summary())}"
+        self.grid.update(rows_frame(rows), **grid_options())  # update() resets options it is not given
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        box = W.VBox([W.HBox([self.status_filter, self.name_filter, self.regex]), self.count, self.grid])
+        box.add_class("chclip-key-inspector")  # the handle pages and browser tests find the inspector by
+        return box
