@@ -7,11 +7,9 @@ running shows them, and tests drive the UI by setting values and clicking, witho
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
 import ipywidgets as W
-import torch
 
 from ..checkpoint import check_checkpoint_path
 from ..constants import (
@@ -27,14 +25,13 @@ from ..constants import (
     UNEXPECTED,
     UNUSED,
 )
-from ..convert import implied_targets
 from ..errors import ConversionError
 from ..inspection import filter_rows
 from ..output import check_output_dir
 from ..pipeline import convert_checkpoint
 from ..report import FIXES, ConversionReport
 from ..summary import ConversionSummary
-from ..weight_stats import TensorComparison
+from .histogram import HistogramUI as HistogramUI  # moved to its own module; imported from here too
 
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
@@ -243,57 +240,3 @@ class KeyInspectorUI:
     @property
     def widget(self) -> W.VBox:
         return W.VBox([W.HBox([self.status_filter, self.name_filter]), self.count, self.table])
-
-
-class HistogramUI:
-    """Pick one target tensor; see its values, source and converted, as overlaid histograms."""
-
-    def __init__(
-        self,
-        source_state: dict[str, torch.Tensor],
-        converted_state: dict[str, torch.Tensor],
-        comparisons: list[TensorComparison],
-        *,
-        initial: str | None = None,
-    ) -> None:
-        # widgets
-        self.implied, self.converted_state = implied_targets(source_state), converted_state
-        names = [c.target for c in comparisons]
-        flagged = [c.target for c in comparisons if not c.agrees]
-        self.tensor = W.Dropdown(
-            options=names,
-            value=initial or (flagged[0] if flagged else names[0]),
-            description="tensor",
-            layout=WIDE,
-        )
-        self.image = W.Image(format="png")
-        self.caption = W.HTML()
-        # connections
-        self.tensor.observe(self._on_tensor_change, names="value")
-        self._on_tensor_change()
-
-    # handlers
-    def _on_tensor_change(self, change=None) -> None:
-        from matplotlib.figure import Figure
-
-        from .plots import plot_histogram
-
-        name = self.tensor.value
-        source = self.implied.get(name, ("", "", None))[2]
-        converted = self.converted_state.get(name)
-        figure = Figure(figsize=(6, 3), dpi=90)
-        plot_histogram(figure.subplots(), source, converted, name)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        self.image.value = buffer.getvalue()
-        same = source is not None and converted is not None and source.shape == converted.shape
-        equal = same and torch.equal(source.to(converted.dtype), converted)
-        self.caption.value = f"<code>{html.escape(name)}</code>: " + (
-            "identical values" if equal else "<b style='color:#b71c1c'>values differ or one side is missing</b>"
-        )
-
-    # layout
-    @property
-    def widget(self) -> W.VBox:
-        return W.VBox([self.tensor, self.caption, self.image])
