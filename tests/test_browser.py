@@ -41,11 +41,3 @@ def test_inspector_shows_its_table(voila_url, page):
     table.wait_for(timeout=PAGE_TIMEOUT_MS)
     assert "unused" in table.inner_text() and "shape_mismatch" in table.inner_text()
     page.screenshot(path=SHOTS / "02_inspect_keys.png", full_page=True)
-
-
-def test_statistics_notebook_shows_its_plots(voila_url, page):
-    open_notebook(page, voila_url, "03_weight_stats.ipynb")
-    plots = page.locator("img[src^='data:image/png']")
-    plots.nth(2).wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert plots.count() >= 3
-    page.screenshot(path=SHOTS / "03_weight_stats.png", full_page=True)

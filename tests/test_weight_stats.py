@@ -196,3 +196,11 @@ def test_captions_render_in_a_font_with_chinese_glyphs():
         figure.canvas.draw()
     for label in ax.get_xticklabels():
         assert "NotoSansCJK" in font_manager.findfont(label.get_fontproperties()).replace(" ", "")
+
+
+def test_without_ipympl_the_figure_is_a_sharp_vector_image(demo_checkpoint, converted):
+    from chclip_convert.notebook.figures import comparison_view
+
+    view = comparison_view(compare_weights(demo_checkpoint, converted))
+    (image,) = view.children
+    assert image.format == "svg+xml" and b"<svg" in bytes(image.value)

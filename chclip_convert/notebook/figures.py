@@ -4,6 +4,9 @@ box, whose text form (what nbval compares) is the same on every run and machine.
 
 from __future__ import annotations
 
+import html
+import io
+
 import ipywidgets as W
 from matplotlib.figure import Figure
 
@@ -38,7 +41,6 @@ def figure_widget(figure: Figure) -> W.Box:
     """The figure in a box: its live canvas, or an SVG image of it (sharp at any size)."""
     if isinstance(figure.canvas, W.DOMWidget):
         return W.VBox([figure.canvas])
-    import io
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg")
@@ -48,9 +50,22 @@ def figure_widget(figure: Figure) -> W.Box:
 
 def comparison_view(comparisons: list[TensorComparison], figsize: tuple[float, float] = (12, 10)) -> W.Box:
     """Every tensor's difference and norm ratio, per layer of each tower and outside the layers, as one
-    figure widget; hover names tensors (``view.hover``)."""
+    figure widget. Interactive, the tensor under the pointer is named on the figure, and the last one named
+    stays in a line below it (``view.hover`` keeps the handler alive: matplotlib holds its callbacks weakly)."""
     figure = new_figure(figsize)
     hover: Hover = draw_comparisons(figure, comparisons)
     view = figure_widget(figure)
+    if is_interactive():
+        label = W.HTML(HOVER_HINT, layout=W.Layout(min_height="2.6em"))
+        hover.listeners.append(lambda text: text and setattr(label, "value", _hover_html(text)))
+        view.children = (*view.children, label)
     view.hover = hover
     return view
+
+
+HOVER_HINT = "<i>Hover over a point to name its tensor.</i>"
+
+
+def _hover_html(text: str) -> str:
+    name, _, numbers = text.partition("\n")
+    return f"<code class='hovered-tensor'>{html.escape(name)}</code> {html.escape(numbers)}"

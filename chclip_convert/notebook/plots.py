@@ -6,6 +6,7 @@ everywhere). :class:`Hover` names the tensor under the pointer."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -166,6 +167,7 @@ class Hover:
     def __init__(self, figure) -> None:
         self.figure = figure
         self.drawn: list[Drawn] = []
+        self.listeners: list[Callable[[str], None]] = []  # each called with the new text when it changes
         self.annotations: dict[object, object] = {}  # one per axes, made when first needed
         self.text = ""
         figure.canvas.mpl_connect("motion_notify_event", self._on_motion)
@@ -188,6 +190,8 @@ class Hover:
             annotation.set_visible(True)
         self.text = text
         self.figure.canvas.draw_idle()
+        for listener in self.listeners:
+            listener(text)
 
     def under(self, event) -> tuple[object, TensorComparison, int] | None:
         """The scatter, tensor and point index under a mouse event, or ``None``."""
