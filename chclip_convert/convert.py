@@ -364,14 +364,15 @@ def majority_dtype(specs: list[tuple[str, tuple[int, ...], torch.dtype]]) -> tor
     return elements.most_common(1)[0][0] if elements else torch.float32
 
 
-def implied_targets(source_state: dict[str, torch.Tensor]) -> dict[str, tuple[str, str, torch.Tensor | None]]:
-    """Target name → (source key, op name, the values the table puts there: a q/k/v slice, a transposed
-    matrix, ...); the values are ``None`` where the op cannot apply (a fused tensor of the wrong size)."""
-    implied: dict[str, tuple[str, str, torch.Tensor | None]] = {}
-    for step in table_steps(source_state):
+def implied_tensors(
+    steps: Iterable[Step], load: Callable[[str], torch.Tensor]
+) -> Iterator[tuple[str, Step, torch.Tensor | None]]:
+    """``(target, step, the values the table puts there)`` for every target of ``steps`` — a q/k/v slice, a
+    transposed matrix, ... — streamed: each source tensor is read once, through ``load``. The values are
+    ``None`` where the op cannot apply (a fused tensor of the wrong size), instead of an error."""
+    for step in steps:
         try:
-            pieces = [(target, piece) for target, piece, _ in apply_steps([step], source_state.__getitem__)]
+            pieces = [piece for _, piece, _ in apply_steps([step], load)]
         except ValueError:
-            pieces = [(target, None) for target in step.outputs]
-        implied.update((target, (step.inputs[0], step.op.name, piece)) for target, piece in pieces)
-    return implied
+            pieces = [None] * len(step.outputs)
+        yield from ((target, step, piece) for target, piece in zip(step.outputs, pieces, strict=True))

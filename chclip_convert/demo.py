@@ -19,17 +19,20 @@ from .mapping import standard_rules_by_layer
 
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 
+# Twelve layers a tower, as the released models have, so per-layer plots have a shape; narrow, so it stays
+# small (about a million parameters) and converts in well under a second. Head counts are invisible in the
+# weights: at width 64 the converter infers one head (head width 64), so that is what the demo declares.
 DEMO_ARCHITECTURE = Architecture(
-    vision_layers=2,
-    vision_width=128,
-    vision_intermediate=512,
-    vision_heads=2,
+    vision_layers=12,
+    vision_width=64,
+    vision_intermediate=256,  # cn_clip's vision MLP is always four times the width
+    vision_heads=1,
     patch_size=16,
     image_size=64,
-    text_layers=2,
-    text_hidden=128,
-    text_intermediate=512,
-    text_heads=2,
+    text_layers=12,
+    text_hidden=64,
+    text_intermediate=128,
+    text_heads=1,
     vocab_size=0,  # set from the vocabulary below
     max_positions=64,
     type_vocab_size=2,

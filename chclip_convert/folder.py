@@ -4,6 +4,8 @@ and the conversion options it records. Every problem is a :class:`ConversionErro
 from __future__ import annotations
 
 import json
+import zipfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +104,58 @@ def folder_tensor_specs(folder: str | Path) -> dict[str, TensorSpec]:
     return specs
 
 
+class FolderTensors:
+    """A folder's tensors read one at a time: the safetensors headers on opening (shards too), each tensor's
+    data only when :meth:`read` asks for it. A ``pytorch_model.bin`` is memory-mapped where its format allows.
+    Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = _weights_folder(folder)
+        self._stack = ExitStack()
+        self._handles: dict[str, Any] = {}  # tensor name → the open file that holds it (None: the .bin)
+        self._bin: dict[str, torch.Tensor] = {}
+        files = weight_files(self.folder)
+        if not files:
+            self._handles = dict.fromkeys(self._bin_state(), None)
+        for file in files:
+            handle = self._open(file)
+            part = dict.fromkeys(handle.keys(), handle)
+            _merge(self._handles, part, file, self.folder)
+
+    def names(self) -> list[str]:
+        return sorted(self._handles)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._handles
+
+    def read(self, key: str) -> torch.Tensor:
+        """The tensor ``key``, read now (a ``KeyError`` if the folder has none of that name)."""
+        handle = self._handles[key]
+        return self._bin[key] if handle is None else handle.get_tensor(key)
+
+    def _open(self, file: Path):
+        from safetensors import safe_open
+
+        try:
+            return self._stack.enter_context(safe_open(str(file), framework="pt"))
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise CheckpointReadError(f"cannot read {file.name}: {error}", path=self.folder) from error
+
+    def _bin_state(self) -> dict[str, torch.Tensor]:
+        self._bin = _load_bin(self.folder, mmap=True)
+        return self._bin
+
+    def close(self) -> None:
+        self._stack.close()
+        self._handles, self._bin = {}, {}
+
+    def __enter__(self) -> FolderTensors:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
     """The JSON object in ``folder/name``, or ``None`` if there is no such file."""
     file = Path(folder) / name
@@ -176,8 +230,9 @@ def _weights_folder(folder: str | Path) -> Path:
     return folder
 
 
-def _load_bin(folder: Path) -> dict[str, torch.Tensor]:
+def _load_bin(folder: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(folder / BIN_FILE, map_location="cpu", weights_only=True)
+        mmap = mmap and zipfile.is_zipfile(folder / BIN_FILE)  # only torch's zip format maps
+        return torch.load(folder / BIN_FILE, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointReadError(f"cannot read {BIN_FILE}: {error}", path=folder) from error

@@ -96,11 +96,3 @@ def test_bad_path_shows_inline_message_and_keeps_convert_disabled(voila_url, pag
     # Fixed, the message goes.
     field(page, "Checkpoint").fill(str(write_demo_checkpoint(tmp_path / "fine")))
     page.locator("text=no such file").wait_for(state="detached", timeout=30_000)
-
-
-def test_statistics_notebook_shows_its_plots(voila_url, page):
-    open_notebook(page, voila_url, "03_weight_stats.ipynb")
-    plots = page.locator("img[src^='data:image/png']")
-    plots.nth(2).wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert plots.count() >= 3
-    page.screenshot(path=SHOTS / "03_weight_stats.png", full_page=True)

@@ -122,7 +122,7 @@ def test_every_core_module_imports_without_the_notebook_side(tmp_path):
         "    importlib.import_module(name)\n"
         f"side = set({list(NOTEBOOK_SIDE)!r})\n"
         "core = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
-        "importlib.import_module('chclip_convert.notebook.widgets')\n"
+        "importlib.import_module('chclip_convert.notebook.key_grid')\n"
         "layer = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
         "print(len(names), 'chclip_convert.verify' in names, core, layer)\n"
     )

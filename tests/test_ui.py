@@ -6,13 +6,19 @@ from conftest import assert_model_holds, reload_strictly
 
 from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.demo import DAMAGE, damaged_copy
-from chclip_convert.folder import load_folder_state
+from chclip_convert.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy, demo_state_dict
 from chclip_convert.inspection import filter_rows, inspect_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
-from chclip_convert.notebook.widgets import HistogramUI, KeyInspectorUI
+from chclip_convert.notebook.histogram import HistogramUI
+from chclip_convert.notebook.key_grid import KeyInspectorUI
 from chclip_convert.report import FIXES
 from chclip_convert.weight_stats import compare_weights
+
+DEMO = demo_state_dict()
+# The demo's mapping, from its architecture: each vision layer's fused q/k/v weight and bias are split (three
+# targets each) and the two projections transposed; every other source key is renamed.
+TRANSFORMED = 2 * DEMO_ARCHITECTURE.vision_layers + 2
+TARGETS = len(DEMO) + 2 * 2 * DEMO_ARCHITECTURE.vision_layers
 
 
 def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
@@ -24,8 +30,8 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
     assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
     assert (
         "Converted." in ui.status.value
-        and "932,225" in ui.status.value
-        and "OK: source keys 65 mapped" in ui.status.value
+        and f"{sum(t.numel() for t in DEMO.values()):,}" in ui.status.value
+        and f"OK: source keys {len(DEMO) - TRANSFORMED} mapped, {TRANSFORMED} transformed" in ui.status.value
     )
     assert_model_holds(reload_strictly(tmp_path / "out"), load_checkpoint(demo_checkpoint).state_dict)
     # The output now exists and holds this result: said as such (not as an error), with the next steps;
@@ -115,17 +121,17 @@ def test_key_inspector_name_filter_takes_whole_layer_numbers_or_a_regex(demo_che
 
 def test_weight_statistics_flag_exactly_the_damaged_tensors(demo_checkpoint, tmp_path):
     summary = convert_checkpoint(demo_checkpoint, tmp_path / "hf")
-    converted = load_folder_state(summary.output_dir)
-    intact = compare_weights(load_checkpoint(demo_checkpoint).state_dict, converted)
-    assert len(intact) == 79 and all(c.agrees for c in intact)
-    damaged = compare_weights(load_checkpoint(damaged_copy(demo_checkpoint)).state_dict, converted)
-    flagged = {c.target for c in damaged if not c.agrees}
+    intact = compare_weights(demo_checkpoint, summary.output_dir)
+    assert len(intact) == TARGETS and all(c.agrees for c in intact)
+    damaged = damaged_copy(demo_checkpoint)
+    comparisons = compare_weights(damaged, summary.output_dir)
+    flagged = {c.target for c in comparisons if not c.agrees}
     assert flagged == {
         "vision_model.encoder.layers.1.mlp.fc2.bias",  # dropped
         "vision_model.post_layernorm.weight",  # wrong shape
         "text_model.encoder.layer.0.attention.self.query.weight",  # altered values
     }
-    ui = HistogramUI(load_checkpoint(damaged_copy(demo_checkpoint)).state_dict, converted, damaged)
-    assert bytes(ui.image.value).startswith(b"\x89PNG") and "differ" in ui.caption.value
+    ui = HistogramUI(damaged, summary.output_dir, comparisons)
+    assert bytes(ui.image.value).lstrip().startswith(b"<?xml") and "differ" in ui.caption.value
     ui.tensor.value = "vision_model.encoder.layers.0.self_attn.v_proj.weight"
     assert "identical values" in ui.caption.value

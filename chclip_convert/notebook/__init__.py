@@ -1,5 +1,16 @@
-"""The notebook layer: the widgets (:mod:`.converter`, :mod:`.session`, :mod:`.picker`, :mod:`.widgets`), the plots
-(:mod:`.plots`) and the work folder (:mod:`.workspace`). The core never imports this package."""
+"""The notebook layer: the widgets, the plots and the work folder. The core never imports this package.
+
+Each widget is a small class in fixed sections — widgets, connections, handlers (``_on_<widget>_<event>``),
+layout (``.widget``) — and only a view: the work is done by the same functions the command line uses. Results
+go into widget state (``.value``), so a notebook saved after running shows them, and tests drive the widgets by
+setting values and clicking, without a browser.
+
+- :mod:`.session`: the top of each notebook (work folder, checkpoint and converted-folder pickers);
+  :mod:`.workspace` the work folder and its settings; :mod:`.picker` the path field with a folder browser;
+- :mod:`.converter`: convert, with progress and Cancel; :mod:`.save`: save again, or back to cn_clip's format;
+- :mod:`.key_grid`: the key report as a data grid; :mod:`.histogram`, :mod:`.figures`, :mod:`.plots`,
+  :mod:`.fonts`: the weight statistics' figures.
+"""
 
 from __future__ import annotations
 

@@ -1,118 +1,246 @@
-"""Plot helpers: each takes an ``ax`` first and returns what it drew, so notebooks, widgets and tests
-share them."""
+"""Plot helpers: each takes an ``ax`` first and returns what it drew, so notebooks, widgets and tests share
+them. What a conversion can get wrong is shown as what it changed: per tensor, the largest difference
+converted − source (zero everywhere for a correct conversion) and the norm ratio ‖converted‖ / ‖source‖ (one
+everywhere). :class:`Hover` names the tensor under the pointer."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
-from ..weight_stats import STATS, TensorComparison
+from ..weight_stats import BOTH, TensorComparison
+from .fonts import use_cjk_font
 
-OP_MARKERS = {"rename": "o", "split": "^", "transpose": "s"}
-MISSING_COLOUR = "#d62728"
+DIFFERENCE, RATIO = "difference", "ratio"
+QUANTITIES = {DIFFERENCE: "max |converted − source|", RATIO: "‖converted‖ / ‖source‖"}
+# The difference axis is symmetric-log: linear (so exactly 0 is drawn, at the bottom) up to LINTHRESH, then
+# logarithmic, so float16 rounding (~1e-4) and a real error (~1e-1) both show, decades apart.
+LINTHRESH = 1e-7
+PROBLEM_COLOUR = "#d62728"
+PAIRED = "tab20"  # colour pairs: a module's weight dark, its bias light
 
 
-def plot_stat_scatter(ax, comparisons: list[TensorComparison], stat: str = "norm") -> dict[str, object]:
-    """Converted statistic against source statistic, one point per tensor, on the line y = x.
+class Drawn(NamedTuple):
+    """A scatter drawn by a helper, and the tensors of its points, in order (what :class:`Hover` names)."""
 
-    Renamed, split and transposed tensors get their own markers; tensors that disagree are drawn red and
-    labelled; tensors present on one side only are red crosses on the axis of the side that has them.
-    """
-    if stat not in STATS:
-        raise ValueError(f"stat must be one of {STATS}")
-    artists: dict[str, object] = {}
-    both = [c for c in comparisons if c.source_stats and c.converted_stats]
-    values = [c.source_stats[stat] for c in both] + [c.converted_stats[stat] for c in both]
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    pad = 0.05 * (high - low or 1.0)
-    artists["diagonal"] = ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#999999", lw=1, zorder=0)
-    for op, marker in OP_MARKERS.items():
-        group = [c for c in both if c.op == op and c.agrees]
+    artist: object
+    comparisons: list[TensorComparison]
+
+
+def value(comparison: TensorComparison, quantity: str) -> float | None:
+    """The difference or the norm ratio of a tensor; ``None`` where it lacks a side or the shapes differ."""
+    return comparison.max_abs_diff if quantity == DIFFERENCE else comparison.norm_ratio
+
+
+def plot_layers(ax, comparisons: list[TensorComparison], tower: str, quantity: str = DIFFERENCE) -> dict[str, Drawn]:
+    """Per layer of one ``tower``, one dot per parameter, side by side within the layer and coloured by
+    parameter; tensors lacking a side (or of another shape) are red crosses along the top, whatever ``value``."""
+    layered = [c for c in comparisons if c.tower == tower and c.layer is not None]
+    parameters = sorted({c.parameter for c in layered}, key=_module_order)
+    colours = _parameter_colours(parameters)
+    drawn: dict[str, Drawn] = {}
+    for number, parameter in enumerate(parameters):
+        group = [c for c in layered if c.parameter == parameter and c.kind == BOTH]
+        offset = 0.8 * ((number + 0.5) / len(parameters) - 0.5)
         if group:
-            artists[op] = ax.scatter(
-                [c.source_stats[stat] for c in group],
-                [c.converted_stats[stat] for c in group],
-                marker=marker,
-                s=22,
-                alpha=0.75,
-                label=f"{op} ({len(group)})",
-            )
-    wrong = [c for c in both if not c.agrees]
-    if wrong:
-        artists["disagree"] = ax.scatter(
-            [c.source_stats[stat] for c in wrong],
-            [c.converted_stats[stat] for c in wrong],
-            marker="D",
-            s=60,
-            color=MISSING_COLOUR,
-            label=f"values differ ({len(wrong)})",
-        )
-    one_sided = [c for c in comparisons if bool(c.source_stats) != bool(c.converted_stats)]
-    if one_sided:
-        xs = [c.source_stats[stat] if c.source_stats else low - pad for c in one_sided]
-        ys = [c.converted_stats[stat] if c.converted_stats else low - pad for c in one_sided]
-        artists["one_sided"] = ax.scatter(
-            xs, ys, marker="x", s=80, color=MISSING_COLOUR, label=f"one side only / shape differs ({len(one_sided)})"
-        )
-    for c in wrong + one_sided:
-        x = c.source_stats[stat] if c.source_stats else low - pad
-        y = c.converted_stats[stat] if c.converted_stats else low - pad
-        ax.annotate(
-            _short(c.target), (x, y), fontsize=7, color=MISSING_COLOUR, xytext=(4, 4), textcoords="offset points"
-        )
-    ax.set_xlabel(f"source {stat}")
-    ax.set_ylabel(f"converted {stat}")
-    ax.set_title(f"{stat}: converted vs source ({len(comparisons)} tensors)")
-    ax.legend(fontsize=8, loc="lower right")
-    return artists
+            marker = "^" if parameter.endswith("bias") else "o"
+            artist = ax.scatter(
+                [c.layer + offset for c in group], [_clipped(value(c, quantity)) for c in group],
+                s=16, marker=marker, color=colours[parameter], label=_label(parameter), zorder=3,
+            )  # fmt: skip
+            drawn[parameter] = Drawn(artist, group)
+    problems = [c for c in layered if c.kind != BOTH]
+    if problems:
+        drawn["problems"] = _draw_problems(ax, [c.layer for c in problems], problems, horizontal=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    layers = [c.layer for c in layered]
+    if layers:
+        ax.set_xlim(min(layers) - 0.6, max(layers) + 0.6)
+    ax.set_xlabel(f"{tower} layer")
+    _scale(ax, [value(c, quantity) for c in layered], quantity, vertical=True)
+    ax.set_title(f"{tower} tower: {QUANTITIES[quantity]}", fontsize=10)
+    return drawn
 
 
-def plot_layer_curves(ax, comparisons: list[TensorComparison], tower: str, stat: str = "norm") -> dict[str, object]:
-    """Per-layer ``stat`` for each parameter of one tower: source solid, converted dashed.
-
-    A mapping that puts a tensor into the wrong layer, or drops one, shows as dashed leaving solid.
-    """
-    series: dict[str, dict[int, tuple[float | None, float | None]]] = defaultdict(dict)
-    for c in comparisons:
-        if c.tower != tower or c.layer is None or not c.target.endswith("weight"):
-            continue
-        family = c.target.split(f".{c.layer}.", 1)[1].removesuffix(".weight")
-        series[family][c.layer] = (
-            c.source_stats[stat] if c.source_stats else None,
-            c.converted_stats[stat] if c.converted_stats else None,
-        )
-    artists: dict[str, object] = {}
-    for number, (family, by_layer) in enumerate(sorted(series.items())):
-        layers = sorted(by_layer)
-        colour = f"C{number % 10}"
-        source = [np.nan if by_layer[i][0] is None else by_layer[i][0] for i in layers]
-        converted = [np.nan if by_layer[i][1] is None else by_layer[i][1] for i in layers]
-        (artists[f"{family} source"],) = ax.plot(layers, source, "-o", color=colour, ms=3, label=family)
-        (artists[f"{family} converted"],) = ax.plot(layers, converted, "--", color=colour, lw=2, alpha=0.7)
-    ax.set_xlabel("layer")
-    ax.set_ylabel(stat)
-    ax.set_title(f"{tower} tower, per layer {stat} (solid: source, dashed: converted)")
-    if series:
-        ax.legend(fontsize=6, ncol=2)
-    return artists
+def plot_outside_layers(ax, comparisons: list[TensorComparison], quantity: str = DIFFERENCE) -> dict[str, Drawn]:
+    """The tensors outside the layers (embeddings, layer norms before and after, projections, logit_scale),
+    one row each, named on the axis."""
+    rows = sorted((c for c in comparisons if c.layer is None), key=lambda c: (c.tower, c.target))
+    drawn: dict[str, Drawn] = {}
+    good = [(row, c) for row, c in enumerate(rows) if c.kind == BOTH]
+    if good:
+        artist = ax.scatter(
+            [_clipped(value(c, quantity)) for _, c in good], [row for row, _ in good], s=22, zorder=3,
+            color=["C0" if c.tower == "vision" else "C1" if c.tower == "text" else "C2" for _, c in good],
+        )  # fmt: skip
+        drawn["tensors"] = Drawn(artist, [c for _, c in good])
+    problems = [(row, c) for row, c in enumerate(rows) if c.kind != BOTH]
+    if problems:
+        drawn["problems"] = _draw_problems(ax, [r for r, _ in problems], [c for _, c in problems], horizontal=False)
+    ax.set_yticks(range(len(rows)), [_outside_name(c.target) for c in rows], fontsize=7)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    _scale(ax, [value(c, quantity) for c in rows], quantity, vertical=False)
+    ax.set_title(f"outside the layers: {QUANTITIES[quantity]}", fontsize=10)
+    return drawn
 
 
-def plot_histogram(ax, source: torch.Tensor | None, converted: torch.Tensor | None, name: str, bins: int = 60):
-    """Value histograms of one tensor, source and converted overlaid; returns the two patch lists."""
+def _draw_problems(ax, positions: list[float], problems: list[TensorComparison], *, horizontal: bool) -> Drawn:
+    """Red crosses at the far edge of the value axis, at each tensor's layer (or row)."""
+    edge = ax.get_xaxis_transform() if horizontal else ax.get_yaxis_transform()
+    xy = (positions, [0.96] * len(positions)) if horizontal else ([0.96] * len(positions), positions)
+    label = f"one side only / shape differs ({len(problems)})"
+    artist = ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
+    return Drawn(artist, problems)
+
+
+def _scale(ax, values: list[float | None], quantity: str, *, vertical: bool) -> None:
+    """Difference: symlog from 0, up to at least 1e-2. Ratio: linear around 1, at least 0.9 to 1.1."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    set_scale, set_limits, line = (
+        (ax.set_yscale, ax.set_ylim, ax.axhline) if vertical else (ax.set_xscale, ax.set_xlim, ax.axvline)
+    )
+    if quantity == DIFFERENCE:
+        set_scale("symlog", linthresh=LINTHRESH)
+        set_limits(-0.4 * LINTHRESH, max([1e-2, *finite]) * 4)
+        line(0.0, color="#999999", lw=0.8, zorder=1)
+    else:
+        low, high = min([1.0, *finite]), max([1.0, *finite])
+        pad = 0.08 * (high - low)
+        set_limits(min(0.9, low - pad), max(1.1, high + pad))
+        line(1.0, color="#999999", lw=0.8, zorder=1)
+    (ax.set_ylabel if vertical else ax.set_xlabel)(QUANTITIES[quantity], fontsize=8)
+
+
+def _clipped(number: float) -> float:
+    """An infinite ratio (a zero source, a nonzero converted tensor) drawn at a large finite value."""
+    return number if math.isfinite(number) else 1e6
+
+
+def _module_order(parameter: str) -> tuple[str, int]:
+    module, _, kind = parameter.rpartition(".")
+    return module, 0 if kind == "weight" else 1
+
+
+def _parameter_colours(parameters: list[str]) -> dict[str, object]:
+    from matplotlib import colormaps
+
+    palette = colormaps[PAIRED].colors
+    modules = list(dict.fromkeys(p.rpartition(".")[0] for p in parameters))
+    colours = {}
+    for parameter in parameters:
+        module, _, kind = parameter.rpartition(".")
+        colours[parameter] = palette[(2 * modules.index(module) + (kind != "weight")) % len(palette)]
+    return colours
+
+
+def _label(parameter: str) -> str:
+    return parameter.replace("self_attn.", "").replace("attention.self.", "").replace("attention.output.", "attn.")
+
+
+def draw_comparisons(figure, comparisons: list[TensorComparison]) -> Hover:
+    """The whole picture in ``figure``: rows vision layers, text layers, outside the layers; columns the
+    difference and the norm ratio; legends on the right. Returns the :class:`Hover` that names tensors."""
+    grid = figure.add_gridspec(3, 2, height_ratios=[3, 3, 3.4], hspace=0.55, wspace=0.6)
+    hover = Hover(figure)
+    for column, quantity in enumerate((DIFFERENCE, RATIO)):
+        for row, tower in enumerate(("vision", "text")):
+            ax = figure.add_subplot(grid[row, column])
+            hover.add(plot_layers(ax, comparisons, tower, quantity))
+            if column == 1 and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.05), frameon=False, handlelength=1)
+        hover.add(plot_outside_layers(figure.add_subplot(grid[2, column]), comparisons, quantity))
+    differ = sum(not c.agrees for c in comparisons)
+    figure.suptitle(f"{len(comparisons)} tensors, {differ} differ — hover over a point to name its tensor")
+    figure.subplots_adjust(left=0.17, right=0.83, top=0.93, bottom=0.06)
+    return hover
+
+
+class Hover:
+    """Names the tensor under the pointer: on ``motion_notify_event`` over a point of a registered scatter, an
+    annotation shows its name, difference and norm ratio; ``text`` is what it shows ("" when hidden)."""
+
+    def __init__(self, figure) -> None:
+        self.figure = figure
+        self.drawn: list[Drawn] = []
+        self.listeners: list[Callable[[str], None]] = []  # each called with the new text when it changes
+        self.annotations: dict[object, object] = {}  # one per axes, made when first needed
+        self.text = ""
+        figure.canvas.mpl_connect("motion_notify_event", self._on_motion)
+
+    def add(self, drawn: dict[str, Drawn]) -> None:
+        self.drawn.extend(drawn.values())
+
+    def _on_motion(self, event) -> None:
+        found = self.under(event)
+        text = describe(found[1]) if found else ""
+        if text == self.text:
+            return
+        for annotation in self.annotations.values():
+            annotation.set_visible(False)
+        if found:
+            artist = found[0]
+            annotation = self._annotation(artist.axes)
+            annotation.xy = (event.xdata, event.ydata)
+            annotation.set_text(text)
+            annotation.set_visible(True)
+        self.text = text
+        self.figure.canvas.draw_idle()
+        for listener in self.listeners:
+            listener(text)
+
+    def under(self, event) -> tuple[object, TensorComparison, int] | None:
+        """The scatter, tensor and point index under a mouse event, or ``None``."""
+        for artist, comparisons in self.drawn:
+            if event.inaxes is artist.axes:
+                hit, info = artist.contains(event)
+                if hit:
+                    index = int(info["ind"][0])
+                    return artist, comparisons[index], index
+        return None
+
+    def _annotation(self, ax):
+        if ax not in self.annotations:
+            self.annotations[ax] = ax.annotate(
+                "", (0, 0), xytext=(10, 10), textcoords="offset points", fontsize=8, zorder=10, annotation_clip=False,
+                bbox={"boxstyle": "round", "fc": "#fffbe6", "ec": "#888888"}, visible=False,
+            )  # fmt: skip
+        return self.annotations[ax]
+
+
+def describe(comparison: TensorComparison) -> str:
+    """Two lines: the tensor's name, then its difference and norm ratio (or which side lacks it)."""
+    if comparison.kind != BOTH:
+        return f"{comparison.target}\n{comparison.kind} ({comparison.status})"
+    return (
+        f"{comparison.target}\nmax |Δ| {comparison.max_abs_diff:.3g}, norm ratio {comparison.norm_ratio:.6g}"
+        f" ({comparison.status})"
+    )
+
+
+def plot_histogram(
+    ax, source: torch.Tensor | None, converted: torch.Tensor | None, name: str, bins: int = 60
+) -> dict[str, object]:
+    """Value histograms of one tensor, source filled and converted outlined, over one range; returns the two
+    step patches. Counted with ``torch.histc`` (one pass, any size), not by matplotlib."""
+    sides = (("source", source), ("converted", converted))
+    present = {side: t.detach().reshape(-1).float() for side, t in sides if t is not None and t.numel()}
+    low = min((values.min().item() for values in present.values()), default=0.0)
+    high = max((values.max().item() for values in present.values()), default=1.0)
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
     drawn = {}
-    arrays = [t.detach().float().reshape(-1).numpy() for t in (source, converted) if t is not None]
-    edges = np.histogram_bin_edges(np.concatenate(arrays), bins=bins) if arrays else bins
-    if source is not None:
-        drawn["source"] = ax.hist(source.detach().float().reshape(-1).numpy(), bins=edges, alpha=0.5, label="source")[2]
-    if converted is not None:
-        drawn["converted"] = ax.hist(
-            converted.detach().float().reshape(-1).numpy(), bins=edges, histtype="step", lw=2, label="converted"
-        )[2]
+    for side, style in (("source", {"fill": True, "alpha": 0.5}), ("converted", {"lw": 2})):
+        if side in present:
+            counts = torch.histc(present[side], bins=bins, min=low, max=high).numpy()
+            drawn[side] = ax.stairs(counts, edges, label=side, **style)
     missing = [side for side, t in (("source", source), ("converted", converted)) if t is None]
-    title = _short(name) + (f"  (no {' / '.join(missing)} tensor)" if missing else "")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_short(name) + (f"  (no {' / '.join(missing)} tensor)" if missing else ""), fontsize=9)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
@@ -120,15 +248,22 @@ def plot_histogram(ax, source: torch.Tensor | None, converted: torch.Tensor | No
 
 
 def plot_similarity(ax, logits: torch.Tensor, captions: list[str], title: str, image_labels: list[str]):
-    """A heatmap of image × caption logits with the values written in the cells."""
+    """A heatmap of image × caption logits with the values written in the cells, the captions (Chinese too,
+    in a CJK font) on the axis."""
+    family = use_cjk_font()
+    font = {"fontfamily": family} if family else {}
     matrix = logits.detach().float().numpy()
     image = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(captions)), captions, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(image_labels)), image_labels, fontsize=8)
-    for (row, column), value in np.ndenumerate(matrix):
-        ax.text(column, row, f"{value:.2f}", ha="center", va="center", color="white", fontsize=7)
+    ax.set_xticks(range(len(captions)), captions, rotation=30, ha="right", fontsize=8, **font)
+    ax.set_yticks(range(len(image_labels)), image_labels, fontsize=8, **font)
+    for (row, column), number in np.ndenumerate(matrix):
+        ax.text(column, row, f"{number:.2f}", ha="center", va="center", color="white", fontsize=7)
     ax.set_title(title, fontsize=10)
     return image
+
+
+def _outside_name(name: str) -> str:
+    return name.replace("vision_model.", "vision ").replace("text_model.", "text ").replace("embeddings.", "emb.")
 
 
 def _short(name: str) -> str:

@@ -1,0 +1,45 @@
+"""The statistics notebook in a real browser: Voila serves it, Debian's Chromium (Playwright) shows its
+interactive figures (ipympl canvases), the pointer names a tensor, and the histogram picker narrows by search.
+Screenshots go to artifacts/screenshots/."""
+
+from __future__ import annotations
+
+from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
+
+FIGURE = ".jupyter-matplotlib-canvas-div canvas"
+
+
+def test_statistics_notebook_shows_interactive_figures_that_name_tensors(voila_url, page):
+    open_notebook(page, voila_url, "03_weight_stats.ipynb")
+    page.locator(FIGURE).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    figures = page.locator(".jupyter-matplotlib")
+    assert figures.count() == 2  # the demo's figure and the damaged copy's
+    page.wait_for_function(  # the kernel has drawn into the first canvas: some pixels are not blank
+        """selector => {
+            const canvas = document.querySelector(selector);
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 0; i < data.length; i += 4) { if (data[i] < 200) return true; }
+            return false;
+        }""",
+        arg=FIGURE,
+        timeout=60_000,
+    )
+    canvas = page.locator(FIGURE).last  # the topmost layer of the first figure, which receives the pointer
+    named = page.locator(".hovered-tensor").first
+    box = page.locator(".jupyter-matplotlib-canvas-div").first.bounding_box()
+    x = box["x"] + 0.30 * box["width"]  # inside the vision tower's difference axes, around layer 5
+    for step in range(0, int(box["height"]), 3):  # down the axes until the pointer is over one of the dots
+        page.mouse.move(x, box["y"] + step)
+        if step % 30 == 0:
+            page.wait_for_timeout(60)  # let the kernel answer now and then
+        if named.count():
+            break
+    named.wait_for(timeout=10_000)
+    # The kernel answers after the pointer has moved on: the tensor named is one the scan passed over, in a layer.
+    assert named.inner_text().startswith(("vision_model.encoder.layers.", "text_model.encoder.layer."))
+    assert canvas.is_visible()
+    page.screenshot(path=SHOTS / "03_weight_stats_hover.png")
+    search = page.locator(".widget-text:has(label:text-is('search')) input").first
+    search.fill("layers.3 q_proj")
+    page.locator("text=2 of 399 tensors").first.wait_for(timeout=30_000)
+    page.screenshot(path=SHOTS / "03_weight_stats.png", full_page=True)
