@@ -101,7 +101,7 @@ def damaged_copy(checkpoint: str | Path, *, seed: int = 0) -> Path:
     state = dict(loaded["state_dict"])
     generator = torch.Generator().manual_seed(seed + 1)
     del state[f"module.{DAMAGE['dropped']}"]
-    state[f"module.{DAMAGE['added']}"] = torch.randn(16, 128, generator=generator)
+    state[f"module.{DAMAGE['added']}"] = torch.randn(16, DEMO_ARCHITECTURE.vision_width, generator=generator)
     reshaped = state[f"module.{DAMAGE['reshaped']}"]
     state[f"module.{DAMAGE['reshaped']}"] = reshaped[: reshaped.shape[0] // 2].clone()
     altered = state[f"module.{DAMAGE['altered']}"]

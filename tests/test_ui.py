@@ -84,13 +84,15 @@ def test_key_inspector_lists_every_key_and_filters(demo_checkpoint):
         "missing": "vision_model.encoder.layers.1.mlp.fc2.bias",
         "shape_mismatch": "vision_model.post_layernorm.weight",
     }
+    width = DEMO_ARCHITECTURE.vision_width  # the damage halves visual.ln_post.weight and adds a 16 × width adapter
     assert ui.grid.df.to_dict("records") == [
-        {"side": "source", "key": DAMAGE["added"], "status": "unused", "shape": "16×128", "dtype": "float32",
+        {"side": "source", "key": DAMAGE["added"], "status": "unused", "shape": f"16×{width}", "dtype": "float32",
          "counterpart": "", "note": "no rule maps this name"},
         {"side": "target", "key": "vision_model.encoder.layers.1.mlp.fc2.bias", "status": "missing", "shape": "-",
          "dtype": "", "counterpart": "", "note": FIXES["missing"]},
-        {"side": "target", "key": "vision_model.post_layernorm.weight", "status": "shape_mismatch", "shape": "64",
-         "dtype": "float32", "counterpart": "visual.ln_post.weight", "note": "expected shape [128]"},
+        {"side": "target", "key": "vision_model.post_layernorm.weight", "status": "shape_mismatch",
+         "shape": str(width // 2), "dtype": "float32", "counterpart": "visual.ln_post.weight",
+         "note": f"expected shape [{width}]"},
     ]  # fmt: skip
     assert f"<b>3</b> of {len(report.rows())} keys" in ui.count.value
 
