@@ -165,7 +165,6 @@ class ConvertUI:
         self._cancel.clear()
         self._set_busy(True)
         self.status.value = "<i>Reading the checkpoint and checking every key…</i>"
-        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._convert, args=(self._inputs(),), daemon=True)
         self._thread.start()
 
@@ -177,6 +176,8 @@ class ConvertUI:
     def _on_progress(self, progress) -> None:
         if self._cancel.is_set():
             raise Cancelled
+        if progress.tensors_done == 1:  # the time left counts from the first tensor, after reading and planning
+            self._started = time.monotonic()
         fraction = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
         elapsed = time.monotonic() - self._started
         left = elapsed * (1 - fraction) / fraction if fraction else 0.0
