@@ -50,6 +50,7 @@ class Run:
     name: str
     seconds: float
     peak_anon_gib: float
+    cpu_seconds: float  # the kernel's own, which other jobs on the machine do not inflate as they do wall time
     error: str = ""
 
 
@@ -67,6 +68,15 @@ def rss_anon_kib(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of ``pid`` so far, ``None`` once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def find_kernel(root_pid: int) -> int | None:
@@ -100,16 +110,17 @@ def run_notebook(notebook: Path, output_dir: Path, env: dict[str, str]) -> Run:
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=notebook.parent, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        kernel, peak = None, 0
+        kernel, peak, cpu = None, 0, 0.0
         while process.poll() is None:
             kernel = kernel or find_kernel(process.pid)
             if kernel is not None:
                 peak = max(peak, rss_anon_kib(kernel))
+                cpu = cpu_seconds(kernel) or cpu
             time.sleep(SAMPLE_SECONDS)
         seconds = time.perf_counter() - started
         errors.seek(0)
         failure = "" if process.returncode == 0 else _last_lines(errors.read().decode(errors="replace"))
-    return Run(notebook.name if notebook.parent == NOTEBOOKS else FLOOR, seconds, peak / 2**20, failure)
+    return Run(notebook.name if notebook.parent == NOTEBOOKS else FLOOR, seconds, peak / 2**20, cpu, failure)
 
 
 def _last_lines(text: str, count: int = 6) -> str:
@@ -200,8 +211,12 @@ def main() -> int:
         runs = []
         for path in [floor, *(NOTEBOOKS / name for name in TARGETS)]:
             runs.append(run_notebook(path, outputs, env))
-            print(f"  {runs[-1].name}: {runs[-1].seconds:.1f} s, peak anon {runs[-1].peak_anon_gib:.2f} GiB",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            run = runs[-1]
+            line = (
+                f"  {run.name}: {run.seconds:.1f} s (kernel CPU {run.cpu_seconds:.1f} s), "
+                f"peak anon {run.peak_anon_gib:.2f} GiB, load average {os.getloadavg()[0]:.1f}"
+            )
+            print(line, file=sys.stderr, flush=True)
         written = large_writes(started)
     print()
     all_met = print_table(runs)
