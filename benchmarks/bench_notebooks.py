@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -124,7 +125,8 @@ def run_notebook(notebook: Path, output_dir: Path, env: dict[str, str]) -> Run:
 
 
 def _last_lines(text: str, count: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[-count:])
+    """The end of a traceback, without its colours."""
+    return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[-count:])
 
 
 def large_writes(since: float) -> list[tuple[Path, int]]:
