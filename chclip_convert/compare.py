@@ -52,20 +52,40 @@ def sample_image():
         return image.convert("RGB")
 
 
-def run_converted(folder: str | Path, images: list, captions: list[str]) -> ModelOutputs:
-    """The converted folder's processor (PIL backend, as cn_clip resizes with PIL) and model."""
+def run_converted(folder: str | Path, images: list, captions: list[str], *, model=None) -> ModelOutputs:
+    """The converted folder's processor (PIL backend, as cn_clip resizes with PIL) and model.
+
+    ``model``: the folder's ``ChineseCLIPModel`` if already loaded (in float32), so it is not loaded twice."""
     from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
     processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
-    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    if model is None:
+        model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
     text = processor.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
     pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
     ids, mask = text["input_ids"], text["attention_mask"]
-    with torch.no_grad():  # unnormalised projected features, as cn_clip's encode_image / encode_text give
-        image_features = model.get_image_features(pixel_values=pixels).pooler_output
-        text_features = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
-        logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image
-    return ModelOutputs(ids, pixels, image_features, text_features, logits)
+    # One pass of each tower: the projections' outputs are the unnormalised features get_image_features and
+    # get_text_features give (as cn_clip's encode_image / encode_text), and the forward gives the logits.
+    features: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.visual_projection.register_forward_hook(_keep_output(features, "image")),
+        model.text_projection.register_forward_hook(_keep_output(features, "text")),
+    ]
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ModelOutputs(ids, pixels, features["image"], features["text"], logits)
+
+
+def _keep_output(features: dict[str, torch.Tensor], name: str):
+    def hook(module, inputs, output) -> None:
+        features[name] = output
+
+    return hook
 
 
 def has_original() -> bool:
@@ -93,19 +113,30 @@ def run_original(
     source = load_checkpoint(checkpoint)
     arch = architecture or infer_architecture(source.state_dict)
     tokenizer = FullTokenizer(vocab_file=str(vocab))
-    model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
     state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}
     if is_flash_layout(state):  # to the standard layout cn_clip builds, through our table
         state = reverse_state_dict(convert_state_dict(state).state_dict)
-    model.load_state_dict(state, strict=True)
+    with torch.device("meta"):  # no random initialisation: every parameter is the checkpoint's (strict, assigned)
+        model = CLIP(**cn_clip_kwargs(arch), tokenizer=tokenizer)
+    model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     ids = cn_clip_tokenize(tokenizer, captions)
     pixels = torch.stack([image_transform(arch.image_size)(image) for image in images])
+    # One pass of each tower: get_similarity encodes both; the encoders' outputs are kept as it calls them.
+    features: dict[str, torch.Tensor] = {}
+    model.encode_image = _keep_result(model.encode_image, features, "image")
+    model.encode_text = _keep_result(model.encode_text, features, "text")
     with torch.no_grad():
-        image_features = model.encode_image(pixels)
-        text_features = model.encode_text(ids)
         logits, _ = model.get_similarity(pixels, ids)
-    return ModelOutputs(ids, pixels, image_features, text_features, logits)
+    return ModelOutputs(ids, pixels, features["image"], features["text"], logits)
+
+
+def _keep_result(encode, features: dict[str, torch.Tensor], name: str):
+    def run(*args, **kwargs) -> torch.Tensor:
+        features[name] = encode(*args, **kwargs)
+        return features[name]
+
+    return run
 
 
 def cn_clip_tokenize(tokenizer, captions: list[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:

@@ -15,8 +15,10 @@ Every failing check names the keys, fields or entries at fault.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import ChineseCLIPConfig
@@ -26,6 +28,7 @@ from .assets import PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, find_vocab, vocab_
 from .checkpoint import load_checkpoint
 from .compare import (
     SAMPLE_CAPTIONS,
+    ModelOutputs,
     differences,
     has_original,
     quiet_transformers,
@@ -43,6 +46,9 @@ from .provenance import weights_digest
 from .reverse import reverse_state_dict
 from .settings import compare_config, compare_preprocessor, compare_tokenizer_config
 from .vocabulary import compare_ids, compare_vocab, folder_token_ids, folder_vocabularies, reference_token_ids
+
+if TYPE_CHECKING:
+    from transformers import ChineseCLIPModel
 
 # Tolerances by how the folder's weights relate to the source's: identical bytes, or cast to 16 bits.
 # Relative = max abs difference / max abs value of the original output.
@@ -83,6 +89,9 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """The verdict. ``original_outputs`` and ``converted_outputs`` are what both models gave when their outputs
+    were compared (with cn_clip), kept so that they can be shown without running the models again."""
+
     checkpoint: Path
     folder: Path
     original_available: bool
@@ -91,6 +100,8 @@ class VerifyReport:
     details: dict[str, float | bool] = field(default_factory=dict)
     info: list[str] = field(default_factory=list)
     reference_vocab: str = ""
+    original_outputs: ModelOutputs | None = None
+    converted_outputs: ModelOutputs | None = None
 
     def to_dict(self) -> dict:
         """The verdict, machine-readable: every check with its value, requirement, keys and fields."""
@@ -162,35 +173,62 @@ def verify_folder(
     """
     quiet_transformers()
     checkpoint, folder = Path(checkpoint), Path(folder)
-    source = load_checkpoint(checkpoint).state_dict
-    written = load_folder_state(folder)
-    options, notes = _conversion_options(folder, vision_heads, text_heads, config)
-    plan = _plan(source, written, options, checkpoint)
-    comparison = compare_state(dict(plan.tensors(source.__getitem__)), written)
+    tensors = _check_tensors(
+        checkpoint, folder, {"vision_heads": vision_heads, "text_heads": text_heads, "config": config}
+    )
     reference, origin = find_vocab(vocab, checkpoint)
     if reference is not None and reference.resolve().is_relative_to(folder.resolve()):
         reference, origin = None, f"none: {reference} lies in the folder under test, which cannot vouch for itself"
-    report = VerifyReport(checkpoint, folder, use_original and has_original(), _precision(plan, source))
+    report = VerifyReport(checkpoint, folder, use_original and has_original(), tensors.precision)
     report.reference_vocab = f"{reference} ({origin})" if reference else origin
-    report.info += notes
+    report.info += tensors.notes
+    captions = captions or SAMPLE_CAPTIONS
+    reload, model = _check_reload(folder)
+    model = model if report.original_available else None  # kept only to run it
+    report.checks += [
+        tensors.weights,
+        reload,
+        _check_config(folder, tensors.plan.config),
+        _check_preprocessor(folder, tensors.plan.architecture.image_size),
+        *_check_tokenizer(folder, reference, captions, report.original_available),
+        *tensors.round_trips,
+        *tensors.provenance,
+    ]
+    if report.original_available:
+        images = images or [sample_image()]
+        _compare_outputs(report, reference, tensors.plan.architecture, captions, images, model)
+    return report
+
+
+@dataclass
+class _TensorFindings:
+    plan: ConversionPlan
+    precision: str
+    notes: list[str]
+    weights: Check
+    round_trips: list[Check]
+    provenance: list[Check]
+
+
+def _check_tensors(checkpoint: Path, folder: Path, given: dict) -> _TensorFindings:
+    """The plan the folder should follow (``given``: the caller's head counts and config), and the checks
+    that read every tensor: the folder's weights against the source's (one expected tensor at a time), both
+    round trips and the digest. The tensors are held only here: released before any model is loaded."""
+    source = load_checkpoint(checkpoint).state_dict
+    written = load_folder_state(folder)
+    options, notes = _conversion_options(folder, **given)
+    plan = _plan(source, written, options, checkpoint)
     if is_flash_layout(source):
-        report.info.append(
+        notes.append(
             "the source is in the flash-attention layout, and reverse conversion writes the standard one: the "
             "round trip original → transformers → original is not applicable (the weights check covers it)."
         )
-    captions = captions or SAMPLE_CAPTIONS
-    report.checks += [
-        _check_weights(comparison),
-        _check_reload(folder),
-        _check_config(folder, plan.config),
-        _check_preprocessor(folder, plan.architecture.image_size),
-        *_check_tokenizer(folder, reference, captions, report.original_available),
-        *_check_round_trips(source, written, folder),
-        *_check_provenance(folder, source),
-    ]
-    if report.original_available:
-        _compare_outputs(report, checkpoint, folder, reference, plan.architecture, captions, images or [sample_image()])
-    return report
+    # The digest reads every source byte once more: in a thread, beside the comparisons (both release the GIL).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-verify-digest") as pool:
+        provenance = pool.submit(_check_provenance, folder, source)
+        weights = _check_weights(compare_state(plan.tensors(source.__getitem__), written))
+        round_trips = _check_round_trips(source, written, folder)
+        return _TensorFindings(plan, _precision(plan, source), notes, weights, round_trips, provenance.result())
 
 
 def _conversion_options(folder: Path, vision_heads, text_heads, config) -> tuple[dict, list[str]]:
@@ -280,14 +318,17 @@ def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Che
     return [Check(name, False, value, requirement, fields=[field_name])]
 
 
-def _check_reload(folder: Path) -> Check:
+def _check_reload(folder: Path) -> tuple[Check, ChineseCLIPModel | None]:
+    """The strict reload, and the model it loaded (in float32, ready to run) when every key matched."""
     from transformers import ChineseCLIPModel
 
     name, requirement = "folder reloads", "no missing, unexpected or mismatched key"
     try:
-        _, info = ChineseCLIPModel.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True)
+        model, info = ChineseCLIPModel.from_pretrained(
+            folder, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32
+        )
     except Exception as error:  # any failure to load is the finding itself
-        return Check(name, False, _one_line(f"{type(error).__name__}: {error}"), requirement)
+        return Check(name, False, _one_line(f"{type(error).__name__}: {error}"), requirement), None
     found = {
         "missing": sorted(info["missing_keys"]),
         "unexpected": sorted(info["unexpected_keys"]),
@@ -297,12 +338,12 @@ def _check_reload(folder: Path) -> Check:
     if keys or info["error_msgs"]:
         listed = [f"{kind} ({len(items)}): {_first(items)}" for kind, items in found.items() if items]
         value = "transformers reports " + "; ".join(listed + [_one_line(m) for m in info["error_msgs"]])
-        return Check(name, False, value, requirement, keys=keys)
+        return Check(name, False, value, requirement, keys=keys), None
     try:
         loaded = ["model", *_load_preprocessing(folder)]
     except Exception as error:
-        return Check(name, False, _one_line(f"processor: {type(error).__name__}: {error}"), requirement)
-    return Check(name, True, f"{' and '.join(loaded)} load offline, every key matched", requirement)
+        return Check(name, False, _one_line(f"processor: {type(error).__name__}: {error}"), requirement), None
+    return Check(name, True, f"{' and '.join(loaded)} load offline, every key matched", requirement), model
 
 
 def _load_preprocessing(folder: Path) -> list[str]:
@@ -422,25 +463,28 @@ def _check_round_trips(source: dict[str, torch.Tensor], written: dict[str, torch
 
 def _compare_outputs(
     report: VerifyReport,
-    checkpoint: Path,
-    folder: Path,
     reference: Path | None,
     architecture: Architecture,
     captions: list[str],
     images: list,
+    model: ChineseCLIPModel | None,
 ) -> None:
+    """Both models on the same inputs; ``model`` is the folder's, as the reload check loaded it (``None``: load
+    it here, where a folder that does not run is named)."""
+    folder = report.folder
     if reference is None or not (folder / TOKENIZER_CONFIG_FILE).is_file():
         why = "no reference vocabulary (pass --vocab)" if reference is None else "the folder has no tokenizer"
         report.checks.append(Check("outputs compared", False, why, "cn_clip and the folder both run"))
         return
-    original = run_original(checkpoint, reference, images, captions, architecture=architecture)
+    original = run_original(report.checkpoint, reference, images, captions, architecture=architecture)
     try:
-        converted = run_converted(folder, images, captions)
+        converted = run_converted(folder, images, captions, model=model)
     except Exception as error:  # a folder that does not run is the finding itself
         report.checks.append(
             Check("outputs compared", False, _one_line(f"the folder does not run: {type(error).__name__}: {error}"))
         )
         return
+    report.original_outputs, report.converted_outputs = original, converted
     found = differences(original, converted)
     report.details = found
     limits = TOLERANCES[report.precision]

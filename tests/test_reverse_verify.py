@@ -131,6 +131,10 @@ def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     names = [check.name for check in report.checks]
     assert "token ids equal" in names and "top-1 agrees" in names and "pixel max abs diff" in names
     assert report.details["image feature max abs diff"] <= 1e-5  # fp32 on both sides, as in test_parity
+    # The outputs compared are kept, so they can be shown without running either model again.
+    original, converted = report.original_outputs, report.converted_outputs
+    found = (converted.logits_per_image - original.logits_per_image).abs().max().item()
+    assert found == report.details["logits max abs diff"] and converted.image_features.shape[0] == 1
 
 
 def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):

@@ -1,0 +1,236 @@
+"""Writing on request: a new conversion of the checkpoint in another dtype or with shards (:class:`SaveUI`), and
+the folder back in the original format (:class:`ReverseUI`). Nothing is written until the button is clicked,
+and an existing output is replaced only with Overwrite ticked, once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+
+import ipywidgets as W
+
+from ..constants import DTYPE_CHOICES
+from ..errors import ConversionError
+from ..output import check_output_file
+from ..pipeline import WriteProgress, convert_checkpoint
+from ..preflight import looks_converted
+from ..reverse import ReverseSummary, reverse_folder
+from ..safetensors_writer import INDEX_FILE, shard_size_bytes
+from ..summary import ConversionSummary
+from .converter import message_html, validate_inputs
+from .picker import DESCRIPTION, WIDE, PathPicker
+from .text import human_size
+
+NO_SHARDING = "no sharding"
+SHARD_SIZES = (NO_SHARDING, "5GB", "2GB", "1GB", "500MB")
+WEIGHTS_SUFFIX = ".safetensors"
+
+
+def shard_bytes(choice: str) -> int:
+    """The shard size a choice means: every tensor in one file for "no sharding", else the size as convert
+    reads it (``"2GB"``, ``"500MB"``, bytes). Raises the converter's :class:`ConversionError` for anything else."""
+    return sys.maxsize if choice.strip() == NO_SHARDING else shard_size_bytes(choice.strip())
+
+
+def describe_files(folder: Path, files: list[str]) -> str:
+    """The files of a written folder in one phrase: "3 weight shards + index, 7 other files, 612.4 MB"."""
+    weights = [name for name in files if name.endswith(WEIGHTS_SUFFIX)]
+    others = len(files) - len(weights) - (INDEX_FILE in files)
+    if INDEX_FILE in files:
+        kind = f"{len(weights)} weight shard{'s' * (len(weights) != 1)} + index"
+    else:
+        kind = f"{len(weights)} weight file{'s' * (len(weights) != 1)}"
+    size = sum((folder / name).stat().st_size for name in files)
+    return f"{kind}, {others} other file{'s' * (others != 1)}, {human_size(size)}"
+
+
+def _replaceable(folder: Path) -> bool:
+    """Whether Overwrite may replace ``folder``: absent, empty, or a converted model folder."""
+    folder = folder.expanduser()
+    return not folder.is_dir() or not any(folder.iterdir()) or looks_converted(folder)
+
+
+def _files_list(folder: Path, files: list[str]) -> str:
+    rows = "".join(
+        f"<li><code>{html.escape(name)}</code> {human_size((folder / name).stat().st_size)}</li>" for name in files
+    )
+    return f"<ul style='margin:0'>{rows}</ul>"
+
+
+def _problems_html(problems: dict[str, str]) -> str:
+    return "".join(message_html(message, error=True) for message in problems.values())
+
+
+class SaveUI:
+    """Folder, dtype, shard size and overwrite; a Save button writing a new conversion of ``checkpoint``; a
+    progress bar; the result as a count and a total size, with the file names in a collapsed list."""
+
+    def __init__(
+        self, checkpoint: str | Path, folder: str | Path, *, dtype: str = "auto", shard_size: str = NO_SHARDING
+    ) -> None:
+        # widgets
+        self.checkpoint = Path(checkpoint)
+        self.folder_picker = PathPicker(folder, description="Folder", kind="output")
+        self.folder = self.folder_picker.path
+        self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
+        self.shard_size = W.Combobox(
+            options=SHARD_SIZES,
+            value=shard_size,
+            description="Shard size",
+            placeholder="no sharding, 2GB, 500MB, …",
+            ensure_option=False,
+            style=DESCRIPTION,
+        )
+        self.overwrite = W.Checkbox(False, description="Overwrite a non-empty folder", indent=False)
+        self.message = W.HTML()
+        self.save_button = W.Button(description="Save", button_style="primary", icon="save")
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Writing", style=DESCRIPTION)
+        self.result = W.HTML()
+        self.files = W.Accordion(children=[W.HTML()], titles=("files",), selected_index=None)
+        self.files.layout.display = "none"
+        self.summary: ConversionSummary | None = None
+        self.error: ConversionError | None = None
+        # connections
+        for field in (self.folder, self.dtype, self.shard_size, self.overwrite):
+            field.observe(self._on_field_change, names="value")
+        self.save_button.on_click(self._on_save_click)
+        self._validate()
+
+    # handlers
+    def _on_field_change(self, change=None) -> None:
+        self.summary, self.error = None, None
+        self.progress.value, self.progress.bar_style = 0.0, ""
+        self.result.value, self.files.children[0].value, self.files.layout.display = "", "", "none"
+        self._validate()
+
+    def _on_save_click(self, button=None) -> None:
+        if self._validate():
+            return
+        self.save_button.disabled = True
+        self.progress.value, self.progress.bar_style = 0.0, ""
+        self.result.value = "<i>Saving…</i>"
+        try:
+            self.summary = convert_checkpoint(
+                self.checkpoint,
+                self.folder.value.strip(),
+                dtype=self.dtype.value,
+                max_shard_size=shard_bytes(self.shard_size.value),
+                overwrite=self.overwrite.value,
+                progress=self._on_progress,
+            )
+        except ConversionError as error:
+            self.error, self.progress.bar_style = error, "danger"
+            self.result.value = message_html(str(error), error=True)
+        else:
+            self._show(self.summary)
+        finally:
+            self._validate()
+
+    def _on_progress(self, progress: WriteProgress) -> None:
+        self.progress.value = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+
+    def _show(self, summary: ConversionSummary) -> None:
+        folder, files = summary.output_dir, list(summary.files)
+        self.progress.value, self.progress.bar_style = 1.0, "success"
+        self.result.value = (
+            f"Saved <code>{html.escape(str(folder))}</code>: {describe_files(folder, files)} "
+            f"({html.escape(', '.join(f'{n} {d}' for d, n in summary.dtypes_written.items()))} tensors)"
+        )
+        self.files.children[0].value = _files_list(folder, files)
+        self.files.layout.display = None
+
+    def _validate(self) -> dict[str, str]:
+        problems = {
+            key: message
+            for key, message in validate_inputs(
+                str(self.checkpoint), self.folder.value, "", self.overwrite.value
+            ).items()
+            if key in ("checkpoint", "output")
+        }
+        if "output" not in problems and self.overwrite.value and not _replaceable(Path(self.folder.value.strip())):
+            problems["output"] = (
+                "This folder holds files but no converted model (config.json and weights): Overwrite replaces "
+                "only a converted folder, so that nothing else is lost. Choose another folder."
+            )
+        try:
+            shard_bytes(self.shard_size.value)
+        except ConversionError as error:
+            problems["shard_size"] = f"Shard size: {error.message.removeprefix('--max-shard-size: ')}"
+        self.message.value = _problems_html(problems)
+        self.save_button.disabled = bool(problems)
+        return problems
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        return W.VBox(
+            [
+                self.folder_picker.widget,
+                W.HBox([self.dtype, self.shard_size, self.overwrite]),
+                self.message,
+                W.HBox([self.save_button, self.progress]),
+                self.result,
+                self.files,
+            ]
+        )
+
+
+class ReverseUI:
+    """A ``.pt`` path and overwrite; a button writing ``folder`` back in the original format; the result."""
+
+    def __init__(self, folder: str | Path, output: str | Path) -> None:
+        # widgets
+        self.source = Path(folder)
+        self.output = W.Text(str(output), description="Checkpoint", layout=WIDE, style=DESCRIPTION)
+        self.overwrite = W.Checkbox(False, description="Overwrite an existing file", indent=False)
+        self.message = W.HTML()
+        self.reverse_button = W.Button(description="Write original .pt", button_style="primary", icon="undo")
+        self.result = W.HTML()
+        self.summary: ReverseSummary | None = None
+        self.error: ConversionError | None = None
+        # connections
+        for field in (self.output, self.overwrite):
+            field.observe(self._on_field_change, names="value")
+        self.reverse_button.on_click(self._on_reverse_click)
+        self._validate()
+
+    # handlers
+    def _on_field_change(self, change=None) -> None:
+        self.summary, self.error, self.result.value = None, None, ""
+        self._validate()
+
+    def _on_reverse_click(self, button=None) -> None:
+        if self._validate():
+            return
+        self.reverse_button.disabled = True
+        self.result.value = "<i>Writing…</i>"
+        try:
+            self.summary = reverse_folder(self.source, self.output.value.strip(), overwrite=self.overwrite.value)
+        except ConversionError as error:
+            self.error = error
+            self.result.value = message_html(str(error), error=True)
+        else:
+            size = human_size(self.summary.output.stat().st_size)
+            self.result.value = message_html(f"{self.summary.to_text()}\n  size:       {size}", error=False)
+        finally:
+            self._validate()
+
+    def _validate(self) -> dict[str, str]:
+        problems = {}
+        if not self.output.value.strip():
+            problems["output"] = "Enter the path of the .pt file to write."
+        else:
+            try:
+                check_output_file(self.output.value.strip(), input_folder=self.source, overwrite=self.overwrite.value)
+            except ConversionError as error:
+                problems["output"] = error.message
+        self.message.value = _problems_html(problems)
+        self.reverse_button.disabled = bool(problems)
+        return problems
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        return W.VBox([W.HBox([self.output, self.overwrite]), self.message, self.reverse_button, self.result])
