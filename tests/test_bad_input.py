@@ -37,7 +37,7 @@ from chclip_convert import output as output_module
 from chclip_convert import reverse as reverse_module
 from chclip_convert.checkpoint import load_checkpoint
 from chclip_convert.cli import main
-from chclip_convert.demo import write_demo_checkpoint
+from chclip_convert.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.reverse import reverse_folder
 
@@ -208,7 +208,7 @@ CASES = {
     "safetensors file as input": Case(_safetensors_file, UnsupportedCheckpointError, "already converted"),
     "missing tensor": Case(_missing_tensor, MappingError, "layers.0.mlp.fc1.bias"),
     "extra tensor": Case(_extra_tensor, MappingError, "visual.prompt_tokens"),
-    "wrong-shaped tensor": Case(_wrong_shape, MappingError, "got [100], expected [128]"),
+    "wrong-shaped tensor": Case(_wrong_shape, MappingError, f"got [100], expected [{DEMO_ARCHITECTURE.text_hidden}]"),
     "layer numbering gap": Case(_layer_gap, ArchitectureError, "missing [1]"),
     "config contradicting weights": Case(_contradicting_config, ConfigMismatchError, "patch_size = 32"),
     "output exists": Case(_output_not_empty, OutputError, "not empty"),
@@ -326,18 +326,19 @@ def _reverse_case(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[
 
 
 K_PROJ = "vision_model.encoder.layers.0.self_attn.k_proj.weight"
+WIDTH, PROJECTION = DEMO_ARCHITECTURE.vision_width, DEMO_ARCHITECTURE.projection_dim
 REVERSE_CASES = {
     "k_proj of the wrong width": (
-        _reverse_case(lambda state: state.update({K_PROJ: torch.zeros(128, 129)})),
-        f"{K_PROJ}: got [128, 129], expected [128, 128]",
+        _reverse_case(lambda state: state.update({K_PROJ: torch.zeros(WIDTH, WIDTH + 1)})),
+        f"{K_PROJ}: got [{WIDTH}, {WIDTH + 1}], expected [{WIDTH}, {WIDTH}]",
     ),
     "1-d visual_projection.weight": (
-        _reverse_case(lambda state: state.update({"visual_projection.weight": torch.zeros(64)})),
-        "visual_projection.weight: got [64], expected [64, 128]",
+        _reverse_case(lambda state: state.update({"visual_projection.weight": torch.zeros(PROJECTION)})),
+        f"visual_projection.weight: got [{PROJECTION}], expected [{PROJECTION}, {WIDTH}]",
     ),
     "missing tensor": (
         _reverse_case(lambda state: state.pop("vision_model.encoder.layers.1.mlp.fc2.bias")),
-        "vision_model.encoder.layers.1.mlp.fc2.bias: expected shape [128]",
+        f"vision_model.encoder.layers.1.mlp.fc2.bias: expected shape [{WIDTH}]",
     ),
     "unknown tensor": (
         _reverse_case(lambda state: state.update({"vision_model.adapter.weight": torch.zeros(2, 2)})),

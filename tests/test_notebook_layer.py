@@ -91,11 +91,19 @@ def test_browsing_to_a_checkpoint_fills_the_field(tmp_path, demo_checkpoint):
 
 
 def test_cancel_stops_the_conversion_and_leaves_nothing_behind(demo_checkpoint, tmp_path):
+    from chclip_convert import convert_checkpoint
+
     output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("the user's")
-    before = tree_sha256(output)
+    (output / "notes").mkdir(parents=True)
+    (output / "notes" / "keep.txt").write_text("the user's")
     ui = ConvertUI(demo_checkpoint, output)
+    ui.overwrite.value = True  # refused: a folder of other files is never replaced
+    assert ui.convert_button.disabled and "no converted model" in ui.output_message.value
+    (output / "notes" / "keep.txt").unlink()
+    (output / "notes").rmdir()
+    convert_checkpoint(demo_checkpoint, output)  # an earlier conversion, which Overwrite may replace
+    before = tree_sha256(output)
+    ui.overwrite.value = False
     ui.overwrite.value = True
     # Click Cancel as soon as the first tensor is written, from inside the running conversion.
     ui.progress.observe(lambda change: ui.cancel_button.click() if change["new"] > 0 else None, names="value")

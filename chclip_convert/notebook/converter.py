@@ -18,7 +18,7 @@ import ipywidgets as W
 from ..constants import DTYPE_CHOICES
 from ..errors import ConversionError
 from ..output import check_output_dir
-from ..preflight import check_checkpoint_path
+from ..preflight import check_checkpoint_path, looks_converted
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .text import human_duration, human_size
 from .workspace import Workspace
@@ -58,6 +58,12 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, c
             check_output_dir(output.strip(), input_path=checkpoint.strip() or None, overwrite=overwrite)
         except ConversionError as error:
             problems["output"] = error.message
+        else:
+            if target.is_dir() and any(target.iterdir()) and not looks_converted(target):
+                problems["output"] = (
+                    "This folder holds files but no converted model (config.json and weights): Overwrite replaces "
+                    "only a converted folder, so that nothing else is lost. Choose another folder."
+                )
     if vocab.strip() and not Path(vocab.strip()).expanduser().is_file():
         problems["vocab"] = "No such vocabulary file."
     if config.strip() and not Path(config.strip()).expanduser().exists():

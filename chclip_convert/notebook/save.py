@@ -15,7 +15,6 @@ from ..constants import DTYPE_CHOICES
 from ..errors import ConversionError
 from ..output import check_output_file
 from ..pipeline import WriteProgress, convert_checkpoint
-from ..preflight import looks_converted
 from ..reverse import ReverseSummary, reverse_folder
 from ..safetensors_writer import INDEX_FILE, shard_size_bytes
 from ..summary import ConversionSummary
@@ -44,12 +43,6 @@ def describe_files(folder: Path, files: list[str]) -> str:
         kind = f"{len(weights)} weight file{'s' * (len(weights) != 1)}"
     size = sum((folder / name).stat().st_size for name in files)
     return f"{kind}, {others} other file{'s' * (others != 1)}, {human_size(size)}"
-
-
-def _replaceable(folder: Path) -> bool:
-    """Whether Overwrite may replace ``folder``: absent, empty, or a converted model folder."""
-    folder = folder.expanduser()
-    return not folder.is_dir() or not any(folder.iterdir()) or looks_converted(folder)
 
 
 def _files_list(folder: Path, files: list[str]) -> str:
@@ -149,11 +142,6 @@ class SaveUI:
             ).items()
             if key in ("checkpoint", "output")
         }
-        if "output" not in problems and self.overwrite.value and not _replaceable(Path(self.folder.value.strip())):
-            problems["output"] = (
-                "This folder holds files but no converted model (config.json and weights): Overwrite replaces "
-                "only a converted folder, so that nothing else is lost. Choose another folder."
-            )
         try:
             shard_bytes(self.shard_size.value)
         except ConversionError as error:
