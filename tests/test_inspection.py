@@ -4,32 +4,19 @@ and layers 10 and 11 share a prefix."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import pytest
-import torch
 
 from chclip_convert.convert import convert_state_dict
-from chclip_convert.demo import DEMO_ARCHITECTURE, source_shapes
+from chclip_convert.demo import DEMO_ARCHITECTURE, demo_state_dict
 from chclip_convert.inspection import NameFilterError, filter_rows
-
-TWELVE_LAYERS = replace(
-    DEMO_ARCHITECTURE,
-    vision_layers=12,
-    text_layers=12,
-    vision_width=16,
-    vision_intermediate=32,
-    text_hidden=16,
-    text_intermediate=32,
-    projection_dim=8,
-    max_positions=16,
-)
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    state = {name: torch.zeros(shape) for name, shape in source_shapes(TWELVE_LAYERS, 30).items()}
-    return convert_state_dict(state, vision_heads=2, text_heads=2).report.rows()
+    """The demo's report: twelve layers a tower, so layer 1 shares a prefix with layers 10 and 11."""
+    assert DEMO_ARCHITECTURE.vision_layers >= 12 and DEMO_ARCHITECTURE.text_layers >= 12
+    return convert_state_dict(demo_state_dict()).report.rows()
 
 
 def names(rows: list[dict]) -> list[str]:
