@@ -310,7 +310,10 @@ class ConvertUI:
 def next_steps_html(checkpoint: Path, folder: Path) -> str:
     """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
     same steps on the command line."""
-    links = " · ".join(f'<a href="{name}" target="_blank">{name}</a> ({what})' for name, what in NEXT_STEPS.items())
+    style = "color:#1565c0;text-decoration:underline"  # JupyterLab and Voila draw plain links as plain text
+    links = " · ".join(
+        f'<a href="{name}" target="_blank" style="{style}">{name}</a> ({what})' for name, what in NEXT_STEPS.items()
+    )
     command = f"chclip-convert verify {checkpoint} {folder}"
     return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
 
