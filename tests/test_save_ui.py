@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import torch
 from conftest import assert_model_holds, reload_strictly, tree_sha256
 
@@ -25,6 +27,8 @@ def test_save_writes_the_chosen_dtype_in_shards_and_shows_a_short_result(demo_ch
     assert ui.files.selected_index is None and ui.files.layout.display is None  # collapsed, not hidden
     assert all(name in ui.files.children[0].value for name in ui.summary.files)
     assert reload_strictly(tmp_path / "bf16").dtype == torch.bfloat16
+    # The folder just written is the result, in green, not an error; Save again needs Overwrite.
+    assert ui.save_button.disabled and "Saved here" in ui.message.value and "#b71c1c" not in ui.message.value
 
 
 def test_no_sharding_writes_one_file_holding_the_source(demo_checkpoint, tmp_path):
@@ -41,7 +45,9 @@ def test_a_typed_shard_size_is_read_and_a_bad_one_is_refused_inline(demo_checkpo
     ui = SaveUI(demo_checkpoint, tmp_path / "out")
     for bad in ("lots", "0", ""):
         ui.shard_size.value = bad
-        assert ui.save_button.disabled and "Shard size" in ui.message.value
+        assert (
+            ui.save_button.disabled and html.escape(f"Shard size {bad!r}: write a size such as 2GB") in ui.message.value
+        )
     ui.shard_size.value = "2000000"  # bytes, as convert reads them
     assert not ui.save_button.disabled and ui.message.value == ""
     ui.save_button.click()
@@ -103,7 +109,10 @@ def test_reverse_writes_the_original_format_once_asked(demo_checkpoint, tmp_path
     source, back = load_checkpoint(demo_checkpoint).state_dict, load_checkpoint(output).state_dict
     assert set(back) == {key for key in source if not key.startswith("bert.pooler.")}
     assert all(torch.equal(back[key], source[key]) for key in back)
-    assert ui.reverse_button.disabled and "exists" in ui.message.value
+    # The file just written is the result, said in green; to another widget it is a file that exists.
+    assert ui.reverse_button.disabled and "Written here" in ui.message.value and "#b71c1c" not in ui.message.value
+    other = ReverseUI(tmp_path / "hf", output)
+    assert other.reverse_button.disabled and "This file exists: tick Overwrite" in other.message.value
     ui.overwrite.value = True
     assert not ui.reverse_button.disabled and ui.result.value == ""
     ui.output.value = str(tmp_path / "hf" / "inside.pt")

@@ -52,7 +52,9 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, c
     if not output.strip():
         problems["output"] = "Enter the folder to write the converted model to."
     elif target.is_dir() and any(target.iterdir()) and not overwrite:
-        problems["output"] = "This folder exists and is not empty: tick Overwrite to replace it, or choose another."
+        problems["output"] = (
+            "This folder exists and is not empty: choose another, or tick Overwrite to replace what it holds."
+        )
     else:
         try:
             check_output_dir(output.strip(), input_path=checkpoint.strip() or None, overwrite=overwrite)
@@ -124,6 +126,8 @@ class ConvertUI:
         self._cancel = threading.Event()
         self._started = 0.0
         # connections
+        self._suggested_output = self.output.value  # replaced as the checkpoint changes, until the user types one
+        self.checkpoint.observe(self._on_checkpoint_change, names="value")
         for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
             field.observe(self._on_input_change, names="value")
         self.convert_button.on_click(self._on_convert_click)
@@ -159,6 +163,16 @@ class ConvertUI:
         return "\n".join(problems.values()) or "Not converted yet: click Convert."
 
     # handlers
+    def _on_checkpoint_change(self, change=None) -> None:
+        """With a work folder: remember a checkpoint that can be read, and move the output to its folder
+        (converted before, else a new one) unless the user typed an output of their own."""
+        checkpoint = Path(self.checkpoint.value.strip()).expanduser()
+        if self.workspace is None or "checkpoint" in validate_inputs(str(checkpoint), "", "", False):
+            return
+        self.workspace.remember(checkpoint)
+        if self.output.value == self._suggested_output:
+            self._suggested_output = self.output.value = str(self.workspace.output_for(checkpoint))
+
     def _on_input_change(self, change=None) -> None:
         if self._result_for is not None and self._inputs() != self._result_for:
             self._clear_result()
@@ -228,7 +242,7 @@ class ConvertUI:
         self.next_steps.value = next_steps_html(summary.source, summary.output_dir)
 
     def _show_failure(self, error: BaseException | None, message: str) -> None:
-        self.error = error
+        self.error, self.progress_text.value = error, ""
         self.progress.bar_style = "danger" if error is not None else "warning"
         self.status.value = message_html(message, error=error is not None)
 
@@ -311,9 +325,7 @@ def next_steps_html(checkpoint: Path, folder: Path) -> str:
     """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
     same steps on the command line."""
     style = "color:#1565c0;text-decoration:underline"  # JupyterLab and Voila draw plain links as plain text
-    links = " · ".join(
-        f'<a href="{name}" target="_blank" style="{style}">{name}</a> ({what})' for name, what in NEXT_STEPS.items()
-    )
+    links = " · ".join(f'<a href="{name}" style="{style}">{name}</a> ({what})' for name, what in NEXT_STEPS.items())
     command = f"chclip-convert verify {checkpoint} {folder}"
     return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
 

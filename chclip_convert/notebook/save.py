@@ -144,8 +144,18 @@ class SaveUI:
         }
         try:
             shard_bytes(self.shard_size.value)
-        except ConversionError as error:
-            problems["shard_size"] = f"Shard size: {error.message.removeprefix('--max-shard-size: ')}"
+        except ConversionError:
+            problems["shard_size"] = (
+                f"Shard size {self.shard_size.value.strip()!r}: write a size such as 2GB or 500MB (units KB, MB, GB, "
+                f"TB), a number of bytes, or {NO_SHARDING!r}."
+            )
+        saved_here = (
+            self.summary is not None and Path(self.folder.value.strip()).expanduser() == self.summary.output_dir
+        )
+        if saved_here and set(problems) == {"output"} and not self.overwrite.value:  # the result, not a problem
+            self.message.value = message_html("Saved here: tick Overwrite to save it again.", error=False)
+            self.save_button.disabled = True
+            return {}
         self.message.value = _problems_html(problems)
         self.save_button.disabled = bool(problems)
         return problems
@@ -207,11 +217,18 @@ class ReverseUI:
 
     def _validate(self) -> dict[str, str]:
         problems = {}
+        target = Path(self.output.value.strip()).expanduser()
         if not self.output.value.strip():
             problems["output"] = "Enter the path of the .pt file to write."
+        elif self.summary is not None and target == self.summary.output and not self.overwrite.value:
+            self.message.value = message_html("Written here: tick Overwrite to write it again.", error=False)
+            self.reverse_button.disabled = True
+            return {}
+        elif target.exists() and not self.overwrite.value:
+            problems["output"] = "This file exists: tick Overwrite to replace it, or choose another name."
         else:
             try:
-                check_output_file(self.output.value.strip(), input_folder=self.source, overwrite=self.overwrite.value)
+                check_output_file(target, input_folder=self.source, overwrite=self.overwrite.value)
             except ConversionError as error:
                 problems["output"] = error.message
         self.message.value = _problems_html(problems)
