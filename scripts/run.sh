@@ -10,6 +10,12 @@ if [ $# -gt 0 ]; then
     export CHCLIP_CHECKPOINT="$(realpath "$1")"
 fi
 extra=()
+# Nothing lands in the checkout: JupyterLab's checkpoints go to the work folder, and autosave is off for this
+# environment (Save writes a notebook when you ask).
+WORK="$("$VENV/bin/python" -c 'from chclip_convert.notebook.workspace import default_work_folder as w; print(w())')"
+mkdir -p "$WORK/.ipynb_checkpoints" "$VENV/share/jupyter/lab/settings"
+echo '{"@jupyterlab/docmanager-extension:plugin": {"autosave": false}}' > "$VENV/share/jupyter/lab/settings/overrides.json"
+extra+=(--FileCheckpoints.checkpoint_dir="$WORK/.ipynb_checkpoints")
 # Containers run as root, and JupyterLab refuses root unless told: the server only listens on 127.0.0.1.
 [ "$(id -u)" = 0 ] && extra+=(--allow-root)
 # The server shows notebooks/; the address it prints opens the conversion notebook.

@@ -162,3 +162,16 @@ def test_the_app_page_loads_neither_torch_nor_transformers(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_output_follows_a_new_checkpoint_until_the_user_types_one(tmp_path):
+    workspace = Workspace(tmp_path / "work")
+    first = write_demo_checkpoint(tmp_path / "run-a" / "checkpoints")
+    second = write_demo_checkpoint(tmp_path / "run-b" / "checkpoints")
+    ui = ConvertUI(first, workspace.output_for(first), workspace=workspace)
+    ui.checkpoint.value = str(second)
+    assert ui.output.value == str(workspace.root / "converted" / "run-b-demo_chinese_clip-hf")
+    assert workspace.checkpoint() == (second, False)  # the pick is remembered for the other notebooks
+    ui.output.value = str(tmp_path / "mine")
+    ui.checkpoint.value = str(first)
+    assert ui.output.value == str(tmp_path / "mine")

@@ -33,7 +33,7 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
     with plt.ioff():
         figure = plt.figure(figsize=figsize)
     figure.canvas.header_visible = False
-    figure.canvas.toolbar_position = "top"
+    figure.canvas.toolbar_position = "left"  # on top, it covers the first title
     return figure
 
 
@@ -48,17 +48,18 @@ def figure_widget(figure: Figure) -> W.Box:
     return W.VBox([W.Image(value=buffer.getvalue(), format="svg+xml", layout=W.Layout(width=width))])
 
 
-def comparison_view(comparisons: list[TensorComparison], figsize: tuple[float, float] = (12, 10)) -> W.Box:
+def comparison_view(comparisons: list[TensorComparison], figsize: tuple[float, float] = (9.5, 9)) -> W.Box:
     """Every tensor's difference and norm ratio, per layer of each tower and outside the layers, as one
-    figure widget. Interactive, the tensor under the pointer is named on the figure, and the last one named
-    stays in a line below it (``view.hover`` keeps the handler alive: matplotlib holds its callbacks weakly)."""
+    figure widget, narrow enough for JupyterLab beside its file browser. Interactive, the tensor under the
+    pointer is named on the figure, and the last one named stays in a line above it (``view.hover`` keeps the
+    handler alive: matplotlib holds its callbacks weakly)."""
     figure = new_figure(figsize)
     hover: Hover = draw_comparisons(figure, comparisons)
     view = figure_widget(figure)
     if is_interactive():
         label = W.HTML(HOVER_HINT, layout=W.Layout(min_height="2.6em"))
         hover.listeners.append(lambda text: text and setattr(label, "value", _hover_html(text)))
-        view.children = (*view.children, label)
+        view.children = (label, *view.children)
     view.hover = hover
     return view
 

@@ -64,7 +64,9 @@ class Session:
         except ConversionError as error:
             self.checkpoint_message.value = message_html(error.message, error=True)
             return
-        self.checkpoint_message.value = message_html("Run the cells below to use it.", error=False)
+        self.checkpoint_message.value = message_html(
+            "Run the cells below to use it (on a page without cells: reload the page).", error=False
+        )
         self.workspace.remember(self.checkpoint)
         self.folder_picker.path.value = str(self.workspace.converted_folder(self.checkpoint) or "")
 
