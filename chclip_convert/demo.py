@@ -16,6 +16,7 @@ import torch
 from .architecture import Architecture, expected_shapes
 from .constants import DEMO_FILE
 from .mapping import standard_rules_by_layer
+from .output import atomic_output
 
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 
@@ -89,7 +90,8 @@ def write_demo_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
     state = {f"module.{key}": value for key, value in demo_state_dict(seed).items()}
     checkpoint = {"epoch": 1, "step": 100, "name": "demo", "state_dict": state}
     path = folder / DEMO_FILE
-    torch.save(checkpoint, path)
+    with atomic_output(path, overwrite=True, folder=False) as partial:  # never a half-written demo, even if killed
+        torch.save(checkpoint, partial)
     return path
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
-from .preflight import BIN_FILE, CONFIG_FILE
+from .preflight import BIN_FILE, CONFIG_FILE, REPORT_FILE
 from .safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
 from .safetensors_writer import SAFETENSORS_DTYPES
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
 CARD_FILE = "README.md"
-REPORT_FILE = "conversion_report.json"
 
 _SAFETENSORS_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
 

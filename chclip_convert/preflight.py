@@ -11,6 +11,7 @@ from .errors import CheckpointReadError, UnsupportedCheckpointError
 
 BIN_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
+REPORT_FILE = "conversion_report.json"
 
 
 def looks_converted(folder: Path) -> bool:

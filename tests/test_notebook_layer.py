@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 from conftest import ROOT, tree_sha256
@@ -54,10 +55,40 @@ def test_unreadable_settings_are_reported_and_kept_aside_not_lost(workspace, dem
     workspace.settings_path.write_text("{not json")
     with pytest.warns(UserWarning, match="settings.json: unreadable settings"):
         assert workspace.settings() == {}
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="kept as settings.json.unreadable"):
         workspace.remember(demo_checkpoint)
     assert (workspace.root / "settings.json.unreadable").read_text() == "{not json"
     assert json.loads(workspace.settings_path.read_text())["checkpoint"] == str(demo_checkpoint)
+    # Valid JSON of another shape is as unreadable, and an earlier set-aside file is kept too.
+    workspace.settings_path.write_text('{"converted": []}')
+    with pytest.warns(UserWarning, match="not the settings this tool writes"):
+        assert workspace.converted_folder(demo_checkpoint) is None
+    with pytest.warns(UserWarning, match="kept as settings.json.unreadable-2"):
+        workspace.remember(demo_checkpoint)
+    assert (workspace.root / "settings.json.unreadable").read_text() == "{not json"
+
+
+def test_notebooks_remembering_at_once_never_mix_up_the_settings(workspace, tmp_path):
+    """Several writers (notebooks open side by side) each add their folder: every one is kept, and no write
+    fails or leaves a temporary file behind."""
+    import threading
+
+    checkpoints = [tmp_path / f"c{i}.pt" for i in range(4)]
+
+    def write(checkpoint):
+        for n in range(40):
+            workspace.remember(checkpoint, tmp_path / f"{checkpoint.stem}-{n}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed write would warn
+        threads = [threading.Thread(target=write, args=(c,)) for c in checkpoints]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    converted = workspace.settings()["converted"]
+    assert converted == {str(c): str(tmp_path / f"{c.stem}-39") for c in checkpoints}
+    assert sorted(p.name for p in workspace.root.iterdir()) == ["settings.json", "settings.json.lock"]
 
 
 def test_the_picker_lists_checkpoints_with_sizes_and_marks_converted_folders(tmp_path, demo_checkpoint):
@@ -175,3 +206,27 @@ def test_the_output_follows_a_new_checkpoint_until_the_user_types_one(tmp_path):
     ui.output.value = str(tmp_path / "mine")
     ui.checkpoint.value = str(first)
     assert ui.output.value == str(tmp_path / "mine")
+
+
+def test_a_folder_converted_over_is_not_offered_for_the_old_checkpoint(workspace, tmp_path):
+    from chclip_convert import convert_checkpoint
+
+    first = write_demo_checkpoint(tmp_path / "a")
+    second = write_demo_checkpoint(tmp_path / "b")
+    folder = tmp_path / "hf"
+    convert_checkpoint(first, folder)
+    workspace.remember(first, folder)
+    assert workspace.converted_folder(first) == folder
+    convert_checkpoint(second, folder, overwrite=True)  # its report now names the second checkpoint
+    assert workspace.converted_folder(first) is None
+
+
+def test_the_launchers_checkpoint_opens_until_another_is_picked(workspace, tmp_path, monkeypatch):
+    given = write_demo_checkpoint(tmp_path / "given")
+    picked = write_demo_checkpoint(tmp_path / "picked")
+    monkeypatch.setenv("CHCLIP_CHECKPOINT", str(given))
+    assert workspace.checkpoint() == (given, False)
+    workspace.remember(picked)  # a pick in any notebook
+    assert workspace.checkpoint() == (picked, False)
+    monkeypatch.setenv("CHCLIP_CHECKPOINT", str(tmp_path / "new.pt"))  # a new launch, with another checkpoint
+    assert workspace.checkpoint() == (tmp_path / "new.pt", False)

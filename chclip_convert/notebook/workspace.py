@@ -9,14 +9,18 @@ use the embedded demo, written into ``demo/`` of the work folder.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import html
 import json
 import os
-import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..constants import DEMO_FILE
+from ..preflight import REPORT_FILE
 from ..preflight import looks_converted as is_converted_folder
 
 WORK_ENV = "CHCLIP_WORK"
@@ -34,8 +38,9 @@ def default_work_folder() -> Path:
 
 
 class Workspace:
-    """The work folder and its settings. Reading never fails: an unreadable settings file is reported once
-    and set aside (``settings.json.unreadable``) when new settings are written, never silently lost."""
+    """The work folder and its settings. Reading never fails: an unreadable settings file (or one of another
+    shape) is reported and set aside (``settings.json.unreadable``) when new settings are written, never
+    silently lost; writes are atomic and serialised, so notebooks open side by side cannot mix them up."""
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser().absolute() if root else default_work_folder()
@@ -43,32 +48,42 @@ class Workspace:
 
     def settings(self) -> dict:
         """The remembered settings, ``{}`` if none (or unreadable, with a warning naming the file)."""
-        if not self.settings_path.is_file():
-            return {}
-        try:
-            data = json.loads(self.settings_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            warnings.warn(f"{self.settings_path}: unreadable settings ({error}); starting afresh.", stacklevel=2)
-            return {}
-        return data if isinstance(data, dict) else {}
+        data, problem = self._read()
+        if problem:
+            warnings.warn(f"{self.settings_path}: unreadable settings ({problem}); starting afresh.", stacklevel=2)
+        return data
 
-    def remember(self, checkpoint: str | Path, converted: str | Path | None = None) -> None:
-        """Record ``checkpoint`` as the current choice and, if given, the folder it was converted into."""
-        data = self.settings()
-        data["checkpoint"] = str(Path(checkpoint).absolute())
-        if converted is not None:
-            data.setdefault("converted", {})[data["checkpoint"]] = str(Path(converted).absolute())
-        self._write(data)
+    def remember(self, checkpoint: str | Path, converted: str | Path | None = None, *, environment: str = "") -> None:
+        """Record ``checkpoint`` as the current choice and, if given, the folder it was converted into (and the
+        ``$CHCLIP_CHECKPOINT`` it came from). A settings file that cannot be written is reported (a warning
+        naming it), never raised."""
+        try:
+            with self._locked():
+                data, problem = self._read()
+                if problem:
+                    kept = self._set_aside()
+                    warnings.warn(
+                        f"{self.settings_path}: unreadable settings ({problem}), kept as {kept.name}.", stacklevel=2
+                    )
+                data["checkpoint"] = str(Path(checkpoint).absolute())
+                if converted is not None:
+                    data.setdefault("converted", {})[data["checkpoint"]] = str(Path(converted).absolute())
+                if environment:
+                    data["environment"] = environment
+                self._write(data)
+        except OSError as error:
+            warnings.warn(f"{self.settings_path}: cannot save the settings ({error.strerror or error}).", stacklevel=2)
 
     def checkpoint(self) -> tuple[Path, bool]:
-        """The checkpoint to work on, and whether it is the demo: ``$CHCLIP_CHECKPOINT``, else the one
-        remembered (if it still exists), else the embedded demo."""
+        """The checkpoint to work on, and whether it is the demo: the one chosen last (if it still exists),
+        else the embedded demo. A new ``$CHCLIP_CHECKPOINT`` counts as chosen when first seen, so a launcher's
+        checkpoint opens everywhere and a later pick in any notebook still wins."""
         given = os.environ.get(CHECKPOINT_ENV)
-        if given:
-            return Path(given).expanduser().absolute(), False
+        if given and self.settings().get("environment") != given:
+            self.remember(Path(given).expanduser(), environment=given)
         remembered = self.settings().get("checkpoint")
-        if remembered and Path(remembered).is_file() and not self.is_demo(Path(remembered)):
-            return Path(remembered), False
+        if remembered and not self.is_demo(Path(remembered)) and (Path(remembered).is_file() or given):
+            return Path(remembered), False  # with the variable set, a missing file is shown as such
         return self.demo_checkpoint(), True
 
     def demo_checkpoint(self) -> Path:
@@ -84,9 +99,13 @@ class Workspace:
         return checkpoint.absolute() == (self.root / DEMO_SUBDIR / DEMO_FILE).absolute()
 
     def converted_folder(self, checkpoint: str | Path) -> Path | None:
-        """The folder ``checkpoint`` was last converted into, if it is still there."""
-        remembered = self.settings().get("converted", {}).get(str(Path(checkpoint).absolute()))
-        return Path(remembered) if remembered and is_converted_folder(Path(remembered)) else None
+        """The folder ``checkpoint`` was last converted into, if it is still there and its conversion report
+        still names that checkpoint (a folder converted over since is not offered)."""
+        checkpoint = str(Path(checkpoint).absolute())
+        remembered = self.settings().get("converted", {}).get(checkpoint)
+        if not remembered or not is_converted_folder(Path(remembered)):
+            return None
+        return Path(remembered) if converted_from(Path(remembered)) == checkpoint else None
 
     def ensure_converted(self, checkpoint: str | Path) -> Path:
         """The folder ``checkpoint`` was converted into; if none, converted now into the work folder."""
@@ -102,13 +121,6 @@ class Workspace:
     def output_for(self, checkpoint: str | Path) -> Path:
         """Where to convert ``checkpoint``: the folder it was converted into before, else a new one."""
         return self.converted_folder(checkpoint) or self.new_output(checkpoint)
-
-    def fresh_demo_output(self) -> Path:
-        """The demo's conversion folder, emptied, so that the demo notebooks run the same way every time."""
-        path = self.root / CONVERTED_DIR / f"{_checkpoint_name(Path(DEMO_FILE))}-hf"
-        if path.is_dir():
-            shutil.rmtree(path)
-        return path
 
     def new_output(self, checkpoint: str | Path) -> Path:
         """A folder to convert ``checkpoint`` into: ``converted/<name>-hf`` in the work folder, numbered
@@ -127,19 +139,63 @@ class Workspace:
             f"here (set <code>{WORK_ENV}</code> to change it; <code>{CHECKPOINT_ENV}</code> chooses the checkpoint)."
         )
 
-    def _write(self, data: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.settings_path.is_file() and self._unreadable():
-            self.settings_path.replace(self.settings_path.with_name(SETTINGS_FILE + ".unreadable"))
-        partial = self.settings_path.with_name(SETTINGS_FILE + ".partial")
-        partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(partial, self.settings_path)
-
-    def _unreadable(self) -> bool:
+    def _read(self) -> tuple[dict, str]:
+        """The settings and, if the file cannot be used, why."""
         try:
-            return not isinstance(json.loads(self.settings_path.read_text(encoding="utf-8")), dict)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return True
+            data = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}, ""
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return {}, str(error)
+        converted = data.get("converted", {}) if isinstance(data, dict) else None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("checkpoint", ""), str)
+            or not (isinstance(converted, dict) and all(isinstance(v, str) for v in converted.values()))
+        ):
+            return {}, "not the settings this tool writes"
+        return data, ""
+
+    def _set_aside(self) -> Path:
+        """Move the unreadable settings file to ``settings.json.unreadable`` (numbered past earlier ones)."""
+        kept, number = self.settings_path.with_name(f"{SETTINGS_FILE}.unreadable"), 1
+        while kept.exists():
+            number += 1
+            kept = self.settings_path.with_name(f"{SETTINGS_FILE}.unreadable-{number}")
+        self.settings_path.replace(kept)
+        return kept
+
+    def _write(self, data: dict) -> None:
+        """Write through a temporary file of this writer's own, then rename it over the settings."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f"{SETTINGS_FILE}.", suffix=".partial", dir=self.root)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            os.replace(partial, self.settings_path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the work folder's settings lock (one read-change-write at a time, across processes too)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{SETTINGS_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def converted_from(folder: Path) -> str | None:
+    """The checkpoint a folder's ``conversion_report.json`` says it was converted from, if it says."""
+    try:
+        source = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8")).get("source")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return str(Path(source).absolute()) if isinstance(source, str) else None
 
 
 def _checkpoint_name(checkpoint: Path) -> str:
