@@ -17,13 +17,23 @@ REPORT_FILE = "conversion_report.json"
 def looks_converted(folder: Path) -> bool:
     """Whether ``folder`` holds a transformers model: a ``config.json`` beside weights."""
     weights = (SAFETENSORS_SINGLE_FILE, SAFETENSORS_INDEX_FILE, BIN_FILE)
-    return (folder / CONFIG_FILE).is_file() and (
-        any((folder / name).is_file() for name in weights) or any(folder.glob("*.safetensors"))
-    )
+    try:
+        return (folder / CONFIG_FILE).is_file() and (
+            any((folder / name).is_file() for name in weights) or any(folder.glob("*.safetensors"))
+        )
+    except OSError:  # a folder this user may not enter holds nothing they can use
+        return False
 
 
 def check_checkpoint_path(path: Path) -> None:
     """Raise a clear error unless ``path`` is a non-empty file that may be a torch checkpoint."""
+    try:
+        _check_checkpoint_path(path)
+    except OSError as error:  # a folder on the way that this user may not enter, say
+        raise CheckpointReadError(f"cannot be read: {error.strerror or error}.", path=path) from error
+
+
+def _check_checkpoint_path(path: Path) -> None:
     if not path.exists():
         raise CheckpointReadError("no such file.", path=path)
     if path.is_dir():

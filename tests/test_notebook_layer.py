@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, tree_sha256
@@ -230,3 +233,28 @@ def test_the_launchers_checkpoint_opens_until_another_is_picked(workspace, tmp_p
     assert workspace.checkpoint() == (picked, False)
     monkeypatch.setenv("CHCLIP_CHECKPOINT", str(tmp_path / "new.pt"))  # a new launch, with another checkpoint
     assert workspace.checkpoint() == (tmp_path / "new.pt", False)
+
+
+def test_a_folder_the_user_may_not_enter_is_said_not_raised():
+    """As a user other than the folder's owner (root looks as nobody, through its effective uid): the picker
+    leaves the locked folder out, and a checkpoint path through it gets a message, not a traceback from the
+    field's observer."""
+    from chclip_convert.notebook.converter import validate_inputs
+
+    base = Path(tempfile.mkdtemp(prefix="chclip-locked-"))  # not under pytest's root-only folder
+    locked = base / "locked"
+    (locked / "inner").mkdir(parents=True)
+    base.chmod(0o755)
+    locked.chmod(0o000)
+    as_root = os.geteuid() == 0
+    try:
+        if as_root:
+            os.seteuid(65534)
+        listing = folder_entries(base, "checkpoint")[0]
+        problems = validate_inputs(str(locked / "inner" / "a.pt"), str(base / "out"), "", False)
+    finally:
+        if as_root:
+            os.seteuid(0)
+        locked.chmod(0o755)
+        shutil.rmtree(base)
+    assert listing == [] and "cannot be read: Permission denied" in problems["checkpoint"]

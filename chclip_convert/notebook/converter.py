@@ -40,6 +40,13 @@ class Cancelled(Exception):
 
 def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:
     """Field name → message for every input that cannot work; an empty dict means Convert may run."""
+    try:
+        return _problems(checkpoint, output, vocab, overwrite, config)
+    except OSError as error:  # a path on the way this user may not enter: said, not raised from an observer
+        return {"output": f"{error.filename or output}: cannot be read ({error.strerror or error})."}
+
+
+def _problems(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str) -> dict[str, str]:
     problems = {}
     if not checkpoint.strip():
         problems["checkpoint"] = "Enter the path of an original Chinese-CLIP .pt checkpoint, or Browse for it."
@@ -174,12 +181,14 @@ class ConvertUI:
             self._suggested_output = self.output.value = str(self.workspace.output_for(checkpoint))
 
     def _on_input_change(self, change=None) -> None:
+        if self._busy:
+            return
         if self._result_for is not None and self._inputs() != self._result_for:
             self._clear_result()
         self._validate()
 
     def _on_convert_click(self, button=None) -> None:
-        if self._busy or self._validate():
+        if self._busy or self._validate() or self.convert_button.disabled:  # a click queued before it was disabled
             return
         self._clear_result()
         self._cancel.clear()
@@ -253,6 +262,8 @@ class ConvertUI:
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
+        if busy:  # an open folder listing could change a path mid-run
+            self.checkpoint_picker.browse.value = self.output_picker.browse.value = False
         for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
             field.disabled = busy
         self.checkpoint_picker.browse.disabled = self.output_picker.browse.disabled = busy

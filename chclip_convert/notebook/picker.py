@@ -8,6 +8,7 @@ other. This one lists what matters here: checkpoints with their sizes, converted
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import ipywidgets as W
@@ -124,7 +125,9 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
     """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for ``kind``
     ``"checkpoint"`` — and a note (unreadable folder, entries left out)."""
     try:
-        children = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower()))
+        children = sorted(
+            (child for child in folder.iterdir() if _readable(child)), key=lambda p: (not p.is_dir(), p.name.lower())
+        )
     except OSError as error:
         return [], f"cannot list this folder: {error.strerror or error}"
     rows = []
@@ -140,6 +143,16 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
             rows.append((f"  {child.name}   {_size(child)}", child))
     note = f"{len(rows) - LISTED} more not shown" if len(rows) > LISTED else ""
     return rows[:LISTED], note
+
+
+def _readable(path: Path) -> bool:
+    """Whether this user may look at ``path``: a folder of another user's, say, may not be opened."""
+    try:
+        if path.is_dir():
+            os.scandir(path).close()
+        return True
+    except OSError:
+        return False
 
 
 def _size(path: Path) -> str:

@@ -99,7 +99,7 @@ class SaveUI:
         self._validate()
 
     def _on_save_click(self, button=None) -> None:
-        if self._validate():
+        if self._validate() or self.save_button.disabled:  # a click queued before it was disabled
             return
         self.save_button.disabled = True
         self.progress.value, self.progress.bar_style = 0.0, ""
@@ -200,7 +200,7 @@ class ReverseUI:
         self._validate()
 
     def _on_reverse_click(self, button=None) -> None:
-        if self._validate():
+        if self._validate() or self.reverse_button.disabled:  # a click queued before it was disabled
             return
         self.reverse_button.disabled = True
         self.result.value = "<i>Writing…</i>"
