@@ -102,6 +102,7 @@ class VerifyReport:
     reference_vocab: str = ""
     original_outputs: ModelOutputs | None = None
     converted_outputs: ModelOutputs | None = None
+    output_checks: list[Check] = field(default_factory=list)  # those of ``checks`` comparing the two models
 
     def to_dict(self) -> dict:
         """The verdict, machine-readable: every check with its value, requirement, keys and fields."""
@@ -196,7 +197,9 @@ def verify_folder(
     ]
     if report.original_available:
         images = images or [sample_image()]
+        before = len(report.checks)
         _compare_outputs(report, reference, tensors.plan.architecture, captions, images, model)
+        report.output_checks = report.checks[before:]
     return report
 
 

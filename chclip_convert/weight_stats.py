@@ -155,7 +155,8 @@ class _Sums:
             self.count += values.numel()
             self.total += values.sum().item()
             self.squares += torch.dot(values, values).item()
-            self.absmax = max(self.absmax, -low.item(), high.item())
+            extremes = (self.absmax, -low.item(), high.item())
+            self.absmax = math.nan if any(map(math.isnan, extremes)) else max(extremes)  # NaN shows, not hides
 
     def stats(self) -> dict[str, float]:
         if not self.count:

@@ -135,6 +135,9 @@ def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     original, converted = report.original_outputs, report.converted_outputs
     found = (converted.logits_per_image - original.logits_per_image).abs().max().item()
     assert found == report.details["logits max abs diff"] and converted.image_features.shape[0] == 1
+    # The checks of the outputs, with their tolerances, are the report's last ones, starting at the pixels.
+    assert report.output_checks == report.checks[names.index("pixel max abs diff") :]
+    assert names[-1] == "top-1 agrees" and all(check.requirement for check in report.output_checks)
 
 
 def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):

@@ -204,3 +204,25 @@ def test_without_ipympl_the_figure_is_a_sharp_vector_image(demo_checkpoint, conv
     view = comparison_view(compare_weights(demo_checkpoint, converted))
     (image,) = view.children
     assert image.format == "svg+xml" and b"<svg" in bytes(image.value)
+
+
+def test_nan_and_inf_show_in_the_statistics_and_the_histogram(tmp_path):
+    """A checkpoint with NaN and Inf values converts (with a warning); its statistics say NaN instead of a
+    finite largest magnitude, and its histogram draws the finite values and counts the rest."""
+    from chclip_convert.demo import write_demo_checkpoint
+    from chclip_convert.notebook.plots import plot_histogram
+
+    checkpoint = write_demo_checkpoint(tmp_path / "demo")
+    training = torch.load(checkpoint, weights_only=True)
+    name = "module.visual.ln_post.weight"
+    broken = training["state_dict"][name].clone()
+    broken[0], broken[1] = float("nan"), float("inf")
+    training["state_dict"][name] = broken
+    torch.save(training, checkpoint)
+    with pytest.warns(UserWarning, match="NaN or Inf"):
+        convert_checkpoint(checkpoint, tmp_path / "hf")
+    found = {c.target: c for c in compare_weights(checkpoint, tmp_path / "hf")}["vision_model.post_layernorm.weight"]
+    assert found.source_stats["absmax"] != found.source_stats["absmax"]  # NaN, not the largest finite value
+    ax = Figure().subplots()
+    drawn = plot_histogram(ax, broken, broken, "vision_model.post_layernorm.weight")
+    assert set(drawn) == {"source", "converted"} and "4 NaN/Inf not drawn" in ax.get_title()

@@ -16,8 +16,7 @@ from ..checkpoint import load_checkpoint
 from ..convert import implied_tensors, table_steps
 from ..folder import FolderTensors
 from ..weight_stats import BOTH, TensorComparison, compare_tensor, one_thread
-
-WIDE = W.Layout(width="640px")
+from .picker import WIDE
 
 
 class HistogramUI:

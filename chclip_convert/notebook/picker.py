@@ -13,8 +13,8 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from ..preflight import looks_converted
 from .text import human_size
-from .workspace import is_converted_folder
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 WIDE = W.Layout(width="640px")
@@ -97,7 +97,7 @@ class PathPicker:
         chosen = self.listing.value
         if chosen is None:
             return
-        if chosen.is_dir() and not (self.kind == "converted" and is_converted_folder(chosen)):
+        if chosen.is_dir() and not (self.kind == "converted" and looks_converted(chosen)):
             self.open(chosen)
         else:
             self._choose(chosen)
@@ -135,7 +135,7 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
         if child.name.startswith("."):
             continue
         if child.is_dir():
-            converted = is_converted_folder(child)
+            converted = looks_converted(child)
             rows.append(
                 (f"{'▣' if converted else '▸'} {child.name}/" + ("   converted model" if converted else ""), child)
             )

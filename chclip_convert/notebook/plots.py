@@ -228,7 +228,10 @@ def plot_histogram(
     """Value histograms of one tensor, source filled and converted outlined, over one range; returns the two
     step patches. Counted with ``torch.histc`` (one pass, any size), not by matplotlib."""
     sides = (("source", source), ("converted", converted))
-    present = {side: t.detach().reshape(-1).float() for side, t in sides if t is not None and t.numel()}
+    flat = {side: t.detach().reshape(-1).float() for side, t in sides if t is not None and t.numel()}
+    present = {side: values[torch.isfinite(values)] for side, values in flat.items()}  # NaN/Inf have no bin
+    present = {side: values for side, values in present.items() if values.numel()}
+    non_finite = sum(values.numel() for values in flat.values()) - sum(values.numel() for values in present.values())
     low = min((values.min().item() for values in present.values()), default=0.0)
     high = max((values.max().item() for values in present.values()), default=1.0)
     if low == high:
@@ -240,7 +243,10 @@ def plot_histogram(
             counts = torch.histc(present[side], bins=bins, min=low, max=high).numpy()
             drawn[side] = ax.stairs(counts, edges, label=side, **style)
     missing = [side for side, t in (("source", source), ("converted", converted)) if t is None]
-    ax.set_title(_short(name) + (f"  (no {' / '.join(missing)} tensor)" if missing else ""), fontsize=9)
+    notes = [f"no {' / '.join(missing)} tensor"] * bool(missing) + [f"{non_finite} NaN/Inf not drawn"] * bool(
+        non_finite
+    )
+    ax.set_title(_short(name) + (f"  ({'; '.join(notes)})" if notes else ""), fontsize=9)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)

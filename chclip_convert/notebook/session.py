@@ -7,11 +7,11 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..errors import ConversionError
-from ..preflight import check_checkpoint_path
+from ..errors import CheckpointReadError, ConversionError
+from ..preflight import check_checkpoint_path, looks_converted
 from .converter import message_html
 from .picker import PathPicker
-from .workspace import Workspace, is_converted_folder
+from .workspace import Workspace
 
 
 class Session:
@@ -49,10 +49,13 @@ class Session:
         return self.workspace.is_demo(self.checkpoint)
 
     def folder(self) -> Path:
-        """The converted folder chosen; without one, the checkpoint converted now into the work folder."""
-        chosen = Path(self.folder_picker.value).expanduser() if self.folder_picker.value else None
-        if chosen is not None and is_converted_folder(chosen):
-            return chosen.absolute()
+        """The converted folder chosen; with none chosen, the checkpoint converted now into the work folder.
+        A chosen path that holds no converted model is refused, naming it (never replaced by a conversion)."""
+        if self.folder_picker.value:
+            chosen = Path(self.folder_picker.value).expanduser().absolute()
+            if not looks_converted(chosen):
+                raise CheckpointReadError("holds no converted model (config.json beside weights).", path=chosen)
+            return chosen
         folder = self.workspace.ensure_converted(self.checkpoint)
         self.folder_picker.path.value = str(folder)
         return folder
@@ -72,7 +75,7 @@ class Session:
 
     def _on_folder_change(self, change=None) -> None:
         value = self.folder_picker.value
-        if value and not is_converted_folder(Path(value).expanduser()):
+        if value and not looks_converted(Path(value).expanduser()):
             self.folder_message.value = message_html(
                 "No converted model here (no config.json beside weights).", error=True
             )

@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..constants import DEMO_FILE
-from ..preflight import REPORT_FILE
-from ..preflight import looks_converted as is_converted_folder
+from ..preflight import REPORT_FILE, looks_converted
 
 WORK_ENV = "CHCLIP_WORK"
 CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
@@ -103,7 +102,7 @@ class Workspace:
         still names that checkpoint (a folder converted over since is not offered)."""
         checkpoint = str(Path(checkpoint).absolute())
         remembered = self.settings().get("converted", {}).get(checkpoint)
-        if not remembered or not is_converted_folder(Path(remembered)):
+        if not remembered or not looks_converted(Path(remembered)):
             return None
         return Path(remembered) if converted_from(Path(remembered)) == checkpoint else None
 
@@ -206,4 +205,4 @@ def _checkpoint_name(checkpoint: Path) -> str:
     return checkpoint.stem
 
 
-__all__ = ["CHECKPOINT_ENV", "WORK_ENV", "Workspace", "default_work_folder", "is_converted_folder"]
+__all__ = ["CHECKPOINT_ENV", "WORK_ENV", "Workspace", "default_work_folder"]
