@@ -230,10 +230,8 @@ class ConvertUI:
             )  # fmt: skip
         except Cancelled:
             self._show_failure(None, "Cancelled: nothing was written, and the output folder is as it was.")
-        except ConversionError as error:
-            self._show_failure(error, str(error))
-        except Exception as error:  # shown, not lost in the thread: a bug or an unexpected system error
-            self._show_failure(error, f"Unexpected error ({type(error).__name__}): {error}")
+        except Exception as error:  # the converter's refusal, or anything unexpected: shown, not lost in the thread
+            self._show_failure(error, failure_text(error))
         else:
             self._show_success(summary)
         finally:
@@ -339,6 +337,11 @@ def next_steps_html(checkpoint: Path, folder: Path) -> str:
     links = " · ".join(f'<a href="{name}" style="{style}">{name}</a> ({what})' for name, what in NEXT_STEPS.items())
     command = f"chclip-convert verify {checkpoint} {folder}"
     return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
+
+
+def failure_text(error: Exception) -> str:
+    """A :class:`ConversionError`'s own message (it names the file); anything else with its type, as a bug."""
+    return str(error) if isinstance(error, ConversionError) else f"Unexpected error ({type(error).__name__}): {error}"
 
 
 def message_html(text: str, *, error: bool) -> str:

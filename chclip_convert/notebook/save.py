@@ -18,7 +18,7 @@ from ..pipeline import WriteProgress, convert_checkpoint
 from ..reverse import ReverseSummary, reverse_folder
 from ..safetensors_writer import INDEX_FILE, shard_size_bytes
 from ..summary import ConversionSummary
-from .converter import message_html, validate_inputs
+from .converter import failure_text, message_html, validate_inputs
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .text import human_size
 
@@ -84,7 +84,7 @@ class SaveUI:
         self.files = W.Accordion(children=[W.HTML()], titles=("files",), selected_index=None)
         self.files.layout.display = "none"
         self.summary: ConversionSummary | None = None
-        self.error: ConversionError | None = None
+        self.error: Exception | None = None
         # connections
         for field in (self.folder, self.dtype, self.shard_size, self.overwrite):
             field.observe(self._on_field_change, names="value")
@@ -113,9 +113,9 @@ class SaveUI:
                 overwrite=self.overwrite.value,
                 progress=self._on_progress,
             )
-        except ConversionError as error:
+        except Exception as error:  # the converter's refusal, or anything unexpected: shown, never left "Saving…"
             self.error, self.progress.bar_style = error, "danger"
-            self.result.value = message_html(str(error), error=True)
+            self.result.value = message_html(failure_text(error), error=True)
         else:
             self._show(self.summary)
         finally:
@@ -187,7 +187,7 @@ class ReverseUI:
         self.reverse_button = W.Button(description="Write original .pt", button_style="primary", icon="undo")
         self.result = W.HTML()
         self.summary: ReverseSummary | None = None
-        self.error: ConversionError | None = None
+        self.error: Exception | None = None
         # connections
         for field in (self.output, self.overwrite):
             field.observe(self._on_field_change, names="value")
@@ -206,9 +206,9 @@ class ReverseUI:
         self.result.value = "<i>Writing…</i>"
         try:
             self.summary = reverse_folder(self.source, self.output.value.strip(), overwrite=self.overwrite.value)
-        except ConversionError as error:
+        except Exception as error:  # as in SaveUI
             self.error = error
-            self.result.value = message_html(str(error), error=True)
+            self.result.value = message_html(failure_text(error), error=True)
         else:
             size = human_size(self.summary.output.stat().st_size)
             self.result.value = message_html(f"{self.summary.to_text()}\n  size:       {size}", error=False)
