@@ -58,12 +58,11 @@ def test_the_app_opens_clean_and_converts_a_checkpoint_picked_by_browsing(voila_
     )
     page.screenshot(path=SHOTS / "app_converted.png", full_page=True)
     reload_strictly(output)
-    # The next notebook opens on the checkpoint chosen here.
-    with page.context.expect_page() as opened:
-        page.locator("a:has-text('02_inspect_keys.ipynb')").click()
-    keys = opened.value
-    keys.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
-    keys.wait_for_function(
+    # The next notebook opens in place, on the checkpoint chosen here.
+    page.locator("a:has-text('02_inspect_keys.ipynb')").click()
+    page.wait_for_url("**/voila/render/02_inspect_keys.ipynb", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_function(
         "v => [...document.querySelectorAll('.widget-text input')].some(i => i.value === v)",
         arg=str(checkpoint),
         timeout=PAGE_TIMEOUT_MS,
