@@ -15,9 +15,10 @@ from .workspace import Workspace
 
 
 class Session:
-    """The checkpoint a notebook works on (``$CHCLIP_CHECKPOINT``, else the one chosen last, else the demo)
-    and, with ``needs_folder``, the folder it was converted into. Pick another with the fields; the notebook's
-    cells below read :attr:`checkpoint` and :meth:`folder` when they run."""
+    """The checkpoint a notebook works on (the one chosen last in any notebook — a new ``$CHCLIP_CHECKPOINT``
+    counts as chosen — else the demo) and, with ``needs_folder``, the folder it was converted into. Pick
+    another with the fields; the notebook's cells below read :attr:`checkpoint` and :meth:`folder` when they
+    run."""
 
     def __init__(self, workspace: Workspace | None = None, *, needs_folder: bool = False) -> None:
         self.workspace = workspace or Workspace()
