@@ -228,12 +228,16 @@ def plot_histogram(
     """Value histograms of one tensor, source filled and converted outlined, over one range; returns the two
     step patches. Counted with ``torch.histc`` (one pass, any size), not by matplotlib."""
     sides = (("source", source), ("converted", converted))
-    flat = {side: t.detach().reshape(-1).float() for side, t in sides if t is not None and t.numel()}
-    present = {side: values[torch.isfinite(values)] for side, values in flat.items()}  # NaN/Inf have no bin
-    present = {side: values for side, values in present.items() if values.numel()}
-    non_finite = sum(values.numel() for values in flat.values()) - sum(values.numel() for values in present.values())
-    low = min((values.min().item() for values in present.values()), default=0.0)
-    high = max((values.max().item() for values in present.values()), default=1.0)
+    present, extremes, non_finite = {}, [], 0
+    for side, tensor in sides:
+        if tensor is None or not tensor.numel():
+            continue
+        values, (low, high) = _finite(tensor.detach().reshape(-1).float())
+        non_finite += tensor.numel() - values.numel()
+        if values.numel():
+            present[side] = values
+            extremes += [low, high]
+    low, high = (min(extremes), max(extremes)) if extremes else (0.0, 1.0)
     if low == high:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
@@ -243,14 +247,23 @@ def plot_histogram(
             counts = torch.histc(present[side], bins=bins, min=low, max=high).numpy()
             drawn[side] = ax.stairs(counts, edges, label=side, **style)
     missing = [side for side, t in (("source", source), ("converted", converted)) if t is None]
-    notes = [f"no {' / '.join(missing)} tensor"] * bool(missing) + [f"{non_finite} NaN/Inf not drawn"] * bool(
-        non_finite
-    )
+    notes = [f"no {' / '.join(missing)} tensor"] * bool(missing)
+    notes += [f"{non_finite} NaN/Inf not drawn"] * bool(non_finite)
     ax.set_title(_short(name) + (f"  ({'; '.join(notes)})" if notes else ""), fontsize=9)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
     return drawn
+
+
+def _finite(values: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+    """The finite values (NaN and Inf have no bin) and their extremes. Finite extremes mean every value is
+    finite (min and max propagate NaN), so only a tensor that holds NaN or Inf is copied."""
+    low, high = (x.item() for x in torch.aminmax(values))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        values = values[torch.isfinite(values)]
+        low, high = (x.item() for x in torch.aminmax(values)) if values.numel() else (0.0, 0.0)
+    return values, (low, high)
 
 
 def plot_similarity(ax, logits: torch.Tensor, captions: list[str], title: str, image_labels: list[str]):
