@@ -46,19 +46,26 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, c
         return {"output": f"{error.filename or output}: cannot be read ({error.strerror or error})."}
 
 
+def checkpoint_problem(checkpoint: str) -> str:
+    """Why the path typed in a checkpoint field cannot be converted; ``""`` if it may be."""
+    if not checkpoint.strip():
+        return "Enter the path of an original Chinese-CLIP .pt checkpoint, or Browse for it."
+    try:
+        check_checkpoint_path(Path(checkpoint.strip()).expanduser())
+    except ConversionError as error:
+        return error.message
+    return ""
+
+
 def _problems(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str) -> dict[str, str]:
     problems = {}
-    if not checkpoint.strip():
-        problems["checkpoint"] = "Enter the path of an original Chinese-CLIP .pt checkpoint, or Browse for it."
-    else:
-        try:
-            check_checkpoint_path(Path(checkpoint.strip()).expanduser())
-        except ConversionError as error:
-            problems["checkpoint"] = error.message
+    if message := checkpoint_problem(checkpoint):
+        problems["checkpoint"] = message
     target = Path(output.strip()).expanduser()
+    occupied = bool(output.strip()) and target.is_dir() and any(target.iterdir())
     if not output.strip():
         problems["output"] = "Enter the folder to write the converted model to."
-    elif target.is_dir() and any(target.iterdir()) and not overwrite:
+    elif occupied and not overwrite:
         problems["output"] = (
             "This folder exists and is not empty: choose another, or tick Overwrite to replace what it holds."
         )
@@ -68,7 +75,7 @@ def _problems(checkpoint: str, output: str, vocab: str, overwrite: bool, config:
         except ConversionError as error:
             problems["output"] = error.message
         else:
-            if target.is_dir() and any(target.iterdir()) and not looks_converted(target):
+            if occupied and not looks_converted(target):
                 problems["output"] = (
                     "This folder holds files but no converted model (config.json and weights): Overwrite replaces "
                     "only a converted folder, so that nothing else is lost. Choose another folder."
@@ -164,8 +171,9 @@ class ConvertUI:
             return str(self.error)
         if self._result_for is not None:  # cancelled
             return "Cancelled: nothing was written."
-        if self.converted_folder is not None:
-            return f"{self.checkpoint.value.strip()} was converted into {self.converted_folder} before."
+        before = self._remembered_output()
+        if before is not None:
+            return f"{self.checkpoint.value.strip()} was converted into {before} before."
         problems = self._validate()
         return "\n".join(problems.values()) or "Not converted yet: click Convert."
 
@@ -174,7 +182,7 @@ class ConvertUI:
         """With a work folder: remember a checkpoint that can be read, and move the output to its folder
         (converted before, else a new one) unless the user typed an output of their own."""
         checkpoint = Path(self.checkpoint.value.strip()).expanduser()
-        if self.workspace is None or "checkpoint" in validate_inputs(str(checkpoint), "", "", False):
+        if self.workspace is None or checkpoint_problem(self.checkpoint.value):
             return
         self.workspace.remember(checkpoint)
         if self.output.value == self._suggested_output:
@@ -281,14 +289,13 @@ class ConvertUI:
             self.checkpoint.value, self.output.value, self.vocab.value, self.overwrite.value, self.config.value
         )
         note = ""
+        remembered = self._remembered_output()  # reads the settings and the folder's report: once per check
         if "output" in problems and not self.overwrite.value:
             done_here = self.summary is not None and self._result_for == self._inputs()
-            remembered = self._remembered_output()
             if done_here or remembered:
                 del problems["output"]
                 note = "Converted into this folder" + ("" if done_here else " before") + ": tick Overwrite to redo it."
-        if self.summary is None and not self._busy:
-            remembered = self._remembered_output()
+        if self.summary is None and not self._busy:  # a folder converted before: offer its next steps
             self.next_steps.value = (
                 next_steps_html(Path(self.checkpoint.value.strip()), remembered) if remembered else ""
             )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..errors import CheckpointReadError, ConversionError
-from ..preflight import check_checkpoint_path, looks_converted
-from .converter import message_html
+from ..errors import CheckpointReadError
+from ..preflight import looks_converted
+from .converter import checkpoint_problem, message_html
 from .picker import PathPicker
 from .workspace import Workspace
 
@@ -63,10 +63,8 @@ class Session:
 
     # handlers
     def _on_checkpoint_change(self, change=None) -> None:
-        try:
-            check_checkpoint_path(self.checkpoint)
-        except ConversionError as error:
-            self.checkpoint_message.value = message_html(error.message, error=True)
+        if problem := checkpoint_problem(self.checkpoint_picker.value):
+            self.checkpoint_message.value = message_html(problem, error=True)
             return
         self.checkpoint_message.value = message_html(
             "Run the cells below to use it (on a page without cells: reload the page).", error=False
