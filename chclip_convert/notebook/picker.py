@@ -55,7 +55,7 @@ class PathPicker:
         self.here = W.Button(description="Write here", icon="check", layout=W.Layout(width="auto"))
         self.listing = W.Select(options=[], rows=12, layout=W.Layout(width="750px"))
         self.panel = W.VBox(layout=W.Layout(display="none", margin="0 0 6px 115px"))
-        self.folder = self._start_folder()
+        self.folder = next(iter(self.places.values()))  # the folder listed; set by open() when browsing starts
         # connections
         self.browse.observe(self._on_browse_change, names="value")
         self.up.on_click(self._on_up_click)
@@ -76,7 +76,7 @@ class PathPicker:
             f" — {html.escape(note)}" if note else ""
         )
         self.listing.unobserve(self._on_listing_change, names="value")
-        self.listing.options = [(label, path) for label, path in entries]
+        self.listing.options = entries
         self.listing.value = None
         self.listing.observe(self._on_listing_change, names="value")
 
@@ -125,15 +125,12 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
     """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for ``kind``
     ``"checkpoint"`` — and a note (unreadable folder, entries left out)."""
     try:
-        children = sorted(
-            (child for child in folder.iterdir() if _readable(child)), key=lambda p: (not p.is_dir(), p.name.lower())
-        )
+        shown = (child for child in folder.iterdir() if not child.name.startswith(".") and _readable(child))
+        children = sorted(shown, key=lambda p: (not p.is_dir(), p.name.lower()))
     except OSError as error:
         return [], f"cannot list this folder: {error.strerror or error}"
     rows = []
     for child in children:
-        if child.name.startswith("."):
-            continue
         if child.is_dir():
             converted = looks_converted(child)
             rows.append(

@@ -3,8 +3,8 @@ remembers the checkpoint last chosen and the folder each checkpoint was converte
 one notebook is offered by the others.
 
 The folder is ``$CHCLIP_WORK``, else ``~/chclip-convert-work``. ``$CHCLIP_CHECKPOINT`` (set by
-``scripts/run.sh CHECKPOINT``) chooses the checkpoint over the remembered one; without either, the notebooks
-use the embedded demo, written into ``demo/`` of the work folder.
+``scripts/run.sh CHECKPOINT``) counts as chosen when first seen, and a later pick wins; with no choice, the
+notebooks use the embedded demo, written into ``demo/`` of the work folder.
 """
 
 from __future__ import annotations
