@@ -42,10 +42,15 @@ def figure_widget(figure: Figure) -> W.Box:
     if isinstance(figure.canvas, W.DOMWidget):
         return W.VBox([figure.canvas])
 
+    width = f"{int(figure.get_figwidth() * 96)}px"
+    return W.VBox([W.Image(value=svg(figure), format="svg+xml", layout=W.Layout(width=width))])
+
+
+def svg(figure: Figure) -> bytes:
+    """The figure as an SVG image: sharp at any size."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg")
-    width = f"{int(figure.get_figwidth() * 96)}px"
-    return W.VBox([W.Image(value=buffer.getvalue(), format="svg+xml", layout=W.Layout(width=width))])
+    return buffer.getvalue()
 
 
 def comparison_view(comparisons: list[TensorComparison], figsize: tuple[float, float] = (9.5, 9)) -> W.Box:

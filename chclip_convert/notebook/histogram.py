@@ -7,7 +7,6 @@ file. Nothing else of either model is held."""
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
 import ipywidgets as W
@@ -35,7 +34,8 @@ class HistogramUI:
         self.steps = {target: step for step in table_steps(self.source.state_dict) for target in step.outputs}
         self.converted = FolderTensors(folder)
         self.names = sorted(set(self.steps) | set(self.converted.names()))
-        flagged = [c.target for c in comparisons or [] if not c.agrees]
+        self.known = {c.target: c for c in comparisons or []}
+        flagged = [c.target for c in self.known.values() if not c.agrees]
         self.search = W.Text("", description="search", placeholder="parts of a name, e.g. layers.3 q_proj", layout=WIDE)
         self.tensor = W.Select(options=self.names, rows=8, description="tensor", layout=WIDE)
         self.tensor.value = initial or (flagged or self.names)[0]
@@ -78,15 +78,15 @@ class HistogramUI:
     def _draw(self, name: str, step, source, converted) -> None:
         from matplotlib.figure import Figure
 
+        from .figures import svg
         from .plots import plot_histogram
 
-        self.comparison = compare_tensor(name, step, source, converted)
+        # The comparison the notebook already made, if it was given; else made here, from the tensors just read.
+        self.comparison = self.known.get(name) or compare_tensor(name, step, source, converted)
         figure = Figure(figsize=(6.25, 3))
         plot_histogram(figure.subplots(), source, converted, name)
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="svg")
-        self.image.value = buffer.getvalue()
+        self.image.value = svg(figure)
         self.caption.value = f"<code>{html.escape(name)}</code>: {_verdict(self.comparison)}"
 
     # layout
