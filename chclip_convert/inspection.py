@@ -62,13 +62,19 @@ def _name_matches(row: dict, pattern: re.Pattern[str] | None) -> bool:
     return pattern is None or bool(pattern.search(row["key"]) or pattern.search(row["counterpart"]))
 
 
+def shape_text(shape: list[int] | None, *, times: str = "×") -> str:
+    """``[384, 128]`` → ``384×128``; a scalar is ``scalar``, no tensor ``-``."""
+    if shape is None:
+        return "-"
+    return times.join(map(str, shape)) or "scalar"
+
+
 def rows_to_text(rows: list[dict]) -> str:
     """The same rows as aligned plain text (for printing and for comparing notebook outputs)."""
     lines = [f"{'side':6} {'status':14} {'shape':16} {'dtype':8} key  ←→ counterpart"]
     for row in rows:
-        shape = "x".join(map(str, row["shape"])) if row["shape"] is not None else "-"
         lines.append(
-            f"{row['side']:6} {row['status']:14} {shape or 'scalar':16} {row['dtype'] or '-':8} "
+            f"{row['side']:6} {row['status']:14} {shape_text(row['shape'], times='x'):16} {row['dtype'] or '-':8} "
             f"{row['key']}  ←→ {row['counterpart'] or '-'}"
         )
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from ..constants import (
     UNEXPECTED,
     UNUSED,
 )
-from ..inspection import NameFilterError, filter_rows
+from ..inspection import NameFilterError, filter_rows, shape_text
 from ..report import FIXES, ConversionReport
 
 COLUMNS = ("side", "key", "status", "shape", "dtype", "counterpart", "note")
@@ -49,13 +49,6 @@ def row_cells(row: dict) -> list[str]:
     """One report row as the text of the grid's :data:`COLUMNS`; a problem without a reason notes its fix."""
     note = row["reason"] or FIXES.get(row["status"], "")
     return [row["side"], row["key"], row["status"], shape_text(row["shape"]), row["dtype"], row["counterpart"], note]
-
-
-def shape_text(shape: list[int] | None) -> str:
-    """``[384, 128]`` → ``384×128``; a scalar is ``scalar``, no tensor ``-``."""
-    if shape is None:
-        return "-"
-    return "×".join(map(str, shape)) or "scalar"
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -88,7 +81,7 @@ class KeyInspectorUI:
 
     def __init__(self, report: ConversionReport) -> None:
         # widgets
-        self.report = report
+        self.report, self.all_rows = report, report.rows()  # the report is fixed: its rows are made once
         self.status_filter = W.Dropdown(options=STATUS_FILTERS, value="all", description="status")
         self.name_filter = W.Text("", description="name", placeholder="part of a key, e.g. resblocks.1")
         self.regex = W.Checkbox(False, description="regex", indent=False, layout=W.Layout(width="80px"))
@@ -106,7 +99,7 @@ class KeyInspectorUI:
     def _filtered(self) -> tuple[list[dict], str]:
         try:
             rows = filter_rows(
-                self.report.rows(), status=self.status_filter.value, text=self.name_filter.value, regex=self.regex.value
+                self.all_rows, status=self.status_filter.value, text=self.name_filter.value, regex=self.regex.value
             )
         except NameFilterError as error:
             return [], str(error)
@@ -115,7 +108,7 @@ class KeyInspectorUI:
     # handlers
     def _on_filter_change(self, change=None) -> None:
         rows, problem = self._filtered()
-        total = len(self.report.rows())
+        total = len(self.all_rows)
         if problem:
             self.count.value = f"<span style='color:#b71c1c'>name: {html.escape(problem)}</span>"
         else:
