@@ -62,45 +62,14 @@ def _merge(state: dict, part: dict, file: Path, folder: Path) -> None:
 
 def load_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a transformers folder: ``*.safetensors`` (single or sharded) or ``pytorch_model.bin``."""
-    folder = _weights_folder(folder)
-    files = weight_files(folder)
-    if files:
-        from safetensors.torch import load_file
-
-        state: dict[str, torch.Tensor] = {}
-        for file in files:
-            try:
-                part = load_file(str(file))
-            except Exception as error:  # safetensors raises its own error types for corrupt files
-                raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
-            _merge(state, part, file, folder)
-        return state
-    return _load_bin(folder)
+    with FolderTensors(folder) as tensors:
+        return {key: tensors.read(key) for key in tensors.names()}
 
 
 def folder_tensor_specs(folder: str | Path) -> dict[str, TensorSpec]:
     """Name → shape and dtype of every tensor in a folder, from the safetensors headers alone."""
-    folder = _weights_folder(folder)
-    files = weight_files(folder)
-    if not files:
-        return {key: TensorSpec(t.shape, t.dtype) for key, t in _load_bin(folder).items()}
-    from safetensors import safe_open
-
-    specs: dict[str, TensorSpec] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                part = {}
-                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                    piece = handle.get_slice(key)
-                    part[key] = TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
-        except KeyError as error:
-            message = f"{file.name} holds a tensor of unsupported dtype {error}."
-            raise CheckpointReadError(message, path=folder) from error
-        except Exception as error:
-            raise CheckpointReadError(f"cannot read {file.name}: {error}", path=folder) from error
-        _merge(specs, part, file, folder)
-    return specs
+    with FolderTensors(folder) as tensors:
+        return {key: tensors.spec(key) for key in tensors.names()}
 
 
 class FolderTensors:
@@ -116,10 +85,12 @@ class FolderTensors:
         files = weight_files(self.folder)
         if not files:
             self._handles = dict.fromkeys(self._bin_state(), None)
+        self._files: dict[str, str] = {}  # tensor name → its file's name, for messages
         for file in files:
             handle = self._open(file)
             part = dict.fromkeys(handle.keys(), handle)
             _merge(self._handles, part, file, self.folder)
+            self._files.update(dict.fromkeys(part, file.name))
 
     def names(self) -> list[str]:
         return sorted(self._handles)
@@ -131,6 +102,18 @@ class FolderTensors:
         """The tensor ``key``, read now (a ``KeyError`` if the folder has none of that name)."""
         handle = self._handles[key]
         return self._bin[key] if handle is None else handle.get_tensor(key)
+
+    def spec(self, key: str) -> TensorSpec:
+        """The shape and dtype of ``key``, from its file's header (no data read)."""
+        handle = self._handles[key]
+        if handle is None:
+            return TensorSpec(self._bin[key].shape, self._bin[key].dtype)
+        piece = handle.get_slice(key)
+        try:
+            return TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+        except KeyError as error:
+            message = f"{self._files[key]} holds a tensor of unsupported dtype {error}."
+            raise CheckpointReadError(message, path=self.folder) from error
 
     def _open(self, file: Path):
         from safetensors import safe_open
