@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from bench_convert import CHECKPOINTS, build_checkpoint, cpu_model, has_sha_ni  # beside this script
+from bench_convert import CHECKPOINTS, build_checkpoint, cpu_model, has_sha_ni, peak_memory  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -54,22 +54,6 @@ class Run:
     peak_anon_gib: float
     cpu_seconds: float  # the kernel's own, which other jobs on the machine do not inflate as they do wall time
     error: str = ""
-
-
-def rss_anon_kib(pid: int) -> int:
-    """The process's RssAnon in KiB, 0 once it is gone.
-
-    Sampled, not read once from VmHWM at the end: VmHWM is the peak of the whole RSS, which also counts the
-    file-backed pages of the memory-mapped checkpoint and safetensors files (page cache the kernel can drop),
-    and it cannot be read after the kernel has exited. RssAnon is the process's own memory."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -116,7 +100,9 @@ def run_notebook(notebook: Path, output_dir: Path, env: dict[str, str]) -> Run:
         while process.poll() is None:
             kernel = kernel or find_kernel(process.pid)
             if kernel is not None:
-                peak = max(peak, rss_anon_kib(kernel))
+                # RssAnon, sampled: VmHWM (read once at the end) would count the memory-mapped checkpoint's and
+                # safetensors' file pages, which the kernel can drop, and it is gone once the kernel has exited.
+                peak = max(peak, peak_memory(kernel)[0])
                 cpu = cpu_seconds(kernel) or cpu
             time.sleep(SAMPLE_SECONDS)
         seconds = time.perf_counter() - started
