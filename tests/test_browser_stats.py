@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
+from chclip_convert import convert_state_dict
+from chclip_convert.demo import demo_state_dict
+
 FIGURE = ".jupyter-matplotlib-canvas-div canvas"
 
 
@@ -24,7 +27,7 @@ def test_statistics_notebook_shows_interactive_figures_that_name_tensors(voila_u
         arg=FIGURE,
         timeout=60_000,
     )
-    canvas = page.locator(FIGURE).last  # the topmost layer of the first figure, which receives the pointer
+    canvas = figures.first.locator("canvas").last  # the topmost layer of the first figure: it takes the pointer
     named = page.locator(".hovered-tensor").first
     box = page.locator(".jupyter-matplotlib-canvas-div").first.bounding_box()
     x = box["x"] + 0.30 * box["width"]  # inside the vision tower's difference axes, around layer 5
@@ -41,5 +44,7 @@ def test_statistics_notebook_shows_interactive_figures_that_name_tensors(voila_u
     page.screenshot(path=SHOTS / "03_weight_stats_hover.png")
     search = page.locator(".widget-text:has(label:text-is('search')) input").first
     search.fill("layers.3 q_proj")
-    page.locator("text=2 of 399 tensors").first.wait_for(timeout=30_000)
+    # The vision tower's layer-3 q_proj weight and bias, of every tensor the demo's conversion writes.
+    total = len(convert_state_dict(demo_state_dict()).state_dict)
+    page.locator(f"text=2 of {total} tensors").first.wait_for(timeout=30_000)
     page.screenshot(path=SHOTS / "03_weight_stats.png", full_page=True)
