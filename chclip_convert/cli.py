@@ -8,6 +8,9 @@
     chclip-convert reverse FOLDER OUTPUT.pt [--bare] [--overwrite]
     chclip-convert inspect CHECKPOINT [--json] [--status all|problems|STATUS] [--name TEXT [--regex]]
                    [--vision-heads N] [--text-heads N]
+    chclip-convert diff A B [--json] [--exit-code]
+    chclip-convert drift --reference REF CHECKPOINT... | RUN_FOLDER [--json]
+    chclip-convert convert-epochs --into DIR CHECKPOINT... | RUN_FOLDER [--dtype D] [--overwrite] [--json]
 
 Without a subcommand it converts: ``chclip-convert CHECKPOINT OUTPUT_DIR ...``. The old spellings still work:
 ``--verify-only CHECKPOINT FOLDER`` is ``verify``, ``--reverse FOLDER OUTPUT.pt`` is ``reverse``, and ``convert``
@@ -30,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, cli_run
 from .constants import DTYPE_CHOICES, STATUS_FILTERS
 from .errors import ConversionError, MappingError, OutputError
 
@@ -45,7 +48,7 @@ EXIT_VERIFY_FAILED = 3
 EXIT_PROBLEMS = 4
 
 PROG = "chclip-convert"
-COMMANDS = ("convert", "verify", "reverse", "inspect")
+COMMANDS = ("convert", "verify", "reverse", "inspect", "diff", "drift", "convert-epochs")
 LEGACY_MODES = {"--verify-only": "verify", "--reverse": "reverse"}
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -56,6 +59,9 @@ examples:
   chclip-convert verify epoch_latest.pt chinese-clip-hf       check a converted folder
   chclip-convert reverse chinese-clip-hf epoch_back.pt        back to cn_clip's format
   chclip-convert inspect epoch_latest.pt --status problems    how each key maps, without writing
+  chclip-convert diff pretrained.pt epoch3.pt                 what fine-tuning changed, layer by layer
+  chclip-convert drift --reference pretrained.pt logs/my-run  every epoch of a run at a glance
+  chclip-convert convert-epochs --into out logs/my-run        convert chosen epochs (skips up-to-date ones)
 
 exit codes:
   0  done (verify: every check passes; inspect: the checkpoint converts cleanly)
@@ -63,6 +69,7 @@ exit codes:
   2  a usage error
   3  verification failed (verify, convert --verify)
   4  inspect: the report lists problems, so convert would stop
+  5  diff --exit-code: A and B differ
 
 old spellings, still accepted:
   --verify-only CHECKPOINT FOLDER   (verify)
@@ -117,6 +124,7 @@ def build_parser() -> CommandLine:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     for add in (_add_convert, _add_verify, _add_reverse, _add_inspect):
         add(commands)
+    cli_run.add_commands(commands, _command)
     parser.commands = dict(commands.choices)
     return parser
 
@@ -125,7 +133,7 @@ def _command(
     commands: Commands, name: str, summary: str, run: Callable[[argparse.Namespace], int], **kwargs: str
 ) -> argparse.ArgumentParser:
     """A subcommand's parser, its help ending with the command's examples; ``run`` carries it out."""
-    examples = "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]).strip(), "  ")
+    examples = "examples:\n" + textwrap.indent(textwrap.dedent({**EXAMPLES, **cli_run.EXAMPLES}[name]).strip(), "  ")
     sub = commands.add_parser(name, help=summary, description=summary, epilog=examples, formatter_class=_RAW, **kwargs)
     sub.set_defaults(run=run)
     return sub

@@ -121,3 +121,77 @@ def source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, .
         source, names = rule.expand(index)
         shapes[source] = rule.op.reverse_op.shapes([targets[name] for name in names])[0]
     return dict(sorted(shapes.items()))
+
+
+# The demo training run: what fine-tuning moved, and by how much per epoch (relative to each tensor's norm).
+# The vision tower is frozen, as is the text tower below its last three layers; the moves shrink epoch by
+# epoch, as a converging run's do.
+RUN_EPOCHS = 3
+RUN_STEPS_PER_EPOCH = 125
+RUN_MOVES = {"bert.encoder.layer.9.": 0.004, "bert.encoder.layer.10.": 0.008, "bert.encoder.layer.11.": 0.016,
+             "text_projection": 0.03}  # fmt: skip
+RUN_EPOCH_SCALE = (1.0, 0.6, 0.3)
+RUN_LOGIT_SCALE_STEP = 0.05  # logit_scale grows this much an epoch
+RUN_REFERENCE = "pretrained.pt"
+
+
+def moved_by_demo_run(name: str) -> bool:
+    """Whether the demo run changes the original tensor ``name`` (``module.`` prefix removed)."""
+    return name == "logit_scale" or name.startswith(tuple(RUN_MOVES))
+
+
+def write_demo_run(folder: str | Path, *, seed: int = 0) -> tuple[Path, list[Path]]:
+    """Write a pretrained demo checkpoint and three fine-tuned epochs as cn_clip's training names them
+    (``checkpoints/epoch1.pt`` … ``epoch3.pt`` and ``epoch_latest.pt``, each with AdamW state); return the
+    reference and the epoch files. Re-running gives byte-identical files."""
+    folder = Path(folder)
+    run = folder / "checkpoints"
+    run.mkdir(parents=True, exist_ok=True)
+    vocabulary = "\n".join(demo_vocabulary()) + "\n"
+    for place in (folder, run):
+        (place / "vocab.txt").write_text(vocabulary, encoding="utf-8")
+    state = demo_state_dict(seed)
+    reference = _save(
+        folder / RUN_REFERENCE, {"epoch": 0, "step": 0, "name": "demo-pretrained", "state_dict": _prefixed(state)}
+    )
+    generator = torch.Generator().manual_seed(seed + 2)
+    epochs = []
+    for epoch, scale in enumerate(RUN_EPOCH_SCALE, 1):
+        state = {key: _moved(key, value, scale, generator) for key, value in state.items()}
+        checkpoint = {
+            "epoch": epoch, "step": epoch * RUN_STEPS_PER_EPOCH, "name": "demo-finetune",
+            "state_dict": _prefixed(state), "optimizer": _adamw_state(state, epoch),
+        }  # fmt: skip
+        epochs.append(_save(run / f"epoch{epoch}.pt", checkpoint))
+    latest = _save(run / "epoch_latest.pt", checkpoint)
+    return reference, [*epochs, latest]
+
+
+def _moved(key: str, value: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    if key == "logit_scale":
+        return value + RUN_LOGIT_SCALE_STEP
+    fraction = next((share for prefix, share in RUN_MOVES.items() if key.startswith(prefix)), 0.0)
+    if not fraction:
+        return value
+    noise = torch.randn(value.shape, generator=generator)
+    return value + noise * (scale * fraction * value.norm() / noise.norm())
+
+
+def _adamw_state(state: dict[str, torch.Tensor], epoch: int) -> dict:
+    trained = [key for key in state if moved_by_demo_run(key)]
+    moments = {
+        index: {"step": torch.tensor(float(epoch * RUN_STEPS_PER_EPOCH)),
+                "exp_avg": torch.zeros_like(state[key]), "exp_avg_sq": torch.zeros_like(state[key])}
+        for index, key in enumerate(trained)
+    }  # fmt: skip
+    return {"state": moments, "param_groups": [{"lr": 1e-5, "weight_decay": 0.001, "params": list(moments)}]}
+
+
+def _prefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"module.{key}": value for key, value in state.items()}
+
+
+def _save(path: Path, checkpoint: dict) -> Path:
+    with atomic_output(path, overwrite=True, folder=False) as partial:
+        torch.save(checkpoint, partial)
+    return path

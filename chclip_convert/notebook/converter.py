@@ -19,8 +19,8 @@ from ..constants import DTYPE_CHOICES
 from ..errors import ConversionError
 from ..output import check_output_dir
 from ..preflight import check_checkpoint_path, looks_converted
+from ..text import human_duration, human_size
 from .picker import DESCRIPTION, WIDE, PathPicker
-from .text import human_duration, human_size
 from .workspace import Workspace
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from pathlib import Path
 import ipywidgets as W
 
 from ..preflight import looks_converted
-from .text import human_size
+from ..text import human_size
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 WIDE = W.Layout(width="640px")

@@ -18,9 +18,9 @@ from ..pipeline import WriteProgress, convert_checkpoint
 from ..reverse import ReverseSummary, reverse_folder
 from ..safetensors_writer import INDEX_FILE, shard_size_bytes
 from ..summary import ConversionSummary
+from ..text import human_size
 from .converter import failure_text, message_html, validate_inputs
 from .picker import DESCRIPTION, WIDE, PathPicker
-from .text import human_size
 
 NO_SHARDING = "no sharding"
 SHARD_SIZES = (NO_SHARDING, "5GB", "2GB", "1GB", "500MB")

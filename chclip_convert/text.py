@@ -1,4 +1,4 @@
-"""Sizes and durations as people read them, for the widgets' messages."""
+"""Sizes and durations as people read them, for messages and tables."""
 
 from __future__ import annotations
 

@@ -1,0 +1,248 @@
+"""What differs between two checkpoints, tensor by tensor, in transformers' namespace.
+
+Either side may be an original checkpoint (either layout, any dtype) or a converted folder
+(:mod:`chclip_convert.tensor_sources`). Streamed: at most one tensor of each side is held at once, compared in
+float64 chunks of bounded size, and the optimizer's state is never read. ``equal`` means bit-identical after
+mapping, compared in float64 (so dtype is ignored: fp16 weights and their fp32 copy are equal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .mapping import split_layer_index
+from .tensor_sources import open_tensors
+
+CHUNK = 1 << 22  # elements per float64 pass (32 MiB a side), whatever the tensor's size
+VISION, TEXT, SHARED = "vision", "text", "shared"
+TOWERS = (VISION, TEXT, SHARED)
+LAYER, EMBEDDINGS, PROJECTION, NORM, LOGIT_SCALE, OTHER = (
+    "layer", "embeddings", "projection", "norm", "logit_scale", "other"
+)  # fmt: skip
+SECTION_ORDER = (EMBEDDINGS, NORM, LAYER, PROJECTION, LOGIT_SCALE, OTHER)
+
+DiffProgress = Callable[[int, int], None]  # (tensors compared, tensors to compare)
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    """Where a tensor sits: its tower, and a layer number or a named section outside the layers."""
+
+    tower: str
+    section: str
+    layer: int = -1  # -1 outside the layers
+
+    @property
+    def label(self) -> str:
+        return f"layer {self.layer}" if self.section == LAYER else self.section.replace("_", " ")
+
+    def sort_key(self) -> tuple:
+        return TOWERS.index(self.tower), SECTION_ORDER.index(self.section), self.layer
+
+
+def part_of(name: str) -> Part:
+    """The tower and layer (or section) of a tensor name, transformers' or original."""
+    if name.startswith(("vision_model.", "visual_projection", "visual.")):
+        tower = VISION
+    elif name.startswith(("text_model.", "text_projection", "bert.")):
+        tower = TEXT
+    else:
+        tower = SHARED
+    layer = split_layer_index(name)[1]
+    if layer is not None:
+        return Part(tower, LAYER, layer)
+    if "embedding" in name:
+        return Part(tower, EMBEDDINGS)
+    if "projection" in name or name == "visual.proj":
+        return Part(tower, PROJECTION)
+    if name == "logit_scale":
+        return Part(tower, LOGIT_SCALE)
+    if "norm" in name or ".ln_" in name:
+        return Part(tower, NORM)
+    return Part(tower, OTHER)
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """One tensor both sides hold with one shape: how B differs from A, over the whole tensor."""
+
+    key: str
+    equal: bool  # bit-identical in float64
+    relative_change: float  # ‖B − A‖ / ‖A‖ (0 if equal; inf if A is all zero and B is not)
+    max_abs: float  # max |B − A|
+    cosine: float | None  # ⟨A, B⟩ / (‖A‖ ‖B‖); None if either side is all zero
+    norm_a: float
+    norm_b: float
+    norm_diff: float  # ‖B − A‖
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "relative_change": _finite(self.relative_change),
+            "max_abs": _finite(self.max_abs),
+            "cosine": _finite(self.cosine),
+            "norm_a": _finite(self.norm_a),
+            "norm_b": _finite(self.norm_b),
+        }
+
+
+def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
+    """Compare ``a`` and ``b`` (one shape, any dtypes) in float64 chunks: one pass over each."""
+    if a.dtype == b.dtype and torch.equal(a, b):  # the common case in a frozen tower, without float64
+        norm = math.sqrt(sum(torch.dot(x, x).item() for x in _chunks64(a)))
+        return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0)
+    sums = [0.0, 0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖², ⟨A, B⟩
+    largest, has_nan, nan_equal = 0.0, False, True
+    for x, y in zip(_chunks64(a), _chunks64(b), strict=True):
+        d = y - x
+        for i, (u, v) in enumerate(((d, d), (x, x), (y, y), (x, y))):
+            sums[i] += torch.dot(u, v).item()
+        if d.numel():
+            low, high = (value.item() for value in torch.aminmax(d))
+            if math.isnan(low) or math.isnan(high):  # a NaN on either side: equal only if both have it there
+                has_nan, nan_equal = True, nan_equal and _equal_with_nan(x, y)
+            else:
+                largest = max(largest, -low, high)
+    diff2, a2, b2, ab = sums
+    equal = diff2 == 0.0 or (has_nan and nan_equal and math.isnan(diff2))
+    if equal:
+        diff2 = 0.0
+    elif has_nan:
+        largest = math.nan
+    relative = math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
+    cosine = max(-1.0, min(1.0, ab / math.sqrt(a2 * b2))) if a2 > 0 and b2 > 0 else None
+    return TensorChange(key, equal, relative, largest, cosine, math.sqrt(a2), math.sqrt(b2), math.sqrt(diff2))
+
+
+def _chunks64(tensor: torch.Tensor) -> Iterable[torch.Tensor]:
+    flat = tensor.detach().reshape(-1)
+    return (piece.to(torch.float64) for piece in flat.split(CHUNK))
+
+
+def _equal_with_nan(x: torch.Tensor, y: torch.Tensor) -> bool:
+    return bool(((x == y) | (x.isnan() & y.isnan())).all())
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: they become null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class PartChange:
+    """A layer's (or section's) tensors together: ‖B − A‖ / ‖A‖ over all of them."""
+
+    part: Part
+    tensors: int
+    differing: int
+    relative_change: float
+    largest: TensorChange | None  # the tensor that changed most, relatively
+
+
+def group_changes(changes: Iterable[TensorChange]) -> list[PartChange]:
+    """Per part, in tower → section → layer order."""
+    grouped: dict[Part, list[TensorChange]] = {}
+    for change in changes:
+        grouped.setdefault(part_of(change.key), []).append(change)
+    result = []
+    for part in sorted(grouped, key=Part.sort_key):
+        members = grouped[part]
+        moved = [c for c in members if not c.equal]
+        largest = max(moved, key=lambda c: c.relative_change, default=None)
+        result.append(PartChange(part, len(members), len(moved), relative_norm(members), largest))
+    return result
+
+
+def relative_norm(changes: Iterable[TensorChange]) -> float:
+    """√(Σ‖B − A‖²) / √(Σ‖A‖²) over ``changes``."""
+    changes = list(changes)
+    diff2 = sum(c.norm_diff**2 for c in changes)
+    a2 = sum(c.norm_a**2 for c in changes)
+    return math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
+
+
+@dataclass
+class CheckpointDiff:
+    """Every tensor name of A and B in one of: only in A, only in B, shape differs, equal, differs."""
+
+    a: Path
+    b: Path
+    a_kind: str
+    b_kind: str
+    only_in_a: list[str]
+    only_in_b: list[str]
+    shape_differs: dict[str, tuple[list[int], list[int]]]  # name → (A's shape, B's shape)
+    changes: list[TensorChange]  # every tensor both hold with one shape, sorted by name
+    not_compared: dict[str, str] = field(default_factory=dict)  # name → why it is left out
+
+    @property
+    def equal(self) -> list[str]:
+        return [c.key for c in self.changes if c.equal]
+
+    @property
+    def differs(self) -> list[TensorChange]:
+        return [c for c in self.changes if not c.equal]
+
+    @property
+    def identical(self) -> bool:
+        """Same names, same shapes, every tensor bit-identical."""
+        return not (self.only_in_a or self.only_in_b or self.shape_differs or self.differs)
+
+    def parts(self) -> list[PartChange]:
+        return group_changes(self.changes)
+
+    def to_dict(self) -> dict:
+        return {
+            "a": str(self.a),
+            "b": str(self.b),
+            "a_kind": self.a_kind,
+            "b_kind": self.b_kind,
+            "only_in_a": self.only_in_a,
+            "only_in_b": self.only_in_b,
+            "shape_differs": sorted(self.shape_differs),
+            "equal": self.equal,
+            "differs": [c.to_dict() for c in self.differs],
+            "shapes": {key: {"a": a, "b": b} for key, (a, b) in sorted(self.shape_differs.items())},
+            "not_compared": self.not_compared,
+        }
+
+    def to_text(self) -> str:
+        """A readable summary grouped by tower and layer (runs of unchanged layers folded into one line)."""
+        from .diff_text import diff_text
+
+        return diff_text(self)
+
+
+def diff_checkpoints(a: str | Path, b: str | Path, *, progress: DiffProgress | None = None) -> CheckpointDiff:
+    """Compare checkpoint or folder ``a`` with ``b``, tensor by tensor (see the module).
+
+    Raises:
+        ConversionError: (a subclass) naming the path, if either is not a checkpoint or converted folder.
+
+    Example:
+        >>> diff_checkpoints("pretrained.pt", "epoch3.pt").to_text()  # doctest: +SKIP
+    """
+    with open_tensors(a) as first, open_tensors(b) as second:
+        names_a, names_b = set(first.names()), set(second.names())
+        shapes, same = {}, []
+        for name in sorted(names_a & names_b):
+            shape_a, shape_b = first.spec(name).shape, second.spec(name).shape
+            if shape_a != shape_b:
+                shapes[name] = (list(shape_a), list(shape_b))
+            else:
+                same.append(name)
+        changes = []
+        for done, name in enumerate(same, 1):
+            changes.append(measure_change(name, first.read(name), second.read(name)))
+            if progress is not None:
+                progress(done, len(same))
+        left_out = {**first.not_compared, **second.not_compared}
+        return CheckpointDiff(
+            first.path, second.path, first.kind, second.kind,
+            sorted(names_a - names_b), sorted(names_b - names_a), shapes, changes, left_out,
+        )  # fmt: skip

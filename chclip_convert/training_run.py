@@ -1,0 +1,257 @@
+"""A training run at a glance: its epochs from their metadata, and how far each layer moved — from the
+checkpoint training started from, and from one epoch to the next.
+
+cn_clip's training writes ``epoch{N}.pt`` each epoch, ``epoch_{E}_{S}.pt`` every S steps if asked, and
+``epoch_latest.pt`` (a copy of the newest), each a dict with ``epoch``, ``step``, ``name``, ``state_dict`` and
+``optimizer``. Reading is streamed: all files are memory-mapped at once and walked tensor name by tensor name,
+so each file is read once per :func:`measure_drift`, at most three tensors (the reference's, the previous
+epoch's and this epoch's) are held at a time, and memory does not grow with the number of epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .convert import dtype_name
+from .diff import Part, measure_change, part_of
+from .errors import CheckpointReadError
+from .preflight import looks_converted
+from .tensor_sources import CHECKPOINT, open_tensors, spec_nbytes
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
+
+DriftProgress = Callable[[int, int], None]  # (tensors done, tensors in all) over every epoch
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """A checkpoint as its metadata describes it; no tensor data is read to make one."""
+
+    path: Path
+    kind: str  # "original checkpoint" or "converted folder"
+    epoch: int | None
+    step: int | None
+    run_name: str | None
+    weight_bytes: int  # the model tensors' bytes (the file also holds the optimizer's)
+    file_bytes: int
+    dtype: str  # by element count, largest first: "float32", "float16 + float32"
+    same_as: str | None = None  # the file this one repeats (same epoch and step), if any
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path), "name": self.name, "kind": self.kind, "epoch": self.epoch, "step": self.step,
+            "run_name": self.run_name, "weight_bytes": self.weight_bytes, "file_bytes": self.file_bytes,
+            "dtype": self.dtype, "same_as": self.same_as,
+        }  # fmt: skip
+
+
+def describe(path: str | Path) -> EpochInfo:
+    """Epoch, step, run name, sizes and dtype of a checkpoint or converted folder, from metadata alone."""
+    with open_tensors(path) as source:
+        specs = [source.spec(name) for name in source.names()]
+        elements: Counter[str] = Counter()
+        for spec in specs:
+            elements[dtype_name(spec.dtype)] += math.prod(spec.shape)
+        meta = source.metadata
+        folder = source.kind != CHECKPOINT
+        size = (
+            sum(f.stat().st_size for f in source.path.iterdir() if f.is_file())
+            if folder
+            else source.path.stat().st_size
+        )
+        return EpochInfo(
+            path=source.path, kind=source.kind, epoch=_int(meta.get("epoch")), step=_int(meta.get("step")),
+            run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
+            weight_bytes=sum(spec_nbytes(spec) for spec in specs), file_bytes=size,
+            dtype=" + ".join(name for name, _ in elements.most_common()),
+        )  # fmt: skip
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def find_checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoint files of a run folder: in it, or in its ``checkpoints/`` subfolder (cn_clip's layout)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
+    for place in (folder, folder / RUN_SUBFOLDER):
+        found = (
+            sorted(p for p in place.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+            if place.is_dir()
+            else []
+        )
+        if found:
+            return found
+    raise CheckpointReadError(
+        f"holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}), nor does its {RUN_SUBFOLDER}/ subfolder.",
+        path=folder,
+    )
+
+
+def read_run(checkpoints: Sequence[str | Path]) -> list[EpochInfo]:
+    """Describe each checkpoint (a folder given alone is searched with :func:`find_checkpoints`), in training
+    order (epoch, step, name). A file with the same epoch and step as another — ``epoch_latest.pt`` beside the
+    epoch it copies — is marked ``same_as`` that one."""
+    one = len(checkpoints) == 1 and is_run_folder(checkpoints[0])
+    paths = find_checkpoints(checkpoints[0]) if one else [Path(p).expanduser() for p in checkpoints]
+    infos = sorted((describe(path) for path in paths), key=_training_order)
+    seen: dict[tuple[int, int], str] = {}
+    result = []
+    for info in infos:
+        key = (info.epoch, info.step)
+        if info.epoch is not None and info.step is not None and key in seen:
+            info = EpochInfo(**{**info.__dict__, "same_as": seen[key]})
+        elif info.epoch is not None and info.step is not None:
+            seen[key] = info.name
+        result.append(info)
+    return result
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A folder that is not itself a converted model: its checkpoints are what is meant."""
+    path = Path(path).expanduser()
+    return path.is_dir() and not looks_converted(path)
+
+
+def _training_order(info: EpochInfo) -> tuple:
+    latest = info.path.stem.endswith("latest")  # with no metadata, epoch_latest.pt comes last
+    return (info.epoch is None, info.epoch or 0, info.step or 0, latest, info.name)
+
+
+@dataclass
+class Drift:
+    """Per part (a tower's layer or section) and per epoch: ‖W − W_ref‖ / ‖W_ref‖ and ‖W − W_prev‖ / ‖W_prev‖,
+    each over all the part's tensors. The first epoch's previous is the reference."""
+
+    reference: EpochInfo
+    epochs: list[EpochInfo]
+    parts: list[Part]
+    vs_reference: dict[Part, list[float]]
+    vs_previous: dict[Part, list[float]]
+    left_out: list[EpochInfo] = field(default_factory=list)  # repeats of another epoch (same_as)
+    problems: list[str] = field(default_factory=list)  # tensors an epoch lacks or holds with another shape
+
+    def moved(self, part: Part) -> bool:
+        return any(value != 0 for value in self.vs_reference[part])
+
+    def to_dict(self) -> dict:
+        return {
+            "reference": self.reference.to_dict(),
+            "epochs": [info.to_dict() for info in self.epochs],
+            "left_out": [info.to_dict() for info in self.left_out],
+            "parts": [
+                {
+                    "tower": part.tower,
+                    "part": part.label,
+                    "vs_reference": _jsonable(self.vs_reference[part]),
+                    "vs_previous": _jsonable(self.vs_previous[part]),
+                }
+                for part in self.parts
+            ],
+            "problems": self.problems,
+        }
+
+    def to_text(self) -> str:
+        from .drift_text import drift_text
+
+        return drift_text(self)
+
+
+def _jsonable(values: list[float]) -> list[float | None]:
+    return [value if math.isfinite(value) else None for value in values]
+
+
+def measure_drift(
+    reference: str | Path, checkpoints: Sequence[str | Path], *, progress: DriftProgress | None = None
+) -> Drift:
+    """How every part of both towers moved, per epoch, from ``reference`` and from the epoch before.
+
+    Args:
+        reference: the checkpoint training started from (original ``.pt`` or converted folder).
+        checkpoints: the run's checkpoints, or one run folder; ordered by their epoch and step, and a file
+            repeating another's epoch and step (``epoch_latest.pt``) is left out.
+
+    Raises:
+        ConversionError: (a subclass) naming the file, if one is not a checkpoint or converted folder.
+    """
+    run = read_run(checkpoints)
+    epochs = [info for info in run if info.same_as is None]
+    with ExitStack() as stack:
+        ref = stack.enter_context(open_tensors(reference))
+        sources = [stack.enter_context(open_tensors(info.path)) for info in epochs]
+        names, held = ref.names(), [set(source.names()) for source in sources]
+        sums = _Sums(len(epochs))
+        problems = _missing(ref, sources)
+        total, done = len(names) * len(epochs), 0
+        for name in names:
+            part, shape = part_of(name), ref.spec(name).shape
+            base = previous = ref.read(name)
+            for index, source in enumerate(sources):
+                done += 1
+                if name not in held[index] or source.spec(name).shape != shape:
+                    continue  # listed in problems
+                current = source.read(name)
+                from_ref = measure_change(name, base, current)
+                from_prev = from_ref if previous is base else measure_change(name, previous, current)
+                sums.add(part, index, from_ref, from_prev)
+                previous = current
+                if progress is not None:
+                    progress(done, total)
+        return Drift(
+            describe(reference), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
+            [info for info in run if info.same_as is not None], problems,
+        )  # fmt: skip
+
+
+def _missing(reference, sources) -> list[str]:
+    problems = []
+    ref_names = set(reference.names())
+    for source in sources:
+        names = set(source.names())
+        missing = sorted(ref_names - names)
+        reshaped = sorted(n for n in ref_names & names if source.spec(n).shape != reference.spec(n).shape)
+        extra = sorted(names - ref_names)
+        for what, keys in (("lacks", missing), ("holds with another shape", reshaped), ("adds", extra)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" … and {len(keys) - 5} more" if len(keys) > 5 else "")
+                problems.append(f"{source.path.name} {what} {len(keys)} tensor(s) of the reference: {shown}")
+    return problems
+
+
+class _Sums:
+    """Σ‖ΔW‖² and Σ‖W‖² per part, per epoch, for the two comparisons."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.sums: dict[Part, list[list[float]]] = {}  # part → [diff² ref, a² ref, diff² prev, a² prev] per epoch
+
+    def add(self, part: Part, index: int, from_ref, from_prev) -> None:
+        rows = self.sums.setdefault(part, [[0.0] * self.epochs for _ in range(4)])
+        for row, value in zip(
+            rows, (from_ref.norm_diff, from_ref.norm_a, from_prev.norm_diff, from_prev.norm_a), strict=True
+        ):
+            row[index] += value * value
+
+    def parts(self) -> list[Part]:
+        return sorted(self.sums, key=Part.sort_key)
+
+    def ratios(self, which: int) -> dict[Part, list[float]]:
+        result = {}
+        for part in self.parts():
+            diff2, a2 = self.sums[part][2 * which], self.sums[part][2 * which + 1]
+            result[part] = [
+                math.sqrt(d / a) if a > 0 else (0.0 if d == 0 else math.inf) for d, a in zip(diff2, a2, strict=True)
+            ]
+        return result
