@@ -28,6 +28,7 @@ DEFAULT_WORK = "chclip-convert-work"
 SETTINGS_FILE = "settings.json"
 CONVERTED_DIR = "converted"
 DEMO_SUBDIR = "demo"
+DEMO_RUN_SUBDIR = "demo-run"
 
 
 def default_work_folder() -> Path:
@@ -93,6 +94,18 @@ class Workspace:
         from ..demo import write_demo_checkpoint
 
         return write_demo_checkpoint(self.root / DEMO_SUBDIR)
+
+    def demo_run(self) -> tuple[Path, list[Path]]:
+        """The embedded demo training run (:func:`chclip_convert.demo.write_demo_run`) in ``demo-run/`` of the
+        work folder, written if not complete: its pretrained reference and its epoch files."""
+        from ..demo import RUN_EPOCHS, RUN_REFERENCE, write_demo_run
+
+        folder = self.root / DEMO_RUN_SUBDIR
+        epochs = [folder / "checkpoints" / f"epoch{n}.pt" for n in range(1, RUN_EPOCHS + 1)]
+        epochs.append(folder / "checkpoints" / "epoch_latest.pt")
+        if all(path.is_file() for path in [folder / RUN_REFERENCE, *epochs]):
+            return folder / RUN_REFERENCE, epochs
+        return write_demo_run(folder)
 
     def is_demo(self, checkpoint: Path) -> bool:
         return checkpoint.absolute() == (self.root / DEMO_SUBDIR / DEMO_FILE).absolute()
