@@ -21,15 +21,19 @@ WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
 LISTED = 500  # entries shown per folder; a folder with more says how many it left out
 
-# What the picker chooses: a checkpoint file, a converted folder, or where a new folder goes (its name kept).
-KINDS = ("checkpoint", "converted", "output")
+# What the picker chooses: a checkpoint file, a converted folder, either of them ("source"), where a new folder
+# goes (its name kept), or any folder ("folder", chosen with "Use this folder").
+KINDS = ("checkpoint", "converted", "source", "output", "folder")
+LISTS_FILES = ("checkpoint", "source")
+PICKS_CONVERTED = ("converted", "source")
 
 
 class PathPicker:
     """A text field for a path, and a **Browse** toggle that opens a folder listing to choose it from.
 
     ``kind`` says what is chosen: ``"checkpoint"`` (a ``.pt`` file), ``"converted"`` (a folder holding a
-    converted model) or ``"output"`` (a folder to write: the listing picks where, the name typed stays).
+    converted model), ``"source"`` (either), ``"output"`` (a folder to write: the listing picks where, the name
+    typed stays) or ``"folder"`` (the folder listed, with *Use this folder*).
     ``places`` are shortcut buttons (label → folder), such as the work folder and the home folder.
     """
 
@@ -52,7 +56,8 @@ class PathPicker:
         self.location = W.HTML()
         self.up = W.Button(description="Up", icon="arrow-up", layout=W.Layout(width="70px"))
         self.place_buttons = [W.Button(description=label, layout=W.Layout(width="auto")) for label in self.places]
-        self.here = W.Button(description="Write here", icon="check", layout=W.Layout(width="auto"))
+        here = "Use this folder" if kind == "folder" else "Write here"
+        self.here = W.Button(description=here, icon="check", layout=W.Layout(width="auto"))
         self.listing = W.Select(options=[], rows=12, layout=W.Layout(width="750px"))
         self.panel = W.VBox(layout=W.Layout(display="none", margin="0 0 6px 115px"))
         self.folder = next(iter(self.places.values()))  # the folder listed; set by open() when browsing starts
@@ -90,6 +95,9 @@ class PathPicker:
         self.open(self.folder.parent)
 
     def _on_here_click(self, button=None) -> None:
+        if self.kind == "folder":
+            self._choose(self.folder)
+            return
         name = Path(self.value).name or "converted-hf"
         self._choose(self.folder / name)
 
@@ -97,7 +105,7 @@ class PathPicker:
         chosen = self.listing.value
         if chosen is None:
             return
-        if chosen.is_dir() and not (self.kind == "converted" and looks_converted(chosen)):
+        if chosen.is_dir() and not (self.kind in PICKS_CONVERTED and looks_converted(chosen)):
             self.open(chosen)
         else:
             self._choose(chosen)
@@ -116,14 +124,14 @@ class PathPicker:
     # layout
     @property
     def widget(self) -> W.VBox:
-        buttons = [self.up, *self.place_buttons] + ([self.here] if self.kind == "output" else [])
+        buttons = [self.up, *self.place_buttons] + ([self.here] if self.kind in ("output", "folder") else [])
         self.panel.children = [W.HBox([*buttons, self.location]), self.listing]
         return W.VBox([W.HBox([self.path, self.browse]), self.panel])
 
 
 def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str]:
-    """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for ``kind``
-    ``"checkpoint"`` — and a note (unreadable folder, entries left out)."""
+    """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for the kinds that
+    choose files — and a note (unreadable folder, entries left out)."""
     try:
         shown = (child for child in folder.iterdir() if not child.name.startswith(".") and _readable(child))
         children = sorted(shown, key=lambda p: (not p.is_dir(), p.name.lower()))
@@ -136,7 +144,7 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
             rows.append(
                 (f"{'▣' if converted else '▸'} {child.name}/" + ("   converted model" if converted else ""), child)
             )
-        elif kind == "checkpoint" and child.suffix.lower() in CHECKPOINT_SUFFIXES:
+        elif kind in LISTS_FILES and child.suffix.lower() in CHECKPOINT_SUFFIXES:
             rows.append((f"  {child.name}   {_size(child)}", child))
     note = f"{len(rows) - LISTED} more not shown" if len(rows) > LISTED else ""
     return rows[:LISTED], note

@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..constants import DEMO_FILE
@@ -57,6 +57,35 @@ class Workspace:
         """Record ``checkpoint`` as the current choice and, if given, the folder it was converted into (and the
         ``$CHCLIP_CHECKPOINT`` it came from). A settings file that cannot be written is reported (a warning
         naming it), never raised."""
+
+        def change(data: dict) -> None:
+            data["checkpoint"] = str(Path(checkpoint).absolute())
+            if converted is not None:
+                data.setdefault("converted", {})[data["checkpoint"]] = str(Path(converted).absolute())
+            if environment:
+                data["environment"] = environment
+
+        self._update(change)
+
+    def remember_run(self, reference: str | Path, run: str | Path) -> None:
+        """Record the training run chosen in ``05_training_run.ipynb``: its reference and its folder."""
+        chosen = {"reference": str(Path(reference).absolute()), "folder": str(Path(run).absolute())}
+        self._update(lambda data: data.update(run=chosen))
+
+    def run(self) -> tuple[Path, Path, bool]:
+        """The training run to look at — reference, run folder, whether it is the demo: the one chosen last
+        if both still exist, else the embedded demo run."""
+        chosen = self.settings().get("run")
+        if isinstance(chosen, dict) and all(isinstance(chosen.get(k), str) for k in ("reference", "folder")):
+            reference, folder = Path(chosen["reference"]), Path(chosen["folder"])
+            if reference.exists() and folder.is_dir() and folder != self.root / DEMO_RUN_SUBDIR:
+                return reference, folder, False
+        reference, _ = self.demo_run()
+        return reference, reference.parent, True
+
+    def _update(self, change: Callable[[dict], None]) -> None:
+        """Apply ``change`` to the settings and write them, under the lock; a file that cannot be written is
+        reported (a warning naming it), never raised."""
         try:
             with self._locked():
                 data, problem = self._read()
@@ -65,11 +94,7 @@ class Workspace:
                     warnings.warn(
                         f"{self.settings_path}: unreadable settings ({problem}), kept as {kept.name}.", stacklevel=2
                     )
-                data["checkpoint"] = str(Path(checkpoint).absolute())
-                if converted is not None:
-                    data.setdefault("converted", {})[data["checkpoint"]] = str(Path(converted).absolute())
-                if environment:
-                    data["environment"] = environment
+                change(data)
                 self._write(data)
         except OSError as error:
             warnings.warn(f"{self.settings_path}: cannot save the settings ({error.strerror or error}).", stacklevel=2)
