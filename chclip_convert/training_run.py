@@ -82,11 +82,12 @@ def _int(value) -> int | None:
 
 
 def find_checkpoints(folder: str | Path) -> list[Path]:
-    """The checkpoint files of a run folder: in it, or in its ``checkpoints/`` subfolder (cn_clip's layout)."""
+    """The checkpoint files of a run folder: those in its ``checkpoints/`` subfolder (cn_clip's layout), else
+    those in the folder itself."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
-    for place in (folder, folder / RUN_SUBFOLDER):
+    for place in (folder / RUN_SUBFOLDER, folder):
         found = (
             sorted(p for p in place.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
             if place.is_dir()
@@ -186,7 +187,8 @@ def measure_drift(
     Raises:
         ConversionError: (a subclass) naming the file, if one is not a checkpoint or converted folder.
     """
-    run = read_run(checkpoints)
+    reference = Path(reference).expanduser()
+    run = [info for info in read_run(checkpoints) if info.path.absolute() != reference.absolute()]
     epochs = [info for info in run if info.same_as is None]
     with ExitStack() as stack:
         ref = stack.enter_context(open_tensors(reference))

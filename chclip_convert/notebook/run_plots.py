@@ -46,6 +46,7 @@ def draw_heatmaps(figure: Figure, drift: Drift) -> dict:
     if moved.size and moved.min() == moved.max():
         norm = LogNorm(moved.min() / 10, moved.max() * 10)
     cmap = _colormap()
+    figure.set_layout_engine("constrained")  # the text tower's layer names clear the vision heatmap
     axes = figure.subplots(2, 2, squeeze=False)
     images = {}
     for row, (title, which) in enumerate(COMPARISONS):
@@ -85,6 +86,7 @@ def curve_parts(drift: Drift) -> list[Part]:
 def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
     """Two panels (from the reference, epoch to epoch), a line per curve part; returns the lines by part."""
     use_cjk_font()
+    figure.set_layout_engine("constrained")
     axes = figure.subplots(1, 2, squeeze=False)[0]
     lines: dict[Part, list] = {}
     x = range(len(drift.epochs))

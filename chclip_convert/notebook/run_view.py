@@ -1,0 +1,302 @@
+"""Notebook 05's widgets: the run to look at (a reference and a run folder), the epochs as their metadata
+describe them, the drift figures, and converting the chosen epochs in one go."""
+
+from __future__ import annotations
+
+import html
+import threading
+from pathlib import Path
+
+import ipywidgets as W
+
+from ..diff import LAYER, TOWERS
+from ..drift_text import epoch_table
+from ..errors import ConversionError
+from ..text import human_size
+from ..training_run import Drift, EpochInfo, find_checkpoints, measure_drift, read_run
+from .converter import message_html
+from .figures import figure_widget, new_figure
+from .picker import PathPicker
+from .run_plots import draw_curves, draw_heatmaps
+from .workspace import CONVERTED_DIR, Workspace
+
+CONVERT_DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+class RunSession:
+    """The top of notebook 05: the work folder, the reference checkpoint (``.pt`` or converted folder) and the
+    run folder (its checkpoints, or its ``checkpoints/`` subfolder); the last choice, else the demo run."""
+
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace or Workspace()
+        reference, folder, _ = self.workspace.run()
+        places = {"Work folder": self.workspace.root, "Home": Path.home()}
+        # widgets
+        self.header = W.HTML(self.workspace.header_html())
+        self.reference_picker = PathPicker(reference, description="Reference", kind="source", places=places)
+        self.run_picker = PathPicker(folder, description="Run folder", kind="folder", places=places)
+        self.message = W.HTML()
+        # connections
+        for picker in (self.reference_picker, self.run_picker):
+            picker.path.observe(self._on_path_change, names="value")
+
+    @property
+    def reference(self) -> Path:
+        return Path(self.reference_picker.value).expanduser().absolute()
+
+    @property
+    def run_folder(self) -> Path:
+        return Path(self.run_picker.value).expanduser().absolute()
+
+    @property
+    def is_demo(self) -> bool:
+        return self.run_folder == (self.workspace.root / "demo-run").absolute()
+
+    def epochs(self) -> list[EpochInfo]:
+        """The run's checkpoints in training order, from their metadata alone."""
+        return read_run(find_checkpoints(self.run_folder))
+
+    # handlers
+    def _on_path_change(self, change=None) -> None:
+        problem = self._problem()
+        if problem:
+            self.message.value = message_html(problem, error=True)
+            return
+        self.workspace.remember_run(self.reference, self.run_folder)
+        self.message.value = message_html("Run the cells below to look at this run.", error=False)
+
+    def _problem(self) -> str:
+        if not self.reference.exists():
+            return f"{self.reference}: no such checkpoint or folder."
+        try:
+            find_checkpoints(self.run_folder)
+        except ConversionError as error:
+            return str(error)
+        return ""
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        return W.VBox([self.header, self.reference_picker.widget, self.run_picker.widget, self.message])
+
+
+def epoch_table_html(infos: list[EpochInfo]) -> W.HTML:
+    """The epochs as an HTML table (the same columns the command line prints)."""
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in
+                   ("file", "epoch", "step", "weights", "file size", "dtype", ""))  # fmt: skip
+    rows = []
+    for info in infos:
+        note = f"same epoch and step as {info.same_as}: left out" if info.same_as else ""
+        cells = (info.name, info.epoch, info.step, human_size(info.weight_bytes), human_size(info.file_bytes),
+                 info.dtype, note)  # fmt: skip
+        style = " style='color:#888'" if info.same_as else ""
+        rows.append(f"<tr{style}>" + "".join(f"<td style='padding:2px 10px'>{_cell(c)}</td>" for c in cells) + "</tr>")
+    return W.HTML(f"<table class='epoch-table'><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def _cell(value) -> str:
+    return "" if value is None else html.escape(str(value))
+
+
+def print_epochs(infos: list[EpochInfo]) -> None:
+    """The epoch table as text (for the notebook's stored output, which nbval compares)."""
+    print("\n".join(epoch_table(infos)))
+
+
+def measure(session: RunSession) -> Drift:
+    """Measure the run's drift, showing a progress bar while it reads."""
+    from IPython.display import display
+
+    bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Reading", style={"description_width": "110px"})
+    display(bar)
+    drift = measure_drift(
+        session.reference, [session.run_folder], progress=lambda done, total: _advance(bar, done, total)
+    )
+    bar.value, bar.bar_style = 1.0, "success"
+    return drift
+
+
+def _advance(bar: W.FloatProgress, done: int, total: int) -> None:
+    if done == total or done % 16 == 0:  # a few hundred updates for a run, not one per tensor and epoch
+        bar.value = done / total
+
+
+def moved_lines(drift: Drift) -> list[str]:
+    """Per tower, which parts moved in some epoch and which stayed bit-identical in every one: exact
+    verdicts, no float digits (they are what the stored outputs hold)."""
+    lines = []
+    for tower in TOWERS:
+        parts = [part for part in drift.parts if part.tower == tower]
+        if not parts:
+            continue
+        moved = [part for part in parts if drift.moved(part)]
+        if not moved:
+            lines.append(f"{tower}: unchanged in every epoch (bit-identical to the reference)")
+            continue
+        still = [part for part in parts if not drift.moved(part)]
+        lines.append(f"{tower}: moved: {_labels(moved)}")
+        if still:
+            lines.append(f"{' ' * len(tower)}  unchanged: {_labels(still)}")
+    return lines
+
+
+def _labels(parts) -> str:
+    """``layers 9–11, projection``: consecutive layers folded."""
+    labels, run = [], []
+    for part in [*parts, None]:
+        if part is not None and part.section == LAYER and (not run or part.layer == run[-1].layer + 1):
+            run.append(part)
+            continue
+        if run:
+            labels.append(run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}")
+            run = []
+        if part is not None:
+            if part.section == LAYER:
+                run.append(part)
+            else:
+                labels.append(part.label)
+    return ", ".join(labels)
+
+
+def heatmap_view(drift: Drift) -> W.Box:
+    """The per-layer heatmaps, per tower, from the reference and epoch to epoch."""
+    parts = max(sum(part.tower == tower for part in drift.parts) for tower in TOWERS)
+    figure = new_figure((9.5, max(5.0, 0.22 * parts * 2 + 1.5)))
+    draw_heatmaps(figure, drift)
+    return figure_widget(figure)
+
+
+def curves_view(drift: Drift) -> W.Box:
+    """The embeddings', projections' and ``logit_scale``'s relative change, per epoch."""
+    figure = new_figure((9.5, 3.6))
+    draw_curves(figure, drift)
+    return figure_widget(figure)
+
+
+class EpochConvertUI:
+    """Choose epochs, convert them in one go: one progress bar, each folder checked, folders that still match
+    their checkpoint left as they are. Runs in a thread (the kernel stays free); Cancel stops at the next
+    tensor and leaves no partial folder."""
+
+    def __init__(self, infos: list[EpochInfo], into: str | Path, *, dtype: str = "auto") -> None:
+        options = [(_option_label(info), info.path) for info in infos]
+        # widgets
+        self.epochs = W.SelectMultiple(options=options, rows=min(8, max(3, len(options))), description="Epochs",
+                                       layout=W.Layout(width="640px"), style={"description_width": "110px"})  # fmt: skip
+        self.into = W.Text(str(into), description="Into folder", layout=W.Layout(width="640px"),
+                           style={"description_width": "110px"})  # fmt: skip
+        self.dtype = W.Dropdown(
+            options=CONVERT_DTYPES, value=dtype, description="dtype", style={"description_width": "110px"}
+        )
+        self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0)
+        self.progress_text = W.HTML()
+        self.results = W.HTML()
+        self.outcomes: list = []
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        # connections
+        self.convert_button.on_click(self._on_convert_click)
+        self.cancel_button.on_click(self._on_cancel_click)
+        for field in (self.epochs, self.into, self.dtype):
+            field.observe(self._on_input_change, names="value")
+
+    def wait(self, timeout: float | None = None) -> list:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.outcomes
+
+    # handlers
+    def _on_input_change(self, change=None) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self.outcomes, self.results.value, self.progress_text.value = [], "", ""
+            self.progress.value, self.progress.bar_style = 0.0, ""
+
+    def _on_convert_click(self, button=None) -> None:
+        if self.convert_button.disabled:
+            return
+        if not self.epochs.value:
+            self.results.value = message_html("Choose one or more epochs first.", error=True)
+            return
+        self._cancel.clear()
+        self._set_busy(True)
+        chosen = list(self.epochs.value)
+        self._thread = threading.Thread(target=self._convert, args=(chosen, self.into.value.strip(), self.dtype.value),
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _on_cancel_click(self, button=None) -> None:
+        self._cancel.set()
+        self.cancel_button.disabled = True
+        self.progress_text.value = "<i>Cancelling…</i>"
+
+    def _on_progress(self, progress) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled
+        self.progress.value = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+        self.progress_text.value = html.escape(
+            f"{progress.index} / {progress.count} · {progress.checkpoint.name}: {progress.phase} · "
+            f"{human_size(progress.bytes_done)} of {human_size(progress.bytes_total)}"
+        )
+
+    # the work, in a thread
+    def _convert(self, chosen: list[Path], into: str, dtype: str) -> None:
+        from ..compare import quiet_transformers
+        from ..epoch_conversion import FAILED, convert_epochs
+
+        quiet_transformers()
+        try:
+            self.outcomes = convert_epochs(chosen, into, dtype=dtype, progress=self._on_progress)
+        except _Cancelled:
+            self.progress.bar_style = "warning"
+            self.progress_text.value = "Cancelled: the epoch being converted left nothing; those done are kept."
+        except Exception as error:  # anything unexpected is shown, not lost in the thread
+            self.progress.bar_style = "danger"
+            self.results.value = message_html(str(error), error=True)
+        else:
+            failed = any(outcome.outcome == FAILED for outcome in self.outcomes)
+            self.progress.value, self.progress.bar_style = 1.0, "danger" if failed else "success"
+            self.progress_text.value = f"{len(self.outcomes)} epoch(s) done"
+            self.results.value = outcomes_html(self.outcomes)
+        finally:
+            self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        for field in (self.epochs, self.into, self.dtype, self.convert_button):
+            field.disabled = busy
+        self.cancel_button.disabled = not busy
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
+        return W.VBox([self.epochs, self.into, self.dtype, buttons, self.results])
+
+
+class _Cancelled(Exception):
+    """Raised from the progress callback when Cancel was clicked."""
+
+
+def _option_label(info: EpochInfo) -> str:
+    epoch = f"epoch {info.epoch}" if info.epoch is not None else "no epoch"
+    step = f" · step {info.step}" if info.step is not None else ""
+    repeat = f" (same as {info.same_as})" if info.same_as else ""
+    return f"{info.name} — {epoch}{step}{repeat}"
+
+
+def outcomes_html(outcomes) -> str:
+    """One row per checkpoint: outcome (coloured), the folder, and the check or the error."""
+    colours = {"converted": "#2e7d32", "up to date": "#1565c0", "failed": "#c62828"}
+    rows = "".join(
+        f"<tr><td style='padding:2px 8px'>{html.escape(o.checkpoint.name)}</td>"
+        f"<td style='padding:2px 8px;color:{colours.get(o.outcome, '#000')}'><b>{html.escape(o.outcome)}</b></td>"
+        f"<td style='padding:2px 8px'><code>{html.escape(str(o.folder))}</code><br>{html.escape(o.detail)}</td></tr>"
+        for o in outcomes
+    )
+    return f"<table class='epoch-outcomes'>{rows}</table>"
+
+
+def default_into(workspace: Workspace) -> Path:
+    """Where chosen epochs are converted by default: ``converted/`` in the work folder."""
+    return workspace.root / CONVERTED_DIR
