@@ -73,9 +73,7 @@ def _heatmap(ax, drift: Drift, tower: str, which: str, norm, cmap, title: str):
 def _colormap():
     import matplotlib
 
-    cmap = matplotlib.colormaps[CMAP].copy()
-    cmap.set_bad(UNCHANGED_COLOUR)
-    return cmap
+    return matplotlib.colormaps[CMAP].with_extremes(bad=UNCHANGED_COLOUR)
 
 
 def curve_parts(drift: Drift) -> list[Part]:

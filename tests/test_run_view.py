@@ -1,0 +1,119 @@
+"""Notebook 05's widgets and figures, driven without a browser on the embedded demo run, whose moves are known
+(:data:`chclip_convert.demo.RUN_MOVES`): only text layers 9–11, the text projection and logit_scale move."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from chclip_convert.diff import LAYER, PROJECTION, TEXT, VISION
+from chclip_convert.notebook.run_plots import draw_curves, draw_heatmaps, heatmap_values, tower_parts
+from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, moved_lines
+from chclip_convert.notebook.workspace import Workspace
+from chclip_convert.training_run import measure_drift
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    return Workspace(tmp_path / "work")
+
+
+@pytest.fixture
+def demo_drift(workspace):
+    reference, _ = workspace.demo_run()
+    return measure_drift(reference, [reference.parent])
+
+
+def test_the_session_opens_on_the_demo_run_and_remembers_a_chosen_run(workspace, tmp_path):
+    session = RunSession(workspace)
+    assert session.is_demo and session.reference.name == "pretrained.pt"
+    assert [info.name for info in session.epochs()] == ["epoch1.pt", "epoch2.pt", "epoch3.pt", "epoch_latest.pt"]
+    # A run of the user's (a copy of the demo's files elsewhere) is remembered for the next notebook opened.
+    mine = tmp_path / "my-run"
+    (mine / "checkpoints").mkdir(parents=True)
+    for info in session.epochs():
+        (mine / "checkpoints" / info.name).write_bytes(info.path.read_bytes())
+    session.run_picker.path.value = str(mine)
+    assert "Run the cells below" in session.message.value
+    again = RunSession(workspace)
+    assert again.run_folder == mine and not again.is_demo
+    session.run_picker.path.value = str(tmp_path / "nowhere")
+    assert "nowhere" in session.message.value and "is not a folder" in session.message.value
+
+
+def test_moved_lines_name_exactly_the_demo_runs_moves(demo_drift):
+    assert moved_lines(demo_drift) == [
+        "vision: unchanged in every epoch (bit-identical to the reference)",
+        "text: moved: layers 9–11, projection",
+        "      unchanged: embeddings, layers 0–8",
+        "shared: moved: logit scale",
+    ]
+
+
+def test_the_heatmaps_draw_the_drift_with_unchanged_cells_masked(demo_drift):
+    images = draw_heatmaps(Figure(), demo_drift)
+    assert set(images) == {(t, w) for t in (VISION, TEXT) for w in ("vs_reference", "vs_previous")}
+    for (tower, which), image in images.items():
+        drawn = image.get_array()
+        expected = heatmap_values(demo_drift, tower, which)
+        assert drawn.shape == (len(tower_parts(demo_drift, tower)), len(demo_drift.epochs))
+        np.testing.assert_array_equal(np.ma.getmaskarray(drawn), expected == 0)  # grey exactly where unchanged
+        np.testing.assert_array_equal(drawn.compressed(), expected[expected > 0])
+    vision = heatmap_values(demo_drift, VISION, "vs_reference")
+    assert not vision.any()  # the frozen tower: every cell grey
+    text_rows = [part.label for part in tower_parts(demo_drift, TEXT)]
+    moved_rows = [row for row, values in zip(text_rows, heatmap_values(demo_drift, TEXT, "vs_reference"), strict=True)
+                  if values.all()]  # fmt: skip
+    assert moved_rows == ["layer 9", "layer 10", "layer 11", "projection"]
+
+
+def test_the_curves_follow_embeddings_projections_and_logit_scale(demo_drift):
+    lines = draw_curves(Figure(), demo_drift)
+    labels = {f"{part.tower} {part.label}" for part in lines}
+    assert labels == {"vision embeddings", "vision projection", "text embeddings", "text projection",
+                      "shared logit scale"}  # fmt: skip
+    for part, (from_reference, from_previous) in lines.items():
+        assert list(from_reference.get_ydata()) == demo_drift.vs_reference[part]
+        assert list(from_previous.get_ydata()) == demo_drift.vs_previous[part]
+    text_projection = next(p for p in lines if p.tower == TEXT and p.section == PROJECTION)
+    assert all(value > 0 for value in demo_drift.vs_reference[text_projection])
+    assert not any(p.section == LAYER for p in lines)
+
+
+def test_converting_chosen_epochs_checks_each_then_skips_them_when_still_current(workspace, tmp_path):
+    session = RunSession(workspace)
+    epochs = session.epochs()
+    ui = EpochConvertUI(epochs, tmp_path / "out")
+    ui.epochs.value = (epochs[0].path, epochs[2].path)
+    ui.convert_button.click()
+    first = ui.wait(120)
+    assert [(o.checkpoint.name, o.outcome) for o in first] == [("epoch1.pt", "converted"), ("epoch3.pt", "converted")]
+    assert all("bit-identical" in o.detail for o in first)
+    assert ui.progress.value == 1.0 and ui.progress.bar_style == "success"
+    assert "epoch3.pt" in ui.results.value and "converted" in ui.results.value
+    written = {o.folder: (o.folder / "model.safetensors").stat().st_mtime_ns for o in first}
+    ui.convert_button.click()
+    second = ui.wait(120)
+    assert [o.outcome for o in second] == ["up to date", "up to date"]
+    assert {o.folder: (o.folder / "model.safetensors").stat().st_mtime_ns for o in second} == written
+    ui.epochs.value = ()  # changing the choice clears the result shown
+    assert ui.results.value == "" and ui.outcomes == []
+    ui.convert_button.click()
+    assert "Choose one or more epochs" in ui.results.value
+
+
+def test_cancel_stops_the_batch_and_leaves_no_partial_folder(workspace, tmp_path, monkeypatch):
+    session = RunSession(workspace)
+    epochs = session.epochs()
+    ui = EpochConvertUI(epochs, tmp_path / "out")
+    ui.epochs.value = (epochs[0].path,)
+    ui._cancel.set()  # as if Cancel were clicked before the first tensor
+    monkeypatch.setattr(ui._cancel, "clear", lambda: None)
+    ui.convert_button.click()
+    ui.wait(120)
+    assert "Cancelled" in ui.progress_text.value
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []  # neither the folder nor a partial one beside it
+    assert torch.load(epochs[0].path, weights_only=True)["epoch"] == 1  # the checkpoint is as it was
