@@ -16,7 +16,7 @@ from ..text import human_size
 from ..training_run import Drift, EpochInfo, find_checkpoints, measure_drift, read_run
 from .converter import message_html
 from .figures import figure_widget, new_figure
-from .picker import PathPicker
+from .picker import DESCRIPTION, WIDE, PathPicker
 from .run_plots import draw_curves, draw_heatmaps
 from .workspace import CONVERTED_DIR, Workspace
 
@@ -107,7 +107,7 @@ def measure(session: RunSession) -> Drift:
     """Measure the run's drift, showing a progress bar while it reads."""
     from IPython.display import display
 
-    bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Reading", style={"description_width": "110px"})
+    bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Reading", style=DESCRIPTION)
     display(bar)
     drift = measure_drift(
         session.reference, [session.run_folder], progress=lambda done, total: _advance(bar, done, total)
@@ -181,13 +181,10 @@ class EpochConvertUI:
     def __init__(self, infos: list[EpochInfo], into: str | Path, *, dtype: str = "auto") -> None:
         options = [(_option_label(info), info.path) for info in infos]
         # widgets
-        self.epochs = W.SelectMultiple(options=options, rows=min(8, max(3, len(options))), description="Epochs",
-                                       layout=W.Layout(width="640px"), style={"description_width": "110px"})  # fmt: skip
-        self.into = W.Text(str(into), description="Into folder", layout=W.Layout(width="640px"),
-                           style={"description_width": "110px"})  # fmt: skip
-        self.dtype = W.Dropdown(
-            options=CONVERT_DTYPES, value=dtype, description="dtype", style={"description_width": "110px"}
-        )
+        rows = min(8, max(3, len(options)))
+        self.epochs = W.SelectMultiple(options=options, rows=rows, description="Epochs", layout=WIDE, style=DESCRIPTION)
+        self.into = W.Text(str(into), description="Into folder", layout=WIDE, style=DESCRIPTION)
+        self.dtype = W.Dropdown(options=CONVERT_DTYPES, value=dtype, description="dtype", style=DESCRIPTION)
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0)
