@@ -18,6 +18,7 @@ PICTURES = {
     "inspector.png": "02_inspect_keys.png",
     "weight_stats.png": "03_weight_stats.png",
     "save.png": "04_verify_and_save.png",
+    "training_run.png": "05_heatmaps.png",
 }
 
 

@@ -16,6 +16,7 @@ def test_the_run_page_shows_what_moved_and_converts_chosen_epochs(voila_url, pag
     heatmaps = page.locator(".widget-image").first.bounding_box()
     assert heatmaps["width"] > 600 and heatmaps["height"] > 400  # drawn at its size, not collapsed
     page.screenshot(path=SHOTS / "05_training_run.png", full_page=True)
+    page.locator(".widget-image").first.screenshot(path=SHOTS / "05_heatmaps.png")
 
     page.locator(".widget-select-multiple select").select_option(
         label=["epoch1.pt — epoch 1 · step 125", "epoch2.pt — epoch 2 · step 250"]
