@@ -7,12 +7,15 @@ The public surface, one function per thing the tool does:
 - :func:`verify_folder` — check a converted folder against its checkpoint (and cn_clip, when installed);
 - :func:`reverse_folder` — a transformers folder back to an original checkpoint; :func:`reverse_state_dict`;
 - :func:`inspect_checkpoint` — the key-by-key report, also for a checkpoint that does not convert;
+- :func:`diff_checkpoints` — any two checkpoints or folders compared tensor by tensor; :func:`measure_drift` — a
+  training run's per-layer change by epoch; :func:`convert_epochs` — several checkpoints converted and checked;
 - :func:`infer_architecture`, :func:`load_config`, :func:`source_weights_digest` — the pieces users reach for;
 - the errors, all subclasses of :class:`ConversionError`.
 
-The command line (``chclip-convert convert|verify|reverse|inspect``) calls the same functions. Names other
-than the errors are imported on first use, so that ``import chclip_convert`` (and the command line's start)
-does not wait for torch and transformers. The notebook layer lives in :mod:`chclip_convert.notebook`.
+The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs``) calls the same
+functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
+command line's start) does not wait for torch and transformers. The notebook layer lives in
+:mod:`chclip_convert.notebook`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ _LAZY = {
     "infer_architecture": ".architecture",
     "ConversionResult": ".convert",
     "convert_state_dict": ".convert",
+    "CheckpointDiff": ".diff",
+    "diff_checkpoints": ".diff",
+    "convert_epochs": ".epoch_conversion",
+    "Drift": ".training_run",
+    "measure_drift": ".training_run",
     "load_config": ".folder",
     "inspect_checkpoint": ".inspection",
     "convert_checkpoint": ".pipeline",
@@ -57,6 +65,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from .architecture import Architecture, infer_architecture
     from .convert import ConversionResult, convert_state_dict
+    from .diff import CheckpointDiff, diff_checkpoints
+    from .epoch_conversion import convert_epochs
     from .folder import load_config
     from .inspection import inspect_checkpoint
     from .pipeline import convert_checkpoint
@@ -64,6 +74,7 @@ if TYPE_CHECKING:
     from .report import ConversionReport
     from .reverse import ReverseSummary, reverse_folder, reverse_state_dict
     from .summary import ConversionSummary
+    from .training_run import Drift, measure_drift
     from .verify import VerifyReport, verify_folder
 
 
@@ -78,12 +89,14 @@ def __getattr__(name: str):
 __all__ = [
     "Architecture",
     "ArchitectureError",
+    "CheckpointDiff",
     "CheckpointReadError",
     "ConfigMismatchError",
     "ConversionError",
     "ConversionReport",
     "ConversionResult",
     "ConversionSummary",
+    "Drift",
     "MappingError",
     "OutputError",
     "ReverseSummary",
@@ -91,10 +104,13 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "convert_checkpoint",
+    "convert_epochs",
     "convert_state_dict",
+    "diff_checkpoints",
     "infer_architecture",
     "inspect_checkpoint",
     "load_config",
+    "measure_drift",
     "reverse_folder",
     "reverse_state_dict",
     "source_weights_digest",

@@ -255,7 +255,8 @@ def refuse_foreign_options(parser: CommandLine, argv: Sequence[str]) -> None:
         flag = token.split("=", 1)[0]
         owners = [name for name, flags in known.items() if flag in flags]
         if owners and command not in owners:
-            named = " and ".join(_with_old_spelling(owner) for owner in owners)
+            spelled = [_with_old_spelling(owner) for owner in owners]
+            named = spelled[0] if len(spelled) == 1 else f"{', '.join(spelled[:-1])} and {spelled[-1]}"
             parser.commands[command].error(f"{flag} is an option of {named}, not of {command}")
 
 
