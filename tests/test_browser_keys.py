@@ -1,6 +1,8 @@
 """The key grid of 02_inspect_keys.ipynb in a real browser (Voila and Debian's Chromium): it shows every key of
 the demo, sorts on a header click, narrows by status and by name, and exports the rows it shows as CSV. The
-expected rows come from the same report computed here, so the test holds for any number of demo layers."""
+expected rows come from the same report computed here, so the test holds for any number of demo layers. Its
+comparison section shows the demo against the demo run's third epoch, checked against the same diff computed
+here."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import pytest
 from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 from chclip_convert.demo import DAMAGE, write_demo_checkpoint
+from chclip_convert.diff import diff_checkpoints, part_of
 from chclip_convert.inspection import filter_rows, inspect_checkpoint
+from chclip_convert.notebook import diff_view
 from chclip_convert.notebook.key_grid import COLUMNS, CSV_NAME, STATUS_COLOURS, row_cells
+from chclip_convert.notebook.workspace import Workspace
 
 WAIT_MS = 30_000
 
@@ -129,3 +134,44 @@ def test_key_grid_shows_a_bad_regex_inline_and_the_damaged_copy_its_problems(voi
     statuses = {row[1]: row[2] for row in shown(damaged)}
     assert statuses[DAMAGE["added"]] == "unused" and "shape_mismatch" in statuses.values()
     damaged.screenshot(path=SHOTS / "02_inspect_keys.png")
+
+
+def diff_cells(section) -> list[list[str]]:
+    """The cells of every row the comparison's grid holds, in the order shown."""
+    cells = section.locator(".dt-scroll-body tbody tr").evaluate_all(
+        "rows => rows.map(row => [...row.cells].map(cell => cell.innerText.trim()))"
+    )
+    return [row for row in cells if len(row) == len(diff_view.COLUMNS)]
+
+
+def test_the_comparison_shows_what_the_demo_run_moved(voila_url, page, tmp_path):
+    workspace = Workspace(tmp_path / "work")  # the same files the notebook writes into its own work folder
+    diff = diff_checkpoints(workspace.demo_checkpoint(), workspace.demo_run()[1][2])
+    column = {name: index for index, name in enumerate(diff_view.COLUMNS)}
+    page.set_viewport_size({"width": 1300, "height": 1600})  # the section whole in one screenshot
+    open_notebook(page, voila_url, "02_inspect_keys.ipynb")
+    section = page.locator(".chclip-diff")
+    section.locator(f".widget-html:has-text('{diff_view.verdict(diff)}')").wait_for(timeout=PAGE_TIMEOUT_MS)
+    assert f"{len(diff.differs)} of {len(diff.changes)} tensors differ" in diff_view.verdict(diff)
+    wait_for_rows(section, len(diff.changes))
+    status = {row[column["key"]]: row[column["status"]] for row in diff_cells(section)}
+    moved = max(diff.differs, key=lambda change: change.relative_change).key
+    assert status[moved] == "differs"
+    assert sorted(key for key, value in status.items() if value == "differs") == sorted(c.key for c in diff.differs)
+    figure = section.locator("img").first  # the figure, as an SVG image
+    figure.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=figure.element_handle(), timeout=WAIT_MS)
+    section.screenshot(path=SHOTS / "02_diff.png")
+
+    section.locator(".widget-dropdown select").select_option("not equal")
+    wait_for_rows(section, len(diff.differs))
+    sort_by(section, "relative change", "ascending")
+    sort_by(section, "relative change", "descending")
+    changes = [float(row[column["relative change"]]) for row in diff_cells(section)]
+    assert changes == sorted(changes, reverse=True) and diff_cells(section)[0][column["key"]] == moved
+    sort_by(section, "layer", "ascending")
+    layers = [row[column["layer"]] for row in diff_cells(section)]
+    numbers = [int(layer) for layer in layers if layer.isdigit()]
+    assert numbers == sorted(numbers) and numbers[-1] == max(part_of(c.key).layer for c in diff.differs)
+    assert layers[: len(numbers)] == [str(n) for n in numbers]  # layer numbers before the named sections
+    section.screenshot(path=SHOTS / "02_diff_moved.png")

@@ -8,8 +8,10 @@ setting values and clicking, without a browser.
 - :mod:`.session`: the top of each notebook (work folder, checkpoint and converted-folder pickers);
   :mod:`.workspace` the work folder and its settings; :mod:`.picker` the path field with a folder browser;
 - :mod:`.converter`: convert, with progress and Cancel; :mod:`.save`: save again, or back to cn_clip's format;
-- :mod:`.key_grid`: the key report as a data grid; :mod:`.histogram`, :mod:`.figures`, :mod:`.plots`,
-  :mod:`.fonts`: the weight statistics' figures.
+- :mod:`.key_grid`: the key report as a data grid (:mod:`.data_grid` the grid's shared options);
+  :mod:`.histogram`, :mod:`.figures`, :mod:`.plots`, :mod:`.fonts`: the weight statistics' figures;
+- :mod:`.diff_view`: compare two checkpoints or converted folders (the table and, in :mod:`.diff_plots`, the
+  relative change per layer), as ``chclip-convert diff A B`` does.
 """
 
 from __future__ import annotations

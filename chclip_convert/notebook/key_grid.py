@@ -5,11 +5,9 @@ column header, scrolled inside a fixed height, coloured by status and exported t
 from __future__ import annotations
 
 import html
-import json
 
 import ipywidgets as W
 import pandas as pd
-from itables import JavascriptFunction
 from itables.widget import ITable
 
 from ..constants import (
@@ -26,6 +24,7 @@ from ..constants import (
 )
 from ..inspection import NameFilterError, filter_rows, shape_text
 from ..report import FIXES, ConversionReport
+from .data_grid import grid_options as shared_grid_options
 
 COLUMNS = ("side", "key", "status", "shape", "dtype", "counterpart", "note")
 STATUS_COLOURS = {
@@ -40,9 +39,6 @@ STATUS_COLOURS = {
     UNEXPECTED: "#fff3e0",
 }
 CSV_NAME = "chclip-keys"  # the export downloads as chclip-keys.csv
-GRID_HEIGHT = "420px"
-# DataTables calls this for every row it draws: the row takes its status's colour.
-_ROW_COLOUR = "function (row, data) {{ row.style.backgroundColor = {colours}[data[{column}]] || ''; }}"
 
 
 def row_cells(row: dict) -> list[str]:
@@ -57,23 +53,8 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def grid_options() -> dict:
-    """The DataTables options: no paging but a scroll box, header clicks sort, a CSV button, no second search
-    box (the name field filters), rows coloured by status."""
-    colours = _ROW_COLOUR.format(colours=json.dumps(STATUS_COLOURS), column=COLUMNS.index("status"))
-    return {
-        "layout": {"topStart": "buttons", "topEnd": None, "bottomStart": None, "bottomEnd": None},
-        "buttons": [{"extend": "csvHtml5", "text": "Export CSV", "title": CSV_NAME, "footer": False}],
-        "paging": False,
-        "scrollY": GRID_HEIGHT,
-        "scrollX": True,
-        "scrollCollapse": True,
-        "maxBytes": 0,
-        "classes": "compact row-border hover",
-        "style": "width:100%;margin:0",
-        "text_in_header_can_be_selected": False,
-        "rowCallback": JavascriptFunction(colours),
-        "warn_on_undocumented_option": False,  # rowCallback is DataTables' own, not in itables' list
-    }
+    """The shared grid's options (:func:`.data_grid.grid_options`) for the key report's columns."""
+    return shared_grid_options(colours=STATUS_COLOURS, status_column=COLUMNS.index("status"), csv_name=CSV_NAME)
 
 
 class KeyInspectorUI:
