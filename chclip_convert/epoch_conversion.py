@@ -76,7 +76,7 @@ def convert_epochs(
     from .provenance import source_weights_digest
     from .training_run import describe
 
-    paths = [Path(p).expanduser() for p in checkpoints]
+    paths = [Path(p).expanduser().absolute() for p in checkpoints]  # the folder records where it came from
     sizes = [_weight_bytes(path, describe) for path in paths]
     total, before = sum(sizes), 0
     results = []

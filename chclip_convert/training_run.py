@@ -225,10 +225,14 @@ def _missing(reference, sources) -> list[str]:
         missing = sorted(ref_names - names)
         reshaped = sorted(n for n in ref_names & names if source.spec(n).shape != reference.spec(n).shape)
         extra = sorted(names - ref_names)
-        for what, keys in (("lacks", missing), ("holds with another shape", reshaped), ("adds", extra)):
+        for what, keys in (
+            ("lacks {} tensor(s) of the reference", missing),
+            ("holds {} tensor(s) with another shape than the reference's", reshaped),
+            ("holds {} tensor(s) the reference lacks (not compared)", extra),
+        ):
             if keys:
                 shown = ", ".join(keys[:5]) + (f" … and {len(keys) - 5} more" if len(keys) > 5 else "")
-                problems.append(f"{source.path.name} {what} {len(keys)} tensor(s) of the reference: {shown}")
+                problems.append(f"{source.path.name} {what.format(len(keys))}: {shown}")
     return problems
 
 
