@@ -293,6 +293,20 @@ def test_measure_change_on_small_tensors():
     assert not measure_change("x", torch.tensor([1.0, 2.0]), inf).equal
 
 
+def test_nan_equal_in_one_chunk_does_not_hide_a_difference_in_another(monkeypatch):
+    """Tensors are compared a chunk at a time (4 Mi elements, fewer than a real vocabulary's embeddings): a
+    NaN matched in one chunk must not make a difference in another chunk count as equal."""
+    import chclip_convert.diff as diff_module
+
+    monkeypatch.setattr(diff_module, "CHUNK", 4)
+    a = torch.arange(1.0, 9.0)
+    a[0] = float("nan")
+    b = a.clone()
+    assert measure_change("x", a, b.clone()).equal
+    b[6] = 100.0  # in the second chunk; the first chunk's NaN is at the same place on both sides
+    assert not measure_change("x", a, b).equal
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
 def test_the_optimizer_state_is_never_read(state, original, work, monkeypatch):
     """A training checkpoint whose optimizer holds moments far larger than the weights: the diff skips the
