@@ -82,11 +82,13 @@ def _int(value) -> int | None:
 
 
 def find_checkpoints(folder: str | Path) -> list[Path]:
-    """The checkpoint files of a run folder: in it, or in its ``checkpoints/`` subfolder (cn_clip's layout)."""
+    """The checkpoint files of a run folder: in its ``checkpoints/`` subfolder (cn_clip's layout), else in it.
+    The subfolder comes first, as a run folder may also hold the checkpoint training started from (the demo
+    run's ``pretrained.pt``)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
-    for place in (folder, folder / RUN_SUBFOLDER):
+    for place in (folder / RUN_SUBFOLDER, folder):
         found = (
             sorted(p for p in place.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
             if place.is_dir()

@@ -123,6 +123,14 @@ def test_one_layer_matches_an_independent_computation(demo_run, drift):
         assert drift.vs_reference[logit][epoch] == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_run_folder_gives_what_its_files_give(demo_run, drift):
+    reference, files = demo_run
+    run = reference.parent  # holds pretrained.pt beside checkpoints/, as the demo writes it
+    assert find_checkpoints(run) == find_checkpoints(run / "checkpoints") == sorted(files)
+    for given in (run, run / "checkpoints"):
+        assert measure_drift(reference, [given]).to_dict() == drift.to_dict(), given
+
+
 def test_a_folder_without_checkpoints_is_refused_by_name(tmp_path):
     (tmp_path / "notes.txt").write_text("no checkpoints here")
     with pytest.raises(CheckpointReadError, match="holds no checkpoint files") as raised:
