@@ -11,14 +11,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tree_sha256
 
-from chclip_convert import convert_checkpoint
-from chclip_convert.checkpoint import SourceCheckpoint
+from chclip_convert import convert_checkpoint, convert_state_dict
+from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.cli import main
 from chclip_convert.demo import RUN_EPOCH_SCALE, RUN_LOGIT_SCALE_STEP, RUN_MOVES, damaged_copy, write_demo_run
-from chclip_convert.diff import LAYER, LOGIT_SCALE, PROJECTION, SHARED, TEXT, VISION, Part
+from chclip_convert.diff import (
+    LAYER,
+    LOGIT_SCALE,
+    PROJECTION,
+    SHARED,
+    TEXT,
+    VISION,
+    CheckpointDiff,
+    Part,
+    diff_checkpoints,
+    measure_change,
+)
+from chclip_convert.epoch_conversion import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs
 from chclip_convert.errors import CheckpointReadError
-from chclip_convert.tensor_sources import FOLDER, MappedCheckpoint
+from chclip_convert.folder import load_folder_state
+from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
 from chclip_convert.training_run import describe, find_checkpoints, measure_drift, read_run
 
 # The parts the demo run moves (chclip_convert.demo.RUN_MOVES and its logit_scale step), written out here.
@@ -97,13 +111,13 @@ def test_one_layer_matches_an_independent_computation(demo_run, drift):
     """Text layer 10: √(Σ‖W − W_ref‖²) / √(Σ‖W_ref‖²) over its tensors, from torch.load, in float64."""
     reference, files = demo_run
     prefix = "bert.encoder.layer.10."
-    layers = [{k: v.to(torch.float64) for k, v in originals(p).items() if k.startswith(prefix)} for p in
-              [reference, *files[:3]]]  # fmt: skip
+    checkpoints = [reference, *files[:3]]
+    layers = [{k: v.double() for k, v in originals(path).items() if k.startswith(prefix)} for path in checkpoints]
     assert len(layers[0]) == 16  # 8 modules, each a weight and a bias
 
     def ratio(new, old):
-        return math.sqrt(sum((new[k] - old[k]).square().sum().item() for k in old) / sum(
-            old[k].square().sum().item() for k in old))  # fmt: skip
+        moved = sum((new[k] - old[k]).square().sum().item() for k in old)
+        return math.sqrt(moved / sum(old[k].square().sum().item() for k in old))
 
     part = Part(TEXT, LAYER, 10)
     for epoch in range(3):
@@ -114,7 +128,7 @@ def test_one_layer_matches_an_independent_computation(demo_run, drift):
         # of the layer's norm on each side, under 1e-4 of the smallest move here (0.008 × 0.3); hence 1e-3.
         expected = RUN_MOVES["bert.encoder.layer.10."] * RUN_EPOCH_SCALE[epoch]
         assert drift.vs_previous[part][epoch] == pytest.approx(expected, rel=1e-3)
-    scale = [originals(path)["logit_scale"].item() for path in [reference, *files[:3]]]
+    scale = [originals(path)["logit_scale"].item() for path in checkpoints]
     logit = Part(SHARED, LOGIT_SCALE)
     for epoch in range(3):
         assert drift.vs_reference[logit][epoch] == pytest.approx(abs(scale[epoch + 1] - scale[0]) / scale[0], rel=1e-12)
@@ -172,3 +186,159 @@ def test_drift_json(demo_run, drift, capsys):
     rows = {(row["tower"], row["part"]): row for row in printed["parts"]}
     assert rows[("vision", "layer 0")]["vs_reference"] == [0.0, 0.0, 0.0]
     assert rows[("text", "layer 11")]["vs_previous"][0] == pytest.approx(0.016, rel=1e-3)  # as in the test above
+
+
+# Converting epochs in one go.
+
+
+@pytest.fixture
+def run(demo_run, tmp_path) -> list[Path]:
+    """A copy of the demo run this test may rewrite: its epoch files, epoch_latest.pt last."""
+    copy = shutil.copytree(demo_run[0].parent, tmp_path / "run-a")
+    return [copy / "checkpoints" / name for name in [*EPOCH_FILES, "epoch_latest.pt"]]
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Each file and folder below ``folder`` (itself too): inode, modification time, content digest."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns, tree_sha256(p) if p.is_file() else None)
+        for p in [folder, *sorted(folder.rglob("*"))]
+    }
+
+
+def assert_holds(folder: Path, checkpoint: Path) -> None:
+    """``folder`` holds exactly the tensors the mapping table makes from ``checkpoint``, dtype and all."""
+    expected = convert_state_dict(load_checkpoint(checkpoint).state_dict).state_dict
+    written = load_folder_state(folder)
+    assert set(written) == set(expected)
+    different = [
+        k for k in expected if written[k].dtype != expected[k].dtype or not torch.equal(written[k], expected[k])
+    ]
+    assert not different, different
+
+
+def test_the_chosen_epochs_are_converted_and_each_checked(run, tmp_path):
+    into = tmp_path / "converted"
+    results = convert_epochs([run[0], run[2]], into)
+    assert [r.outcome for r in results] == [CONVERTED, CONVERTED]
+    assert [r.folder for r in results] == [into / "run-a-epoch1-hf", into / "run-a-epoch3-hf"]
+    assert sorted(into.iterdir()) == [into / "run-a-epoch1-hf", into / "run-a-epoch3-hf"]  # epoch 2 not chosen
+    for result, checkpoint in zip(results, [run[0], run[2]], strict=True):
+        assert result.checkpoint == checkpoint
+        assert result.detail == f"checked: all {len(load_folder_state(result.folder))} tensors bit-identical"
+        assert_holds(result.folder, checkpoint)
+
+
+def test_a_second_call_leaves_up_to_date_folders_as_they_are(run, tmp_path):
+    into = tmp_path / "converted"
+    convert_epochs(run[:2], into)
+    before = snapshot(into)
+    results = convert_epochs(run[:2], into)
+    assert [r.outcome for r in results] == [UP_TO_DATE, UP_TO_DATE]
+    assert all(r.detail == "still matches its checkpoint; left as it is" for r in results)
+    assert snapshot(into) == before  # not one file rewritten
+
+
+def test_a_rewritten_checkpoint_is_converted_again(run, tmp_path):
+    """epoch_latest.pt is rewritten every epoch: its folder follows the weights it holds now."""
+    latest, into = run[3], tmp_path / "converted"
+    (first,) = convert_epochs([latest], into)
+    assert first.outcome == CONVERTED and diff_checkpoints(run[2], first.folder).identical
+    shutil.copyfile(run[1], latest)  # now epoch 2's weights
+    (again,) = convert_epochs([latest], into)
+    assert again.outcome == CONVERTED and again.detail.endswith("bit-identical")
+    assert diff_checkpoints(run[1], again.folder).identical and not diff_checkpoints(run[2], again.folder).identical
+
+    resaved = torch.load(latest, weights_only=True)
+    del resaved["optimizer"]  # other optimizer state, the same weights: still up to date
+    torch.save(resaved, latest)
+    assert [r.outcome for r in convert_epochs([latest], into)] == [UP_TO_DATE]
+
+
+def test_a_conversion_of_another_checkpoint_is_replaced_only_with_overwrite(run, tmp_path):
+    into = tmp_path / "converted"
+    folder = convert_checkpoint(run[1], into / "run-a-epoch1-hf").output_dir  # epoch 2 in epoch 1's place
+    before = snapshot(folder)
+    (refused,) = convert_epochs([run[0]], into)
+    assert refused.outcome == FAILED and "other than a conversion of this checkpoint" in refused.detail
+    assert "--overwrite" in refused.detail and snapshot(folder) == before
+    (replaced,) = convert_epochs([run[0]], into, overwrite=True)
+    assert replaced.outcome == CONVERTED
+    assert_holds(folder, run[0])
+
+
+def test_bfloat16_is_checked_within_its_rounding(run, tmp_path):
+    into = tmp_path / "converted"
+    (result,) = convert_epochs([run[0]], into, dtype="bfloat16")
+    written = load_folder_state(result.folder)
+    assert result.outcome == CONVERTED
+    assert result.detail == f"checked: all {len(written)} tensors within bfloat16 rounding"
+    assert {t.dtype for t in written.values()} == {torch.bfloat16}
+    # Independently: bfloat16 keeps 8 significant bits (7 stored), so rounding to nearest moves each value by at
+    # most 2⁻⁸ of itself, and a tensor by at most 2⁻⁸ of its norm; that some tensor moved shows the cast happened.
+    expected = convert_state_dict(load_checkpoint(run[0]).state_dict).state_dict
+    changes = [((written[k].double() - v.double()).norm() / v.double().norm()).item() for k, v in expected.items()]
+    assert 0 < max(changes) <= 2**-8
+    (again,) = convert_epochs([run[0]], into)  # another dtype option: converted again
+    assert again.outcome == CONVERTED and again.detail.endswith("bit-identical")
+    assert_holds(again.folder, run[0])
+
+
+def test_check_problem_allows_rounding_and_refuses_an_overflow(demo_run):
+    values = torch.tensor([1.0, 3.14159, -70000.0])
+    half = values.to(torch.float16)  # -70000 is beyond float16's largest, 65504: -inf
+    rounded = measure_change("rounded", values[:2], half[:2])
+    overflowed = measure_change("overflowed", values, half)
+    diff = CheckpointDiff(Path("a"), Path("b"), CHECKPOINT, FOLDER, [], [], {}, [rounded])
+    assert not rounded.equal and check_problem(diff, "float16") == ""
+    assert check_problem(diff, "auto").startswith("1 tensor(s) differ beyond 0: rounded")
+    diff.changes.append(overflowed)
+    assert "overflowed" in check_problem(diff, "float16") and "rounded" not in check_problem(diff, "float16")
+    diff.only_in_a.append("logit_scale")
+    assert check_problem(diff, "float16") == "missing: logit_scale"
+
+
+def test_a_broken_checkpoint_fails_alone(run, tmp_path):
+    broken = run[0].parent / "epoch9.pt"
+    broken.write_bytes(b"not a checkpoint, just some bytes")
+    into, events = tmp_path / "converted", []
+    results = convert_epochs([run[0], broken, run[1]], into, progress=events.append)
+    assert [r.outcome for r in results] == [CONVERTED, FAILED, CONVERTED]
+    assert str(broken) in results[1].detail and "is not a PyTorch checkpoint" in results[1].detail
+    assert not results[1].folder.exists()
+    assert_progress(events, [run[0], broken, run[1]])
+
+
+def assert_progress(events, checkpoints: list[Path]) -> None:
+    """Bytes over the whole batch, from zero to the total, never back; one checkpoint after another."""
+    total = sum(_weights(path) for path in checkpoints)
+    assert events and all(e.bytes_total == total and e.count == len(checkpoints) for e in events)
+    done = [e.bytes_done for e in events]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == total
+    assert [e.index for e in events] == sorted(e.index for e in events)
+    assert {e.checkpoint for e in events} == set(checkpoints)
+
+
+def _weights(path: Path) -> int:
+    try:
+        return describe(path).weight_bytes
+    except CheckpointReadError:
+        return 0
+
+
+def test_convert_epochs_command(run, tmp_path, capsys):
+    into, folder = tmp_path / "converted", run[0].parent.parent  # the run folder, pretrained.pt and all
+    assert main(["convert-epochs", "--into", str(into), str(folder), "--no-progress", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    names = [*EPOCH_FILES, "epoch_latest.pt"]
+    assert [Path(r["checkpoint"]).name for r in printed] == names
+    assert [r["outcome"] for r in printed] == [CONVERTED] * 4
+    assert [Path(r["folder"]).name for r in printed] == [f"run-a-{Path(name).stem}-hf" for name in names]
+    assert main(["convert-epochs", "--into", str(into), str(folder)]) == 0  # with the progress bar
+    captured = capsys.readouterr()
+    assert captured.out.count(f"{UP_TO_DATE} →") == 4 and "4/4 epoch_latest.pt" in captured.err
+    broken = run[0].parent / "epoch9.pt"
+    broken.write_bytes(b"")
+    assert main(["convert-epochs", "--into", str(into), str(broken), str(run[0]), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert f"epoch9.pt: {FAILED}" in out and "the file is empty" in out and f"epoch1.pt: {UP_TO_DATE}" in out
