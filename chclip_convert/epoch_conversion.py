@@ -95,6 +95,12 @@ def convert_epochs(
             state = _folder_state(folder, path, dtype, source_weights_digest)
             if state == UP_TO_DATE:
                 results.append(EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is"))
+            elif state == "foreign":  # not a converted model: what it holds is the user's, overwrite or not
+                raise OutputError(
+                    "exists and is not a converted model (no config.json beside weights); left as it is. "
+                    "Choose another folder, or move its files away.",
+                    path=folder,
+                )
             elif state == "other" and not overwrite:
                 raise OutputError(
                     "exists and holds something other than a conversion of this checkpoint; left as it is. "
@@ -119,11 +125,12 @@ def _weight_bytes(path: Path, describe) -> int:
 
 
 def _folder_state(folder: Path, checkpoint: Path, dtype: str, digest_of) -> str:
-    """ "absent", UP_TO_DATE, "stale" (a conversion of this file's older state) or "other"."""
+    """ "absent", UP_TO_DATE, "stale" (a conversion of this file's older state), "other" (a converted folder of
+    something else) or "foreign" (not a converted folder)."""
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return "absent"
     if not looks_converted(folder):
-        return "other"
+        return "foreign"
     try:
         record = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):

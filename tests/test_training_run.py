@@ -255,6 +255,21 @@ def test_a_rewritten_checkpoint_is_converted_again(run, tmp_path):
     assert [r.outcome for r in convert_epochs([latest], into)] == [UP_TO_DATE]
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_of_other_files_is_refused_and_left_untouched(run, tmp_path, overwrite):
+    into = tmp_path / "converted"
+    mine = into / "run-a-epoch1-hf"
+    (mine / "data").mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes", encoding="utf-8")
+    (mine / "data" / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    before = snapshot(mine)
+    refused, converted = convert_epochs(run[:2], into, overwrite=overwrite)
+    assert refused.outcome == FAILED and refused.folder == mine
+    assert str(mine) in refused.detail and "left as it is" in refused.detail
+    assert snapshot(mine) == before  # nothing the user had is lost, not even with overwrite
+    assert converted.outcome == CONVERTED  # the batch went on
+
+
 def test_a_conversion_of_another_checkpoint_is_replaced_only_with_overwrite(run, tmp_path):
     into = tmp_path / "converted"
     folder = convert_checkpoint(run[1], into / "run-a-epoch1-hf").output_dir  # epoch 2 in epoch 1's place
