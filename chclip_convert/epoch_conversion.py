@@ -10,6 +10,7 @@ folder holding anything else is left alone and reported, unless ``overwrite`` is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,9 @@ def convert_epochs(
                     path=folder,
                 )
             else:
-                convert_checkpoint(path, folder, dtype=dtype, overwrite=state != "absent", progress=written)
+                # recorded as an absolute path, so a later batch run from another folder still finds it its own
+                source = Path(os.path.abspath(path))
+                convert_checkpoint(source, folder, dtype=dtype, overwrite=state != "absent", progress=written)
                 report("verifying", size)
                 results.append(_checked(path, folder, dtype))
         except ConversionError as error:
@@ -135,7 +138,8 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str, digest_of) -> str:
         record = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "other"
-    if not isinstance(record, dict) or record.get("source") != str(checkpoint.absolute()):
+    source = record.get("source") if isinstance(record, dict) else None
+    if not isinstance(source, str) or Path(source).resolve() != checkpoint.resolve():  # as given, maybe relative
         return "other"
     same_dtype = (record.get("overrides") or {}).get("dtype", "auto") == dtype
     same_weights = record.get("source_weights_digest") == digest_of(checkpoint)

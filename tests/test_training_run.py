@@ -239,6 +239,20 @@ def test_a_second_call_leaves_up_to_date_folders_as_they_are(run, tmp_path):
     assert snapshot(into) == before  # not one file rewritten
 
 
+def test_relative_paths_are_up_to_date_on_the_second_call_too(run, tmp_path, monkeypatch):
+    """As typed on the command line: ``convert-epochs --into converted run-a/checkpoints/epoch1.pt``."""
+    monkeypatch.chdir(tmp_path)
+    given = [Path("run-a/checkpoints/epoch1.pt")]
+    assert [r.outcome for r in convert_epochs(given, "converted")] == [CONVERTED]
+    before = snapshot(tmp_path / "converted")
+    assert [r.outcome for r in convert_epochs(given, "converted")] == [UP_TO_DATE]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the same file and folder, reached from another folder
+    again = convert_epochs([Path("../run-a/checkpoints/epoch1.pt")], "../converted")
+    assert [(r.outcome, r.folder.name) for r in again] == [(UP_TO_DATE, "run-a-epoch1-hf")]
+    assert snapshot(tmp_path / "converted") == before
+
+
 def test_a_rewritten_checkpoint_is_converted_again(run, tmp_path):
     """epoch_latest.pt is rewritten every epoch: its folder follows the weights it holds now."""
     latest, into = run[3], tmp_path / "converted"
