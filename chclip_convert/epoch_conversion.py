@@ -51,8 +51,9 @@ class BatchProgress:
 
 
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
-    """``into/<stem>-hf``, named after the run too when cn_clip's layout shows it (``run-a-epoch3-hf``)."""
-    checkpoint = Path(checkpoint)
+    """``into/<stem>-hf``, named after the run too when cn_clip's layout shows it (``run-a-epoch3-hf``), from
+    wherever the path was given (``epoch3.pt`` inside ``run-a/checkpoints/`` too)."""
+    checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
     stem = checkpoint.stem
     if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.name:
         stem = f"{checkpoint.parent.parent.name}-{stem}"

@@ -29,7 +29,7 @@ from chclip_convert.diff import (
     diff_checkpoints,
     measure_change,
 )
-from chclip_convert.epoch_conversion import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs
+from chclip_convert.epoch_conversion import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs, folder_for
 from chclip_convert.errors import CheckpointReadError
 from chclip_convert.folder import load_folder_state
 from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
@@ -251,6 +251,19 @@ def test_relative_paths_are_up_to_date_on_the_second_call_too(run, tmp_path, mon
     again = convert_epochs([Path("../run-a/checkpoints/epoch1.pt")], "../converted")
     assert [(r.outcome, r.folder.name) for r in again] == [(UP_TO_DATE, "run-a-epoch1-hf")]
     assert snapshot(tmp_path / "converted") == before
+
+
+def test_folders_are_named_after_the_run_from_wherever_the_path_is_given(tmp_path, monkeypatch):
+    run = tmp_path / "run-a" / "checkpoints"
+    run.mkdir(parents=True)
+    into = tmp_path / "converted"
+    assert folder_for(run / "epoch3.pt", into) == into / "run-a-epoch3-hf"
+    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "epoch3-hf"  # no run to name
+    monkeypatch.chdir(run)
+    assert folder_for("epoch3.pt", into) == folder_for(Path("../checkpoints/epoch3.pt"), into)
+    assert folder_for("epoch3.pt", into) == into / "run-a-epoch3-hf"
+    monkeypatch.chdir(run.parent)
+    assert folder_for("checkpoints/epoch3.pt", "converted") == Path("converted") / "run-a-epoch3-hf"
 
 
 def test_a_rewritten_checkpoint_is_converted_again(run, tmp_path):
