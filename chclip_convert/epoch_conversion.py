@@ -45,7 +45,7 @@ class BatchProgress:
     index: int
     count: int
     checkpoint: Path
-    phase: str  # "checking", "converting" or "verifying"
+    phase: str  # "checking", "converting", "verifying" or "done"
     bytes_done: int
     bytes_total: int
 
@@ -117,6 +117,7 @@ def convert_epochs(
                 results.append(_checked(path, folder, dtype))
         except ConversionError as error:
             results.append(EpochConversion(path, folder, FAILED, str(error)))
+        report("done", size)  # up to date or failed too: the bytes over all reach the total
         before += size
     return results
 

@@ -368,6 +368,18 @@ def _weights(path: Path) -> int:
         return 0
 
 
+def test_progress_reaches_the_total_and_never_goes_back(run, tmp_path):
+    into = tmp_path / "converted"
+    events = []
+    convert_epochs(run[:2], into, progress=events.append)
+    assert_progress(events, run[:2])
+    first = [e.phase for e in events if e.index == 1]
+    assert first[0] == "checking" and "converting" in first and first[-2:] == ["verifying", "done"]
+    events.clear()
+    assert [r.outcome for r in convert_epochs(run[:2], into, progress=events.append)] == [UP_TO_DATE] * 2
+    assert_progress(events, run[:2])  # nothing to write, and still the whole way
+
+
 def test_convert_epochs_command(run, tmp_path, capsys):
     into, folder = tmp_path / "converted", run[0].parent.parent  # the run folder, pretrained.pt and all
     assert main(["convert-epochs", "--into", str(into), str(folder), "--no-progress", "--json"]) == 0
