@@ -141,8 +141,7 @@ def test_a_run_folder_gives_what_its_files_give(demo_run, drift):
     reference, files = demo_run
     run = reference.parent  # holds pretrained.pt beside checkpoints/, as the demo writes it
     assert find_checkpoints(run) == find_checkpoints(run / "checkpoints") == sorted(files)
-    for given in (run, run / "checkpoints"):
-        assert measure_drift(reference, [given]).to_dict() == drift.to_dict(), given
+    assert measure_drift(reference, [run]).to_dict() == drift.to_dict()  # checkpoints/ given: see test_drift_json
 
 
 def test_a_folder_without_checkpoints_is_refused_by_name(tmp_path):
@@ -186,6 +185,14 @@ def test_drift_json(demo_run, drift, capsys):
     rows = {(row["tower"], row["part"]): row for row in printed["parts"]}
     assert rows[("vision", "layer 0")]["vs_reference"] == [0.0, 0.0, 0.0]
     assert rows[("text", "layer 11")]["vs_previous"][0] == pytest.approx(0.016, rel=1e-3)  # as in the test above
+
+
+def test_drift_of_a_missing_file_is_an_error_naming_it(demo_run, tmp_path, capsys):
+    reference, files = demo_run
+    missing = tmp_path / "epoch7.pt"
+    assert main(["drift", "--reference", str(reference), str(files[0]), str(missing)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"error: {missing}: no such file.\n"
 
 
 # Converting epochs in one go.
