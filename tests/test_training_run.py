@@ -124,15 +124,18 @@ def test_one_layer_matches_an_independent_computation(demo_run, drift):
         assert drift.vs_reference[part][epoch] == pytest.approx(ratio(layers[epoch + 1], layers[0]), rel=RELATIVE)
         assert drift.vs_previous[part][epoch] == pytest.approx(ratio(layers[epoch + 1], layers[epoch]), rel=RELATIVE)
         # The demo moves each of the layer's tensors by RUN_MOVES × the epoch's scale of its norm, so the layer
-        # moves by that too. The stored values are float32, rounded by up to 2⁻²⁴ of each value: at most 1.2e-7
-        # of the layer's norm on each side, under 1e-4 of the smallest move here (0.008 × 0.3); hence 1e-3.
+        # moves by that too, up to float32: each stored value is rounded by at most 2⁻²⁴ of itself, 1.2e-7 of the
+        # layer's norm over both epochs, 5e-5 of the smallest move here (0.008 × 0.3); the move's size is itself
+        # computed in float32 (two norms, ~1e-6). 1e-3 leaves room and still tells 0.008 from its neighbours.
         expected = RUN_MOVES["bert.encoder.layer.10."] * RUN_EPOCH_SCALE[epoch]
         assert drift.vs_previous[part][epoch] == pytest.approx(expected, rel=1e-3)
     scale = [originals(path)["logit_scale"].item() for path in checkpoints]
     logit = Part(SHARED, LOGIT_SCALE)
     for epoch in range(3):
+        # one value and two float64 operations on the same float32 numbers: equal to float64 rounding
         assert drift.vs_reference[logit][epoch] == pytest.approx(abs(scale[epoch + 1] - scale[0]) / scale[0], rel=1e-12)
-        # logit_scale = log(1/0.07) ≈ 2.66 grows 0.05 an epoch in float32 (rounding 2.4e-7 per step)
+        # logit_scale = log(1/0.07) ≈ 2.66 grows 0.05 an epoch, each sum rounded to float32 (half a unit in the
+        # last place there is 1.2e-7): after three epochs the change is off by < 5e-7, 1e-5 of 0.05; hence 1e-4.
         expected = RUN_LOGIT_SCALE_STEP * (epoch + 1) / math.log(1 / 0.07)
         assert drift.vs_reference[logit][epoch] == pytest.approx(expected, rel=1e-4)
 
