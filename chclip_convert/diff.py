@@ -108,6 +108,7 @@ def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
                 has_nan, nan_equal = True, nan_equal and _equal_with_nan(x, y)
             else:
                 largest = max(largest, -low, high)
+                nan_equal = nan_equal and low == high == 0.0  # a chunk without NaN: equal only if unchanged
     diff2, a2, b2, ab = sums
     equal = diff2 == 0.0 or (has_nan and nan_equal and math.isnan(diff2))
     if equal:

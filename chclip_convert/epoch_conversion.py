@@ -10,6 +10,7 @@ folder holding anything else is left alone and reported, unless ``overwrite`` is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,14 +45,15 @@ class BatchProgress:
     index: int
     count: int
     checkpoint: Path
-    phase: str  # "checking", "converting" or "verifying"
+    phase: str  # "checking", "converting", "verifying" or "done"
     bytes_done: int
     bytes_total: int
 
 
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
-    """``into/<stem>-hf``, named after the run too when cn_clip's layout shows it (``run-a-epoch3-hf``)."""
-    checkpoint = Path(checkpoint)
+    """``into/<stem>-hf``, named after the run too when cn_clip's layout shows it (``run-a-epoch3-hf``), from
+    wherever the path was given (``epoch3.pt`` inside ``run-a/checkpoints/`` too)."""
+    checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
     stem = checkpoint.stem
     if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.name:
         stem = f"{checkpoint.parent.parent.name}-{stem}"
@@ -76,7 +78,7 @@ def convert_epochs(
     from .provenance import source_weights_digest
     from .training_run import describe
 
-    paths = [Path(p).expanduser().absolute() for p in checkpoints]  # the folder records where it came from
+    paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
     sizes = [_weight_bytes(path, describe) for path in paths]
     total, before = sum(sizes), 0
     results = []
@@ -95,6 +97,12 @@ def convert_epochs(
             state = _folder_state(folder, path, dtype, source_weights_digest)
             if state == UP_TO_DATE:
                 results.append(EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is"))
+            elif state == "foreign":  # not a converted model: what it holds is the user's, overwrite or not
+                raise OutputError(
+                    "exists and is not a converted model (no config.json beside weights); left as it is. "
+                    "Choose another folder, or move its files away.",
+                    path=folder,
+                )
             elif state == "other" and not overwrite:
                 raise OutputError(
                     "exists and holds something other than a conversion of this checkpoint; left as it is. "
@@ -107,6 +115,7 @@ def convert_epochs(
                 results.append(_checked(path, folder, dtype))
         except ConversionError as error:
             results.append(EpochConversion(path, folder, FAILED, str(error)))
+        report("done", size)  # up to date or failed too: the bytes over all reach the total
         before += size
     return results
 
@@ -119,16 +128,18 @@ def _weight_bytes(path: Path, describe) -> int:
 
 
 def _folder_state(folder: Path, checkpoint: Path, dtype: str, digest_of) -> str:
-    """ "absent", UP_TO_DATE, "stale" (a conversion of this file's older state) or "other"."""
+    """ "absent", UP_TO_DATE, "stale" (a conversion of this file's older state), "other" (a converted folder of
+    something else) or "foreign" (not a converted folder)."""
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return "absent"
     if not looks_converted(folder):
-        return "other"
+        return "foreign"
     try:
         record = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "other"
-    if not isinstance(record, dict) or record.get("source") != str(checkpoint.absolute()):
+    source = record.get("source") if isinstance(record, dict) else None
+    if not isinstance(source, str) or Path(source).resolve() != checkpoint.resolve():  # as given, maybe relative
         return "other"
     same_dtype = (record.get("overrides") or {}).get("dtype", "auto") == dtype
     same_weights = record.get("source_weights_digest") == digest_of(checkpoint)

@@ -82,8 +82,9 @@ def _int(value) -> int | None:
 
 
 def find_checkpoints(folder: str | Path) -> list[Path]:
-    """The checkpoint files of a run folder: those in its ``checkpoints/`` subfolder (cn_clip's layout), else
-    those in the folder itself."""
+    """The checkpoint files of a run folder: in its ``checkpoints/`` subfolder (cn_clip's layout), else in it.
+    The subfolder comes first, as a run folder may also hold the checkpoint training started from (the demo
+    run's ``pretrained.pt``)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)

@@ -45,6 +45,20 @@ def tree_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def present_pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """(pages of ``tensor`` mapped into this process, pages it spans), from /proc/self/pagemap (bit 63)."""
+    start = tensor.data_ptr()
+    first, last = start // PAGE, (start + tensor.nbytes - 1) // PAGE
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = pagemap.read((last - first + 1) * 8)
+    present = sum(int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, len(entries), 8))
+    return present, last - first + 1
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 import torch
+from conftest import present_pages
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import checkpoint as checkpoint_module
 from chclip_convert import convert_checkpoint
 from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.folder import load_folder_state
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def test_every_tensor_layout_passes_the_span_check_and_reads_exactly(tmp_path):
@@ -35,17 +33,6 @@ def test_every_tensor_layout_passes_the_span_check_and_reads_exactly(tmp_path):
     loaded = load_checkpoint(path).state_dict
     for name, expected in objects.items():
         assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
-
-
-def present_pages(tensor: torch.Tensor) -> tuple[int, int]:
-    """(pages of ``tensor`` mapped into this process, pages it spans), from /proc/self/pagemap (bit 63)."""
-    start = tensor.data_ptr()
-    first, last = start // PAGE, (start + tensor.nbytes - 1) // PAGE
-    with open("/proc/self/pagemap", "rb") as pagemap:
-        pagemap.seek(first * 8)
-        entries = pagemap.read((last - first + 1) * 8)
-    present = sum(int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, len(entries), 8))
-    return present, last - first + 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
