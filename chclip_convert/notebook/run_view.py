@@ -185,6 +185,7 @@ class EpochConvertUI:
         self.epochs = W.SelectMultiple(options=options, rows=rows, description="Epochs", layout=WIDE, style=DESCRIPTION)
         self.into = W.Text(str(into), description="Into folder", layout=WIDE, style=DESCRIPTION)
         self.dtype = W.Dropdown(options=CONVERT_DTYPES, value=dtype, description="dtype", style=DESCRIPTION)
+        self.overwrite = W.Checkbox(False, description="Replace converted folders of other checkpoints", indent=False)
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0)
@@ -196,7 +197,7 @@ class EpochConvertUI:
         # connections
         self.convert_button.on_click(self._on_convert_click)
         self.cancel_button.on_click(self._on_cancel_click)
-        for field in (self.epochs, self.into, self.dtype):
+        for field in (self.epochs, self.into, self.dtype, self.overwrite):
             field.observe(self._on_input_change, names="value")
 
     def wait(self, timeout: float | None = None) -> list:
@@ -219,8 +220,8 @@ class EpochConvertUI:
         self._cancel.clear()
         self._set_busy(True)
         chosen = list(self.epochs.value)
-        self._thread = threading.Thread(target=self._convert, args=(chosen, self.into.value.strip(), self.dtype.value),
-                                        daemon=True)  # fmt: skip
+        inputs = (chosen, self.into.value.strip(), self.dtype.value, self.overwrite.value)
+        self._thread = threading.Thread(target=self._convert, args=inputs, daemon=True)
         self._thread.start()
 
     def _on_cancel_click(self, button=None) -> None:
@@ -238,13 +239,13 @@ class EpochConvertUI:
         )
 
     # the work, in a thread
-    def _convert(self, chosen: list[Path], into: str, dtype: str) -> None:
+    def _convert(self, chosen: list[Path], into: str, dtype: str, overwrite: bool) -> None:
         from ..compare import quiet_transformers
         from ..epoch_conversion import FAILED, convert_epochs
 
         quiet_transformers()
         try:
-            self.outcomes = convert_epochs(chosen, into, dtype=dtype, progress=self._on_progress)
+            self.outcomes = convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=self._on_progress)
         except _Cancelled:
             self.progress.bar_style = "warning"
             self.progress_text.value = "Cancelled: the epoch being converted left nothing; those done are kept."
@@ -260,7 +261,7 @@ class EpochConvertUI:
             self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
-        for field in (self.epochs, self.into, self.dtype, self.convert_button):
+        for field in (self.epochs, self.into, self.dtype, self.overwrite, self.convert_button):
             field.disabled = busy
         self.cancel_button.disabled = not busy
 
@@ -268,7 +269,7 @@ class EpochConvertUI:
     @property
     def widget(self) -> W.VBox:
         buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
-        return W.VBox([self.epochs, self.into, self.dtype, buttons, self.results])
+        return W.VBox([self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results])
 
 
 class _Cancelled(Exception):
