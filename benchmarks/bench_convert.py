@@ -65,16 +65,21 @@ def build_checkpoint(path: Path, arch: Architecture, fp16: bool, optimizer: bool
         state[f"module.{name}"] = (0.02 * torch.randn(shape, generator=generator)).to(dtype)
     checkpoint = {"epoch": 5, "step": 5000, "name": path.stem, "state_dict": state}
     if optimizer:
-        moments = {
-            index: {
-                "step": torch.tensor(5000.0),
-                "exp_avg": torch.randn(t.shape, generator=generator),  # AdamW keeps fp32 moments
-                "exp_avg_sq": torch.rand(t.shape, generator=generator),
-            }
-            for index, t in enumerate(state.values())
-        }
-        checkpoint["optimizer"] = {"state": moments, "param_groups": [{"lr": 1e-5, "params": list(moments)}]}
+        checkpoint["optimizer"] = adamw_state(state, generator, step=5000)
     torch.save(checkpoint, path)
+
+
+def adamw_state(state: dict[str, torch.Tensor], generator: torch.Generator, step: int) -> dict:
+    """An AdamW ``state_dict()`` for ``state``'s tensors as training saves it: fp32 moments per parameter."""
+    moments = {
+        index: {
+            "step": torch.tensor(float(step)),
+            "exp_avg": torch.randn(t.shape, generator=generator),  # AdamW keeps fp32 moments
+            "exp_avg_sq": torch.rand(t.shape, generator=generator),
+        }
+        for index, t in enumerate(state.values())
+    }
+    return {"state": moments, "param_groups": [{"lr": 1e-5, "params": list(moments)}]}
 
 
 OLD_APPROACH = r"""

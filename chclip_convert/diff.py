@@ -9,7 +9,8 @@ mapping, compared in float64 (so dtype is ignored: fp16 weights and their fp32 c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from .mapping import split_layer_index
 from .tensor_sources import open_tensors
 
-CHUNK = 1 << 22  # elements per float64 pass (32 MiB a side), whatever the tensor's size
+CHUNK = 1 << 18  # elements per float64 pass (2 MiB a side, so a chunk's passes stay in the CPU's cache)
 VISION, TEXT, SHARED = "vision", "text", "shared"
 TOWERS = (VISION, TEXT, SHARED)
 LAYER, EMBEDDINGS, PROJECTION, NORM, LOGIT_SCALE, OTHER = (
@@ -93,13 +94,29 @@ class TensorChange:
 
 def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     """Compare ``a`` and ``b`` (one shape, any dtypes) in float64 chunks: one pass over each."""
+    with _one_thread():
+        return _measure_change(key, a, b)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch's thread pool for the chunk passes makes them slower, not faster: each op is short, and on a shared
+    CPU every op waits for a pool thread the system has descheduled (measured: 2–7× slower on a busy 2-core CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     if a.dtype == b.dtype and torch.equal(a, b):  # the common case in a frozen tower, without float64
         norm = math.sqrt(sum(torch.dot(x, x).item() for x in _chunks64(a)))
         return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0)
     sums = [0.0, 0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖², ⟨A, B⟩
     largest, has_nan, nan_equal = 0.0, False, True
-    for x, y in zip(_chunks64(a), _chunks64(b), strict=True):
-        d = y - x
+    for x, y, d in _chunk_pairs64(a, b):
         for i, (u, v) in enumerate(((d, d), (x, x), (y, y), (x, y))):
             sums[i] += torch.dot(u, v).item()
         if d.numel():
@@ -123,6 +140,18 @@ def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
 def _chunks64(tensor: torch.Tensor) -> Iterable[torch.Tensor]:
     flat = tensor.detach().reshape(-1)
     return (piece.to(torch.float64) for piece in flat.split(CHUNK))
+
+
+def _chunk_pairs64(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """A's chunk, B's and B − A in float64, written into one buffer reused for every chunk of the tensor."""
+    flat_a, flat_b = a.detach().reshape(-1), b.detach().reshape(-1)
+    size = flat_a.numel()
+    block = torch.empty(3, min(CHUNK, size), dtype=torch.float64)
+    for start in range(0, max(size, 1), CHUNK):  # an empty tensor is one empty chunk
+        x, y, d = (row[: min(CHUNK, size - start)] for row in block)
+        x.copy_(flat_a[start : start + CHUNK])
+        y.copy_(flat_b[start : start + CHUNK])
+        yield x, y, torch.sub(y, x, out=d)
 
 
 def _equal_with_nan(x: torch.Tensor, y: torch.Tensor) -> bool:
