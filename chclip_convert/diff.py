@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from .mapping import split_layer_index
 from .tensor_sources import open_tensors
+from .weight_stats import one_thread
 
 CHUNK = 1 << 18  # elements per float64 pass (2 MiB a side, so a chunk's passes stay in the CPU's cache)
 VISION, TEXT, SHARED = "vision", "text", "shared"
@@ -94,20 +94,8 @@ class TensorChange:
 
 def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     """Compare ``a`` and ``b`` (one shape, any dtypes) in float64 chunks: one pass over each."""
-    with _one_thread():
+    with one_thread():  # the passes are short: a second thread waiting for a busy core only slows them
         return _measure_change(key, a, b)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch's thread pool for the chunk passes makes them slower, not faster: each op is short, and on a shared
-    CPU every op waits for a pool thread the system has descheduled (measured: 2–7× slower on a busy 2-core CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
