@@ -75,13 +75,11 @@ def _drift(args: argparse.Namespace) -> int:
 
 def _convert_epochs(args: argparse.Namespace) -> int:
     from .epoch_conversion import FAILED, convert_epochs
-    from .training_run import find_checkpoints, is_run_folder
+    from .training_run import run_checkpoints, without_repeats
 
-    paths = (
-        find_checkpoints(args.checkpoints[0])
-        if len(args.checkpoints) == 1 and is_run_folder(args.checkpoints[0])
-        else args.checkpoints
-    )
+    paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
+    for info in repeats:
+        print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
     bar = _BatchBar() if args.progress else None
     try:
         results = convert_epochs(paths, args.into, dtype=args.dtype, overwrite=args.overwrite,

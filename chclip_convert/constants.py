@@ -10,5 +10,8 @@ PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUS_FILTERS = ("all", "problems", *STATUSES)  # what the key views filter by (inspection.filter_rows)
 
+# The file names a checkpoint may have (what the pickers list and a run folder's checkpoints are).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
 # The embedded demo checkpoint's file name (chclip_convert.demo writes it).
 DEMO_FILE = "demo_chinese_clip.pt"

@@ -80,6 +80,7 @@ class TensorChange:
     norm_a: float
     norm_b: float
     norm_diff: float  # ‖B − A‖
+    count: int = 0  # elements
 
     def to_dict(self) -> dict:
         return {
@@ -101,7 +102,7 @@ def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
 def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     if a.dtype == b.dtype and torch.equal(a, b):  # the common case in a frozen tower, without float64
         norm = math.sqrt(sum(torch.dot(x, x).item() for x in _chunks64(a)))
-        return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0)
+        return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0, a.numel())
     sums = [0.0, 0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖², ⟨A, B⟩
     largest, has_nan, nan_equal = 0.0, False, True
     for x, y, d in _chunk_pairs64(a, b):
@@ -122,7 +123,9 @@ def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
         largest = math.nan
     relative = math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
     cosine = max(-1.0, min(1.0, ab / math.sqrt(a2 * b2))) if a2 > 0 and b2 > 0 else None
-    return TensorChange(key, equal, relative, largest, cosine, math.sqrt(a2), math.sqrt(b2), math.sqrt(diff2))
+    return TensorChange(
+        key, equal, relative, largest, cosine, math.sqrt(a2), math.sqrt(b2), math.sqrt(diff2), a.numel()
+    )
 
 
 def _chunks64(tensor: torch.Tensor) -> Iterable[torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .diff import LAYER, PartChange
+from .mapping import split_layer_index
 
 if TYPE_CHECKING:
     from .diff import CheckpointDiff
@@ -29,7 +30,8 @@ def diff_text(diff: CheckpointDiff) -> str:
         by_tower.setdefault(part.part.tower, []).append(part)
     for tower, parts in by_tower.items():
         if not any(p.differing for p in parts):
-            lines.append(f"{tower}: all {sum(p.tensors for p in parts)} tensors equal")
+            count = sum(p.tensors for p in parts)
+            lines.append(f"{tower}: all {count} tensors equal" if count > 1 else f"{tower}: its one tensor is equal")
             continue
         lines.append(f"{tower}:")
         lines += [f"  {line}" for line in _part_lines(parts)]
@@ -68,7 +70,10 @@ def _part_line(part: PartChange) -> str:
 
 
 def _short(key: str, part: PartChange) -> str:
-    return key.split(f".{part.part.layer}.", 1)[1] if part.part.section == LAYER else key
+    """The name within its layer (``attention.self.query.weight``), or the whole name outside layers."""
+    if part.part.section != LAYER:
+        return key
+    return split_layer_index(key)[0].split("{i}", 1)[1].lstrip(".") or key
 
 
 def _names(heading: str, names: list[str]) -> list[str]:

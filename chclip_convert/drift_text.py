@@ -45,6 +45,8 @@ def drift_text(drift: Drift) -> str:
 
 
 def _value(value: float) -> str:
+    if value != value:  # NaN: no tensor of the part could be compared in this epoch (see the problems)
+        return "n/a"
     return UNCHANGED if value == 0 else f"{value:.2e}"
 
 

@@ -10,16 +10,19 @@ folder holding anything else is left alone and reported, unless ``overwrite`` is
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .diff import CheckpointDiff, diff_checkpoints
+from .diff import CheckpointDiff, DiffProgress, diff_checkpoints
 from .errors import ConversionError, OutputError
 from .preflight import REPORT_FILE, looks_converted
+from .tensor_sources import open_tensors
 
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 
@@ -51,13 +54,14 @@ class BatchProgress:
 
 
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
-    """``into/<stem>-hf``, named after the run too when cn_clip's layout shows it (``run-a-epoch3-hf``), from
-    wherever the path was given (``epoch3.pt`` inside ``run-a/checkpoints/`` too)."""
+    """``into/<run>-<stem>-hf``: the run is the folder holding the checkpoint, or the one above cn_clip's
+    ``checkpoints/`` (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``), from wherever the path was given."""
+    from .training_run import RUN_SUBFOLDER
+
     checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
-    stem = checkpoint.stem
-    if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.name:
-        stem = f"{checkpoint.parent.parent.name}-{stem}"
-    return Path(into).expanduser() / f"{stem}-hf"
+    run = checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else checkpoint.parent
+    name = f"{run.name}-{checkpoint.stem}" if run.name else checkpoint.stem
+    return Path(into).expanduser() / f"{name}-hf"
 
 
 def convert_epochs(
@@ -67,57 +71,76 @@ def convert_epochs(
     dtype: str = "auto",
     overwrite: bool = False,
     progress: Callable[[BatchProgress], None] | None = None,
+    on_result: Callable[[EpochConversion], None] | None = None,
 ) -> list[EpochConversion]:
-    """Convert each checkpoint into ``into/<name>-hf`` (see :func:`folder_for`), skipping folders that still
-    match, and check each written folder with :func:`chclip_convert.diff.diff_checkpoints`.
+    """Convert each checkpoint into ``into/<run>-<name>-hf`` (see :func:`folder_for`), skipping folders that
+    still match, and check each written folder with :func:`chclip_convert.diff.diff_checkpoints`.
 
-    A problem with one checkpoint is reported in its :class:`EpochConversion` and the others go on; an
-    exception raised by ``progress`` (a cancel button's) stops the batch, leaving no partial folder.
+    A problem with one checkpoint is reported in its :class:`EpochConversion` (also passed to ``on_result`` as
+    each ends) and the others go on. An exception raised by ``progress`` (a cancel button's) stops the batch:
+    the folder being written or checked is removed, those done are kept.
     """
-    from .pipeline import WriteProgress, convert_checkpoint
-    from .provenance import source_weights_digest
     from .training_run import describe
 
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
+    folders = [folder_for(path, into) for path in paths]
     sizes = [_weight_bytes(path, describe) for path in paths]
-    total, before = sum(sizes), 0
-    results = []
-    for index, (path, size) in enumerate(zip(paths, sizes, strict=True), 1):
-        folder = folder_for(path, into)
+    total, before, results = sum(sizes), 0, []
+    for index, (path, folder, size) in enumerate(zip(paths, folders, sizes, strict=True), 1):
 
         def report(phase: str, done: int, path=path, index=index, before=before) -> None:
             if progress is not None:
                 progress(BatchProgress(index, len(paths), path, phase, before + done, total))
 
-        def written(step: WriteProgress, size=size, report=report) -> None:
-            report("converting", round(size * step.bytes_done / max(step.bytes_total, 1)))
-
+        earlier = folders.index(folder)
         try:
-            report("checking", 0)
-            state = _folder_state(folder, path, dtype, source_weights_digest)
-            if state == UP_TO_DATE:
-                results.append(EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is"))
-            elif state == "foreign":  # not a converted model: what it holds is the user's, overwrite or not
+            if earlier < index - 1:
                 raise OutputError(
-                    "exists and is not a converted model (no config.json beside weights); left as it is. "
-                    "Choose another folder, or move its files away.",
+                    f"is also where {paths[earlier].name} goes ({paths[earlier]}), as both come from folders of "
+                    "one name; convert them into different folders.",
                     path=folder,
                 )
-            elif state == "other" and not overwrite:
-                raise OutputError(
-                    "exists and holds something other than a conversion of this checkpoint; left as it is. "
-                    "Choose another folder, or pass --overwrite (overwrite=True) to replace a converted folder.",
-                    path=folder,
-                )
-            else:
-                convert_checkpoint(path, folder, dtype=dtype, overwrite=state != "absent", progress=written)
-                report("verifying", size)
-                results.append(_checked(path, folder, dtype))
+            result = _convert_one(path, folder, size, dtype, overwrite, report)
         except ConversionError as error:
-            results.append(EpochConversion(path, folder, FAILED, str(error)))
+            result = EpochConversion(path, folder, FAILED, str(error))
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
         report("done", size)  # up to date or failed too: the bytes over all reach the total
         before += size
     return results
+
+
+def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
+    """One checkpoint: left as it is if its folder still matches, else converted and checked."""
+    from .pipeline import WriteProgress, convert_checkpoint
+
+    report("checking", 0)
+    state = _folder_state(folder, path, dtype)
+    if state == UP_TO_DATE:
+        return EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is")
+    if state == FOREIGN:  # not a converted model: what it holds is the user's, overwrite or not
+        raise OutputError(
+            "exists and is not a converted model (no config.json beside weights); left as it is. "
+            "Choose another folder, or move its files away.",
+            path=folder,
+        )
+    if state == OTHER and not overwrite:
+        raise OutputError(
+            "exists and holds a conversion of another checkpoint, or with another dtype; left as it is. Choose "
+            "another folder, or pass --overwrite (overwrite=True) to replace it.",
+            path=folder,
+        )
+
+    def written(step: WriteProgress) -> None:
+        report("converting", round(size * step.bytes_done / max(step.bytes_total, 1)))
+
+    convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written)
+    try:
+        return _checked(path, folder, dtype, lambda done, count: report("verifying", size))
+    except BaseException:  # stopped while checking: a folder no check vouches for is not left to be skipped later
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _weight_bytes(path: Path, describe) -> int:
@@ -127,27 +150,51 @@ def _weight_bytes(path: Path, describe) -> int:
         return 0  # reported when its turn comes
 
 
-def _folder_state(folder: Path, checkpoint: Path, dtype: str, digest_of) -> str:
-    """ "absent", UP_TO_DATE, "stale" (a conversion of this file's older state), "other" (a converted folder of
-    something else) or "foreign" (not a converted folder)."""
+ABSENT, STALE, OTHER, FOREIGN = "absent", "stale", "other", "foreign"
+
+
+def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
+    """ABSENT; UP_TO_DATE; STALE (a conversion of this file's older state, with this dtype); OTHER (a converted
+    folder of something else, or with another dtype); FOREIGN (not a converted folder)."""
+    from .provenance import source_weights_digest
+
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return "absent"
+        return ABSENT
     if not looks_converted(folder):
-        return "foreign"
+        return FOREIGN
     try:
         record = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "other"
+        return OTHER
     source = record.get("source") if isinstance(record, dict) else None
     if not isinstance(source, str) or Path(source).resolve() != checkpoint.resolve():  # as given, maybe relative
-        return "other"
-    same_dtype = (record.get("overrides") or {}).get("dtype", "auto") == dtype
-    same_weights = record.get("source_weights_digest") == digest_of(checkpoint)
-    return UP_TO_DATE if same_dtype and same_weights else "stale"
+        return OTHER
+    if (record.get("overrides") or {}).get("dtype", "auto") != dtype:
+        return OTHER
+    if record.get("source_weights_digest") != source_weights_digest(checkpoint):
+        return STALE
+    return UP_TO_DATE if _headers_match(checkpoint, folder, dtype) else STALE
 
 
-def _checked(checkpoint: Path, folder: Path, dtype: str) -> EpochConversion:
-    diff = diff_checkpoints(checkpoint, folder)
+def _headers_match(checkpoint: Path, folder: Path, dtype: str) -> bool:
+    """Whether the folder still holds every tensor the checkpoint maps to, with its shape and dtype, from the
+    headers alone (the report vouches for the weights' source; this, that nothing was removed or cut since)."""
+    try:
+        with open_tensors(checkpoint) as source, open_tensors(folder) as written:
+            if source.names() != written.names():
+                return False
+            cast = None if dtype == "auto" else getattr(torch, dtype)
+            return all(
+                written.spec(name).shape == source.spec(name).shape
+                and written.spec(name).dtype == (cast or source.spec(name).dtype)
+                for name in source.names()
+            )
+    except ConversionError:
+        return False
+
+
+def _checked(checkpoint: Path, folder: Path, dtype: str, progress: DiffProgress) -> EpochConversion:
+    diff = diff_checkpoints(checkpoint, folder, progress=progress)
     problem = check_problem(diff, dtype)
     if problem:
         return EpochConversion(checkpoint, folder, FAILED, f"written, but its check failed: {problem}")
@@ -158,14 +205,22 @@ def _checked(checkpoint: Path, folder: Path, dtype: str) -> EpochConversion:
 def check_problem(diff: CheckpointDiff, dtype: str) -> str:
     """What is wrong with a conversion whose diff against its checkpoint is ``diff``, or ``""``.
 
-    With ``dtype="auto"`` every tensor must be bit-identical. With a cast, each tensor may differ by the
-    rounding to the new dtype: at most half a unit in the last place of each value, so ‖B − A‖ / ‖A‖ is at most
-    the dtype's unit roundoff (``eps / 2``); an overflow to infinity exceeds it.
+    With ``dtype="auto"`` every tensor must be bit-identical. With a cast, each value may move by the rounding to
+    the new dtype: at most u·|a| (u = eps / 2, the unit roundoff) for a normal result, and at most half the
+    smallest subnormal for one that underflows, so ‖B − A‖ ≤ u·‖A‖ + √n · smallest subnormal / 2. An overflow to
+    infinity exceeds it.
     """
     for heading, names in (("missing", diff.only_in_a), ("unexpected", diff.only_in_b),
                            ("shape differs", list(diff.shape_differs))):  # fmt: skip
         if names:
             return f"{heading}: {', '.join(names[:5])}"
-    bound = 0.0 if dtype == "auto" else torch.finfo(getattr(torch, dtype)).eps / 2
-    worse = [c.key for c in diff.differs if not c.relative_change <= bound]
-    return f"{len(worse)} tensor(s) differ beyond {bound:g}: {', '.join(worse[:5])}" if worse else ""
+    worse = [c.key for c in diff.differs if not c.norm_diff <= _cast_bound(c, dtype)]
+    allowed = "none may differ, the dtypes kept" if dtype == "auto" else f"beyond the {dtype} rounding"
+    return f"{len(worse)} tensor(s) differ ({allowed}): {', '.join(worse[:5])}" if worse else ""
+
+
+def _cast_bound(change, dtype: str) -> float:
+    if dtype == "auto":
+        return 0.0
+    info = torch.finfo(getattr(torch, dtype))
+    return info.eps / 2 * change.norm_a + math.sqrt(change.count) * info.smallest_normal * info.eps / 2

@@ -9,7 +9,6 @@ checkpoints still compare it and a converted folder shows it as missing.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +27,7 @@ class TensorSource(Protocol):
 
     path: Path
     kind: str
+    metadata: dict  # a training checkpoint's epoch, step and run name; empty for a folder
     not_compared: dict[str, str]  # name → why it is left out
 
     def names(self) -> list[str]: ...
@@ -124,7 +124,3 @@ def open_tensors(path: str | Path) -> MappedCheckpoint | ConvertedFolder:
     :class:`chclip_convert.errors.ConversionError` naming the path if it is not one."""
     path = Path(path).expanduser()
     return ConvertedFolder(path) if path.is_dir() else MappedCheckpoint(path)
-
-
-def spec_nbytes(spec: TensorSpec) -> int:
-    return math.prod(spec.shape) * spec.dtype.itemsize

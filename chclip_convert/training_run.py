@@ -4,26 +4,29 @@ checkpoint training started from, and from one epoch to the next.
 cn_clip's training writes ``epoch{N}.pt`` each epoch, ``epoch_{E}_{S}.pt`` every S steps if asked, and
 ``epoch_latest.pt`` (a copy of the newest), each a dict with ``epoch``, ``step``, ``name``, ``state_dict`` and
 ``optimizer``. Reading is streamed: all files are memory-mapped at once and walked tensor name by tensor name,
-so each file is read once per :func:`measure_drift`, at most three tensors (the reference's, the previous
-epoch's and this epoch's) are held at a time, and memory does not grow with the number of epochs.
+so each file's weights are read once per :func:`measure_drift` (a fused q/k/v weight is sliced three ways from
+the same mapped pages), at most three tensors (the reference's, the previous epoch's and this epoch's) are held
+at a time, and memory does not grow with the number of epochs. Files in torch's legacy (pre-1.6, non-zip)
+format cannot be mapped: each is read whole when opened, so for those memory does grow with the epochs.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .constants import CHECKPOINT_SUFFIXES
 from .convert import dtype_name
 from .diff import Part, measure_change, part_of
-from .errors import CheckpointReadError
+from .errors import CheckpointReadError, ConversionError
 from .preflight import looks_converted
-from .tensor_sources import CHECKPOINT, open_tensors, spec_nbytes
+from .tensor_sources import CHECKPOINT, open_tensors
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
 
 DriftProgress = Callable[[int, int], None]  # (tensors done, tensors in all) over every epoch
@@ -72,7 +75,7 @@ def describe(path: str | Path) -> EpochInfo:
         return EpochInfo(
             path=source.path, kind=source.kind, epoch=_int(meta.get("epoch")), step=_int(meta.get("step")),
             run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
-            weight_bytes=sum(spec_nbytes(spec) for spec in specs), file_bytes=size,
+            weight_bytes=sum(math.prod(spec.shape) * spec.dtype.itemsize for spec in specs), file_bytes=size,
             dtype=" + ".join(name for name, _ in elements.most_common()),
         )  # fmt: skip
 
@@ -90,7 +93,10 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
     for place in (folder / RUN_SUBFOLDER, folder):
         found = (
-            sorted(p for p in place.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+            sorted(
+                (p for p in place.glob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()),
+                key=lambda p: natural_key(p.name),
+            )
             if place.is_dir()
             else []
         )
@@ -102,23 +108,54 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
     )
 
 
-def read_run(checkpoints: Sequence[str | Path]) -> list[EpochInfo]:
-    """Describe each checkpoint (a folder given alone is searched with :func:`find_checkpoints`), in training
-    order (epoch, step, name). A file with the same epoch and step as another — ``epoch_latest.pt`` beside the
-    epoch it copies — is marked ``same_as`` that one."""
-    one = len(checkpoints) == 1 and is_run_folder(checkpoints[0])
-    paths = find_checkpoints(checkpoints[0]) if one else [Path(p).expanduser() for p in checkpoints]
-    infos = sorted((describe(path) for path in paths), key=_training_order)
-    seen: dict[tuple[int, int], str] = {}
+def run_checkpoints(given: Sequence[str | Path]) -> list[Path]:
+    """The checkpoint files ``given`` means: one run folder's (see :func:`find_checkpoints`), or the files."""
+    paths = [Path(p).expanduser() for p in given]
+    if len(paths) == 1 and is_run_folder(paths[0]):
+        return find_checkpoints(paths[0])
+    folders = [p for p in paths if is_run_folder(p)]
+    if folders:
+        raise CheckpointReadError(
+            "is a folder given among other paths; give a run folder on its own, or its checkpoint files.",
+            path=folders[0],
+        )
+    return paths
+
+
+def read_run(checkpoints: Sequence[str | Path], *, exclude: str | Path | None = None) -> list[EpochInfo]:
+    """Describe each checkpoint (see :func:`run_checkpoints`; ``exclude``, the reference, left out) in
+    training order (epoch, step, name). A file repeating another — the same run name, epoch, step and weights'
+    size, as ``epoch_latest.pt`` repeats the epoch it was saved with — is marked ``same_as`` that one."""
+    excluded = Path(exclude).expanduser().resolve() if exclude is not None else None
+    paths = [path for path in run_checkpoints(checkpoints) if path.resolve() != excluded]
+    return mark_repeats(describe(path) for path in paths)
+
+
+def mark_repeats(infos) -> list[EpochInfo]:
+    """``infos`` in training order, each repeating an earlier one marked ``same_as`` it (see :func:`read_run`)."""
+    seen: dict[tuple, str] = {}
     result = []
-    for info in infos:
-        key = (info.epoch, info.step)
+    for info in sorted(infos, key=_training_order):
+        key = (info.run_name, info.epoch, info.step, info.weight_bytes)
         if info.epoch is not None and info.step is not None and key in seen:
-            info = EpochInfo(**{**info.__dict__, "same_as": seen[key]})
+            info = replace(info, same_as=seen[key])
         elif info.epoch is not None and info.step is not None:
             seen[key] = info.name
         result.append(info)
     return result
+
+
+def without_repeats(paths: Sequence[Path]) -> tuple[list[Path], list[EpochInfo]]:
+    """The checkpoints to convert, and those left out as repeats; a file that cannot be described is kept,
+    to fail with its own error when its turn comes."""
+    infos, unreadable = [], []
+    for path in paths:
+        try:
+            infos.append(describe(path))
+        except ConversionError:
+            unreadable.append(path)
+    marked = mark_repeats(infos)
+    return [info.path for info in marked if info.same_as is None] + unreadable, [i for i in marked if i.same_as]
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -129,7 +166,12 @@ def is_run_folder(path: str | Path) -> bool:
 
 def _training_order(info: EpochInfo) -> tuple:
     latest = info.path.stem.endswith("latest")  # with no metadata, epoch_latest.pt comes last
-    return (info.epoch is None, info.epoch or 0, info.step or 0, latest, info.name)
+    return (info.epoch is None, info.epoch or 0, info.step or 0, latest, natural_key(info.name))
+
+
+def natural_key(name: str) -> list:
+    """``epoch2.pt`` before ``epoch10.pt``: digit runs compare as numbers."""
+    return [(0, int(piece), "") if piece.isdigit() else (1, 0, piece) for piece in re.split(r"(\d+)", name)]
 
 
 @dataclass
@@ -146,7 +188,8 @@ class Drift:
     problems: list[str] = field(default_factory=list)  # tensors an epoch lacks or holds with another shape
 
     def moved(self, part: Part) -> bool:
-        return any(value != 0 for value in self.vs_reference[part])
+        """Whether the part changed in some epoch (NaN, where no tensor of it could be compared, is not)."""
+        return any(value > 0 for value in self.vs_reference[part])
 
     def to_dict(self) -> dict:
         return {
@@ -189,8 +232,11 @@ def measure_drift(
         ConversionError: (a subclass) naming the file, if one is not a checkpoint or converted folder.
     """
     reference = Path(reference).expanduser()
-    run = [info for info in read_run(checkpoints) if info.path.absolute() != reference.absolute()]
+    run = read_run(checkpoints, exclude=reference)
     epochs = [info for info in run if info.same_as is None]
+    if not epochs:
+        given = checkpoints[0] if len(checkpoints) == 1 else ", ".join(map(str, checkpoints))
+        raise CheckpointReadError("holds no checkpoint to compare besides the reference.", path=given)
     with ExitStack() as stack:
         ref = stack.enter_context(open_tensors(reference))
         sources = [stack.enter_context(open_tensors(info.path)) for info in epochs]
@@ -203,15 +249,16 @@ def measure_drift(
             base = previous = ref.read(name)
             for index, source in enumerate(sources):
                 done += 1
+                if progress is not None:
+                    progress(done, total)
                 if name not in held[index] or source.spec(name).shape != shape:
-                    continue  # listed in problems
+                    sums.touch(part)  # listed in problems; a part with nothing compared shows NaN
+                    continue
                 current = source.read(name)
                 from_ref = measure_change(name, base, current)
                 from_prev = from_ref if previous is base else measure_change(name, previous, current)
                 sums.add(part, index, from_ref, from_prev)
                 previous = current
-                if progress is not None:
-                    progress(done, total)
         return Drift(
             describe(reference), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
             [info for info in run if info.same_as is not None], problems,
@@ -238,27 +285,36 @@ def _missing(reference, sources) -> list[str]:
 
 
 class _Sums:
-    """Σ‖ΔW‖² and Σ‖W‖² per part, per epoch, for the two comparisons."""
+    """Σ‖ΔW‖² and Σ‖W‖² per part, per epoch, for the two comparisons, and how many tensors each sum holds."""
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
-        self.sums: dict[Part, list[list[float]]] = {}  # part → [diff² ref, a² ref, diff² prev, a² prev] per epoch
+        self.sums: dict[Part, list[list[float]]] = {}  # part → [diff² ref, a² ref, diff² prev, a² prev, count]
+
+    def touch(self, part: Part) -> list[list[float]]:
+        return self.sums.setdefault(part, [[0.0] * self.epochs for _ in range(5)])
 
     def add(self, part: Part, index: int, from_ref, from_prev) -> None:
-        rows = self.sums.setdefault(part, [[0.0] * self.epochs for _ in range(4)])
-        for row, value in zip(
-            rows, (from_ref.norm_diff, from_ref.norm_a, from_prev.norm_diff, from_prev.norm_a), strict=True
-        ):
+        rows = self.touch(part)
+        values = (from_ref.norm_diff, from_ref.norm_a, from_prev.norm_diff, from_prev.norm_a)
+        for row, value in zip(rows, values, strict=False):
             row[index] += value * value
+        rows[4][index] += 1
 
     def parts(self) -> list[Part]:
         return sorted(self.sums, key=Part.sort_key)
 
     def ratios(self, which: int) -> dict[Part, list[float]]:
+        """Per part, per epoch: √(Σ‖ΔW‖² / Σ‖W‖²); NaN where no tensor of the part was compared."""
         result = {}
         for part in self.parts():
-            diff2, a2 = self.sums[part][2 * which], self.sums[part][2 * which + 1]
+            rows = self.sums[part]
             result[part] = [
-                math.sqrt(d / a) if a > 0 else (0.0 if d == 0 else math.inf) for d, a in zip(diff2, a2, strict=True)
+                _ratio(d, a) if count else math.nan
+                for d, a, count in zip(rows[2 * which], rows[2 * which + 1], rows[4], strict=True)
             ]
         return result
+
+
+def _ratio(diff2: float, base2: float) -> float:
+    return math.sqrt(diff2 / base2) if base2 > 0 else (0.0 if diff2 == 0 else math.inf)

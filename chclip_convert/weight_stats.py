@@ -9,6 +9,7 @@ and one converted tensor are held at once, and each statistic is taken over floa
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,14 @@ def compare_weights(checkpoint: str | Path, folder: str | Path) -> list[TensorCo
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch on one thread inside: the statistics are memory-bound, and a second thread that must wait
-    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU)."""
+    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU).
+
+    Torch's thread count is the whole process's: off the main thread (a widget's worker, while the kernel may be
+    computing) it is left as it is, so that no other work is slowed and two overlapping calls cannot leave it at
+    one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

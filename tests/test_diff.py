@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from chclip_convert import convert_checkpoint, convert_state_dict
 from chclip_convert.cli import main
 from chclip_convert.cli_run import EXIT_DIFFERS
 from chclip_convert.demo import DAMAGE, damaged_copy
-from chclip_convert.diff import diff_checkpoints, measure_change
+from chclip_convert.diff import CheckpointDiff, diff_checkpoints, measure_change
 from chclip_convert.folder import load_folder_state
 from chclip_convert.mapping import IGNORED
 from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
@@ -293,7 +294,7 @@ def test_measure_change_on_small_tensors():
 
 
 def test_nan_equal_in_one_chunk_does_not_hide_a_difference_in_another(monkeypatch):
-    """Tensors are compared a chunk at a time (4 Mi elements, fewer than a real vocabulary's embeddings): a
+    """Tensors are compared a chunk at a time (256 Ki elements, far fewer than a real vocabulary's embeddings): a
     NaN matched in one chunk must not make a difference in another chunk count as equal."""
     import chclip_convert.diff as diff_module
 
@@ -376,3 +377,12 @@ def test_diff_of_a_missing_path_is_one_paragraph_naming_it(original, tmp_path):
     err = result.stderr.strip()
     assert err.startswith("error: ") and str(missing) in err and "no such file" in err
     assert "\n\n" not in err and "Traceback" not in err
+
+
+def test_the_summary_names_a_layer_tensor_whose_number_ends_its_name():
+    """An unknown key such as ``visual.prompts.0`` sits in layer 0; the summary names it whole, not a crash."""
+    moved = measure_change("visual.prompts.0", torch.ones(4), torch.full((4,), 3.0))
+    still = measure_change("vision_model.encoder.layers.0.mlp.fc1.bias", torch.ones(4), torch.ones(4))
+    diff = CheckpointDiff(Path("a"), Path("b"), CHECKPOINT, CHECKPOINT, [], [], {}, [still, moved])
+    # The layer: ‖ΔW‖ = ‖2·1₄‖ = 4 over ‖W‖ = √(4 + 4) for its two tensors, 1.41; the prompt alone 4 / 2 = 2.
+    assert "layer 0        1.41e+00  (1 of 2 differ; most: visual.prompts.0 2.00e+00)" in diff.to_text()

@@ -104,16 +104,25 @@ def test_converting_chosen_epochs_checks_each_then_skips_them_when_still_current
     assert "Choose one or more epochs" in ui.results.value
 
 
-def test_cancel_stops_the_batch_and_leaves_no_partial_folder(workspace, tmp_path, monkeypatch):
+@pytest.mark.parametrize("phase", ["converting", "verifying"])
+def test_cancel_stops_the_batch_and_leaves_no_folder_unchecked(workspace, tmp_path, phase):
+    """Cancel while the second epoch is written, or checked: the first stays (listed), the second leaves nothing."""
     session = RunSession(workspace)
     epochs = session.epochs()
     ui = EpochConvertUI(epochs, tmp_path / "out")
-    ui.epochs.value = (epochs[0].path,)
-    ui._cancel.set()  # as if Cancel were clicked before the first tensor
-    monkeypatch.setattr(ui._cancel, "clear", lambda: None)
+    ui.epochs.value = (epochs[0].path, epochs[1].path)
+    shown = ui._on_progress
+
+    def progress(step) -> None:
+        if step.index == 2 and step.phase == phase:
+            ui._cancel.set()  # as the Cancel button does
+        shown(step)
+
+    ui._on_progress = progress
     ui.convert_button.click()
-    ui.wait(120)
-    assert "Cancelled" in ui.progress_text.value
-    out = tmp_path / "out"
-    assert not out.exists() or list(out.iterdir()) == []  # neither the folder nor a partial one beside it
-    assert torch.load(epochs[0].path, weights_only=True)["epoch"] == 1  # the checkpoint is as it was
+    done = ui.wait(120)
+    assert "Cancelled after 1 of 2" in ui.progress_text.value
+    assert [(o.checkpoint.name, o.outcome) for o in done] == [("epoch1.pt", "converted")]
+    assert "epoch1.pt" in ui.results.value
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [done[0].folder.name]  # nothing else, partial or not
+    assert torch.load(epochs[1].path, weights_only=True)["epoch"] == 2  # the checkpoint is as it was

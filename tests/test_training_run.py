@@ -268,12 +268,25 @@ def test_folders_are_named_after_the_run_from_wherever_the_path_is_given(tmp_pat
     run.mkdir(parents=True)
     into = tmp_path / "converted"
     assert folder_for(run / "epoch3.pt", into) == into / "run-a-epoch3-hf"
-    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "epoch3-hf"  # no run to name
+    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "loose-epoch3-hf"  # its folder names it
     monkeypatch.chdir(run)
     assert folder_for("epoch3.pt", into) == folder_for(Path("../checkpoints/epoch3.pt"), into)
     assert folder_for("epoch3.pt", into) == into / "run-a-epoch3-hf"
     monkeypatch.chdir(run.parent)
     assert folder_for("checkpoints/epoch3.pt", "converted") == Path("converted") / "run-a-epoch3-hf"
+
+
+def test_two_checkpoints_bound_for_one_folder_never_replace_each_other(run, tmp_path):
+    """Two runs' folders of one name give one folder name: the second is refused, even with overwrite."""
+    first, second = tmp_path / "a" / "same" / "epoch1.pt", tmp_path / "b" / "same" / "epoch1.pt"
+    for source, target in ((run[0], first), (run[1], second)):
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(source, target)
+        shutil.copyfile(source.with_name("vocab.txt"), target.with_name("vocab.txt"))
+    results = convert_epochs([first, second], tmp_path / "converted", overwrite=True)
+    assert [r.outcome for r in results] == [CONVERTED, FAILED]
+    assert results[0].folder == results[1].folder and "is also where epoch1.pt goes" in results[1].detail
+    assert diff_checkpoints(first, results[0].folder).identical  # the first conversion is still there
 
 
 def test_a_rewritten_checkpoint_is_converted_again(run, tmp_path):
@@ -312,7 +325,7 @@ def test_a_conversion_of_another_checkpoint_is_replaced_only_with_overwrite(run,
     folder = convert_checkpoint(run[1], into / "run-a-epoch1-hf").output_dir  # epoch 2 in epoch 1's place
     before = snapshot(folder)
     (refused,) = convert_epochs([run[0]], into)
-    assert refused.outcome == FAILED and "other than a conversion of this checkpoint" in refused.detail
+    assert refused.outcome == FAILED and "holds a conversion of another checkpoint" in refused.detail
     assert "--overwrite" in refused.detail and snapshot(folder) == before
     (replaced,) = convert_epochs([run[0]], into, overwrite=True)
     assert replaced.outcome == CONVERTED
@@ -331,7 +344,9 @@ def test_bfloat16_is_checked_within_its_rounding(run, tmp_path):
     expected = convert_state_dict(load_checkpoint(run[0]).state_dict).state_dict
     changes = [((written[k].double() - v.double()).norm() / v.double().norm()).item() for k, v in expected.items()]
     assert 0 < max(changes) <= 2**-8
-    (again,) = convert_epochs([run[0]], into)  # another dtype option: converted again
+    (refused,) = convert_epochs([run[0]], into)  # another dtype option: replaced only when asked
+    assert refused.outcome == FAILED and "or with another dtype" in refused.detail
+    (again,) = convert_epochs([run[0]], into, overwrite=True)
     assert again.outcome == CONVERTED and again.detail.endswith("bit-identical")
     assert_holds(again.folder, run[0])
 
@@ -343,7 +358,7 @@ def test_check_problem_allows_rounding_and_refuses_an_overflow(demo_run):
     overflowed = measure_change("overflowed", values, half)
     diff = CheckpointDiff(Path("a"), Path("b"), CHECKPOINT, FOLDER, [], [], {}, [rounded])
     assert not rounded.equal and check_problem(diff, "float16") == ""
-    assert check_problem(diff, "auto").startswith("1 tensor(s) differ beyond 0: rounded")
+    assert check_problem(diff, "auto") == "1 tensor(s) differ (none may differ, the dtypes kept): rounded"
     diff.changes.append(overflowed)
     assert "overflowed" in check_problem(diff, "float16") and "rounded" not in check_problem(diff, "float16")
     diff.only_in_a.append("logit_scale")
@@ -394,15 +409,36 @@ def test_convert_epochs_command(run, tmp_path, capsys):
     into, folder = tmp_path / "converted", run[0].parent.parent  # the run folder, pretrained.pt and all
     assert main(["convert-epochs", "--into", str(into), str(folder), "--no-progress", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    names = [*EPOCH_FILES, "epoch_latest.pt"]
+    names = list(EPOCH_FILES)  # epoch_latest.pt repeats epoch3.pt: not converted again
     assert [Path(r["checkpoint"]).name for r in printed] == names
-    assert [r["outcome"] for r in printed] == [CONVERTED] * 4
+    assert [r["outcome"] for r in printed] == [CONVERTED] * 3
     assert [Path(r["folder"]).name for r in printed] == [f"run-a-{Path(name).stem}-hf" for name in names]
     assert main(["convert-epochs", "--into", str(into), str(folder)]) == 0  # with the progress bar
     captured = capsys.readouterr()
-    assert captured.out.count(f"{UP_TO_DATE} →") == 4 and "4/4 epoch_latest.pt" in captured.err
+    assert captured.out.count(f"{UP_TO_DATE} →") == 3 and "3/3 epoch3.pt" in captured.err
+    assert "epoch_latest.pt: the same epoch and step as epoch3.pt; not converted again" in captured.err
     broken = run[0].parent / "epoch9.pt"
     broken.write_bytes(b"")
     assert main(["convert-epochs", "--into", str(into), str(broken), str(run[0]), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert f"epoch9.pt: {FAILED}" in out and "the file is empty" in out and f"epoch1.pt: {UP_TO_DATE}" in out
+
+
+def test_a_run_with_nothing_but_the_reference_is_refused_by_name(run):
+    """The reference given by another spelling of its path is still the reference, not an epoch of the run."""
+    alone = run[0].parent.parent / "alone"
+    alone.mkdir()
+    shutil.copyfile(run[2], alone / "epoch3.pt")
+    spelled = alone / ".." / "alone" / "epoch3.pt"
+    with pytest.raises(CheckpointReadError, match="holds no checkpoint to compare besides the reference") as error:
+        measure_drift(spelled, [alone])
+    assert str(alone) in str(error.value)
+
+
+def test_files_without_metadata_follow_their_numbers(run, tmp_path):
+    """Bare state dicts carry no epoch: epoch2 comes before epoch10, as a person counts."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for number, source in ((10, run[1]), (2, run[0])):
+        torch.save(torch.load(source, weights_only=True)["state_dict"], bare / f"epoch{number}.pt")
+    assert [info.name for info in read_run([bare])] == ["epoch2.pt", "epoch10.pt"]

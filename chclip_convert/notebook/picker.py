@@ -13,10 +13,10 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from ..constants import CHECKPOINT_SUFFIXES
 from ..preflight import looks_converted
 from ..text import human_size
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
 LISTED = 500  # entries shown per folder; a folder with more says how many it left out

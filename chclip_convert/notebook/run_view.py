@@ -18,7 +18,7 @@ from .converter import message_html
 from .figures import figure_widget, new_figure
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .run_plots import draw_curves, draw_heatmaps
-from .workspace import CONVERTED_DIR, Workspace
+from .workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
 
 CONVERT_DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -50,11 +50,11 @@ class RunSession:
 
     @property
     def is_demo(self) -> bool:
-        return self.run_folder == (self.workspace.root / "demo-run").absolute()
+        return self.run_folder == (self.workspace.root / DEMO_RUN_SUBDIR).absolute()
 
     def epochs(self) -> list[EpochInfo]:
-        """The run's checkpoints in training order, from their metadata alone."""
-        return read_run(find_checkpoints(self.run_folder))
+        """The run's checkpoints in training order, from their metadata alone (the reference left out)."""
+        return read_run([self.run_folder], exclude=self.reference)
 
     # handlers
     def _on_path_change(self, change=None) -> None:
@@ -78,24 +78,6 @@ class RunSession:
     @property
     def widget(self) -> W.VBox:
         return W.VBox([self.header, self.reference_picker.widget, self.run_picker.widget, self.message])
-
-
-def epoch_table_html(infos: list[EpochInfo]) -> W.HTML:
-    """The epochs as an HTML table (the same columns the command line prints)."""
-    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in
-                   ("file", "epoch", "step", "weights", "file size", "dtype", ""))  # fmt: skip
-    rows = []
-    for info in infos:
-        note = f"same epoch and step as {info.same_as}: left out" if info.same_as else ""
-        cells = (info.name, info.epoch, info.step, human_size(info.weight_bytes), human_size(info.file_bytes),
-                 info.dtype, note)  # fmt: skip
-        style = " style='color:#888'" if info.same_as else ""
-        rows.append(f"<tr{style}>" + "".join(f"<td style='padding:2px 10px'>{_cell(c)}</td>" for c in cells) + "</tr>")
-    return W.HTML(f"<table class='epoch-table'><tr>{head}</tr>{''.join(rows)}</table>")
-
-
-def _cell(value) -> str:
-    return "" if value is None else html.escape(str(value))
 
 
 def print_epochs(infos: list[EpochInfo]) -> None:
@@ -225,6 +207,8 @@ class EpochConvertUI:
         self._thread.start()
 
     def _on_cancel_click(self, button=None) -> None:
+        if self._thread is None or not self._thread.is_alive():  # it ended as the click arrived
+            return
         self._cancel.set()
         self.cancel_button.disabled = True
         self.progress_text.value = "<i>Cancelling…</i>"
@@ -244,11 +228,17 @@ class EpochConvertUI:
         from ..epoch_conversion import FAILED, convert_epochs
 
         quiet_transformers()
+        self.outcomes = []
         try:
-            self.outcomes = convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=self._on_progress)
+            convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=self._on_progress,
+                           on_result=self.outcomes.append)  # fmt: skip
         except _Cancelled:
             self.progress.bar_style = "warning"
-            self.progress_text.value = "Cancelled: the epoch being converted left nothing; those done are kept."
+            self.progress_text.value = (
+                f"Cancelled after {len(self.outcomes)} of {len(chosen)}: the epoch being converted or checked left "
+                "nothing; those done are listed below."
+            )
+            self.results.value = outcomes_html(self.outcomes)
         except Exception as error:  # anything unexpected is shown, not lost in the thread
             self.progress.bar_style = "danger"
             self.results.value = message_html(str(error), error=True)
