@@ -1,10 +1,11 @@
-"""The readable form of a :class:`chclip_convert.training_run.Drift`: the epochs, then one table per
-comparison (a row per layer or section, a column per epoch)."""
+"""The readable form of a :class:`chclip_convert.training_run.Drift`: the epochs, what moved, then one table
+per comparison (a row per layer or section, a column per epoch; what stayed bit-identical folded)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .diff import LAYER, TOWERS
 from .text import human_size
 
 if TYPE_CHECKING:
@@ -30,18 +31,49 @@ def drift_text(drift: Drift) -> str:
         f"Reference: {drift.reference.path} ({drift.reference.kind})",
         "",
         *epoch_table(drift.epochs + drift.left_out),
+        "",
+        "What moved, in any epoch:",
+        *(f"  {line}" for line in moved_lines(drift)),
     ]
     heads = [f"e{info.epoch}" if info.epoch is not None else info.path.stem for info in drift.epochs]
     for title, values in (
         ("Relative change from the reference, ‖W − W_ref‖ / ‖W_ref‖", drift.vs_reference),
         ("Relative change from the epoch before, ‖W − W_prev‖ / ‖W_prev‖", drift.vs_previous),
     ):
-        rows = [("tower", "part", *heads)]
-        rows += [(part.tower, part.label, *map(_value, values[part])) for part in drift.parts]
-        lines += ["", title, *_columns(rows)]
+        lines += ["", title, *_columns([("tower", "part", *heads), *_table_rows(drift, values)])]
     if drift.problems:
         lines += ["", "Problems:", *(f"  {problem}" for problem in drift.problems)]
     return "\n".join(lines)
+
+
+def _table_rows(drift: Drift, values: dict) -> list[tuple]:
+    """A row per part; a tower unchanged throughout as one row, consecutive unchanged layers as one."""
+    rows: list[tuple] = []
+    zeros = [UNCHANGED] * len(drift.epochs)
+    for tower in TOWERS:
+        parts = [part for part in drift.parts if part.tower == tower]
+        if parts and all(_unchanged(values[part]) for part in parts):
+            rows.append((tower, f"all {len(parts)} parts" if len(parts) > 1 else parts[0].label, *zeros))
+            continue
+        run: list = []
+        for part in [*parts, None]:
+            still = part is not None and part.section == LAYER and _unchanged(values[part])
+            if still and (not run or part.layer == run[-1].layer + 1):
+                run.append(part)
+                continue
+            if run:
+                label = run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}"
+                rows.append((tower, label, *zeros))
+                run = []
+            if still:
+                run.append(part)
+            elif part is not None:
+                rows.append((tower, part.label, *map(_value, values[part])))
+    return rows
+
+
+def _unchanged(values: list[float]) -> bool:
+    return all(value == 0 for value in values)
 
 
 def _value(value: float) -> str:
@@ -57,3 +89,42 @@ def _blank(value) -> str:
 def _columns(rows: list[tuple]) -> list[str]:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def moved_lines(drift: Drift | None) -> list[str]:
+    """Per tower, which parts moved in some epoch and which stayed bit-identical in every one: exact
+    verdicts, no float digits (they are what the stored outputs hold)."""
+    lines: list[str] = []
+    if drift is None:
+        return lines
+    for tower in TOWERS:
+        parts = [part for part in drift.parts if part.tower == tower]
+        if not parts:
+            continue
+        moved = [part for part in parts if drift.moved(part)]
+        if not moved:
+            lines.append(f"{tower}: unchanged in every epoch (bit-identical to the reference)")
+            continue
+        still = [part for part in parts if not drift.moved(part)]
+        lines.append(f"{tower}: moved: {_labels(moved)}")
+        if still:
+            lines.append(f"{' ' * len(tower)}  unchanged: {_labels(still)}")
+    return lines
+
+
+def _labels(parts) -> str:
+    """``layers 9–11, projection``: consecutive layers folded."""
+    labels, run = [], []
+    for part in [*parts, None]:
+        if part is not None and part.section == LAYER and (not run or part.layer == run[-1].layer + 1):
+            run.append(part)
+            continue
+        if run:
+            labels.append(run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}")
+            run = []
+        if part is not None:
+            if part.section == LAYER:
+                run.append(part)
+            else:
+                labels.append(part.label)
+    return ", ".join(labels)

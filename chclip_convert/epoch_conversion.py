@@ -13,8 +13,9 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -135,12 +136,16 @@ def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: boo
     def written(step: WriteProgress) -> None:
         report("converting", round(size * step.bytes_done / max(step.bytes_total, 1)))
 
-    convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written)
+    with warnings.catch_warnings():  # said in this checkpoint's outcome instead, where it is clear what they are about
+        warnings.simplefilter("ignore")
+        summary = convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written)
     try:
-        return _checked(path, folder, dtype, lambda done, count: report("verifying", size))
+        checked = _checked(path, folder, dtype, lambda done, count: report("verifying", size))
     except BaseException:  # stopped while checking: a folder no check vouches for is not left to be skipped later
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    notes = "".join(f"\nwarning: {warning}" for warning in summary.warnings)
+    return replace(checked, detail=checked.detail + notes) if notes else checked
 
 
 def _weight_bytes(path: Path, describe) -> int:

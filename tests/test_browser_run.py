@@ -27,7 +27,7 @@ def test_the_run_page_shows_what_moved_and_converts_chosen_epochs(voila_url, pag
     outcomes.wait_for(timeout=120_000)
     text = outcomes.inner_text()
     assert text.count("\tconverted\t") == 2 and text.count("checked: all 399 tensors bit-identical") == 2
-    assert page.locator("text=2 epoch(s) done").count() == 1
+    assert page.locator("text=2 epochs done").count() == 1
     page.screenshot(path=SHOTS / "05_converted.png", full_page=True)
     converted = voila_work / "converted"
     assert sorted(p.name for p in converted.iterdir() if p.name.startswith("demo-run-epoch")) == [

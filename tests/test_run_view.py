@@ -9,8 +9,9 @@ import torch
 from matplotlib.figure import Figure
 
 from chclip_convert.diff import LAYER, PROJECTION, TEXT, VISION
+from chclip_convert.drift_text import moved_lines
 from chclip_convert.notebook.run_plots import draw_curves, draw_heatmaps, heatmap_values, tower_parts
-from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, moved_lines
+from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, curves_view, heatmap_view, measure
 from chclip_convert.notebook.workspace import Workspace
 from chclip_convert.training_run import measure_drift
 
@@ -41,6 +42,24 @@ def test_the_session_opens_on_the_demo_run_and_remembers_a_chosen_run(workspace,
     assert again.run_folder == mine and not again.is_demo
     session.run_picker.path.value = str(tmp_path / "nowhere")
     assert "nowhere" in session.message.value and "is not a folder" in session.message.value
+
+
+def test_a_choice_that_cannot_be_used_is_said_by_name_and_the_cells_below_run_on(workspace, tmp_path, capsys):
+    session = RunSession(workspace)
+    reference = session.reference
+    session.reference_picker.path.value = str(tmp_path / "nope.pt")
+    assert "nope.pt: no such checkpoint or folder" in session.message.value
+    assert session.epochs() == [] and "nope.pt: no such checkpoint or folder" in capsys.readouterr().out
+    assert measure(session, []) is None and heatmap_view(None).children == () and curves_view(None).children == ()
+    assert moved_lines(None) == []
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "pretrained.pt").write_bytes(reference.read_bytes())
+    session.reference_picker.path.value = str(alone / "pretrained.pt")
+    session.run_picker.path.value = str(alone)
+    assert "holds no checkpoint besides the reference" in session.message.value
+    assert session.epochs() == [] and "holds no checkpoint besides the reference" in capsys.readouterr().out
+    assert EpochConvertUI([], tmp_path / "out").epochs.options == ()
 
 
 def test_moved_lines_name_exactly_the_demo_runs_moves(demo_drift):

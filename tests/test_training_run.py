@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def test_the_latest_copy_is_left_out_and_each_epoch_shown(drift):
     assert [(info.name, info.same_as) for info in drift.left_out] == [("epoch_latest.pt", "epoch3.pt")]
     text = drift.to_text()
     assert "epoch_latest.pt  3      375" in text and "same epoch and step as epoch3.pt: left out" in text
-    assert "text    layer 10" in text and "vision  layer 10     0         0         0" in text
+    assert "text    layer 10" in text and "vision  all 15 parts  0         0         0" in text  # folded
 
 
 def test_the_first_epochs_change_from_the_one_before_is_its_change_from_the_reference(drift):
@@ -442,3 +443,17 @@ def test_files_without_metadata_follow_their_numbers(run, tmp_path):
     for number, source in ((10, run[1]), (2, run[0])):
         torch.save(torch.load(source, weights_only=True)["state_dict"], bare / f"epoch{number}.pt")
     assert [info.name for info in read_run([bare])] == ["epoch2.pt", "epoch10.pt"]
+
+
+def test_a_conversion_without_a_tokenizer_says_so_in_its_outcome(run, tmp_path):
+    """No vocab.txt beside the checkpoint (and cn_clip's is of another size): converted and checked, and the
+    outcome names what is missing instead of a stray warning without the file's name."""
+    lone = tmp_path / "lone" / "epoch1.pt"
+    lone.parent.mkdir()
+    shutil.copyfile(run[0], lone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes as a warning
+        (result,) = convert_epochs([lone], tmp_path / "converted")
+    assert result.outcome == CONVERTED and "bit-identical" in result.detail
+    assert "\nwarning: " in result.detail and "No tokenizer was written" in result.detail
+    assert not (result.folder / "vocab.txt").exists()

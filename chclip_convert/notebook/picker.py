@@ -115,10 +115,13 @@ class PathPicker:
         self.browse.value = False
 
     def _start_folder(self) -> Path:
-        """Where browsing starts: the folder the field names (for an output, the one it would go in), else
-        the folder of the file it names, else the first place."""
+        """Where browsing starts: the folder the field names (for an output or a converted model, the one it is
+        in, so that it is listed), else the folder of the file it names, else the first place."""
         current = Path(self.value).expanduser().absolute() if self.value else None
-        candidates = [] if current is None else [current.parent] if self.kind == "output" else [current, current.parent]
+        inside = self.kind == "output" or (
+            self.kind in PICKS_CONVERTED and current is not None and looks_converted(current)
+        )
+        candidates = [] if current is None else [current.parent] if inside else [current, current.parent]
         return next((folder for folder in candidates if folder.is_dir()), next(iter(self.places.values())))
 
     # layout

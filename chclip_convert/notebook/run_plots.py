@@ -19,6 +19,12 @@ CMAP = "viridis"
 COMPARISONS = (("from the reference", "vs_reference"), ("from the epoch before", "vs_previous"))
 CURVE_SECTIONS = (EMBEDDINGS, PROJECTION, LOGIT_SCALE)
 LINTHRESH = 1e-6  # the curves' axis is linear below this (so exactly 0 is drawn) and logarithmic above
+# Vision hollow and large, text filled and small: parts left at 0 in both towers stay visible one over another.
+CURVE_STYLES = {
+    VISION: {"linestyle": "--", "marker": "s", "markersize": 9, "fillstyle": "none"},
+    TEXT: {"linestyle": "-", "marker": "o", "markersize": 5},
+    "shared": {"linestyle": ":", "marker": "^", "markersize": 7},
+}
 
 
 def epoch_labels(drift: Drift) -> list[str]:
@@ -91,10 +97,11 @@ def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
     for ax, (title, which) in zip(axes, COMPARISONS, strict=True):
         values = getattr(drift, which)
         for part in curve_parts(drift):
-            style = "-" if part.tower == TEXT else "--" if part.tower == VISION else ":"
-            (line,) = ax.plot(x, values[part], style, marker="o", label=f"{part.tower} {part.label}")
+            style = CURVE_STYLES[part.tower]
+            (line,) = ax.plot(x, values[part], label=f"{part.tower} {part.label}", **style)
             lines.setdefault(part, []).append(line)
         ax.set_yscale("symlog", linthresh=LINTHRESH)
+        ax.set_ylabel("‖ΔW‖ / ‖W‖  (0: bit-identical)", fontsize=8)
         ax.set_ylim(bottom=0)
         ax.set_xticks(list(x), epoch_labels(drift), fontsize=8)
         ax.set_title(f"relative change {title}", fontsize=10)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..diff import LAYER, TOWERS
+from ..diff import TOWERS
 from ..drift_text import epoch_table
 from ..errors import ConversionError
 from ..text import human_size
-from ..training_run import Drift, EpochInfo, find_checkpoints, measure_drift, read_run
+from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints
 from .converter import message_html
 from .figures import figure_widget, new_figure
 from .picker import DESCRIPTION, WIDE, PathPicker
@@ -53,26 +53,39 @@ class RunSession:
         return self.run_folder == (self.workspace.root / DEMO_RUN_SUBDIR).absolute()
 
     def epochs(self) -> list[EpochInfo]:
-        """The run's checkpoints in training order, from their metadata alone (the reference left out)."""
-        return read_run([self.run_folder], exclude=self.reference)
+        """The run's checkpoints in training order, from their metadata alone (the reference left out); none,
+        with the problem printed, if the choice above cannot be used."""
+        problem = self.problem()
+        if not problem:
+            try:
+                return read_run([self.run_folder], exclude=self.reference)
+            except ConversionError as error:
+                problem = str(error)
+        print(f"problem: {problem}\nChoose another reference or run folder above, then run the cells again.")
+        return []
+
+    def problem(self) -> str:
+        """Why the reference and run folder chosen cannot be looked at, or ``""``."""
+        if not self.reference.exists():
+            return f"{self.reference}: no such checkpoint or folder."
+        if not self.run_folder.is_dir():
+            return f"{self.run_folder}: is not a folder of checkpoints."
+        try:
+            paths = run_checkpoints([self.run_folder])
+        except ConversionError as error:
+            return str(error)
+        if all(path.resolve() == self.reference.resolve() for path in paths):
+            return f"{self.run_folder}: holds no checkpoint besides the reference."
+        return ""
 
     # handlers
     def _on_path_change(self, change=None) -> None:
-        problem = self._problem()
+        problem = self.problem()
         if problem:
             self.message.value = message_html(problem, error=True)
             return
         self.workspace.remember_run(self.reference, self.run_folder)
         self.message.value = message_html("Run the cells below to look at this run.", error=False)
-
-    def _problem(self) -> str:
-        if not self.reference.exists():
-            return f"{self.reference}: no such checkpoint or folder."
-        try:
-            find_checkpoints(self.run_folder)
-        except ConversionError as error:
-            return str(error)
-        return ""
 
     # layout
     @property
@@ -85,15 +98,19 @@ def print_epochs(infos: list[EpochInfo]) -> None:
     print("\n".join(epoch_table(infos)))
 
 
-def measure(session: RunSession) -> Drift:
-    """Measure the run's drift, showing a progress bar while it reads."""
+def measure(session: RunSession, epochs: list[EpochInfo]) -> Drift | None:
+    """Measure the run's drift, showing a progress bar while it reads; ``None`` (said so) with no epochs."""
     from IPython.display import display
 
+    if not epochs:
+        print("Nothing to measure: the run has no epoch to compare with the reference (see above).")
+        return None
     bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Reading", style=DESCRIPTION)
     display(bar)
     drift = measure_drift(
-        session.reference, [session.run_folder], progress=lambda done, total: _advance(bar, done, total)
-    )
+        session.reference, [info.path for info in epochs if info.same_as is None],
+        progress=lambda done, total: _advance(bar, done, total),
+    )  # fmt: skip
     bar.value, bar.bar_style = 1.0, "success"
     return drift
 
@@ -103,53 +120,20 @@ def _advance(bar: W.FloatProgress, done: int, total: int) -> None:
         bar.value = done / total
 
 
-def moved_lines(drift: Drift) -> list[str]:
-    """Per tower, which parts moved in some epoch and which stayed bit-identical in every one: exact
-    verdicts, no float digits (they are what the stored outputs hold)."""
-    lines = []
-    for tower in TOWERS:
-        parts = [part for part in drift.parts if part.tower == tower]
-        if not parts:
-            continue
-        moved = [part for part in parts if drift.moved(part)]
-        if not moved:
-            lines.append(f"{tower}: unchanged in every epoch (bit-identical to the reference)")
-            continue
-        still = [part for part in parts if not drift.moved(part)]
-        lines.append(f"{tower}: moved: {_labels(moved)}")
-        if still:
-            lines.append(f"{' ' * len(tower)}  unchanged: {_labels(still)}")
-    return lines
-
-
-def _labels(parts) -> str:
-    """``layers 9–11, projection``: consecutive layers folded."""
-    labels, run = [], []
-    for part in [*parts, None]:
-        if part is not None and part.section == LAYER and (not run or part.layer == run[-1].layer + 1):
-            run.append(part)
-            continue
-        if run:
-            labels.append(run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}")
-            run = []
-        if part is not None:
-            if part.section == LAYER:
-                run.append(part)
-            else:
-                labels.append(part.label)
-    return ", ".join(labels)
-
-
-def heatmap_view(drift: Drift) -> W.Box:
-    """The per-layer heatmaps, per tower, from the reference and epoch to epoch."""
+def heatmap_view(drift: Drift | None) -> W.Box:
+    """The per-layer heatmaps, per tower, from the reference and epoch to epoch (nothing without a drift)."""
+    if drift is None:
+        return W.VBox()
     parts = max(sum(part.tower == tower for part in drift.parts) for tower in TOWERS)
     figure = new_figure((9.5, max(5.0, 0.22 * parts * 2 + 1.5)))
     draw_heatmaps(figure, drift)
     return figure_widget(figure)
 
 
-def curves_view(drift: Drift) -> W.Box:
-    """The embeddings', projections' and ``logit_scale``'s relative change, per epoch."""
+def curves_view(drift: Drift | None) -> W.Box:
+    """The embeddings', projections' and ``logit_scale``'s relative change, per epoch (nothing without a drift)."""
+    if drift is None:
+        return W.VBox()
     figure = new_figure((9.5, 3.6))
     draw_curves(figure, drift)
     return figure_widget(figure)
@@ -161,13 +145,17 @@ class EpochConvertUI:
     tensor and leaves no partial folder."""
 
     def __init__(self, infos: list[EpochInfo], into: str | Path, *, dtype: str = "auto") -> None:
-        options = [(_option_label(info), info.path) for info in infos]
+        # a repeat of another epoch (epoch_latest.pt) is not offered: its folder would be a second copy
+        options = [(_option_label(info), info.path) for info in infos if info.same_as is None]
         # widgets
         rows = min(8, max(3, len(options)))
         self.epochs = W.SelectMultiple(options=options, rows=rows, description="Epochs", layout=WIDE, style=DESCRIPTION)
         self.into = W.Text(str(into), description="Into folder", layout=WIDE, style=DESCRIPTION)
         self.dtype = W.Dropdown(options=CONVERT_DTYPES, value=dtype, description="dtype", style=DESCRIPTION)
-        self.overwrite = W.Checkbox(False, description="Replace converted folders of other checkpoints", indent=False)
+        self.overwrite = W.Checkbox(
+            False, description="Replace converted folders of other checkpoints", indent=False,
+            layout=W.Layout(width="auto"),
+        )  # fmt: skip
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0)
@@ -234,9 +222,10 @@ class EpochConvertUI:
                            on_result=self.outcomes.append)  # fmt: skip
         except _Cancelled:
             self.progress.bar_style = "warning"
+            done = len(self.outcomes)
             self.progress_text.value = (
-                f"Cancelled after {len(self.outcomes)} of {len(chosen)}: the epoch being converted or checked left "
-                "nothing; those done are listed below."
+                f"Cancelled after {done} of {len(chosen)}: the epoch being converted or checked left nothing"
+                + ("; those done are listed below." if done else ".")
             )
             self.results.value = outcomes_html(self.outcomes)
         except Exception as error:  # anything unexpected is shown, not lost in the thread
@@ -245,7 +234,8 @@ class EpochConvertUI:
         else:
             failed = any(outcome.outcome == FAILED for outcome in self.outcomes)
             self.progress.value, self.progress.bar_style = 1.0, "danger" if failed else "success"
-            self.progress_text.value = f"{len(self.outcomes)} epoch(s) done"
+            count = len(self.outcomes)
+            self.progress_text.value = f"{count} epoch{'s' if count != 1 else ''} done"
             self.results.value = outcomes_html(self.outcomes)
         finally:
             self._set_busy(False)
@@ -269,8 +259,7 @@ class _Cancelled(Exception):
 def _option_label(info: EpochInfo) -> str:
     epoch = f"epoch {info.epoch}" if info.epoch is not None else "no epoch"
     step = f" · step {info.step}" if info.step is not None else ""
-    repeat = f" (same as {info.same_as})" if info.same_as else ""
-    return f"{info.name} — {epoch}{step}{repeat}"
+    return f"{info.name} — {epoch}{step}"
 
 
 def outcomes_html(outcomes) -> str:
