@@ -103,11 +103,11 @@ def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     if a.dtype == b.dtype and torch.equal(a, b):  # the common case in a frozen tower, without float64
         norm = math.sqrt(sum(torch.dot(x, x).item() for x in _chunks64(a)))
         return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0, a.numel())
-    sums = [0.0, 0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖², ⟨A, B⟩
+    sums = [0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖² (⟨A, B⟩ follows from them)
     largest, has_nan, nan_equal = 0.0, False, True
     for x, y, d in _chunk_pairs64(a, b):
-        for i, (u, v) in enumerate(((d, d), (x, x), (y, y), (x, y))):
-            sums[i] += torch.dot(u, v).item()
+        for i, u in enumerate((d, x, y)):
+            sums[i] += torch.dot(u, u).item()
         if d.numel():
             low, high = (value.item() for value in torch.aminmax(d))
             if math.isnan(low) or math.isnan(high):  # a NaN on either side: equal only if both have it there
@@ -115,14 +115,16 @@ def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
             else:
                 largest = max(largest, -low, high)
                 nan_equal = nan_equal and low == high == 0.0  # a chunk without NaN: equal only if unchanged
-    diff2, a2, b2, ab = sums
+    diff2, a2, b2 = sums
     equal = diff2 == 0.0 or (has_nan and nan_equal and math.isnan(diff2))
     if equal:
         diff2 = 0.0
     elif has_nan:
         largest = math.nan
     relative = math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
-    cosine = max(-1.0, min(1.0, ab / math.sqrt(a2 * b2))) if a2 > 0 and b2 > 0 else None
+    # ⟨A, B⟩ = (‖A‖² + ‖B‖² − ‖B − A‖²) / 2, exact to float64 rounding of ‖A‖² + ‖B‖² (~1e-16 of the cosine):
+    # one pass fewer than a fourth dot product
+    cosine = max(-1.0, min(1.0, (a2 + b2 - diff2) / (2 * math.sqrt(a2 * b2)))) if a2 > 0 and b2 > 0 else None
     return TensorChange(
         key, equal, relative, largest, cosine, math.sqrt(a2), math.sqrt(b2), math.sqrt(diff2), a.numel()
     )
