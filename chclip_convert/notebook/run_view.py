@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from ..constants import DTYPE_CHOICES
 from ..diff import TOWERS
 from ..drift_text import epoch_table
 from ..errors import ConversionError
@@ -19,8 +20,6 @@ from .figures import figure_widget, new_figure
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .run_plots import draw_curves, draw_heatmaps
 from .workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
-
-CONVERT_DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
 class RunSession:
@@ -151,7 +150,7 @@ class EpochConvertUI:
         rows = min(8, max(3, len(options)))
         self.epochs = W.SelectMultiple(options=options, rows=rows, description="Epochs", layout=WIDE, style=DESCRIPTION)
         self.into = W.Text(str(into), description="Into folder", layout=WIDE, style=DESCRIPTION)
-        self.dtype = W.Dropdown(options=CONVERT_DTYPES, value=dtype, description="dtype", style=DESCRIPTION)
+        self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
         self.overwrite = W.Checkbox(
             False, description="Replace converted folders of other checkpoints", indent=False,
             layout=W.Layout(width="auto"),
