@@ -35,7 +35,8 @@ NEXT_STEPS = {
 
 
 class Cancelled(Exception):
-    """Raised from the progress callback when Cancel was clicked; the partial output is removed."""
+    """Raised from a progress callback when Cancel was clicked (here and in notebook 05's epoch converter); the
+    partial output is removed."""
 
 
 def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:

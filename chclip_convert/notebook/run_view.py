@@ -15,7 +15,7 @@ from ..drift_text import epoch_table
 from ..errors import ConversionError
 from ..text import human_size
 from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints
-from .converter import message_html
+from .converter import Cancelled, message_html
 from .figures import figure_widget, new_figure
 from .picker import DESCRIPTION, WIDE, PathPicker
 from .run_plots import draw_curves, draw_heatmaps
@@ -202,7 +202,7 @@ class EpochConvertUI:
 
     def _on_progress(self, progress) -> None:
         if self._cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
         self.progress.value = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
         self.progress_text.value = html.escape(
             f"{progress.index} / {progress.count} · {progress.checkpoint.name}: {progress.phase} · "
@@ -219,7 +219,7 @@ class EpochConvertUI:
         try:
             convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=self._on_progress,
                            on_result=self.outcomes.append)  # fmt: skip
-        except _Cancelled:
+        except Cancelled:
             self.progress.bar_style = "warning"
             done = len(self.outcomes)
             self.progress_text.value = (
@@ -249,10 +249,6 @@ class EpochConvertUI:
     def widget(self) -> W.VBox:
         buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
         return W.VBox([self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results])
-
-
-class _Cancelled(Exception):
-    """Raised from the progress callback when Cancel was clicked."""
 
 
 def _option_label(info: EpochInfo) -> str:
