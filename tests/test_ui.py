@@ -38,6 +38,11 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
     # Convert is disabled until Overwrite is ticked, which clears the result (it no longer fits the inputs).
     assert ui.convert_button.disabled and "Converted into this folder" in ui.output_message.value
     assert "#b71c1c" not in ui.output_message.value and "03_weight_stats.ipynb" in ui.next_steps.value
+    # A Cancel click that arrives after the conversion ended (queued before the button was disabled) changes
+    # nothing: the summary stays.
+    summary = ui.status.value
+    ui._on_cancel_click()
+    assert ui.status.value == summary and not ui._cancel.is_set()
     ui.overwrite.value = True
     assert not ui.convert_button.disabled and ui.summary is None and ui.status.value == ui.next_steps.value == ""
 

@@ -207,6 +207,8 @@ class ConvertUI:
         self._thread.start()
 
     def _on_cancel_click(self, button=None) -> None:
+        if not self._busy:  # the conversion ended as the click arrived: its result stays
+            return
         self._cancel.set()
         self.cancel_button.disabled = True
         self.status.value = "<i>Cancelling…</i>"
