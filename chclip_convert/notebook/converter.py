@@ -20,7 +20,7 @@ from ..errors import ConversionError
 from ..output import check_output_dir
 from ..preflight import check_checkpoint_path, looks_converted
 from ..text import human_duration, human_size
-from .picker import DESCRIPTION, WIDE, PathPicker
+from .picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -102,8 +102,7 @@ class ConvertUI:
         workspace: Workspace | None = None,
     ) -> None:
         self.workspace = workspace
-        places = {"Work folder": workspace.root} if workspace else {}
-        places["Home"] = Path.home()
+        places = standard_places(workspace.root if workspace else None)
         # widgets
         self.checkpoint_picker = PathPicker(checkpoint, description="Checkpoint", kind="checkpoint", places=places)
         self.checkpoint = self.checkpoint_picker.path

@@ -27,7 +27,7 @@ from .converter import failure_text, message_html
 from .data_grid import grid_options
 from .diff_plots import draw_diff
 from .figures import figure_widget, is_interactive, new_figure
-from .picker import PathPicker
+from .picker import PathPicker, standard_places
 
 if TYPE_CHECKING:
     from .session import Session
@@ -149,8 +149,7 @@ class DiffUI:
     """Two pickers (A and B), Compare with progress, then the verdict, the grid and the figure."""
 
     def __init__(self, a: str | Path = "", b: str | Path = "", *, workspace: Workspace | None = None) -> None:
-        places = {"Work folder": workspace.root} if workspace else {}
-        places["Home"] = Path.home()
+        places = standard_places(workspace.root if workspace else None)
         # widgets
         self.a_picker = PathPicker(a, description="A", kind="source", placeholder=SOURCE_HINT, places=places)
         self.b_picker = PathPicker(b, description="B", kind="source", placeholder=SOURCE_HINT, places=places)

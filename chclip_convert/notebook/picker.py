@@ -28,6 +28,11 @@ LISTS_FILES = ("checkpoint", "source")
 PICKS_CONVERTED = ("converted", "source")
 
 
+def standard_places(work_folder: Path | None = None) -> dict[str, Path]:
+    """The shortcut buttons the notebooks' pickers show: the work folder (when there is one) and home."""
+    return ({"Work folder": work_folder} if work_folder is not None else {}) | {"Home": Path.home()}
+
+
 class PathPicker:
     """A text field for a path, and a **Browse** toggle that opens a folder listing to choose it from.
 
@@ -49,7 +54,7 @@ class PathPicker:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.kind = kind
-        self.places = places or {"Home": Path.home()}
+        self.places = places or standard_places()
         # widgets
         self.path = W.Text(str(value), description=description, placeholder=placeholder, layout=WIDE, style=DESCRIPTION)
         self.browse = W.ToggleButton(False, description="Browse…", icon="folder-open", layout=W.Layout(width="100px"))

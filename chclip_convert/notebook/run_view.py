@@ -17,7 +17,7 @@ from ..text import human_size
 from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints
 from .converter import Cancelled, message_html
 from .figures import figure_widget, new_figure
-from .picker import DESCRIPTION, WIDE, PathPicker
+from .picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from .run_plots import draw_curves, draw_heatmaps
 from .workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
 
@@ -29,7 +29,7 @@ class RunSession:
     def __init__(self, workspace: Workspace | None = None) -> None:
         self.workspace = workspace or Workspace()
         reference, folder, _ = self.workspace.run()
-        places = {"Work folder": self.workspace.root, "Home": Path.home()}
+        places = standard_places(self.workspace.root)
         # widgets
         self.header = W.HTML(self.workspace.header_html())
         self.reference_picker = PathPicker(reference, description="Reference", kind="source", places=places)

@@ -10,7 +10,7 @@ import ipywidgets as W
 from ..errors import CheckpointReadError
 from ..preflight import looks_converted
 from .converter import checkpoint_problem, message_html
-from .picker import PathPicker
+from .picker import PathPicker, standard_places
 from .workspace import Workspace
 
 
@@ -23,7 +23,7 @@ class Session:
     def __init__(self, workspace: Workspace | None = None, *, needs_folder: bool = False) -> None:
         self.workspace = workspace or Workspace()
         checkpoint, _ = self.workspace.checkpoint()
-        places = {"Work folder": self.workspace.root, "Home": Path.home()}
+        places = standard_places(self.workspace.root)
         # widgets
         self.header = W.HTML(self.workspace.header_html())
         self.checkpoint_picker = PathPicker(checkpoint, description="Checkpoint", kind="checkpoint", places=places)
