@@ -68,6 +68,29 @@ def part_of(name: str) -> Part:
     return Part(tower, OTHER)
 
 
+def fold_layers(parts: Iterable[Part], folds: Callable[[Part], bool]) -> Iterator[Part | list[Part]]:
+    """``parts`` in order, with each run of consecutive layers of one tower for which ``folds`` holds given as
+    one list (what the summaries print as ``layers 0–8``); every other part alone."""
+    run: list[Part] = []
+    for part in parts:
+        folded = part.section == LAYER and folds(part)
+        if folded and (not run or (part.tower == run[-1].tower and part.layer == run[-1].layer + 1)):
+            run.append(part)
+            continue
+        if run:
+            yield run
+        run = [part] if folded else []
+        if not folded:
+            yield part
+    if run:
+        yield run
+
+
+def span_label(run: list[Part]) -> str:
+    """``layer 9`` for one layer, ``layers 0–8`` for a run of them."""
+    return run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}"
+
+
 @dataclass(frozen=True)
 class TensorChange:
     """One tensor both sides hold with one shape: how B differs from A, over the whole tensor."""

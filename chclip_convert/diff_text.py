@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .diff import LAYER, PartChange
+from .diff import LAYER, PartChange, fold_layers, span_label
 from .mapping import split_layer_index
 
 if TYPE_CHECKING:
@@ -45,17 +45,13 @@ def diff_text(diff: CheckpointDiff) -> str:
 
 def _part_lines(parts: list[PartChange]) -> list[str]:
     """One line a part; consecutive unchanged layers as one ``layers 0–9  equal`` line."""
-    lines, run = [], []
-    for part in [*parts, None]:
-        if part is not None and part.part.section == LAYER and not part.differing:
-            run.append(part)
-            continue
-        if run:
-            label = run[0].part.label if len(run) == 1 else f"layers {run[0].part.layer}–{run[-1].part.layer}"
-            lines.append(f"{label:<14} equal ({sum(p.tensors for p in run)} tensors)")
-            run = []
-        if part is not None:
-            lines.append(_part_line(part))
+    by_part = {change.part: change for change in parts}
+    lines = []
+    for item in fold_layers(by_part, lambda part: not by_part[part].differing):
+        if isinstance(item, list):
+            lines.append(f"{span_label(item):<14} equal ({sum(by_part[part].tensors for part in item)} tensors)")
+        else:
+            lines.append(_part_line(by_part[item]))
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .diff import LAYER, TOWERS
+from .diff import TOWERS, fold_layers, span_label
 from .text import human_size
 
 if TYPE_CHECKING:
@@ -55,20 +55,11 @@ def _table_rows(drift: Drift, values: dict) -> list[tuple]:
         if parts and all(_unchanged(values[part]) for part in parts):
             rows.append((tower, f"all {len(parts)} parts" if len(parts) > 1 else parts[0].label, *zeros))
             continue
-        run: list = []
-        for part in [*parts, None]:
-            still = part is not None and part.section == LAYER and _unchanged(values[part])
-            if still and (not run or part.layer == run[-1].layer + 1):
-                run.append(part)
-                continue
-            if run:
-                label = run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}"
-                rows.append((tower, label, *zeros))
-                run = []
-            if still:
-                run.append(part)
-            elif part is not None:
-                rows.append((tower, part.label, *map(_value, values[part])))
+        for item in fold_layers(parts, lambda part: _unchanged(values[part])):
+            if isinstance(item, list):
+                rows.append((tower, span_label(item), *zeros))
+            else:
+                rows.append((tower, item.label, *map(_value, values[item])))
     return rows
 
 
@@ -114,17 +105,4 @@ def moved_lines(drift: Drift | None) -> list[str]:
 
 def _labels(parts) -> str:
     """``layers 9–11, projection``: consecutive layers folded."""
-    labels, run = [], []
-    for part in [*parts, None]:
-        if part is not None and part.section == LAYER and (not run or part.layer == run[-1].layer + 1):
-            run.append(part)
-            continue
-        if run:
-            labels.append(run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}")
-            run = []
-        if part is not None:
-            if part.section == LAYER:
-                run.append(part)
-            else:
-                labels.append(part.label)
-    return ", ".join(labels)
+    return ", ".join(span_label(item) if isinstance(item, list) else item.label for item in fold_layers(parts, bool))

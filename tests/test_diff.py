@@ -25,7 +25,18 @@ from chclip_convert import convert_checkpoint, convert_state_dict
 from chclip_convert.cli import main
 from chclip_convert.cli_run import EXIT_DIFFERS
 from chclip_convert.demo import DAMAGE, damaged_copy
-from chclip_convert.diff import CheckpointDiff, diff_checkpoints, measure_change
+from chclip_convert.diff import (
+    EMBEDDINGS,
+    LAYER,
+    TEXT,
+    VISION,
+    CheckpointDiff,
+    Part,
+    diff_checkpoints,
+    fold_layers,
+    measure_change,
+    span_label,
+)
 from chclip_convert.folder import load_folder_state
 from chclip_convert.mapping import IGNORED
 from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
@@ -386,3 +397,13 @@ def test_the_summary_names_a_layer_tensor_whose_number_ends_its_name():
     diff = CheckpointDiff(Path("a"), Path("b"), CHECKPOINT, CHECKPOINT, [], [], {}, [still, moved])
     # The layer: ‖ΔW‖ = ‖2·1₄‖ = 4 over ‖W‖ = √(4 + 4) for its two tensors, 1.41; the prompt alone 4 / 2 = 2.
     assert "layer 0        1.41e+00  (1 of 2 differ; most: visual.prompts.0 2.00e+00)" in diff.to_text()
+
+
+def test_fold_layers_folds_only_consecutive_layers_of_one_tower():
+    """What the summaries print as ``layers 0–1``: a gap in the numbers, another tower or a part that does not
+    fold ends a run."""
+    parts = [Part(VISION, EMBEDDINGS), *(Part(VISION, LAYER, n) for n in (0, 1, 3)), Part(TEXT, LAYER, 4)]
+    parts.append(Part(TEXT, LAYER, 5))
+    folded = list(fold_layers(parts, lambda part: part.layer != 5))
+    assert folded == [parts[0], parts[1:3], [parts[3]], [parts[4]], parts[5]]
+    assert [span_label(run) for run in folded if isinstance(run, list)] == ["layers 0–1", "layer 3", "layer 4"]
