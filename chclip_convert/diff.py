@@ -9,7 +9,9 @@ mapping, compared in float64 (so dtype is ignored: fp16 weights and their fp32 c
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,6 @@ import torch
 
 from .mapping import split_layer_index
 from .tensor_sources import open_tensors
-from .weight_stats import one_thread
 
 CHUNK = 1 << 18  # elements per float64 pass (2 MiB a side, so a chunk's passes stay in the CPU's cache)
 VISION, TEXT, SHARED = "vision", "text", "shared"
@@ -114,6 +115,25 @@ class TensorChange:
             "norm_a": _finite(self.norm_a),
             "norm_b": _finite(self.norm_b),
         }
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside: the statistics are memory-bound, and a second thread that must wait
+    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU).
+
+    Torch's thread count is the whole process's: off the main thread (a widget's worker, while the kernel may be
+    computing) it is left as it is, so that no other work is slowed and two overlapping calls cannot leave it at
+    one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:

@@ -9,9 +9,6 @@ and one converted tensor are held at once, and each statistic is taken over floa
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .comparison import EQUAL, compare_state
 from .convert import Step, implied_tensors, table_steps
+from .diff import one_thread, part_of
 from .folder import FolderTensors
 from .mapping import split_layer_index
 
@@ -81,25 +79,6 @@ def compare_weights(checkpoint: str | Path, folder: str | Path) -> list[TensorCo
     return sorted(found, key=lambda c: c.target)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside: the statistics are memory-bound, and a second thread that must wait
-    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU).
-
-    Torch's thread count is the whole process's: off the main thread (a widget's worker, while the kernel may be
-    computing) it is left as it is, so that no other work is slowed and two overlapping calls cannot leave it at
-    one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def compare_tensor(
     target: str, step: Step | None, expected: torch.Tensor | None, written: torch.Tensor | None
 ) -> TensorComparison:
@@ -121,7 +100,7 @@ def compare_tensor(
         target=target,
         source=step.inputs[0] if step else "",
         op=step.op.name if step else "",
-        tower=_tower(target),
+        tower=part_of(target).tower,
         layer=split_layer_index(target)[1],
         source_stats=source_stats,
         converted_stats=converted_stats,
@@ -183,11 +162,3 @@ def _ratio(converted: float, source: float) -> float:
     if source == 0.0:
         return 1.0 if converted == 0.0 else math.inf
     return converted / source
-
-
-def _tower(target: str) -> str:
-    if target.startswith(("vision_model.", "visual_projection")):
-        return "vision"
-    if target.startswith(("text_model.", "text_projection")):
-        return "text"
-    return "shared"

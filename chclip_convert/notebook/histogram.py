@@ -13,8 +13,9 @@ import ipywidgets as W
 
 from ..checkpoint import load_checkpoint
 from ..convert import implied_tensors, table_steps
+from ..diff import one_thread
 from ..folder import FolderTensors
-from ..weight_stats import BOTH, TensorComparison, compare_tensor, one_thread
+from ..weight_stats import BOTH, TensorComparison, compare_tensor
 from .picker import WIDE
 
 
