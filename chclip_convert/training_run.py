@@ -25,7 +25,7 @@ from .convert import dtype_name
 from .diff import Part, measure_change, part_of
 from .errors import CheckpointReadError, ConversionError
 from .preflight import looks_converted
-from .tensor_sources import CHECKPOINT, open_tensors
+from .tensor_sources import CHECKPOINT, TensorSource, open_tensors
 
 RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
 
@@ -61,23 +61,24 @@ class EpochInfo:
 def describe(path: str | Path) -> EpochInfo:
     """Epoch, step, run name, sizes and dtype of a checkpoint or converted folder, from metadata alone."""
     with open_tensors(path) as source:
-        specs = [source.spec(name) for name in source.names()]
-        elements: Counter[str] = Counter()
-        for spec in specs:
-            elements[dtype_name(spec.dtype)] += math.prod(spec.shape)
-        meta = source.metadata
-        folder = source.kind != CHECKPOINT
-        size = (
-            sum(f.stat().st_size for f in source.path.iterdir() if f.is_file())
-            if folder
-            else source.path.stat().st_size
-        )
-        return EpochInfo(
-            path=source.path, kind=source.kind, epoch=_int(meta.get("epoch")), step=_int(meta.get("step")),
-            run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
-            weight_bytes=sum(math.prod(spec.shape) * spec.dtype.itemsize for spec in specs), file_bytes=size,
-            dtype=" + ".join(name for name, _ in elements.most_common()),
-        )  # fmt: skip
+        return describe_source(source)
+
+
+def describe_source(source: TensorSource) -> EpochInfo:
+    """:func:`describe` for a checkpoint or folder already open."""
+    specs = [source.spec(name) for name in source.names()]
+    elements: Counter[str] = Counter()
+    for spec in specs:
+        elements[dtype_name(spec.dtype)] += math.prod(spec.shape)
+    meta = source.metadata
+    folder = source.kind != CHECKPOINT
+    size = sum(f.stat().st_size for f in source.path.iterdir() if f.is_file()) if folder else source.path.stat().st_size
+    return EpochInfo(
+        path=source.path, kind=source.kind, epoch=_int(meta.get("epoch")), step=_int(meta.get("step")),
+        run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
+        weight_bytes=sum(math.prod(spec.shape) * spec.dtype.itemsize for spec in specs), file_bytes=size,
+        dtype=" + ".join(name for name, _ in elements.most_common()),
+    )  # fmt: skip
 
 
 def _int(value) -> int | None:
@@ -126,9 +127,12 @@ def read_run(checkpoints: Sequence[str | Path], *, exclude: str | Path | None = 
     """Describe each checkpoint (see :func:`run_checkpoints`; ``exclude``, the reference, left out) in
     training order (epoch, step, name). A file repeating another — the same run name, epoch, step and weights'
     size, as ``epoch_latest.pt`` repeats the epoch it was saved with — is marked ``same_as`` that one."""
+    return mark_repeats(describe(path) for path in _run_paths(checkpoints, exclude))
+
+
+def _run_paths(checkpoints: Sequence[str | Path], exclude: str | Path | None) -> list[Path]:
     excluded = Path(exclude).expanduser().resolve() if exclude is not None else None
-    paths = [path for path in run_checkpoints(checkpoints) if path.resolve() != excluded]
-    return mark_repeats(describe(path) for path in paths)
+    return [path for path in run_checkpoints(checkpoints) if path.resolve() != excluded]
 
 
 def mark_repeats(infos) -> list[EpochInfo]:
@@ -232,14 +236,16 @@ def measure_drift(
         ConversionError: (a subclass) naming the file, if one is not a checkpoint or converted folder.
     """
     reference = Path(reference).expanduser()
-    run = read_run(checkpoints, exclude=reference)
-    epochs = [info for info in run if info.same_as is None]
-    if not epochs:
-        given = checkpoints[0] if len(checkpoints) == 1 else ", ".join(map(str, checkpoints))
-        raise CheckpointReadError("holds no checkpoint to compare besides the reference.", path=given)
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # each file opened once: described, then read
+        opened = [stack.enter_context(open_tensors(path)) for path in _run_paths(checkpoints, reference)]
+        run = mark_repeats(describe_source(source) for source in opened)
+        epochs = [info for info in run if info.same_as is None]
+        if not epochs:
+            given = checkpoints[0] if len(checkpoints) == 1 else ", ".join(map(str, checkpoints))
+            raise CheckpointReadError("holds no checkpoint to compare besides the reference.", path=given)
+        by_path = {source.path: source for source in opened}
+        sources = [by_path[info.path] for info in epochs]
         ref = stack.enter_context(open_tensors(reference))
-        sources = [stack.enter_context(open_tensors(info.path)) for info in epochs]
         names, held = ref.names(), [set(source.names()) for source in sources]
         sums = _Sums(len(epochs))
         problems = _missing(ref, sources)
@@ -260,7 +266,7 @@ def measure_drift(
                 sums.add(part, index, from_ref, from_prev)
                 previous = current
         return Drift(
-            describe(reference), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
+            describe_source(ref), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
             [info for info in run if info.same_as is not None], problems,
         )  # fmt: skip
 
