@@ -2,7 +2,8 @@
 afterwards, and a folder that still matches its checkpoint left as it is.
 
 A folder *matches* when its ``conversion_report.json`` names this checkpoint file, records the digest of the
-weights the checkpoint holds now (:mod:`chclip_convert.provenance`) and the same dtype option. A folder that
+weights the checkpoint holds now (:mod:`chclip_convert.provenance`) and the same dtype option, and its headers
+still hold every tensor the checkpoint maps to, with its shape and dtype. A folder that
 held an older state of the same file (``epoch_latest.pt`` is rewritten every epoch) is converted again; a
 folder holding anything else is left alone and reported, unless ``overwrite`` is given for a converted one.
 """
@@ -23,7 +24,9 @@ import torch
 from .diff import CheckpointDiff, DiffProgress, diff_checkpoints
 from .errors import ConversionError, OutputError
 from .preflight import REPORT_FILE, looks_converted
-from .tensor_sources import open_tensors
+from .provenance import weights_digest
+from .tensor_sources import ConvertedFolder, MappedCheckpoint
+from .training_run import RUN_SUBFOLDER, describe
 
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 
@@ -57,8 +60,6 @@ class BatchProgress:
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
     """``into/<run>-<stem>-hf``: the run is the folder holding the checkpoint, or the one above cn_clip's
     ``checkpoints/`` (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``), from wherever the path was given."""
-    from .training_run import RUN_SUBFOLDER
-
     checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
     run = checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else checkpoint.parent
     name = f"{run.name}-{checkpoint.stem}" if run.name else checkpoint.stem
@@ -81,11 +82,9 @@ def convert_epochs(
     each ends) and the others go on. An exception raised by ``progress`` (a cancel button's) stops the batch:
     the folder being written or checked is removed, those done are kept.
     """
-    from .training_run import describe
-
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
     folders = [folder_for(path, into) for path in paths]
-    sizes = [_weight_bytes(path, describe) for path in paths]
+    sizes = [_weight_bytes(path) for path in paths]
     total, before, results = sum(sizes), 0, []
     for index, (path, folder, size) in enumerate(zip(paths, folders, sizes, strict=True), 1):
 
@@ -148,7 +147,7 @@ def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: boo
     return replace(checked, detail=checked.detail + notes) if notes else checked
 
 
-def _weight_bytes(path: Path, describe) -> int:
+def _weight_bytes(path: Path) -> int:
     try:
         return describe(path).weight_bytes
     except ConversionError:
@@ -161,8 +160,6 @@ ABSENT, STALE, OTHER, FOREIGN = "absent", "stale", "other", "foreign"
 def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
     """ABSENT; UP_TO_DATE; STALE (a conversion of this file's older state, with this dtype); OTHER (a converted
     folder of something else, or with another dtype); FOREIGN (not a converted folder)."""
-    from .provenance import source_weights_digest
-
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return ABSENT
     if not looks_converted(folder):
@@ -176,16 +173,17 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
         return OTHER
     if (record.get("overrides") or {}).get("dtype", "auto") != dtype:
         return OTHER
-    if record.get("source_weights_digest") != source_weights_digest(checkpoint):
-        return STALE
-    return UP_TO_DATE if _headers_match(checkpoint, folder, dtype) else STALE
+    with MappedCheckpoint(checkpoint) as source:  # opened once, for the digest and the headers
+        if record.get("source_weights_digest") != weights_digest(source.source.state_dict):
+            return STALE
+        return UP_TO_DATE if _headers_match(source, folder, dtype) else STALE
 
 
-def _headers_match(checkpoint: Path, folder: Path, dtype: str) -> bool:
+def _headers_match(source: MappedCheckpoint, folder: Path, dtype: str) -> bool:
     """Whether the folder still holds every tensor the checkpoint maps to, with its shape and dtype, from the
     headers alone (the report vouches for the weights' source; this, that nothing was removed or cut since)."""
     try:
-        with open_tensors(checkpoint) as source, open_tensors(folder) as written:
+        with ConvertedFolder(folder) as written:
             if source.names() != written.names():
                 return False
             cast = None if dtype == "auto" else getattr(torch, dtype)
