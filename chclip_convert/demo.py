@@ -17,6 +17,7 @@ from .architecture import Architecture, expected_shapes
 from .constants import DEMO_FILE
 from .mapping import standard_rules_by_layer
 from .output import atomic_output
+from .preflight import RUN_SUBFOLDER
 
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 
@@ -126,7 +127,6 @@ def source_shapes(arch: Architecture, vocab_size: int) -> dict[str, tuple[int, .
 # The demo training run: what fine-tuning moved, and by how much per epoch (relative to each tensor's norm).
 # The vision tower is frozen, as is the text tower below its last three layers; the moves shrink epoch by
 # epoch, as a converging run's do.
-RUN_EPOCHS = 3
 RUN_STEPS_PER_EPOCH = 125
 RUN_MOVES = {"bert.encoder.layer.9.": 0.004, "bert.encoder.layer.10.": 0.008, "bert.encoder.layer.11.": 0.016,
              "text_projection": 0.03}  # fmt: skip
@@ -140,31 +140,38 @@ def moved_by_demo_run(name: str) -> bool:
     return name == "logit_scale" or name.startswith(tuple(RUN_MOVES))
 
 
+def demo_run_paths(folder: str | Path) -> tuple[Path, list[Path]]:
+    """Where :func:`write_demo_run` puts the reference and the epoch files (``epoch_latest.pt`` last)."""
+    folder = Path(folder)
+    run = folder / RUN_SUBFOLDER
+    epochs = [run / f"epoch{epoch}.pt" for epoch in range(1, len(RUN_EPOCH_SCALE) + 1)]
+    return folder / RUN_REFERENCE, [*epochs, run / "epoch_latest.pt"]
+
+
 def write_demo_run(folder: str | Path, *, seed: int = 0) -> tuple[Path, list[Path]]:
     """Write a pretrained demo checkpoint and three fine-tuned epochs as cn_clip's training names them
     (``checkpoints/epoch1.pt`` … ``epoch3.pt`` and ``epoch_latest.pt``, each with AdamW state); return the
     reference and the epoch files. Re-running gives byte-identical files."""
     folder = Path(folder)
-    run = folder / "checkpoints"
+    reference_path, paths = demo_run_paths(folder)
+    run = paths[0].parent
     run.mkdir(parents=True, exist_ok=True)
     vocabulary = "\n".join(demo_vocabulary()) + "\n"
     for place in (folder, run):
         (place / "vocab.txt").write_text(vocabulary, encoding="utf-8")
     state = demo_state_dict(seed)
-    reference = _save(
-        folder / RUN_REFERENCE, {"epoch": 0, "step": 0, "name": "demo-pretrained", "state_dict": _prefixed(state)}
-    )
+    checkpoint = {"epoch": 0, "step": 0, "name": "demo-pretrained", "state_dict": _prefixed(state)}
+    reference = _save(reference_path, checkpoint)
     generator = torch.Generator().manual_seed(seed + 2)
-    epochs = []
-    for epoch, scale in enumerate(RUN_EPOCH_SCALE, 1):
+    for path, (epoch, scale) in zip(paths, enumerate(RUN_EPOCH_SCALE, 1), strict=False):
         state = {key: _moved(key, value, scale, generator) for key, value in state.items()}
         checkpoint = {
             "epoch": epoch, "step": epoch * RUN_STEPS_PER_EPOCH, "name": "demo-finetune",
             "state_dict": _prefixed(state), "optimizer": _adamw_state(state, epoch),
         }  # fmt: skip
-        epochs.append(_save(run / f"epoch{epoch}.pt", checkpoint))
-    latest = _save(run / "epoch_latest.pt", checkpoint)
-    return reference, [*epochs, latest]
+        _save(path, checkpoint)
+    _save(paths[-1], checkpoint)  # epoch_latest.pt: the last epoch again, as training leaves it
+    return reference, paths
 
 
 def _moved(key: str, value: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:

@@ -23,10 +23,10 @@ import torch
 
 from .diff import CheckpointDiff, DiffProgress, diff_checkpoints
 from .errors import ConversionError, OutputError
-from .preflight import REPORT_FILE, looks_converted
+from .preflight import REPORT_FILE, cn_clip_run, looks_converted
 from .provenance import weights_digest
 from .tensor_sources import ConvertedFolder, MappedCheckpoint
-from .training_run import RUN_SUBFOLDER, describe
+from .training_run import describe
 
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 
@@ -61,7 +61,7 @@ def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
     """``into/<run>-<stem>-hf``: the run is the folder holding the checkpoint, or the one above cn_clip's
     ``checkpoints/`` (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``), from wherever the path was given."""
     checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
-    run = checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else checkpoint.parent
+    run = cn_clip_run(checkpoint) or checkpoint.parent
     name = f"{run.name}-{checkpoint.stem}" if run.name else checkpoint.stem
     return Path(into).expanduser() / f"{name}-hf"
 

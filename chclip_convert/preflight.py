@@ -12,6 +12,12 @@ from .errors import CheckpointReadError, UnsupportedCheckpointError
 BIN_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.json"
 REPORT_FILE = "conversion_report.json"
+RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
+
+
+def cn_clip_run(checkpoint: Path) -> Path | None:
+    """The run folder of a checkpoint in cn_clip's layout (``<run>/checkpoints/<file>``), else ``None``."""
+    return checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else None
 
 
 def looks_converted(folder: Path) -> bool:

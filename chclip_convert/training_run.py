@@ -24,10 +24,8 @@ from .constants import CHECKPOINT_SUFFIXES
 from .convert import dtype_name
 from .diff import Part, measure_change, part_of
 from .errors import CheckpointReadError, ConversionError
-from .preflight import looks_converted
+from .preflight import RUN_SUBFOLDER, looks_converted
 from .tensor_sources import CHECKPOINT, TensorSource, open_tensors
-
-RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
 
 DriftProgress = Callable[[int, int], None]  # (tensors done, tensors in all) over every epoch
 

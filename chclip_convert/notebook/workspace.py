@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..constants import DEMO_FILE
-from ..preflight import REPORT_FILE, looks_converted
+from ..preflight import REPORT_FILE, cn_clip_run, looks_converted
 
 WORK_ENV = "CHCLIP_WORK"
 CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
@@ -123,13 +123,12 @@ class Workspace:
     def demo_run(self) -> tuple[Path, list[Path]]:
         """The embedded demo training run (:func:`chclip_convert.demo.write_demo_run`) in ``demo-run/`` of the
         work folder, written if not complete: its pretrained reference and its epoch files."""
-        from ..demo import RUN_EPOCHS, RUN_REFERENCE, write_demo_run
+        from ..demo import demo_run_paths, write_demo_run
 
         folder = self.root / DEMO_RUN_SUBDIR
-        epochs = [folder / "checkpoints" / f"epoch{n}.pt" for n in range(1, RUN_EPOCHS + 1)]
-        epochs.append(folder / "checkpoints" / "epoch_latest.pt")
-        if all(path.is_file() for path in [folder / RUN_REFERENCE, *epochs]):
-            return folder / RUN_REFERENCE, epochs
+        reference, epochs = demo_run_paths(folder)
+        if all(path.is_file() for path in [reference, *epochs]):
+            return reference, epochs
         return write_demo_run(folder)
 
     def is_demo(self, checkpoint: Path) -> bool:
@@ -238,9 +237,8 @@ def converted_from(folder: Path) -> str | None:
 def _checkpoint_name(checkpoint: Path) -> str:
     """``epoch_latest`` from ``…/run-a/checkpoints/epoch_latest.pt`` becomes ``run-a-epoch_latest``, since
     cn_clip names every run's files alike."""
-    if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.name:
-        return f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
-    return checkpoint.stem
+    run = cn_clip_run(checkpoint)
+    return f"{run.name}-{checkpoint.stem}" if run is not None and run.name else checkpoint.stem
 
 
 __all__ = ["CHECKPOINT_ENV", "WORK_ENV", "Workspace", "default_work_folder"]
