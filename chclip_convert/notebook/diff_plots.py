@@ -18,17 +18,19 @@ from matplotlib.ticker import MaxNLocator
 
 from ..diff import LAYER, SHARED, TEXT, VISION, CheckpointDiff, Part, PartChange, part_of
 from .fonts import use_cjk_font
+from .plots import edge_crosses
 
 QUANTITY = "‖B − A‖ / ‖A‖"
-LINTHRESH = 1e-6  # as the training run's curves: linear below (0 is drawn), logarithmic above
+LINTHRESH = 1e-6  # here and in the training run's curves: linear below (0 is drawn), logarithmic above
 CLIP = 1e6  # an infinite change (A all zero, B not) is drawn here
 TOWER_COLOURS = {VISION: "C0", TEXT: "C1", SHARED: "C2"}  # as plots.plot_outside_layers colours its rows
-# Where both towers sit at 0 their lines overlap: the vision tower's hollow squares show around the text's dots.
+# Where both towers sit at 0 their lines overlap: the vision tower's hollow squares show around the text's dots
+# (here, and in the training run's curves).
 TOWER_STYLES = {
     VISION: {"linestyle": "--", "marker": "s", "markersize": 8, "markerfacecolor": "none"},
     TEXT: {"linestyle": "-", "marker": "o", "markersize": 5},
+    SHARED: {"linestyle": ":", "marker": "^", "markersize": 7},
 }
-PROBLEM_COLOUR = "#d62728"
 ZERO_COLOUR = "#999999"
 
 
@@ -124,10 +126,9 @@ def _layer_problems(ax, diff: CheckpointDiff) -> list:
 
 
 def _problems(ax, positions: list[float], *, horizontal: bool):
-    edge = ax.get_xaxis_transform() if horizontal else ax.get_yaxis_transform()
-    xy = (positions, [0.96] * len(positions)) if horizontal else ([0.96] * len(positions), positions)
-    label = f"only in A or B / shape differs ({len(positions)})"
-    return ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
+    return edge_crosses(
+        ax, positions, horizontal=horizontal, label=f"only in A or B / shape differs ({len(positions)})"
+    )
 
 
 def _scale(ax, values: list[float], vertical: bool) -> None:

@@ -91,11 +91,16 @@ def plot_outside_layers(ax, comparisons: list[TensorComparison], quantity: str =
 
 def _draw_problems(ax, positions: list[float], problems: list[TensorComparison], *, horizontal: bool) -> Drawn:
     """Red crosses at the far edge of the value axis, at each tensor's layer (or row)."""
+    label = f"one side only / shape differs ({len(problems)})"
+    return Drawn(edge_crosses(ax, positions, horizontal=horizontal, label=label), problems)
+
+
+def edge_crosses(ax, positions: list[float], *, horizontal: bool, label: str):
+    """Red crosses at the far edge of the value axis (the top, for a horizontal layer axis; the right, for rows),
+    at each position: where a name has no value to draw (one side lacks it, or its shape differs)."""
     edge = ax.get_xaxis_transform() if horizontal else ax.get_yaxis_transform()
     xy = (positions, [0.96] * len(positions)) if horizontal else ([0.96] * len(positions), positions)
-    label = f"one side only / shape differs ({len(problems)})"
-    artist = ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
-    return Drawn(artist, problems)
+    return ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
 
 
 def _scale(ax, values: list[float | None], quantity: str, *, vertical: bool) -> None:

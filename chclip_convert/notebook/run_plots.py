@@ -12,19 +12,13 @@ from matplotlib.figure import Figure
 
 from ..diff import EMBEDDINGS, LOGIT_SCALE, PROJECTION, TEXT, VISION, Part
 from ..training_run import Drift
+from .diff_plots import LINTHRESH, TOWER_STYLES
 from .fonts import use_cjk_font
 
 UNCHANGED_COLOUR = "#d9d9d9"
 CMAP = "viridis"
 COMPARISONS = (("from the reference", "vs_reference"), ("from the epoch before", "vs_previous"))
 CURVE_SECTIONS = (EMBEDDINGS, PROJECTION, LOGIT_SCALE)
-LINTHRESH = 1e-6  # the curves' axis is linear below this (so exactly 0 is drawn) and logarithmic above
-# Vision hollow and large, text filled and small: parts left at 0 in both towers stay visible one over another.
-CURVE_STYLES = {
-    VISION: {"linestyle": "--", "marker": "s", "markersize": 9, "fillstyle": "none"},
-    TEXT: {"linestyle": "-", "marker": "o", "markersize": 5},
-    "shared": {"linestyle": ":", "marker": "^", "markersize": 7},
-}
 
 
 def epoch_labels(drift: Drift) -> list[str]:
@@ -97,7 +91,7 @@ def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
     for ax, (title, which) in zip(axes, COMPARISONS, strict=True):
         values = getattr(drift, which)
         for part in curve_parts(drift):
-            style = CURVE_STYLES[part.tower]
+            style = TOWER_STYLES[part.tower]
             (line,) = ax.plot(x, values[part], label=f"{part.tower} {part.label}", **style)
             lines.setdefault(part, []).append(line)
         ax.set_yscale("symlog", linthresh=LINTHRESH)
