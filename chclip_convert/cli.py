@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 EXIT_ERROR = 1
 EXIT_VERIFY_FAILED = 3
 EXIT_PROBLEMS = 4
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (128 + SIGINT)
 
 PROG = "chclip-convert"
 COMMANDS = ("convert", "verify", "reverse", "inspect", "diff", "drift", "convert-epochs")
@@ -278,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # what was being written has been removed on the way out
+        print("interrupted: stopped, and nothing half-written was left behind.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _prepare(parser: CommandLine, argv: Sequence[str]) -> list[str]:

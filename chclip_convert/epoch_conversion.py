@@ -23,6 +23,7 @@ import torch
 
 from .diff import CheckpointDiff, DiffProgress, diff_checkpoints
 from .errors import ConversionError, OutputError
+from .output import output_lock
 from .preflight import REPORT_FILE, cn_clip_run, looks_converted
 from .provenance import weights_digest
 from .tensor_sources import ConvertedFolder, MappedCheckpoint
@@ -82,6 +83,9 @@ def convert_epochs(
     each ends) and the others go on. An exception raised by ``progress`` (a cancel button's) stops the batch:
     the folder being written or checked is removed, those done are kept.
     """
+    into = Path(into).expanduser()
+    if into.exists() and not into.is_dir():
+        raise OutputError("is a file, not a folder; give the folder to write the converted folders into.", path=into)
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
     folders = [folder_for(path, into) for path in paths]
     sizes = [_weight_bytes(path) for path in paths]
@@ -90,7 +94,10 @@ def convert_epochs(
 
         def report(phase: str, done: int, path=path, index=index, before=before) -> None:
             if progress is not None:
-                progress(BatchProgress(index, len(paths), path, phase, before + done, total))
+                try:
+                    progress(BatchProgress(index, len(paths), path, phase, before + done, total))
+                except Exception as error:  # the caller's (a cancel button's): it stops the batch
+                    raise _Stopped(error) from error
 
         earlier = folders.index(folder)
         try:
@@ -100,15 +107,28 @@ def convert_epochs(
                     "one name; convert them into different folders.",
                     path=folder,
                 )
-            result = _convert_one(path, folder, size, dtype, overwrite, report)
+            with output_lock(folder):  # one writer, from the up-to-date check to the folder's own check
+                result = _convert_one(path, folder, size, dtype, overwrite, report)
+        except _Stopped as stopped:
+            raise stopped.error from None
         except ConversionError as error:
             result = EpochConversion(path, folder, FAILED, str(error))
+        except Exception as error:  # anything else failing one checkpoint fails it alone, said in one line
+            result = EpochConversion(path, folder, FAILED, f"{path}: failed: {type(error).__name__}: {error}")
         results.append(result)
         if on_result is not None:
             on_result(result)
         report("done", size)  # up to date or failed too: the bytes over all reach the total
         before += size
     return results
+
+
+class _Stopped(BaseException):
+    """Carries what the caller's progress raised past the per-checkpoint handlers, which catch ``Exception``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:

@@ -1,20 +1,35 @@
-"""Every output — a converted folder, a reversed ``.pt`` file — is checked before anything is written, filled
-at a temporary path beside it, and moved into place only when complete. An existing output is replaced only
-with ``overwrite``, and only after the new one is complete; the input is never written to.
+"""Every output — a converted folder, a reversed ``.pt`` file — is claimed, checked, filled at a temporary path
+of its own beside it, and moved into place only when complete. An existing output is replaced only with
+``overwrite``, and only after the new one is complete; the input is never written to.
+
+One writer at a time per output: :func:`output_lock` holds a lock on the output from its first check to the
+rename, and a second writer — another notebook, a terminal — is refused at once by name. Each write fills a
+temporary path no other writer uses (``NAME.chclip-partial-…``); one left by a killed run is removed by the next
+writer of that output, which holds the lock, so its writer is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import re
 import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import ConversionError, OutputError
 
 PARTIAL_SUFFIX = ".chclip-partial"
 OLD_SUFFIX = ".chclip-old"
+LOCK_SUFFIX = ".chclip-lock"
+
+
+class OutputBusyError(OutputError):
+    """Another conversion (another process or thread) is writing this output right now."""
 
 
 def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, overwrite: bool) -> Path:
@@ -56,9 +71,9 @@ def check_output_file(output: str | Path, *, input_folder: str | Path, overwrite
 
 
 def _check_writable_parent(output: Path) -> None:
-    parent = output.resolve().parent
-    while not parent.exists() and parent != parent.parent:  # the folder that will hold the new ones
-        parent = parent.parent
+    parent = _existing_parent(output)
+    if not parent.is_dir():
+        raise OutputError(f"cannot be created: {parent} is a file, not a folder; choose another path.", path=output)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(
             f"cannot write in its parent folder {parent} (permission denied); choose a folder you can write to.",
@@ -66,39 +81,215 @@ def _check_writable_parent(output: Path) -> None:
         )
 
 
-@contextlib.contextmanager
-def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``target`` — a fresh empty folder, or (``folder=False``) a file path to
-    write — and move it into place when the block ends without error.
+def _existing_parent(output: Path) -> Path:
+    """The nearest folder above ``output`` that exists (the one that will hold the new ones)."""
+    parent = output.resolve().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
 
-    On any error the temporary path is removed and ``target`` is left as it was; a failed write (``OSError``)
-    becomes an :class:`OutputError`. A temporary path left by a killed run (``NAME.chclip-partial``) is removed
-    by the next run.
+
+_held: dict[Path, tuple[int, int]] = {}  # lock file → (owning thread, depth): the lock is re-entrant per thread
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path) -> Iterator[None]:
+    """Hold the one writer's lock of ``target`` for the block; raise :class:`OutputBusyError` at once if another
+    process or thread holds it. Re-entrant within one thread (a conversion's steps nest).
+
+    The lock is ``flock`` on ``.NAME.chclip-lock`` beside the target, removed when the outermost block ends.
+    Entering it also tidies what a killed writer of this target left: temporary paths are removed, and a
+    folder set aside while being replaced is put back if the replacement never arrived.
     """
-    target = Path(target)
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    lock_path = _lock_path(Path(target).expanduser())
+    me = threading.get_ident()
+    with _held_guard:
+        owner, depth = _held.get(lock_path, (None, 0))
+        if owner == me:
+            _held[lock_path] = (me, depth + 1)
+    if owner == me:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[lock_path] = (me, _held[lock_path][1] - 1)
+        return
+    if owner is not None:
+        raise _busy(Path(target), "another conversion in this process")
+    created = _make_parents(lock_path.parent, Path(target))
+    fd = _acquire(lock_path, Path(target))
+    with _held_guard:
+        _held[lock_path] = (me, 1)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove(partial)
-        if folder:
-            partial.mkdir()
+        _tidy(Path(target).expanduser())
+        yield
+    finally:
+        with _held_guard:
+            del _held[lock_path]
+        with contextlib.suppress(OSError):
+            lock_path.unlink()  # before the unlock: a writer that opened it meanwhile sees it gone and retries
+        os.close(fd)
+        for folder in reversed(created):  # folders made only to hold the lock, left empty by a refusal
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _lock_path(target: Path) -> Path:
+    resolved = target.parent.resolve() / target.name
+    return resolved.with_name(f".{target.name}{LOCK_SUFFIX}")
+
+
+def _make_parents(folder: Path, target: Path) -> list[Path]:
+    """Create ``folder`` and the missing folders above it; return those created, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for path in reversed(missing):
+            path.mkdir()
     except OSError as error:
         raise OutputError(
             f"cannot create the output: {error.strerror or error}; choose a folder you can write to.", path=target
         ) from error
+    return list(reversed(missing))
+
+
+def _acquire(lock_path: Path, target: Path) -> int:
+    """Open and ``flock`` the lock file; return its descriptor. A lock file removed by the writer that held it
+    (between our open and our lock) is no lock: try again on the new one."""
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise OutputError(
+                f"cannot create the output: {error.strerror or error}; choose a folder you can write to.",
+                path=target,
+            ) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise _busy(target, f"another conversion (process {holder})" if holder else "another conversion") from None
+        if _same_file(fd, lock_path):
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        yield partial
-        _move_into_place(partial, target, overwrite)
-    except OSError as error:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return text if text.isdigit() else ""
+    return ""
+
+
+def _busy(target: Path, who: str) -> OutputBusyError:
+    return OutputBusyError(
+        f"{who} is writing this output right now; nothing was written. Wait for it to finish, or choose another path.",
+        path=target,
+    )
+
+
+def _tidy(target: Path) -> None:
+    """What a killed writer of ``target`` left: its temporary paths, and a folder it set aside to replace."""
+    for partial in target.parent.glob(f"{glob_escape(target.name)}{PARTIAL_SUFFIX}*"):
         _remove(partial)
-        raise OutputError(
-            f"writing failed: {error.strerror or error}; nothing was changed. Free space or fix the permissions "
-            "of the target's folder, then run again.",
-            path=target,
-        ) from error
-    except BaseException:
-        _remove(partial)
-        raise
+    old = target.with_name(target.name + OLD_SUFFIX)
+    if old.exists() and not target.exists():
+        old.rename(target)  # killed between setting the user's folder aside and moving the new one in
+    elif old.exists():
+        _remove(old)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters matched literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@contextlib.contextmanager
+def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` — a fresh empty folder, or (``folder=False``) a file path to
+    write — and move it into place when the block ends without error, holding :func:`output_lock` throughout.
+
+    On any error the temporary path is removed and ``target`` is left as it was; a failed write (an ``OSError``,
+    or a library's own error for one, see :func:`write_failure`) becomes an :class:`OutputError`.
+    """
+    target = Path(target)
+    with output_lock(target):
+        try:
+            partial = Path(tempfile.mkdtemp(prefix=target.name + PARTIAL_SUFFIX + "-", dir=target.parent))
+            if not folder:
+                partial = partial / target.name
+        except OSError as error:
+            raise OutputError(
+                f"cannot create the output: {error.strerror or error}; choose a folder you can write to.",
+                path=target,
+            ) from error
+        holder = partial if folder else partial.parent
+        try:
+            yield partial
+            _move_into_place(partial, target, overwrite)
+        except BaseException as error:
+            failure = write_failure(error, target)
+            _remove(holder)
+            if failure is not None:
+                raise failure from error
+            raise
+        else:
+            _remove(holder)
+
+
+def write_failure(error: BaseException, target: Path) -> OutputError | None:
+    """The :class:`OutputError` a failed write of ``target`` is, or ``None`` if ``error`` is not one.
+
+    Besides ``OSError``: the tokenizers library raises a plain ``Exception`` worded ``… (os error 28)``, and
+    ``torch.save`` a ``RuntimeError`` from its zip writer (``PytorchStreamWriter failed writing file``,
+    ``[enforce fail at inline_container.cc…] unexpected pos``) when the disk fills.
+    """
+    if isinstance(error, ConversionError) or not isinstance(error, Exception):
+        return None
+    reason = _write_reason(error, target)
+    if reason is None:
+        return None
+    return OutputError(
+        f"writing failed: {reason}; nothing was changed. Free space or fix the permissions of the target's "
+        "folder, then run again.",
+        path=target,
+    )
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_TORCH_WRITER = ("PytorchStreamWriter", "inline_container.cc", "unexpected pos")
+
+
+def _write_reason(error: Exception, target: Path) -> str | None:
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    text = str(error)
+    if found := _OS_ERROR.search(text):
+        return os.strerror(int(found.group(1)))
+    if isinstance(error, RuntimeError) and any(mark in text for mark in _TORCH_WRITER):
+        return _disk_state(target) or f"torch could not write the file ({text.splitlines()[0][:120]})"
+    return None
+
+
+def _disk_state(target: Path) -> str | None:
+    """``No space left on device`` when the target's disk is (nearly) full — what torch's own message hides."""
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(_existing_parent(target)).free < 1 << 20:
+            return os.strerror(errno.ENOSPC)
+    return None
 
 
 def _move_into_place(partial: Path, target: Path, overwrite: bool) -> None:
@@ -122,6 +313,7 @@ def _move_into_place(partial: Path, target: Path, overwrite: bool) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        with contextlib.suppress(OSError):
+            path.unlink()

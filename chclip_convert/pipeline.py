@@ -30,7 +30,7 @@ from . import assets
 from .checkpoint import SourceCheckpoint, load_checkpoint
 from .convert import ConversionPlan, confirm_plan, dtype_name, plan_conversion
 from .folder import CARD_FILE, REPORT_FILE, load_config
-from .output import atomic_output, check_output_dir
+from .output import atomic_output, check_output_dir, output_lock
 from .provenance import file_sha256_beside
 from .safetensors_writer import TensorSpec, shard_size_bytes, spec_nbytes, write_weights
 from .summary import ConversionSummary
@@ -97,10 +97,11 @@ def convert_checkpoint(
         >>> print(summary.to_text())  # doctest: +SKIP
     """
     started = time.perf_counter()
-    output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
     max_shard_bytes = shard_size_bytes(max_shard_size)
     user_config = load_config(config) if isinstance(config, str | Path) else config
     with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
+        stack.enter_context(output_lock(output_dir))  # one writer, from this check to the rename
+        output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
         source = load_checkpoint(checkpoint)
         options = {"dtype": dtype, "strict": strict, "vision_heads": vision_heads, "text_heads": text_heads}

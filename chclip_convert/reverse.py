@@ -23,7 +23,7 @@ from .convert import Step, TensorLike, apply_steps, dtype_name
 from .errors import MappingError
 from .folder import folder_tensor_specs, load_folder_state, read_config
 from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
-from .output import atomic_output, check_output_file
+from .output import atomic_output, check_output_file, output_lock
 from .report import (
     FILLED,
     MAPPED,
@@ -214,7 +214,13 @@ def reverse_folder(
             is written.
     """
     folder = Path(folder)
-    output = check_output_file(output, input_folder=folder, overwrite=overwrite)
+    with output_lock(output):  # one writer, from this check to the rename
+        return _reverse_into(
+            folder, check_output_file(output, input_folder=folder, overwrite=overwrite), bare, overwrite
+        )
+
+
+def _reverse_into(folder: Path, output: Path, bare: bool, overwrite: bool) -> ReverseSummary:
     plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
     state = plan.apply(load_folder_state(folder))
     payload: dict = (
@@ -228,7 +234,7 @@ def reverse_folder(
         }
     )
     with atomic_output(output, overwrite=overwrite, folder=False) as partial:
-        _torch_save(payload, partial)
+        torch.save(payload, partial)  # a failed write, torch's RuntimeError too, is worded by atomic_output
     return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)
 
 
@@ -244,10 +250,3 @@ def folder_expected_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | N
         return expected_shapes(config)
     except Exception as error:  # a config transformers cannot build a model from (e.g. heads not dividing)
         raise CheckpointReadError(f"config.json does not describe a buildable model: {error}", path=folder) from error
-
-
-def _torch_save(payload: dict, path: Path) -> None:
-    try:
-        torch.save(payload, path)
-    except RuntimeError as error:  # how torch.save reports a failed write (a full disk, say)
-        raise OSError(str(error).splitlines()[0]) from error

@@ -225,7 +225,7 @@ def good(tmp_path) -> Path:
 
 def assert_nothing_written(output: Path, before: str | None) -> None:
     assert tree_sha256(output) == before, "the output location changed"
-    assert not list(output.parent.glob("*.chclip-partial")), "a partial folder was left"
+    assert not _partials(output), "a partial folder was left"
 
 
 def check_case(case: Case, source: Path, output: Path, extra: list[str], capsys) -> None:
@@ -297,19 +297,26 @@ def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_r
     model = build_model(REDUCED["ViT-H-14"], seed=2)  # ~360 MB of weights: writing takes a moment
     source = save(training_checkpoint(model), tmp_path / "big.pt")
     before = tree_sha256(source)
-    output, partial = tmp_path / "out", tmp_path / "out.chclip-partial"
+    output = tmp_path / "out"
     command = [sys.executable, "-m", "chclip_convert", str(source), str(output), "--no-progress"]
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (partial / "model.safetensors").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not _partials(output, "model.safetensors") and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the conversion finished before it could be interrupted"
-    assert not output.exists() and partial.is_dir()
+    assert not output.exists() and len(_partials(output)) == 1
     assert tree_sha256(source) == before
-    convert_checkpoint(source, output)
-    assert not partial.exists() and (output / "model.safetensors").is_file()
+    convert_checkpoint(source, output)  # the killed writer is gone, so its partial folder is removed
+    assert (output / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.pt", "out"], "a partial folder or lock was left"
+
+
+def _partials(output: Path, holding: str | None = None) -> list[Path]:
+    """The temporary folders of writers of ``output`` (holding the file ``holding``, if given)."""
+    found = output.parent.glob(output.name + ".chclip-partial*")
+    return [p for p in found if holding is None or (p / holding).exists()]
 
 
 def _reverse_case(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path, Path], Path]:
@@ -360,7 +367,7 @@ def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and says in stderr and "Traceback" not in stderr
     assert tree_sha256(folder) == before, "the folder changed"
-    assert not output.exists() and not list(tmp_path.glob("*.chclip-partial")), "something was written"
+    assert not output.exists() and not list(tmp_path.glob("*.chclip-partial*")), "something was written"
 
 
 def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good, tmp_path, capsys, monkeypatch):
@@ -379,7 +386,7 @@ def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good,
     assert main(["--reverse", str(folder), str(tmp_path / "back.pt")]) == 1
     stderr = capsys.readouterr().err
     assert "writing failed: [enforce fail" in stderr and "Traceback" not in stderr
-    assert not (tmp_path / "back.pt").exists() and not list(tmp_path.glob("*.chclip-partial"))
+    assert not (tmp_path / "back.pt").exists() and not list(tmp_path.glob("*.chclip-partial*"))
 
 
 def test_a_missing_tensor_stops_the_conversion_before_any_weight_is_written(good, tmp_path):

@@ -123,7 +123,7 @@ def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_pat
     with pytest.raises(ConversionError, match=re.escape(says)):
         convert_checkpoint(b16_checkpoint, tmp_path / "hf", vocab=small)
     assert not (tmp_path / "hf").exists()
-    assert not list(tmp_path.glob("*.chclip-partial"))
+    assert not list(tmp_path.glob("*.chclip-partial*"))
 
 
 def test_existing_folder_is_kept_unless_overwrite(b16_checkpoint, tmp_path):

@@ -1,0 +1,227 @@
+"""Writers never publish a wrong folder and never fail untidily: one writer per output (two real processes
+converting into one folder at once), what a killed writer left, a full disk (a real one: a small tmpfs in a
+mount namespace of its own), Ctrl-C, and a batch that goes on past one checkpoint's failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from original import REDUCED, build_model, save, training_checkpoint
+
+from chclip_convert import OutputError, convert_checkpoint, reverse_folder
+from chclip_convert.diff import diff_checkpoints
+from chclip_convert.epoch_conversion import CONVERTED, FAILED, convert_epochs
+from chclip_convert.output import OutputBusyError, output_lock
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+CLI = [sys.executable, "-m", "chclip_convert"]
+
+
+@pytest.fixture(scope="module")
+def big_checkpoint(tmp_path_factory) -> Path:
+    """A reduced ViT-H-14 (~360 MB of weights): converting it takes seconds, long enough to meet it writing."""
+    return save(training_checkpoint(build_model(REDUCED["ViT-H-14"], seed=5)), tmp_path_factory.mktemp("big") / "h.pt")
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    from chclip_convert.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
+
+
+def partials(output: Path) -> list[Path]:
+    return list(output.parent.glob(output.name + ".chclip-partial*"))
+
+
+def start_writing(checkpoint: Path, output: Path) -> subprocess.Popen:
+    """A conversion in its own process, returned once it has begun filling its temporary folder."""
+    process = subprocess.Popen(
+        [*CLI, str(checkpoint), str(output), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not partials(output) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the conversion ended before it could be met writing"
+    return process
+
+
+def assert_is_conversion_of(folder: Path, checkpoint: Path) -> None:
+    """The folder's weights are exactly the checkpoint's, and its report names that checkpoint."""
+    record = json.loads((folder / "conversion_report.json").read_text(encoding="utf-8"))
+    assert Path(record["source"]).name == checkpoint.name
+    diff = diff_checkpoints(checkpoint, folder)
+    assert diff.identical, diff.to_text()
+
+
+@pytest.mark.slow  # a reduced ViT-H-14 written in another process
+def test_a_second_process_is_refused_at_once_while_the_first_writes(big_checkpoint, small_checkpoint, tmp_path):
+    output = tmp_path / "converted" / "model-hf"
+    first = start_writing(big_checkpoint, output)
+    second = subprocess.run(
+        [*CLI, str(small_checkpoint), str(output), "--overwrite", "--no-progress"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert first.poll() is None, "the first conversion ended before the second was refused: no contest"
+    assert second.returncode == 1, second.stderr
+    says = f"error: {output}: another conversion (process {first.pid}) is writing this output right now"
+    assert second.stderr.startswith(says), second.stderr
+    assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr.decode()
+    assert_is_conversion_of(output, big_checkpoint)  # the refused writer removed nothing of the first's
+    assert sorted(p.name for p in output.parent.iterdir()) == ["model-hf"], "a partial folder or lock was left"
+
+
+@pytest.mark.slow  # a reduced ViT-H-14 written in another process
+def test_two_processes_started_together_never_leave_a_mislabelled_folder(big_checkpoint, small_checkpoint, tmp_path):
+    output = tmp_path / "model-hf"
+    commands = [[*CLI, str(c), str(output), "--overwrite", "--no-progress"] for c in (big_checkpoint, small_checkpoint)]
+    processes = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    outcomes = [(p.wait(timeout=300), p.stderr.read().decode()) for p in processes]
+    assert all("Traceback" not in stderr for _, stderr in outcomes), outcomes
+    assert all(code in (0, 1) for code, _ in outcomes) and any(code == 0 for code, _ in outcomes), outcomes
+    for code, stderr in outcomes:  # refused by the lock; both may also succeed, one after the other
+        assert code == 0 or "another conversion" in stderr, stderr
+    record = json.loads((output / "conversion_report.json").read_text(encoding="utf-8"))
+    named = big_checkpoint if Path(record["source"]).name == big_checkpoint.name else small_checkpoint
+    assert_is_conversion_of(output, named)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-hf"]
+
+
+def test_another_thread_holding_the_output_refuses_convert_and_reverse(small_checkpoint, tmp_path):
+    folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    held, release = threading.Event(), threading.Event()
+
+    def hold(target: Path) -> None:
+        with output_lock(target):
+            held.set()
+            release.wait(60)
+
+    for target, write in (
+        (tmp_path / "other-hf", lambda: convert_checkpoint(small_checkpoint, tmp_path / "other-hf")),
+        (tmp_path / "back.pt", lambda: reverse_folder(folder, tmp_path / "back.pt")),
+    ):
+        held.clear(), release.clear()
+        holder = threading.Thread(target=hold, args=(target,))
+        holder.start()
+        assert held.wait(60)
+        with pytest.raises(OutputBusyError, match="another conversion in this process is writing this output"):
+            write()
+        release.set()
+        holder.join()
+        assert not target.exists()
+        write()  # the lock is gone with its holder
+        assert target.exists()
+
+
+def test_a_folder_set_aside_by_a_killed_replacement_is_put_back(small_checkpoint, tmp_path):
+    """Killed between moving the user's folder aside and moving the new one in: the next writer restores it."""
+    output = tmp_path / "hf"
+    convert_checkpoint(small_checkpoint, output)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    output.rename(tmp_path / "hf.chclip-old")
+    (tmp_path / "hf.chclip-partial-killed").mkdir()
+    with pytest.raises(OutputError, match="exists and is not empty; nothing was written"):
+        convert_checkpoint(small_checkpoint, output)
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_a_library_error_while_writing_is_a_clean_error_and_the_batch_goes_on(
+    small_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """The tokenizers library reports a full disk as a plain ``Exception`` ending ``(os error 28)``."""
+    from chclip_convert import assets
+
+    real, calls = assets.write_tokenizer, []
+
+    def disk_full_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise Exception("No space left on device (os error 28)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assets, "write_tokenizer", disk_full_once)
+    second = tmp_path / "run-b" / small_checkpoint.name
+    second.parent.mkdir()
+    shutil.copy(small_checkpoint, second)
+    shutil.copy(small_checkpoint.with_name("vocab.txt"), second.with_name("vocab.txt"))
+    results = convert_epochs([small_checkpoint, second], tmp_path / "into")
+    assert [r.outcome for r in results] == [FAILED, CONVERTED], [r.detail for r in results]
+    assert f"{results[0].folder}: writing failed: No space left on device; nothing was changed" in results[0].detail
+    assert [p.name for p in (tmp_path / "into").iterdir()] == [results[1].folder.name]
+
+
+def in_small_disk(tmp_path: Path, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` (sh) with ``$DISK`` a fresh tmpfs of ``size`` in a mount namespace of its own (as root, or
+    as a user mapped to root), then list what the disk holds afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    wrapped = f'mount -t tmpfs -o size={size} tmpfs "$DISK" && {{ {script}; }}; echo "rc=$?"; ls -A "$DISK"'
+    return subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c", wrapped],
+        env={**ENV, "DISK": str(disk), "PY": shlex.join(CLI)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_full_disk_ends_in_one_paragraph_and_leaves_nothing(small_checkpoint, tmp_path):
+    # 1 MiB holds the config and tokenizer files but not the demo's 4 MB of weights.
+    done = in_small_disk(tmp_path, "1m", f'$PY {shlex.quote(str(small_checkpoint))} "$DISK/out" --no-progress')
+    assert done.stdout.splitlines()[-1] == "rc=1", done.stdout + done.stderr
+    assert "/disk/out: writing failed: No space left on device; nothing was changed" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_reverse_on_a_full_disk_says_no_space_left(small_checkpoint, tmp_path):
+    folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    done = in_small_disk(tmp_path, "1m", f'$PY reverse {shlex.quote(str(folder))} "$DISK/back.pt"')
+    assert done.stdout.splitlines()[-1] == "rc=1", done.stdout + done.stderr
+    assert "/disk/back.pt: writing failed: No space left on device; nothing was changed" in done.stderr
+    assert "Traceback" not in done.stderr and "enforce fail" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow  # a reduced ViT-H-14 written in another process
+def test_a_batch_on_a_full_disk_converts_what_fits(big_checkpoint, small_checkpoint, tmp_path):
+    # 64 MiB: the demo's folder fits, the reduced ViT-H-14's 360 MB do not.
+    paths = " ".join(shlex.quote(str(p)) for p in (big_checkpoint, small_checkpoint))
+    done = in_small_disk(tmp_path, "64m", f'$PY convert-epochs --into "$DISK" {paths} --no-progress')
+    lines = done.stdout.splitlines()
+    assert lines[-2] == "rc=1" and lines[-1].endswith("-demo_chinese_clip-hf"), done.stdout + done.stderr
+    assert "h.pt: failed →" in done.stdout and "writing failed: No space left on device" in done.stdout
+    assert "demo_chinese_clip.pt: converted →" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow  # a reduced ViT-H-14 written in another process
+def test_ctrl_c_ends_with_one_line_and_nothing_left(big_checkpoint, tmp_path):
+    output = tmp_path / "out"
+    process = start_writing(big_checkpoint, output)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip() == "interrupted: stopped, and nothing half-written was left behind."
+    assert list(tmp_path.iterdir()) == [], "a partial folder, a lock or an output was left"
+
+
+def test_convert_epochs_into_a_file_says_so(small_checkpoint, tmp_path):
+    into = tmp_path / "into"
+    into.write_text("not a folder")
+    done = subprocess.run([*CLI, "convert-epochs", "--into", str(into), str(small_checkpoint), "--no-progress"],
+                          env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr == f"error: {into}: is a file, not a folder; give the folder to write the converted folders into.\n"
+    )
+    assert into.read_text() == "not a folder"
+
