@@ -75,9 +75,11 @@ def _drift(args: argparse.Namespace) -> int:
 
 def _convert_epochs(args: argparse.Namespace) -> int:
     from .epoch_conversion import FAILED, convert_epochs
-    from .training_run import run_checkpoints, without_repeats
+    from .training_run import run_checkpoints, skipped_checkpoints, without_repeats
 
     paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
+    for entry in skipped_checkpoints(args.checkpoints):
+        print(entry, file=sys.stderr)
     for info in repeats:
         print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
     bar = _BatchBar() if args.progress else None

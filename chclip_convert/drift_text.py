@@ -31,6 +31,7 @@ def drift_text(drift: Drift) -> str:
         f"Reference: {drift.reference.path} ({drift.reference.kind})",
         "",
         *epoch_table(drift.epochs + drift.left_out),
+        *(f"skipped: {entry}" for entry in drift.skipped),  # named where the epochs are, never dropped silently
         "",
         "What moved, in any epoch:",
         *(f"  {line}" for line in moved_lines(drift)),

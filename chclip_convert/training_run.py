@@ -13,6 +13,7 @@ format cannot be mapped: each is read whole when opened, so for those memory doe
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -86,25 +87,58 @@ def _int(value) -> int | None:
 def find_checkpoints(folder: str | Path) -> list[Path]:
     """The checkpoint files of a run folder: in its ``checkpoints/`` subfolder (cn_clip's layout), else in it.
     The subfolder comes first, as a run folder may also hold the checkpoint training started from (the demo
-    run's ``pretrained.pt``)."""
+    run's ``pretrained.pt``). Entries that cannot be read are left out: :func:`skipped_checkpoints` names them."""
+    readable, skipped = _run_entries(folder)
+    if readable:
+        return readable
+    folder = Path(folder).expanduser()
+    cannot = f" Named but unreadable: {'; '.join(skipped)}." if skipped else ""
+    raise CheckpointReadError(
+        f"holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}), nor does its {RUN_SUBFOLDER}/ subfolder."
+        + cannot,
+        path=folder,
+    )
+
+
+def skipped_checkpoints(given: Sequence[str | Path]) -> list[str]:
+    """For one run folder ``given``: each entry with a checkpoint's name that cannot be read (a link to a
+    missing file — an unmounted disk —, a file without read permission), with why; else nothing."""
+    paths = [Path(p).expanduser() for p in given]
+    if len(paths) == 1 and is_run_folder(paths[0]):
+        return _run_entries(paths[0])[1]
+    return []
+
+
+def _run_entries(folder: str | Path) -> tuple[list[Path], list[str]]:
+    """The checkpoint-named entries of the run folder's checkpoint place, split into readable files (in name
+    order) and ``"name: why it cannot be read"`` lines."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
     for place in (folder / RUN_SUBFOLDER, folder):
-        found = (
+        entries = (
             sorted(
-                (p for p in place.glob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()),
+                (p for p in place.glob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.is_dir()),
                 key=lambda p: natural_key(p.name),
             )
             if place.is_dir()
             else []
         )
-        if found:
-            return found
-    raise CheckpointReadError(
-        f"holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}), nor does its {RUN_SUBFOLDER}/ subfolder.",
-        path=folder,
-    )
+        if entries:
+            why = {p: _unreadable(p) for p in entries}
+            return [p for p in entries if not why[p]], [f"{p} {why[p]}" for p in entries if why[p]]
+    return [], []
+
+
+def _unreadable(path: Path) -> str:
+    """Why ``path`` cannot be read as a checkpoint file, or ``""``."""
+    if path.is_symlink() and not path.exists():
+        return f"is a link to {os.readlink(path)}, which does not exist (a disk not mounted?); skipped."
+    if not path.is_file():
+        return "is not a regular file; skipped."
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied); skipped."
+    return ""
 
 
 def run_checkpoints(given: Sequence[str | Path]) -> list[Path]:
@@ -188,6 +222,7 @@ class Drift:
     vs_previous: dict[Part, list[float]]
     left_out: list[EpochInfo] = field(default_factory=list)  # repeats of another epoch (same_as)
     problems: list[str] = field(default_factory=list)  # tensors an epoch lacks or holds with another shape
+    skipped: list[str] = field(default_factory=list)  # a run folder's entries that cannot be read, with why
 
     def moved(self, part: Part) -> bool:
         """Whether the part changed in some epoch (NaN, where no tensor of it could be compared, is not)."""
@@ -208,6 +243,7 @@ class Drift:
                 for part in self.parts
             ],
             "problems": self.problems,
+            "skipped": self.skipped,
         }
 
     def to_text(self) -> str:
@@ -265,7 +301,7 @@ def measure_drift(
                 previous = current
         return Drift(
             describe_source(ref), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
-            [info for info in run if info.same_as is not None], problems,
+            [info for info in run if info.same_as is not None], problems, skipped_checkpoints(checkpoints),
         )  # fmt: skip
 
 

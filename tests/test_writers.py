@@ -225,3 +225,23 @@ def test_convert_epochs_into_a_file_says_so(small_checkpoint, tmp_path):
     )
     assert into.read_text() == "not a folder"
 
+
+def test_a_dangling_link_in_a_run_folder_is_named_not_dropped(tmp_path):
+    from chclip_convert.demo import write_demo_run
+
+    reference, epochs = write_demo_run(tmp_path / "run")
+    epochs[-1].unlink()  # epoch_latest.pt repeats epoch 3: not needed here
+    gone = tmp_path / "unmounted" / "epoch4.pt"
+    link = epochs[0].with_name("epoch4.pt")
+    link.symlink_to(gone)
+    drift = subprocess.run([*CLI, "drift", "--reference", str(reference), str(tmp_path / "run")],
+                           env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert drift.returncode == 0, drift.stderr
+    says = f"skipped: {link} is a link to {gone}, which does not exist (a disk not mounted?); skipped."
+    assert says in drift.stdout.splitlines()
+    batch = subprocess.run(
+        [*CLI, "convert-epochs", "--into", str(tmp_path / "hf"), str(tmp_path / "run"), "--no-progress", "--json"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert says.removeprefix("skipped: ") in batch.stderr.splitlines(), batch.stderr
+    assert [Path(r["checkpoint"]).name for r in json.loads(batch.stdout)] == ["epoch1.pt", "epoch2.pt", "epoch3.pt"]

@@ -14,7 +14,7 @@ from ..diff import TOWERS
 from ..drift_text import epoch_table
 from ..errors import ConversionError
 from ..text import human_size
-from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints
+from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints, skipped_checkpoints
 from .converter import Cancelled, message_html
 from .figures import figure_widget, new_figure
 from .picker import DESCRIPTION, WIDE, PathPicker, standard_places
@@ -57,7 +57,10 @@ class RunSession:
         problem = self.problem()
         if not problem:
             try:
-                return read_run([self.run_folder], exclude=self.reference)
+                epochs = read_run([self.run_folder], exclude=self.reference)
+                for entry in skipped_checkpoints([self.run_folder]):
+                    print(f"skipped: {entry}")
+                return epochs
             except ConversionError as error:
                 problem = str(error)
         print(f"problem: {problem}\nChoose another reference or run folder above, then run the cells again.")
