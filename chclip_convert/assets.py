@@ -8,7 +8,7 @@ the same ids as ``cn_clip.clip.tokenize``.
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,13 +20,18 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 BICUBIC = 3
 VOCAB_FILE = "vocab.txt"
+# The 21,128-token vocabulary every released Chinese-CLIP model uses (BERT-Base Chinese's, as cn_clip ships it in
+# cn_clip/clip/vocab.txt); origin and licence in data/VOCAB_NOTICE.md.
+STANDARD_VOCAB = Path(__file__).with_name("data") / VOCAB_FILE
+STANDARD_VOCAB_SHA256 = "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c"
+STANDARD_VOCAB_ORIGIN = "the standard Chinese-CLIP vocabulary, shipped with chclip-convert"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
-def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path | None, str]:
-    """The vocabulary to use and where it was found: the given path, ``vocab.txt`` beside the
-    checkpoint, or cn_clip's own when cn_clip is installed (found without importing it)."""
+def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path, str]:
+    """The vocabulary to use and where it was found: the given path, ``vocab.txt`` beside the checkpoint, or
+    the standard Chinese-CLIP vocabulary this package ships (:data:`STANDARD_VOCAB`)."""
     if vocab is not None:
         path = Path(vocab).expanduser()
         if not path.is_file():
@@ -36,12 +41,15 @@ def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple
         beside = Path(checkpoint).with_name(VOCAB_FILE)
         if beside.is_file():
             return beside, "beside the checkpoint"
-    spec = importlib.util.find_spec("cn_clip")
-    if spec is not None and spec.submodule_search_locations:
-        packaged = Path(next(iter(spec.submodule_search_locations))) / "clip" / VOCAB_FILE
-        if packaged.is_file():
-            return packaged, "cn_clip's packaged vocabulary"
-    return None, "none found"
+    return STANDARD_VOCAB, STANDARD_VOCAB_ORIGIN
+
+
+def is_standard_vocab(path: Path) -> bool:
+    """Whether ``path`` holds the standard Chinese-CLIP vocabulary, byte for byte (by its SHA-256)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() == STANDARD_VOCAB_SHA256
+    except OSError:
+        return False
 
 
 def read_vocab(path: Path) -> dict[str, int]:
@@ -140,21 +148,13 @@ def write_image_processor(folder: Path, image_size: int) -> list[str]:
     return [PREPROCESSOR_FILE]
 
 
-NO_VOCAB_WARNING = (
-    "no vocabulary found, so no tokenizer files were written: ChineseCLIPProcessor will not load from this "
-    "folder. Re-run with --vocab path/to/vocab.txt (cn_clip's clip/vocab.txt), put vocab.txt beside the "
-    "checkpoint, or install cn_clip."
-)
-
-
 def choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) -> tuple[Path | None, str, list[str]]:
     """The vocabulary to write a tokenizer from, a description of it, and warnings.
 
-    A vocabulary the user named must fit the model; one found on its own that does not fit is skipped.
+    A vocabulary the user named must fit the model; one found on its own that does not fit is skipped (no
+    tokenizer is written, and the warning says to pass ``--vocab``).
     """
     path, origin = find_vocab(vocab, checkpoint)
-    if path is None:
-        return None, "not written (no vocabulary)", [NO_VOCAB_WARNING]
     mismatch = vocab_mismatch(path, vocab_size)
     if mismatch and origin == "given":
         raise ConversionError(mismatch, path=path)
@@ -164,4 +164,6 @@ def choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) ->
             "not written (no fitting vocabulary)",
             [f"{path.name} ({origin}) not used: {mismatch} No tokenizer was written."],
         )
+    if path != STANDARD_VOCAB and is_standard_vocab(path):
+        origin += "; the standard Chinese-CLIP vocabulary"
     return path, f"{path} ({origin})", []

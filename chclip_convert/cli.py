@@ -150,7 +150,8 @@ def _add_convert(commands: Commands) -> None:
     sub.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
     sub.add_argument(
         "--vocab",
-        help="vocab.txt for the tokenizer (default: beside the checkpoint, or cn_clip's); with --verify, also "
+        help="vocab.txt for the tokenizer (default: beside the checkpoint, else the standard Chinese-CLIP one this "
+        "package ships); with --verify, also "
         "the reference the tokenizer is checked against",
     )
     _add_config(sub, "optional config.json, checked against the weights")
@@ -180,7 +181,7 @@ def _add_verify(commands: Commands) -> None:
     sub.add_argument(
         "--vocab",
         help="the reference vocabulary the folder's tokenizer is checked against (default: vocab.txt beside the "
-        "checkpoint, or cn_clip's)",
+        "checkpoint, else the standard Chinese-CLIP one this package ships)",
     )
     _add_heads(sub)
     _add_config(sub, "the config.json the folder was converted with, if any")

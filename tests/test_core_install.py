@@ -134,3 +134,24 @@ def test_every_core_module_imports_without_the_notebook_side(tmp_path):
     assert int(count) >= 20 and has_verify == "True"
     assert core == "[]", f"the core imported {core}"
     assert "ipywidgets" in layer
+
+
+def test_core_install_writes_a_complete_folder_from_the_pt_file_alone(core_python, reduced_checkpoints, tmp_path):
+    """A researcher with only the .pt file and `pip install .`: no vocab.txt beside it and no cn_clip, yet the
+    folder gets its tokenizer (the standard vocabulary the package ships) and verification passes."""
+    checkpoint = tmp_path / "run" / "epoch_latest.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(reduced_checkpoints["ViT-B-16"].read_bytes())
+    converted = cli(core_python, str(checkpoint), "hf", "--no-progress", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    assert "warning" not in converted.stderr + converted.stdout
+    assert "the standard Chinese-CLIP vocabulary, shipped with chclip-convert" in converted.stdout
+    tokens = "from transformers import AutoTokenizer\nprint(AutoTokenizer.from_pretrained('hf')('一只猫')['input_ids'])"
+    loaded = run(core_python, "-c", tokens, cwd=tmp_path)
+    # cn_clip's ids for 一只猫: [CLS] 一 只 猫 [SEP] (checked against cn_clip.clip.tokenize in test_output.py)
+    from cn_clip.clip import tokenize
+
+    assert loaded.stdout.strip() == str(tokenize(["一只猫"])[0][:5].tolist()), loaded.stderr
+    verified = cli(core_python, "verify", str(checkpoint), "hf", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "cn_clip: not installed" in verified.stdout and "Verified: all checks pass." in verified.stdout

@@ -99,20 +99,36 @@ def test_tokenizer_and_processor_load_offline_and_match_cn_clip(b16_checkpoint, 
     assert (pixels - image_transform(224)(sample_image)).abs().max() < 1e-5
 
 
-def test_vocab_beside_checkpoint_is_used_and_missing_vocab_warns(b16_checkpoint, tmp_path, monkeypatch):
+def test_vocab_beside_checkpoint_is_used_else_the_packaged_standard_one(b16_checkpoint, tmp_path):
     local = tmp_path / "run"
     local.mkdir()
     checkpoint = local / "ckpt.pt"
     checkpoint.write_bytes(b16_checkpoint.read_bytes())
     (local / "vocab.txt").write_text(VOCAB.read_text(encoding="utf-8"), encoding="utf-8")
     summary = convert_checkpoint(checkpoint, tmp_path / "with")
-    assert "beside the checkpoint" in summary.vocabulary
+    assert "beside the checkpoint; the standard Chinese-CLIP vocabulary" in summary.vocabulary
     (local / "vocab.txt").unlink()
-    monkeypatch.setattr(assets_module.importlib.util, "find_spec", lambda name: None)
-    with pytest.warns(UserWarning, match="no vocabulary found"):
-        summary = convert_checkpoint(checkpoint, tmp_path / "without")
-    assert not (tmp_path / "without" / "tokenizer.json").exists()
-    assert_model_holds(reload_strictly(tmp_path / "without"), load_checkpoint(checkpoint).state_dict)
+    summary = convert_checkpoint(checkpoint, tmp_path / "without")  # no vocab anywhere near: the packaged one
+    assert "the standard Chinese-CLIP vocabulary, shipped with chclip-convert" in summary.vocabulary
+    assert (tmp_path / "without" / "vocab.txt").read_bytes() == assets_module.STANDARD_VOCAB.read_bytes()
+    processor = ChineseCLIPProcessor.from_pretrained(tmp_path / "without")
+    from cn_clip.clip import tokenize
+
+    ids = processor.tokenizer(CAPTIONS, padding="max_length", max_length=52, return_tensors="pt")["input_ids"]
+    assert torch.equal(ids, tokenize(CAPTIONS, context_length=52))
+
+
+def test_the_packaged_vocabulary_is_cn_clips_byte_for_byte():
+    """The shipped file is recognised by its digest, and it is the file cn_clip itself tokenizes with."""
+    import hashlib
+    import importlib.util
+
+    packaged = assets_module.STANDARD_VOCAB.read_bytes()
+    assert hashlib.sha256(packaged).hexdigest() == assets_module.STANDARD_VOCAB_SHA256
+    cn_clip_vocab = Path(importlib.util.find_spec("cn_clip").submodule_search_locations[0]) / "clip" / "vocab.txt"
+    assert cn_clip_vocab.read_bytes() == packaged
+    assert len(assets_module.vocab_tokens(assets_module.STANDARD_VOCAB)) == 21128
+    assert assets_module.is_standard_vocab(cn_clip_vocab) and not assets_module.is_standard_vocab(Path(__file__))
 
 
 def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_path):
