@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import TRAINING_KEYS
 from .diff import CheckpointDiff, DiffProgress, diff_checkpoints
 from .errors import ConversionError, OutputError
 from .output import output_lock
 from .preflight import REPORT_FILE, cn_clip_run, looks_converted
 from .provenance import weights_digest
+from .summary import TRAINING_FIELD
 from .tensor_sources import ConvertedFolder, MappedCheckpoint
 from .training_run import describe
 
@@ -195,6 +197,9 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
         return OTHER
     with MappedCheckpoint(checkpoint) as source:  # opened once, for the digest and the headers
         if record.get("source_weights_digest") != weights_digest(source.source.state_dict):
+            return STALE
+        recorded = {key: source.source.metadata.get(key) for key in TRAINING_KEYS}
+        if record.get(TRAINING_FIELD) != recorded:  # what reverse writes back: an older folder lacks it
             return STALE
         return UP_TO_DATE if _headers_match(source, folder, dtype) else STALE
 

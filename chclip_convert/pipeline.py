@@ -133,6 +133,7 @@ def convert_checkpoint(
                 seconds=time.perf_counter() - started,
                 warnings=tuple(vocab_warnings + _non_finite_warning(streamed.non_finite)),
                 overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
+                training=source.metadata,
             )
             _write_card_and_report(folder, summary)
     for warning in summary.warnings:

@@ -7,7 +7,9 @@ is read — against the shapes the folder's ``config.json`` implies, and q/k/v a
 every problem is named in one :class:`MappingError` with the same key report.
 
 The result is what cn_clip's training writes — ``{"epoch", "step", "name", "state_dict"}`` with
-``module.`` keys — or a bare state dict, and cn_clip's ``CLIP.load_state_dict(strict=True)`` takes it.
+``module.`` keys — or a bare state dict, and cn_clip's ``CLIP.load_state_dict(strict=True)`` takes it. The
+epoch, step and run name are those the folder's ``conversion_report.json`` records of the checkpoint it was
+converted from; a folder that records none (one from the Hub, say) gets epoch 0, step 0.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import TRAINING_KEYS
 from .convert import Step, TensorLike, apply_steps, dtype_name
-from .errors import MappingError
-from .folder import folder_tensor_specs, load_folder_state, read_config
+from .errors import CheckpointReadError, MappingError
+from .folder import folder_tensor_specs, load_folder_state, read_config, read_json
 from .mapping import REVERSE_IGNORED, Rule, find_reverse_rule, split_layer_index, standard_rules_by_layer
 from .output import atomic_output, check_output_file, output_lock
+from .preflight import REPORT_FILE
 from .report import (
     FILLED,
     MAPPED,
@@ -36,24 +40,54 @@ from .report import (
     SourceRecord,
     TargetRecord,
 )
+from .summary import TRAINING_FIELD, TRAINING_LABELS, describe_training
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """The epoch, step and run name a reversed training dict carries, and where they came from."""
+
+    values: dict  # "epoch", "step", "name"
+    origin: str  # in words: the folder's record, or why the defaults
+    recorded: bool  # whether any value came from the folder's record
 
 
 @dataclass
 class ReverseSummary:
+    """What a reverse conversion wrote: the file, its layout and, for a training dict, its metadata."""
+
     output: Path
     source: Path
     tensors: int
     parameter_count: int
     bare: bool
+    training: TrainingRecord | None = None  # None for a bare state dict
 
     def to_text(self) -> str:
-        layout = "bare state dict" if self.bare else "training dict (epoch 0, step 0, module. keys)"
-        return (
-            f"Reversed {self.source} → {self.output}\n"
-            f"  layout:     {layout}\n"
-            f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)\n"
-            "  resume with cn_clip training: --resume <file> --reset-data-offset --reset-optimizer"
+        lines = [f"Reversed {self.source} → {self.output}"]
+        if self.bare or self.training is None:
+            lines += [
+                "  layout:     bare state dict (no epoch, step or run name)",
+                f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)",
+                "  load with model.load_state_dict(torch.load(<file>)); cn_clip's --resume takes the training dict "
+                "(reverse without --bare)",
+            ]
+            return "\n".join(lines)
+        values = self.training.values
+        resume = "--resume <file> --reset-optimizer"
+        resume += (
+            f" (continues after epoch {values['epoch']}, step {values['step']}; add --reset-data-offset to start "
+            "from epoch 0)"
+            if self.training.recorded
+            else " --reset-data-offset"
         )
+        lines += [
+            "  layout:     training dict (module. keys, no optimizer state)",
+            f"  training:   {describe_training(values)} ({self.training.origin})",
+            f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)",
+            f"  resume with cn_clip training: {resume}",
+        ]
+        return "\n".join(lines)
 
 
 @dataclass
@@ -223,19 +257,42 @@ def reverse_folder(
 def _reverse_into(folder: Path, output: Path, bare: bool, overwrite: bool) -> ReverseSummary:
     plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
     state = plan.apply(load_folder_state(folder))
+    training = None if bare else recorded_training(folder)
     payload: dict = (
-        state
-        if bare
-        else {
-            "epoch": 0,
-            "step": 0,
-            "name": f"from {folder.name}",
-            "state_dict": {f"module.{k}": v for k, v in state.items()},
-        }
+        state if training is None else {**training.values, "state_dict": {f"module.{k}": v for k, v in state.items()}}
     )
     with atomic_output(output, overwrite=overwrite, folder=False) as partial:
         torch.save(payload, partial)  # a failed write, torch's RuntimeError too, is worded by atomic_output
-    return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare)
+    return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare, training)
+
+
+def recorded_training(folder: str | Path) -> TrainingRecord:
+    """The epoch, step and run name to write for ``folder``: each as its ``conversion_report.json`` records it
+    (see :class:`chclip_convert.summary.ConversionSummary`), else the default — epoch 0, step 0, run
+    ``from <folder name>`` — and said so in ``origin``. Never raises: an unreadable record means the defaults."""
+    folder = Path(folder)
+    defaults = {"epoch": 0, "step": 0, "name": f"from {folder.name}"}
+    try:
+        report = read_json(folder, REPORT_FILE)
+    except CheckpointReadError as error:
+        return TrainingRecord(defaults, f"defaults: {error.message}", False)
+    record = report.get(TRAINING_FIELD) if report is not None else None
+    if not isinstance(record, dict):
+        why = f"the folder has no {REPORT_FILE}" if report is None else f"its {REPORT_FILE} records none"
+        return TrainingRecord(defaults, f"defaults: {why}", False)
+    found = {key: record[key] for key in TRAINING_KEYS if _usable(key, record.get(key))}
+    if not found:
+        return TrainingRecord(defaults, f"defaults: {REPORT_FILE} records none (a bare state dict's conversion)", False)
+    unused = [TRAINING_LABELS[key] for key in TRAINING_KEYS if key not in found]
+    origin = f"from {REPORT_FILE}" + (f"; {', '.join(unused)}: default, none recorded" if unused else "")
+    return TrainingRecord({**defaults, **found}, origin, True)
+
+
+def _usable(key: str, value) -> bool:
+    """Whether ``value`` is what cn_clip's training writes under ``key``: a run name, or a count from 0."""
+    if key == "name":
+        return isinstance(value, str)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def folder_expected_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .architecture import Architecture
+from .checkpoint import TRAINING_KEYS
 from .provenance import ALGORITHM, card_section
 from .report import ConversionReport
 
@@ -19,6 +20,15 @@ model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
 # torchvision is installed) resizes slightly differently (pixel values differ by up to ~0.015).
 processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder", backend="pil")
 ```"""
+
+TRAINING_FIELD = "training"  # conversion_report.json: the source's epoch, step and run name (null where absent)
+TRAINING_LABELS = {"epoch": "epoch", "step": "step", "name": "run"}
+
+
+def describe_training(training: dict) -> str:
+    """The training metadata present in ``training``, in words: ``epoch 1, step 1000, run muge_finetune``."""
+    present = [key for key in TRAINING_KEYS if training.get(key) is not None]
+    return ", ".join(f"{TRAINING_LABELS[key]} {training[key]}" for key in present)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class ConversionSummary:
     seconds: float
     warnings: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)  # options that shape the folder, read back by verify
+    training: dict = field(default_factory=dict)  # a training dict's epoch, step and name; {} for a bare one
 
     def facts(self, *, shareable: bool = False) -> list[tuple[str, str]]:
         """(label, value) rows; ``shareable`` leaves out what only this machine knows (paths, time)."""
@@ -51,6 +62,7 @@ class ConversionSummary:
                 f"{self.source.name} ({self.wrapper}"
                 + (f"; not read: {', '.join(self.skipped)})" if self.skipped else ")"),
             ),
+            *([("training", trained)] if (trained := describe_training(self.training)) else []),
             ("weights digest", self.source_weights_digest),
             *([("file SHA-256", self.source_sha256)] if self.source_sha256 else []),
             ("architecture", self.architecture.description),
@@ -132,5 +144,6 @@ Notes:
             "seconds": self.seconds,
             "warnings": list(self.warnings),
             "overrides": self.overrides,
+            TRAINING_FIELD: {key: self.training.get(key) for key in TRAINING_KEYS},  # read back by reverse
             "report": self.report.to_dict(),
         }

@@ -74,9 +74,62 @@ def test_reverse_output_loads_into_cn_clip_strictly_and_resumes_training(reduced
     sd = {k: v for k, v in checkpoint["state_dict"].items() if "bert.pooler" not in k}
     resize_pos_embed(sd, wrapper.module, prefix="module.")
     wrapper.load_state_dict(sd)
-    assert (checkpoint["epoch"], checkpoint["step"]) == (0, 0)
+    source = torch.load(reduced_checkpoints[model_name], weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (source["epoch"], source["step"])  # cn_clip resumes there
+    assert isinstance(checkpoint["epoch"], int) and isinstance(checkpoint["step"], int)
     reference = reduced_models[model_name]
     assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), wrapper.module.parameters(), strict=True))
+
+
+def test_training_metadata_survives_the_round_trip(reduced_models, tmp_path):
+    """A fine-tuned run's epoch, step and run name go into the folder's report and card, and back into the .pt."""
+    trained = {**training_checkpoint(reduced_models["ViT-B-16"], optimizer=True), "epoch": 1, "step": 1000}
+    trained["name"] = "muge-finetune-lr3e-5"
+    checkpoint = save(trained, tmp_path / "run" / "checkpoints" / "epoch1.pt")
+    convert_checkpoint(checkpoint, tmp_path / "hf")
+    report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
+    assert report["training"] == {"epoch": 1, "step": 1000, "name": trained["name"]}
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"| training | epoch 1, step 1000, run {trained['name']} |" in card
+    summary = reverse_folder(tmp_path / "hf", tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert (back["epoch"], back["step"], back["name"]) == (1, 1000, trained["name"])
+    assert "optimizer" not in back and "from conversion_report.json" in summary.to_text()
+    assert "continues after epoch 1, step 1000" in summary.to_text()
+    source = trained["state_dict"]
+    assert back["state_dict"].keys() == source.keys()
+    assert all(same_bytes(back["state_dict"][key], source[key]) for key in source)
+    # --bare stays a plain state dict, whatever the folder records.
+    reverse_folder(tmp_path / "hf", tmp_path / "bare.pt", bare=True)
+    bare = torch.load(tmp_path / "bare.pt", weights_only=True)
+    assert all(isinstance(value, torch.Tensor) for value in bare.values()) and "epoch" not in bare
+    assert {f"module.{key}" for key in bare} == source.keys()
+
+
+def test_a_bare_state_dict_or_a_folder_without_a_record_reverses_with_the_defaults(reduced_models, tmp_path):
+    model = reduced_models["ViT-B-16"]
+    checkpoint = save(model.state_dict(), tmp_path / "bare.pt")
+    convert_checkpoint(checkpoint, tmp_path / "hf")
+    report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
+    assert report["training"] == {"epoch": None, "step": None, "name": None}
+    assert "| training |" not in (tmp_path / "hf" / "README.md").read_text()
+    summary = reverse_folder(tmp_path / "hf", tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert (back["epoch"], back["step"], back["name"]) == (0, 0, "from hf")
+    assert "defaults: conversion_report.json records none" in summary.to_text()
+    source = model.state_dict()
+    assert all(same_bytes(back["state_dict"][f"module.{key}"], source[key]) for key in source)
+    # A folder from elsewhere (the Hub's have no conversion_report.json): the defaults, and said why.
+    (tmp_path / "hf" / "conversion_report.json").unlink()
+    summary = reverse_folder(tmp_path / "hf", tmp_path / "hub.pt")
+    hub = torch.load(tmp_path / "hub.pt", weights_only=True)
+    assert (hub["epoch"], hub["step"], hub["name"]) == (0, 0, "from hf")
+    assert "defaults: the folder has no conversion_report.json" in summary.to_text()
+    assert "--reset-data-offset" in summary.to_text()
+    (tmp_path / "hf" / "conversion_report.json").write_text("{not json", encoding="utf-8")
+    summary = reverse_folder(tmp_path / "hf", tmp_path / "unreadable.pt")
+    assert torch.load(tmp_path / "unreadable.pt", weights_only=True)["epoch"] == 0
+    assert "defaults: conversion_report.json is not valid JSON" in summary.to_text()
 
 
 def test_reverse_a_folder_saved_by_transformers_with_old_buffers(tmp_path):
@@ -121,7 +174,7 @@ def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
         reverse_folder(tmp_path / "hf", tmp_path / "o.pt")
     assert (tmp_path / "o.pt").read_bytes() == b"mine"
     reverse_folder(tmp_path / "hf", tmp_path / "o.pt", overwrite=True)
-    assert not list(tmp_path.glob("*.chclip-partial"))
+    assert not list(tmp_path.glob("*.chclip-partial*"))
 
 
 def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):

@@ -461,3 +461,21 @@ def test_a_conversion_without_a_tokenizer_says_so_in_its_outcome(run, tmp_path):
     assert "\nwarning: " in result.detail and "No tokenizer was written" in result.detail
     assert not (result.folder / "vocab.txt").exists()
 
+
+def test_a_folder_without_the_training_record_is_converted_again(run, tmp_path):
+    """A folder written before conversions recorded epoch, step and name would reverse to epoch 0: not up to date."""
+    into = tmp_path / "converted"
+    [first] = convert_epochs(run[:1], into)
+    report = first.folder / "conversion_report.json"
+    record = json.loads(report.read_text(encoding="utf-8"))
+    assert record["training"]["epoch"] is not None
+    del record["training"]
+    report.write_text(json.dumps(record), encoding="utf-8")
+    [again] = convert_epochs(run[:1], into)
+    assert again.outcome == CONVERTED
+    assert json.loads(report.read_text(encoding="utf-8"))["training"] == first_training(run[0])
+
+
+def first_training(checkpoint: Path) -> dict:
+    loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return {key: loaded[key] for key in ("epoch", "step", "name")}
