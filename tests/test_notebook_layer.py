@@ -211,6 +211,39 @@ def test_the_output_follows_a_new_checkpoint_until_the_user_types_one(tmp_path):
     assert ui.output.value == str(tmp_path / "mine")
 
 
+def test_the_demos_overwrite_never_carries_over_to_another_checkpoint(workspace, tmp_path):
+    """Run all on the demo converts it again (Overwrite ticked for it); once the user picks their own checkpoint,
+    Overwrite is unticked, and a folder that holds a conversion is refused and left byte-identical."""
+    from chclip_convert import convert_checkpoint
+
+    demo, is_demo = workspace.checkpoint()
+    assert is_demo
+    ui = ConvertUI(demo, workspace.output_for(demo), workspace=workspace)
+    assert ui.overwrite.value and not ui.convert_button.disabled
+    ui.convert_button.click()
+    demo_folder = ui.wait(timeout=60).output_dir
+    mine = write_demo_checkpoint(tmp_path / "run-a" / "checkpoints")  # the user's own, converted before
+    folder = convert_checkpoint(mine, tmp_path / "mine-hf").output_dir
+    workspace.remember(mine, folder)
+    before = {path: tree_sha256(path) for path in (folder, demo_folder)}
+    ui.checkpoint.value = str(mine)
+    assert ui.output.value == str(folder) and not ui.overwrite.value  # the output follows; the tick does not
+    for output in (folder, demo_folder):  # its own earlier conversion, and any other converted folder
+        ui.output.value = str(output)
+        assert not ui.overwrite.value and ui.convert_button.disabled and "tick Overwrite" in ui.output_message.value
+        ui.convert_button.click()
+        assert ui.wait(timeout=60) is None and not ui.running
+    assert {path: tree_sha256(path) for path in before} == before
+    ui.overwrite.value = True  # ticked by hand, for this checkpoint and folder: now it may replace it
+    assert not ui.convert_button.disabled
+    ui.output.value = str(folder)  # another folder: the tick given for the last one goes
+    assert not ui.overwrite.value and ui.convert_button.disabled
+    ui.checkpoint.value = str(demo)  # back to the demo: the output follows it to its folder, ticked again
+    assert ui.output.value == str(demo_folder) and ui.overwrite.value
+    ui.output.value = str(folder)  # the demo into the user's folder: not ticked for them
+    assert not ui.overwrite.value and ui.convert_button.disabled
+
+
 def test_a_folder_converted_over_is_not_offered_for_the_old_checkpoint(workspace, tmp_path):
     from chclip_convert import convert_checkpoint
 

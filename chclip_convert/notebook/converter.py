@@ -1,8 +1,11 @@
 """The converter widget: pick a checkpoint and an output folder, convert in the background with progress and
 Cancel, and see the summary with the next steps for the folder just written.
 
-Results and errors belong to the inputs they came from: changing any input clears them. Conversion runs in
-a thread, so the kernel stays free; :meth:`ConvertUI.wait` blocks until it ends (for *Run all*).
+Results and errors belong to the inputs they came from: changing any input clears them. So does the choice to
+overwrite: *Overwrite* goes back to unticked whenever the checkpoint or the output folder changes, and only the
+embedded demo, converting into the folder suggested for it, has it ticked for the user (so that it converts
+again on every run). Conversion runs in a thread, so the kernel stays free; :meth:`ConvertUI.wait` blocks until
+it ends (for *Run all*).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ class ConvertUI:
         self.vocab = W.Text(
             vocab,
             description="Vocabulary",
-            placeholder="default: vocab.txt beside the checkpoint, or cn_clip's",
+            placeholder="default: vocab.txt beside the checkpoint, else the standard one",
             layout=WIDE,
             style=DESCRIPTION,
         )
@@ -141,7 +144,10 @@ class ConvertUI:
         self._started = 0.0
         # connections
         self._suggested_output = self.output.value  # replaced as the checkpoint changes, until the user types one
+        self.overwrite.value = self._overwrite_by_default()
         self.checkpoint.observe(self._on_checkpoint_change, names="value")
+        for field in (self.checkpoint, self.output):  # after the output follows a new checkpoint, before validating
+            field.observe(self._on_target_change, names="value")
         for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
             field.observe(self._on_input_change, names="value")
         self.convert_button.on_click(self._on_convert_click)
@@ -187,6 +193,19 @@ class ConvertUI:
         self.workspace.remember(checkpoint)
         if self.output.value == self._suggested_output:
             self._suggested_output = self.output.value = str(self.workspace.output_for(checkpoint))
+
+    def _on_target_change(self, change=None) -> None:
+        """A new checkpoint or output folder: Overwrite goes back to its default for them, so that a tick given
+        for one (the demo's, say) never replaces another."""
+        if not self._busy:
+            self.overwrite.value = self._overwrite_by_default()
+
+    def _overwrite_by_default(self) -> bool:
+        """Whether Overwrite starts ticked: only for the embedded demo converting into the folder suggested for it."""
+        if self.workspace is None or checkpoint_problem(self.checkpoint.value):
+            return False
+        demo = self.workspace.is_demo(Path(self.checkpoint.value.strip()).expanduser())
+        return demo and self.output.value == self._suggested_output
 
     def _on_input_change(self, change=None) -> None:
         if self._busy:
