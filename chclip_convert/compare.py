@@ -62,7 +62,7 @@ def run_converted(folder: str | Path, images: list, captions: list[str], *, mode
     if model is None:
         model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32)
     model.eval()
-    text = processor.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
+    text = tokenize_captions(processor.tokenizer, captions)
     pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
     ids, mask = text["input_ids"], text["attention_mask"]
     # One pass of each tower: the projections' outputs are the unnormalised features get_image_features and
@@ -147,6 +147,13 @@ def cn_clip_tokenize(tokenizer, captions: list[str], context_length: int = CONTE
         sequence = [tokenizer.vocab["[CLS]"], *tokens, tokenizer.vocab["[SEP]"]]
         ids[row, : len(sequence)] = torch.tensor(sequence)
     return ids
+
+
+def tokenize_captions(tokenizer, captions: list[str]):
+    """A transformers tokenizer's encoding of ``captions`` (ids and attention mask, as tensors) at cn_clip's
+    context length: cut and padded to 52, whatever ``model_max_length`` the tokenizer has (a folder whose
+    ``tokenizer_config.json`` sets none reads it as 1e30, which would pad nothing)."""
+    return tokenizer(captions, padding="max_length", truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt")
 
 
 def differences(original: ModelOutputs, converted: ModelOutputs) -> dict[str, float | bool]:

@@ -3,6 +3,11 @@
 What a folder must hold comes from the source checkpoint through the mapping table
 (:func:`chclip_convert.convert.apply_steps`); every key is then either equal or named under one kind of
 difference: missing, unexpected, shape, dtype or bytes. Verification, the inspector and the tests use it.
+
+Buffers that older transformers versions saved beside the weights (``position_ids``; see
+:data:`chclip_convert.mapping.REVERSE_IGNORED`) are not weights: transformers rebuilds them at load. Where the
+caller names them, one that holds exactly what transformers rebuilds is set aside; one that holds anything
+else is a difference naming its key.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ class KeyDifference:
 
 @dataclass
 class FolderComparison:
-    """Every key of the expected and the written state dicts: ``equal`` or one :class:`KeyDifference`."""
+    """Every key of the expected and the written state dicts: ``equal``, one :class:`KeyDifference`, or
+    ``set_aside`` (a rebuilt buffer holding what transformers rebuilds: key → why it is no weight)."""
 
     equal: list[str] = field(default_factory=list)
     differences: list[KeyDifference] = field(default_factory=list)
+    set_aside: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +91,8 @@ class FolderComparison:
                 names = [str(d) for d in found]
             shown = ", ".join(names[:limit]) + (f" … and {len(names) - limit} more" if len(names) > limit else "")
             parts.append(f"{kind} ({len(found)}): {shown}")
+        if self.set_aside:
+            parts.append(f"{len(self.set_aside)} rebuilt buffer(s) set aside: {', '.join(sorted(self.set_aside))}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
@@ -91,12 +100,15 @@ class FolderComparison:
             "ok": self.ok,
             "equal": len(self.equal),
             **{kind: [vars(d) for d in self.of_kind(kind)] for kind in KINDS},
+            "set_aside": dict(self.set_aside),
         }
 
 
 def compare_state(
     expected: Mapping[str, torch.Tensor | None] | Iterable[tuple[str, torch.Tensor | None]],
     written: Mapping[str, torch.Tensor],
+    *,
+    buffers: Mapping[str, str] | None = None,
 ) -> FolderComparison:
     """Compare every key both ways: names, shapes, dtypes, then the raw bytes.
 
@@ -105,6 +117,10 @@ def compare_state(
             cannot apply to the source tensor, e.g. a fused q/k/v whose rows do not split in three); a mapping,
             or (name, tensor) pairs, compared as they come so that only one expected tensor is held at a time.
         written: target name → the tensor the folder holds.
+        buffers: written names that are buffers transformers rebuilds at load, with why they are no weights
+            (:data:`chclip_convert.mapping.REVERSE_IGNORED`); one not expected is set aside when it holds exactly
+            what transformers rebuilds (``arange`` for ``position_ids``), else it is unexpected, named with what
+            it holds.
     """
     pairs = expected.items() if isinstance(expected, Mapping) else expected
     comparison, seen = FolderComparison(), set()
@@ -115,7 +131,16 @@ def compare_state(
             comparison.equal.append(key)
         else:
             comparison.differences.append(difference)
-    comparison.differences += [_difference(key, None, written[key], False) for key in written if key not in seen]
+    for key in (key for key in written if key not in seen):
+        why = (buffers or {}).get(key)
+        if why is None:
+            difference = _difference(key, None, written[key], False)
+        else:
+            difference = _buffer_difference(key, written[key])
+        if difference is None:
+            comparison.set_aside[key] = f"holds exactly {_rebuilt(key, written[key])[0]}, a {why}"
+        else:
+            comparison.differences.append(difference)
     comparison.equal.sort()
     comparison.differences.sort(key=lambda difference: difference.key)
     return comparison
@@ -138,6 +163,35 @@ def _difference(
     if not same_bytes(expected, written):
         return KeyDifference(key, BYTES, f"{count_differing(expected, written)} value(s) differ", "the source's")
     return None
+
+
+# What transformers rebuilds at load for a saved buffer, by the buffer's last name: in words, and as a function of
+# its length (the buffers are [1, length], int64).
+_REBUILT = {
+    "position_ids": ("arange({n})", lambda n: torch.arange(n, dtype=torch.int64)[None]),
+    "token_type_ids": ("zeros({n})", lambda n: torch.zeros(1, n, dtype=torch.int64)),
+}
+
+
+def _rebuilt(key: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """What transformers rebuilds at load for the buffer ``key`` of ``tensor``'s length (in words, and the
+    tensor), or ``None`` for a name it rebuilds no buffer of."""
+    found = _REBUILT.get(key.rsplit(".", 1)[-1])
+    if found is None:
+        return None
+    length = tensor.shape[-1] if tensor.dim() else 0
+    return found[0].format(n=length), found[1](length)
+
+
+def _buffer_difference(key: str, tensor: torch.Tensor) -> KeyDifference | None:
+    """``None`` when a saved buffer holds exactly what transformers rebuilds; else an unexpected key, saying
+    what it holds (older transformers versions load such a buffer as it is)."""
+    rebuilt = _rebuilt(key, tensor)
+    if rebuilt is not None and same_bytes(tensor, rebuilt[1]):
+        return None
+    held = f"[shape {list(tensor.shape)}, {dtype_name(tensor.dtype)}]"
+    wanted = f"other values than {rebuilt[0]}" if rebuilt else "a buffer transformers does not rebuild"
+    return KeyDifference(key, UNEXPECTED, written=f"{held} holding {wanted}")
 
 
 def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -31,6 +31,15 @@ def looks_converted(folder: Path) -> bool:
         return False
 
 
+def held_weights(folder: Path) -> str:
+    """The weights a transformers folder holds, in words: ``pytorch_model.bin``, ``model.safetensors``,
+    ``3 safetensors shards``, or both kinds joined with ``+``."""
+    shards = sorted(folder.glob("*.safetensors"))
+    held = [f"{len(shards)} safetensors shards"] if len(shards) > 1 else [shard.name for shard in shards]
+    held += [BIN_FILE] if (folder / BIN_FILE).is_file() else []
+    return " + ".join(held) or "no weights"
+
+
 def check_checkpoint_path(path: Path) -> None:
     """Raise a clear error unless ``path`` is a non-empty file that may be a torch checkpoint."""
     try:
@@ -45,7 +54,7 @@ def _check_checkpoint_path(path: Path) -> None:
     if path.is_dir():
         if looks_converted(path):
             raise UnsupportedCheckpointError(
-                "this is a folder that is already in transformers format (config.json + safetensors). "
+                f"this is a folder that is already in transformers format ({CONFIG_FILE} + {held_weights(path)}). "
                 "To turn it back into an original checkpoint, use `chclip-convert reverse FOLDER OUTPUT.pt`.",
                 path=path,
             )

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 
 from .assets import VOCAB_FILE, bert_tokenizer, vocab_tokens
+from .compare import tokenize_captions
 from .errors import ConversionError
+from .settings import ABSENT
 
 TOKENIZER_FILE = "tokenizer.json"
 MAX_VOCAB = 10_000_000  # far above any BERT vocabulary; a larger id is a damaged file, not a token
@@ -64,7 +66,7 @@ def folder_vocabularies(folder: Path) -> dict[str, list[str | None] | str]:
     for name, read in ((VOCAB_FILE, vocab_tokens), (TOKENIZER_FILE, tokenizer_json_tokens)):
         file = folder / name
         if not file.is_file():
-            found[name] = "absent"
+            found[name] = ABSENT
             continue
         try:
             found[name] = list(read(file))
@@ -86,7 +88,8 @@ def reference_token_ids(vocab: Path, captions: list[str], *, use_original: bool)
 
 
 def folder_token_ids(folder: Path, captions: list[str]) -> torch.Tensor:
-    """Token ids of ``captions`` from the folder's tokenizer, as ``AutoTokenizer`` loads it."""
+    """Token ids of ``captions`` from the folder's tokenizer, as ``AutoTokenizer`` loads it, at cn_clip's
+    context length (52) whatever maximum length the folder sets."""
     from transformers import AutoTokenizer
 
     return _ids(AutoTokenizer.from_pretrained(folder), captions)
@@ -109,7 +112,7 @@ def compare_ids(folder_ids: torch.Tensor, reference_ids: torch.Tensor, captions:
 
 
 def _ids(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    return tokenize_captions(tokenizer, captions)["input_ids"]
 
 
 def _at(tokens: list, index: int):
