@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ EXIT_ERROR = 1
 EXIT_VERIFY_FAILED = 3
 EXIT_PROBLEMS = 4
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # as a shell reports a writer whose reader went away (128 + SIGPIPE)
 
 PROG = "chclip-convert"
 COMMANDS = ("convert", "verify", "reverse", "inspect", "diff", "drift", "convert-epochs")
@@ -269,6 +271,17 @@ def _with_old_spelling(command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (argparse itself exits 2 on a usage error)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # what was being written has been removed on the way out
+        print("interrupted: stopped, and nothing half-written was left behind.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails no more
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(_prepare(parser, sys.argv[1:] if argv is None else argv))
     if args.command == "convert":
@@ -280,9 +293,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:  # what was being written has been removed on the way out
-        print("interrupted: stopped, and nothing half-written was left behind.", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def _prepare(parser: CommandLine, argv: Sequence[str]) -> list[str]:

@@ -74,12 +74,13 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def _convert_epochs(args: argparse.Namespace) -> int:
-    from .epoch_conversion import FAILED, convert_epochs
+    from .epoch_conversion import FAILED, check_into, convert_epochs
     from .training_run import run_checkpoints, skipped_checkpoints, without_repeats
 
+    check_into(args.into)  # before anything is said about the checkpoints
     paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
     for entry in skipped_checkpoints(args.checkpoints):
-        print(entry, file=sys.stderr)
+        print(f"skipped: {entry}", file=sys.stderr)
     for info in repeats:
         print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
     bar = _BatchBar() if args.progress else None

@@ -89,7 +89,20 @@ def _keep_output(features: dict[str, torch.Tensor], name: str):
 
 
 def has_original() -> bool:
-    return importlib.util.find_spec("cn_clip") is not None
+    """Whether cn_clip's model code imports here (not only whether the package is installed)."""
+    return original_problem() is None
+
+
+def original_problem() -> str | None:
+    """Why cn_clip's model code cannot run here — not installed, or installed without what it imports (its
+    ``--no-deps`` install leaves out six, timm, Pillow, torchvision) — or ``None`` if it imports."""
+    if importlib.util.find_spec("cn_clip") is None:
+        return "cn_clip is not installed"
+    try:
+        import cn_clip.clip  # noqa: F401
+    except ImportError as error:
+        return f"cn_clip is installed but does not import ({error})"
+    return None
 
 
 def run_original(

@@ -60,6 +60,17 @@ class BatchProgress:
     bytes_total: int
 
 
+def check_into(into: str | Path) -> Path:
+    """``into`` as a path, or an :class:`OutputError` if it, or what would hold it, is a file."""
+    into = Path(into).expanduser()
+    blocker = next((p for p in (into, *into.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "" if blocker == into else f" ({blocker} is a file)"
+        raise OutputError(f"is a file, not a folder{where}; give the folder to write the converted folders into.",
+                          path=into)  # fmt: skip
+    return into
+
+
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
     """``into/<run>-<stem>-hf``: the run is the folder holding the checkpoint, or the one above cn_clip's
     ``checkpoints/`` (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``), from wherever the path was given."""
@@ -85,9 +96,7 @@ def convert_epochs(
     each ends) and the others go on. An exception raised by ``progress`` (a cancel button's) stops the batch:
     the folder being written or checked is removed, those done are kept.
     """
-    into = Path(into).expanduser()
-    if into.exists() and not into.is_dir():
-        raise OutputError("is a file, not a folder; give the folder to write the converted folders into.", path=into)
+    into = check_into(into)
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
     folders = [folder_for(path, into) for path in paths]
     sizes = [_weight_bytes(path) for path in paths]
@@ -109,14 +118,14 @@ def convert_epochs(
                     "one name; convert them into different folders.",
                     path=folder,
                 )
-            with output_lock(folder):  # one writer, from the up-to-date check to the folder's own check
-                result = _convert_one(path, folder, size, dtype, overwrite, report)
+            result = _convert_one(path, folder, size, dtype, overwrite, report)
         except _Stopped as stopped:
             raise stopped.error from None
         except ConversionError as error:
             result = EpochConversion(path, folder, FAILED, str(error))
         except Exception as error:  # anything else failing one checkpoint fails it alone, said in one line
-            result = EpochConversion(path, folder, FAILED, f"{path}: failed: {type(error).__name__}: {error}")
+            first_line = (str(error).strip().splitlines() or [""])[0]  # a C++ error runs over many lines
+            result = EpochConversion(path, folder, FAILED, f"{path}: failed: {type(error).__name__}: {first_line}")
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -134,13 +143,25 @@ class _Stopped(BaseException):
 
 
 def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
-    """One checkpoint: left as it is if its folder still matches, else converted and checked."""
+    """One checkpoint: left as it is if its folder still matches (no lock needed, so a read-only place of up to
+    date folders works), else converted and checked holding the folder's lock, its state checked again under it."""
+    report("checking", 0)
+    if _folder_state(folder, path, dtype) == UP_TO_DATE:
+        return _up_to_date(path, folder)
+    with output_lock(folder):  # one writer, from this check to the folder's own check
+        return _write_one(path, folder, size, dtype, overwrite, report)
+
+
+def _up_to_date(path: Path, folder: Path) -> EpochConversion:
+    return EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is")
+
+
+def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
     from .pipeline import WriteProgress, convert_checkpoint
 
-    report("checking", 0)
     state = _folder_state(folder, path, dtype)
-    if state == UP_TO_DATE:
-        return EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is")
+    if state == UP_TO_DATE:  # written by another writer meanwhile
+        return _up_to_date(path, folder)
     if state == FOREIGN:  # not a converted model: what it holds is the user's, overwrite or not
         raise OutputError(
             "exists and is not a converted model (no config.json beside weights); left as it is. "

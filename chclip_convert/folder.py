@@ -145,6 +145,8 @@ def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointReadError(f"cannot read {name}: {error.strerror or error}.", path=folder) from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         message = f"{name} is not valid JSON ({error}); restore it or convert again."
         raise CheckpointReadError(message, path=folder) from error

@@ -13,15 +13,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ConversionError, OutputError
+from .preflight import REPORT_FILE
 
 PARTIAL_SUFFIX = ".chclip-partial"
 OLD_SUFFIX = ".chclip-old"
@@ -89,6 +91,17 @@ def _existing_parent(output: Path) -> Path:
     return parent
 
 
+def output_path(target: str | Path) -> Path:
+    """The one absolute path every writer of ``target`` uses: ``~`` expanded, ``.`` and ``..`` resolved, and a
+    symbolic link followed (its target is what gets replaced, so the link stays valid)."""
+    path = Path(os.path.abspath(Path(target).expanduser()))
+    if path.is_symlink():
+        path = path.resolve()
+    if not path.name:
+        raise OutputError("is the root folder; choose a folder inside it.", path=target)
+    return path
+
+
 _held: dict[Path, tuple[int, int]] = {}  # lock file → (owning thread, depth): the lock is re-entrant per thread
 _held_guard = threading.Lock()
 
@@ -98,16 +111,17 @@ def output_lock(target: str | Path) -> Iterator[None]:
     """Hold the one writer's lock of ``target`` for the block; raise :class:`OutputBusyError` at once if another
     process or thread holds it. Re-entrant within one thread (a conversion's steps nest).
 
-    The lock is ``flock`` on ``.NAME.chclip-lock`` beside the target, removed when the outermost block ends.
-    Entering it also tidies what a killed writer of this target left: temporary paths are removed, and a
-    folder set aside while being replaced is put back if the replacement never arrived.
+    The lock is ``flock`` on ``.NAME.chclip-lock`` beside the target, removed when the outermost block ends
+    (a killed writer's is removed by the next writer). Entering it also tidies what a killed writer of this
+    target left: temporary paths are removed, and a folder set aside while being replaced is put back if the
+    replacement never arrived.
     """
-    lock_path = _lock_path(Path(target).expanduser())
+    target = output_path(target)
+    lock_path = target.with_name(f".{target.name}{LOCK_SUFFIX}")
     me = threading.get_ident()
-    with _held_guard:
+    with _held_guard:  # claimed before the flock, so that two threads of one process never both try it
         owner, depth = _held.get(lock_path, (None, 0))
-        if owner == me:
-            _held[lock_path] = (me, depth + 1)
+        _held[lock_path] = (me, depth + 1 if owner == me else 1) if owner in (None, me) else (owner, depth)
     if owner == me:
         try:
             yield
@@ -116,13 +130,17 @@ def output_lock(target: str | Path) -> Iterator[None]:
                 _held[lock_path] = (me, _held[lock_path][1] - 1)
         return
     if owner is not None:
-        raise _busy(Path(target), "another conversion in this process")
-    created = _make_parents(lock_path.parent, Path(target))
-    fd = _acquire(lock_path, Path(target))
-    with _held_guard:
-        _held[lock_path] = (me, 1)
+        raise _busy(target, "another conversion in this process")
     try:
-        _tidy(Path(target).expanduser())
+        _check_writable_parent(target)
+        created = _make_parents(target.parent, target)
+        fd = _acquire(lock_path, target)
+    except BaseException:
+        with _held_guard:
+            del _held[lock_path]
+        raise
+    try:
+        _tidy(target)
         yield
     finally:
         with _held_guard:
@@ -135,11 +153,6 @@ def output_lock(target: str | Path) -> Iterator[None]:
                 folder.rmdir()
 
 
-def _lock_path(target: Path) -> Path:
-    resolved = target.parent.resolve() / target.name
-    return resolved.with_name(f".{target.name}{LOCK_SUFFIX}")
-
-
 def _make_parents(folder: Path, target: Path) -> list[Path]:
     """Create ``folder`` and the missing folders above it; return those created, outermost first."""
     missing = []
@@ -150,10 +163,14 @@ def _make_parents(folder: Path, target: Path) -> list[Path]:
         for path in reversed(missing):
             path.mkdir()
     except OSError as error:
-        raise OutputError(
-            f"cannot create the output: {error.strerror or error}; choose a folder you can write to.", path=target
-        ) from error
+        raise _cannot_create(error, target) from error
     return list(reversed(missing))
+
+
+def _cannot_create(error: OSError, target: Path) -> OutputError:
+    return OutputError(
+        f"cannot create the output: {error.strerror or error}; choose a folder you can write to.", path=target
+    )
 
 
 def _acquire(lock_path: Path, target: Path) -> int:
@@ -163,10 +180,7 @@ def _acquire(lock_path: Path, target: Path) -> int:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise OutputError(
-                f"cannot create the output: {error.strerror or error}; choose a folder you can write to.",
-                path=target,
-            ) from error
+            raise _cannot_create(error, target) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -202,19 +216,22 @@ def _busy(target: Path, who: str) -> OutputBusyError:
 
 
 def _tidy(target: Path) -> None:
-    """What a killed writer of ``target`` left: its temporary paths, and a folder it set aside to replace."""
-    for partial in target.parent.glob(f"{glob_escape(target.name)}{PARTIAL_SUFFIX}*"):
+    """What a killed writer of ``target`` left: its temporary paths, and a folder it set aside to replace — put
+    back if the replacement never arrived, removed once a complete replacement stands in its place."""
+    for partial in target.parent.glob(f"{glob.escape(target.name)}{PARTIAL_SUFFIX}*"):
         _remove(partial)
     old = target.with_name(target.name + OLD_SUFFIX)
-    if old.exists() and not target.exists():
-        old.rename(target)  # killed between setting the user's folder aside and moving the new one in
-    elif old.exists():
-        _remove(old)
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters matched literally."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+    try:
+        if old.exists() and not target.exists() and not target.is_symlink():
+            old.rename(target)  # killed between setting the user's folder aside and moving the new one in
+        elif old.is_dir() and (target / REPORT_FILE).is_file():
+            _remove(old)  # killed after the new folder was in place, before the old one was removed
+    except OSError as error:
+        raise OutputError(
+            f"cannot restore {old.name}, which a stopped writer set aside ({error.strerror or error}); move it "
+            "back by hand.",
+            path=target,
+        ) from error
 
 
 @contextlib.contextmanager
@@ -225,18 +242,15 @@ def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -
     On any error the temporary path is removed and ``target`` is left as it was; a failed write (an ``OSError``,
     or a library's own error for one, see :func:`write_failure`) becomes an :class:`OutputError`.
     """
-    target = Path(target)
+    target = output_path(target)
     with output_lock(target):
+        # A name no other writer uses, made with mkdir so that the published folder has the umask's mode.
+        holder = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            partial = Path(tempfile.mkdtemp(prefix=target.name + PARTIAL_SUFFIX + "-", dir=target.parent))
-            if not folder:
-                partial = partial / target.name
+            holder.mkdir()
         except OSError as error:
-            raise OutputError(
-                f"cannot create the output: {error.strerror or error}; choose a folder you can write to.",
-                path=target,
-            ) from error
-        holder = partial if folder else partial.parent
+            raise _cannot_create(error, target) from error
+        partial = holder if folder else holder / target.name
         try:
             yield partial
             _move_into_place(partial, target, overwrite)
@@ -262,13 +276,16 @@ def write_failure(error: BaseException, target: Path) -> OutputError | None:
     reason = _write_reason(error, target)
     if reason is None:
         return None
+    advice = _ADVICE.get(reason, "fix the cause")
     return OutputError(
-        f"writing failed: {reason}; nothing was changed. Free space or fix the permissions of the target's "
-        "folder, then run again.",
-        path=target,
+        f"writing failed: {reason}; nothing was changed. {advice.capitalize()}, then run again.", path=target
     )
 
 
+_ADVICE = {  # what to do about a failed write, by its reason
+    os.strerror(errno.ENOSPC): "free space on that disk",
+    **dict.fromkeys(map(os.strerror, (errno.EACCES, errno.EPERM, errno.EROFS)), "write to a folder you may write to"),
+}
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _TORCH_WRITER = ("PytorchStreamWriter", "inline_container.cc", "unexpected pos")
 
@@ -305,7 +322,7 @@ def _move_into_place(partial: Path, target: Path, overwrite: bool) -> None:
     target.rename(old)
     try:
         partial.rename(target)
-    except OSError:
+    except BaseException:  # a failed rename, or Ctrl-C between the two: the user's folder goes back
         old.rename(target)
         raise
     _remove(old)

@@ -3,6 +3,7 @@ widget can check what the user types at once, before those libraries are loaded.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from huggingface_hub.constants import SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE
@@ -49,6 +50,10 @@ def check_checkpoint_path(path: Path) -> None:
 
 
 def _check_checkpoint_path(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise CheckpointReadError(
+            f"is a link to {os.readlink(path)}, which does not exist (a disk not mounted?).", path=path
+        )
     if not path.exists():
         raise CheckpointReadError("no such file.", path=path)
     if path.is_dir():

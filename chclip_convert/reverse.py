@@ -282,7 +282,9 @@ def recorded_training(folder: str | Path) -> TrainingRecord:
         return TrainingRecord(defaults, f"defaults: {why}", False)
     found = {key: record[key] for key in TRAINING_KEYS if _usable(key, record.get(key))}
     if not found:
-        return TrainingRecord(defaults, f"defaults: {REPORT_FILE} records none (a bare state dict's conversion)", False)
+        return TrainingRecord(
+            defaults, f"defaults: {REPORT_FILE} records none, as for a bare state dict's conversion", False
+        )
     unused = [TRAINING_LABELS[key] for key in TRAINING_KEYS if key not in found]
     origin = f"from {REPORT_FILE}" + (f"; {', '.join(unused)}: default, none recorded" if unused else "")
     return TrainingRecord({**defaults, **found}, origin, True)

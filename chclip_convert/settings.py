@@ -135,7 +135,9 @@ def _extra_fields(folder_config: dict, found: dict[str, Any], wanted: dict[str, 
 
 
 def _as_read(settings: dict[str, Any]) -> dict[str, Any]:
-    """``config.json`` with each legacy ``<name>_dict`` merged over ``<name>``, as transformers reads them."""
+    """``config.json`` with each legacy ``<name>_dict`` merged over ``<name>``, for telling which fields a file
+    states. (transformers itself builds the sub-config from ``<name>_dict`` alone, defaults filling the rest,
+    and uses that; the values compared come from transformers' own config, so only presence is read here.)"""
     read = dict(settings)
     for name in _LEGACY_SUB_CONFIGS:
         override = read.pop(f"{name}_dict", None)

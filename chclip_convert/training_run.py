@@ -133,11 +133,11 @@ def _run_entries(folder: str | Path) -> tuple[list[Path], list[str]]:
 def _unreadable(path: Path) -> str:
     """Why ``path`` cannot be read as a checkpoint file, or ``""``."""
     if path.is_symlink() and not path.exists():
-        return f"is a link to {os.readlink(path)}, which does not exist (a disk not mounted?); skipped."
+        return f"is a link to {os.readlink(path)}, which does not exist (a disk not mounted?)"
     if not path.is_file():
-        return "is not a regular file; skipped."
+        return "is not a regular file"
     if not os.access(path, os.R_OK):
-        return "cannot be read (permission denied); skipped."
+        return "cannot be read (permission denied)"
     return ""
 
 

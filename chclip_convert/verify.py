@@ -35,6 +35,7 @@ from .compare import (
     ModelOutputs,
     differences,
     has_original,
+    original_problem,
     quiet_transformers,
     run_converted,
     run_original,
@@ -148,8 +149,8 @@ class VerifyReport:
         lines += [f"  note: {note}" for note in self.info]
         if not self.original_available:
             lines.append(
-                "  cn_clip is not installed: outputs were not compared with the original model "
-                "(pip install --no-deps cn_clip==1.6.0 torchvision to do so)."
+                f"  {original_problem() or 'cn_clip was left out'}: outputs were not compared with the original "
+                "model (to do so: pip install --no-deps cn_clip==1.6.0, then pip install six torchvision)."
             )
         lines.append("Verified: all checks pass." if self.ok else "Verification FAILED.")
         return "\n".join(lines)

@@ -237,11 +237,170 @@ def test_a_dangling_link_in_a_run_folder_is_named_not_dropped(tmp_path):
     drift = subprocess.run([*CLI, "drift", "--reference", str(reference), str(tmp_path / "run")],
                            env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert drift.returncode == 0, drift.stderr
-    says = f"skipped: {link} is a link to {gone}, which does not exist (a disk not mounted?); skipped."
+    says = f"skipped: {link} is a link to {gone}, which does not exist (a disk not mounted?)"
     assert says in drift.stdout.splitlines()
     batch = subprocess.run(
         [*CLI, "convert-epochs", "--into", str(tmp_path / "hf"), str(tmp_path / "run"), "--no-progress", "--json"],
         env=ENV, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert says.removeprefix("skipped: ") in batch.stderr.splitlines(), batch.stderr
+    assert says in batch.stderr.splitlines(), batch.stderr
     assert [Path(r["checkpoint"]).name for r in json.loads(batch.stdout)] == ["epoch1.pt", "epoch2.pt", "epoch3.pt"]
+
+
+def test_a_published_folder_has_the_umasks_mode_like_any_new_folder(small_checkpoint, tmp_path):
+    folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    (tmp_path / "plain").mkdir()  # what the umask gives a folder here
+    assert folder.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_outputs_named_by_dot_by_root_or_through_a_link(small_checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(OutputError, match="exists and is not empty; nothing was written"):
+        convert_checkpoint(small_checkpoint, ".")
+    with pytest.raises(OutputError, match="is the root folder"):
+        convert_checkpoint(small_checkpoint, "/")
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["notes.txt"]
+    real = convert_checkpoint(small_checkpoint, tmp_path / "big-disk" / "real-hf").output_dir
+    link = tmp_path / "link-hf"
+    link.symlink_to(real)
+    other = write_demo_checkpoint_with_seed(tmp_path / "other", seed=3)
+    convert_checkpoint(other, link, overwrite=True)  # replaces what the link points to; the link stays
+    assert link.is_symlink() and link.resolve() == real
+    assert_is_conversion_of(real, other)
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real-hf"]
+
+
+def write_demo_checkpoint_with_seed(folder: Path, *, seed: int) -> Path:
+    from chclip_convert.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(folder, seed=seed)
+
+
+def test_ctrl_c_between_the_two_renames_puts_the_users_folder_back(small_checkpoint, tmp_path, monkeypatch):
+    output = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    real_rename, calls = Path.rename, []
+
+    def interrupted_second_rename(self, target):
+        calls.append(self)
+        if len(calls) == 2:  # the new folder moving in, after the user's was set aside
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", interrupted_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        convert_checkpoint(small_checkpoint, output, overwrite=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_a_set_aside_folder_is_kept_unless_a_complete_conversion_replaced_it(small_checkpoint, tmp_path):
+    output = tmp_path / "hf"
+    output.mkdir()
+    (output / "new.txt").write_text("made by hand after a writer was killed")
+    aside = tmp_path / "hf.chclip-old"
+    aside.mkdir()
+    (aside / "only-copy.txt").write_text("the user's")
+    with pytest.raises(OutputError, match="exists and is not empty"):
+        convert_checkpoint(small_checkpoint, output)
+    assert (aside / "only-copy.txt").read_text() == "the user's", "a folder that may be the only copy was removed"
+
+
+def test_threads_of_one_process_racing_for_one_output(small_checkpoint, tmp_path):
+    output, barrier, outcomes = tmp_path / "hf", threading.Barrier(6), []
+
+    def race() -> None:
+        barrier.wait()
+        try:
+            convert_checkpoint(small_checkpoint, output)
+            outcomes.append("written")
+        except OutputBusyError as error:
+            outcomes.append("busy" if "another conversion in this process" in str(error) else str(error))
+        except OutputError as error:  # came after the winner had finished: the folder exists now
+            outcomes.append("exists" if "exists and is not empty" in str(error) else str(error))
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("written") == 1 and set(outcomes) <= {"written", "busy", "exists"}, outcomes
+    assert_is_conversion_of(output, small_checkpoint)
+
+
+def test_up_to_date_folders_need_no_lock(small_checkpoint, tmp_path, monkeypatch):
+    """A read-only place of up-to-date folders works: the lock (a file beside the folder) is taken only to write."""
+    from chclip_convert import epoch_conversion
+
+    [first] = convert_epochs([small_checkpoint], tmp_path / "into")
+
+    def no_lock(target):
+        raise AssertionError(f"locked {target} although nothing was to be written")
+
+    monkeypatch.setattr(epoch_conversion, "output_lock", no_lock)
+    [again] = convert_epochs([small_checkpoint], tmp_path / "into")
+    assert (first.outcome, again.outcome) == (CONVERTED, "up to date")
+
+
+def test_reverse_with_an_unreadable_report_writes_the_defaults(small_checkpoint, tmp_path, monkeypatch):
+    folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    report, real_read = folder / "conversion_report.json", Path.read_text
+
+    def denied(self, *args, **kwargs):  # a chmod 000 file, which root (running these tests) could still read
+        if self == report:
+            raise PermissionError(13, "Permission denied")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    summary = reverse_folder(folder, tmp_path / "back.pt")
+    assert summary.training.values["epoch"] == 0
+    assert "cannot read conversion_report.json: Permission denied" in summary.training.origin
+
+
+def test_output_piped_into_head_ends_quietly(small_checkpoint):
+    shown = subprocess.run(
+        f"{shlex.join([*CLI, 'inspect', str(small_checkpoint)])} | head -1; echo rc=${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert shown.stdout.splitlines()[-1] in ("rc=0", "rc=141"), shown.stdout  # 0 if it all fit in the pipe
+    assert "Traceback" not in shown.stderr and "BrokenPipe" not in shown.stderr, shown.stderr
+
+
+def test_a_dangling_link_given_by_name_says_where_it_points(tmp_path):
+    link = tmp_path / "epoch4.pt"
+    link.symlink_to(tmp_path / "unmounted" / "epoch4.pt")
+    done = subprocess.run([*CLI, str(link), str(tmp_path / "hf")], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"{link}: is a link to {tmp_path / 'unmounted' / 'epoch4.pt'}, which does not exist" in done.stderr
+
+
+def test_convert_epochs_refuses_an_into_below_a_file_before_anything_else(tmp_path):
+    from chclip_convert.demo import write_demo_run
+
+    write_demo_run(tmp_path / "run")  # its epoch_latest.pt repeats epoch 3: said only once --into is usable
+    (tmp_path / "notes.txt").write_text("")
+    into = tmp_path / "notes.txt" / "sub"
+    done = subprocess.run([*CLI, "convert-epochs", "--into", str(into), str(tmp_path / "run"), "--no-progress"],
+                          env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"error: {into}: is a file, not a folder ({tmp_path / 'notes.txt'} is a file); give the folder to write the "
+        "converted folders into.\n"
+    )
+
+
+def test_verify_with_a_cn_clip_that_does_not_import_says_so(small_checkpoint, tmp_path):
+    """cn_clip installed with --no-deps and nothing else: verify goes on without it and says why."""
+    folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
+    broken = tmp_path / "site" / "cn_clip"
+    (broken / "clip").mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "clip" / "__init__.py").write_text("import a_module_cn_clip_needs\n")
+    done = subprocess.run([*CLI, "verify", str(small_checkpoint), str(folder)], capture_output=True, text=True,
+                          env={**ENV, "PYTHONPATH": str(tmp_path / "site")}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cn_clip is installed but does not import (No module named 'a_module_cn_clip_needs')" in done.stdout
+    assert "Traceback" not in done.stderr
