@@ -275,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:  # what was being written has been removed on the way out
         print("interrupted: stopped, and nothing half-written was left behind.", file=sys.stderr)
+        if argv is None:  # the program itself: end now, not after a helper thread stopped mid-import finishes
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails no more

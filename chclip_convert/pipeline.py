@@ -112,10 +112,18 @@ def convert_checkpoint(
         vocab_path, vocabulary, vocab_warnings = assets.choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
         with atomic_output(output_dir, overwrite=overwrite) as folder:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side") as pool:
+            pool, interrupted = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side"), False
+            try:
                 side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
                 plan, side_files = side.result()
+            except KeyboardInterrupt:
+                interrupted = True
+                raise
+            finally:
+                # A failure waits for the side, so that nothing writes into the folder being removed; Ctrl-C
+                # does not (the side may be stopped inside an import, whose lock the interrupt left held).
+                pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
             summary = ConversionSummary(
                 output_dir=output_dir,
                 source=source.path,
