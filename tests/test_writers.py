@@ -19,6 +19,7 @@ import pytest
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import OutputError, convert_checkpoint, reverse_folder
+from chclip_convert.demo import write_demo_checkpoint
 from chclip_convert.diff import diff_checkpoints
 from chclip_convert.epoch_conversion import CONVERTED, FAILED, convert_epochs
 from chclip_convert.output import OutputBusyError, output_lock
@@ -35,8 +36,6 @@ def big_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
-    from chclip_convert.demo import write_demo_checkpoint
-
     return write_demo_checkpoint(tmp_path_factory.mktemp("demo"))
 
 
@@ -265,17 +264,11 @@ def test_outputs_named_by_dot_by_root_or_through_a_link(small_checkpoint, tmp_pa
     real = convert_checkpoint(small_checkpoint, tmp_path / "big-disk" / "real-hf").output_dir
     link = tmp_path / "link-hf"
     link.symlink_to(real)
-    other = write_demo_checkpoint_with_seed(tmp_path / "other", seed=3)
+    other = write_demo_checkpoint(tmp_path / "other", seed=3)
     convert_checkpoint(other, link, overwrite=True)  # replaces what the link points to; the link stays
     assert link.is_symlink() and link.resolve() == real
     assert_is_conversion_of(real, other)
     assert sorted(p.name for p in real.parent.iterdir()) == ["real-hf"]
-
-
-def write_demo_checkpoint_with_seed(folder: Path, *, seed: int) -> Path:
-    from chclip_convert.demo import write_demo_checkpoint
-
-    return write_demo_checkpoint(folder, seed=seed)
 
 
 def test_ctrl_c_between_the_two_renames_puts_the_users_folder_back(small_checkpoint, tmp_path, monkeypatch):
