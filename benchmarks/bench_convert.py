@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from chclip_convert.architecture import Architecture
-from chclip_convert.demo import source_shapes
+from chclip_convert.conversion.demo import source_shapes
+from chclip_convert.mapping.architecture import Architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,9 +85,9 @@ def adamw_state(state: dict[str, torch.Tensor], generator: torch.Generator, step
 OLD_APPROACH = r"""
 import sys, torch
 from transformers import ChineseCLIPModel
-from chclip_convert.architecture import infer_architecture
-from chclip_convert.convert import map_tensors
-from chclip_convert.architecture import expected_shapes
+from chclip_convert.mapping.architecture import infer_architecture
+from chclip_convert.conversion.state_dict import map_tensors
+from chclip_convert.mapping.architecture import expected_shapes
 
 checkpoint, output = sys.argv[1], sys.argv[2]
 loaded = torch.load(checkpoint, map_location="cpu")  # everything, optimizer included
@@ -104,7 +104,7 @@ model.save_pretrained(output)
 
 READ_WEIGHTS = r"""
 import sys, torch
-from chclip_convert.checkpoint import load_checkpoint
+from chclip_convert.files.checkpoint import load_checkpoint
 
 source = load_checkpoint(sys.argv[1])  # memory-mapped: the optimizer's tensors are never touched
 buffer = torch.empty(max(t.nbytes for t in source.state_dict.values()), dtype=torch.uint8)

@@ -59,7 +59,7 @@ FAST_MOVERS = ("bert.encoder.layer.10.", "bert.encoder.layer.11.", "text_project
 DIFF_IN_PROCESS = r"""
 import sys, time
 from pathlib import Path
-from chclip_convert.diff import diff_checkpoints
+from chclip_convert.changes.diff import diff_checkpoints
 
 started = time.perf_counter()
 diff_checkpoints(sys.argv[1], sys.argv[2])
@@ -70,7 +70,7 @@ READ_BOTH = f"""
 import sys, time
 from pathlib import Path
 import torch
-from chclip_convert.checkpoint import load_checkpoint
+from chclip_convert.files.checkpoint import load_checkpoint
 
 *checkpoints, seconds_to = sys.argv[1:]
 started = time.perf_counter()

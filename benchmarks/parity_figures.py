@@ -18,8 +18,8 @@ from pathlib import Path
 import cn_clip.clip
 
 from chclip_convert import convert_checkpoint
-from chclip_convert.architecture import KNOWN_MODELS
-from chclip_convert.compare import (
+from chclip_convert.mapping.architecture import KNOWN_MODELS
+from chclip_convert.verification.model_outputs import (
     SAMPLE_CAPTIONS,
     differences,
     original_architecture,

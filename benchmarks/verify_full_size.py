@@ -12,8 +12,8 @@ from pathlib import Path
 
 import cn_clip.clip
 
-from chclip_convert.cli import main as cli_main
-from chclip_convert.compare import original_architecture, write_seeded_original
+from chclip_convert.cli.main import main as cli_main
+from chclip_convert.verification.model_outputs import original_architecture, write_seeded_original
 
 VOCAB = Path(cn_clip.clip.__file__).parent / "vocab.txt"
 

@@ -24,7 +24,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from .errors import (
+from chclip_convert.errors import (
     ArchitectureError,
     CheckpointReadError,
     ConfigMismatchError,
@@ -40,48 +40,48 @@ except PackageNotFoundError:  # run from a checkout that was never installed
     __version__ = "0+unknown"
 
 _LAZY = {
-    "Architecture": ".architecture",
-    "infer_architecture": ".architecture",
-    "ConversionResult": ".convert",
-    "convert_state_dict": ".convert",
-    "CheckpointDiff": ".diff",
-    "diff_checkpoints": ".diff",
-    "convert_epochs": ".epoch_conversion",
-    "Drift": ".training_run",
-    "measure_drift": ".training_run",
-    "load_config": ".folder",
-    "inspect_checkpoint": ".inspection",
-    "convert_checkpoint": ".pipeline",
-    "source_weights_digest": ".provenance",
-    "ConversionReport": ".report",
-    "ReverseSummary": ".reverse",
-    "reverse_folder": ".reverse",
-    "reverse_state_dict": ".reverse",
-    "ConversionSummary": ".summary",
-    "VerifyReport": ".verify",
-    "verify_folder": ".verify",
+    "Architecture": "chclip_convert.mapping.architecture",
+    "infer_architecture": "chclip_convert.mapping.architecture",
+    "ConversionResult": "chclip_convert.conversion.state_dict",
+    "convert_state_dict": "chclip_convert.conversion.state_dict",
+    "CheckpointDiff": "chclip_convert.changes.diff",
+    "diff_checkpoints": "chclip_convert.changes.diff",
+    "convert_epochs": "chclip_convert.changes.epochs",
+    "Drift": "chclip_convert.changes.drift",
+    "measure_drift": "chclip_convert.changes.drift",
+    "load_config": "chclip_convert.files.folder",
+    "inspect_checkpoint": "chclip_convert.conversion.inspection",
+    "convert_checkpoint": "chclip_convert.conversion.pipeline",
+    "source_weights_digest": "chclip_convert.conversion.provenance",
+    "ConversionReport": "chclip_convert.mapping.report",
+    "ReverseSummary": "chclip_convert.conversion.reverse",
+    "reverse_folder": "chclip_convert.conversion.reverse",
+    "reverse_state_dict": "chclip_convert.conversion.reverse",
+    "ConversionSummary": "chclip_convert.conversion.summary",
+    "VerifyReport": "chclip_convert.verification.verify",
+    "verify_folder": "chclip_convert.verification.verify",
 }
 
 if TYPE_CHECKING:
-    from .architecture import Architecture, infer_architecture
-    from .convert import ConversionResult, convert_state_dict
-    from .diff import CheckpointDiff, diff_checkpoints
-    from .epoch_conversion import convert_epochs
-    from .folder import load_config
-    from .inspection import inspect_checkpoint
-    from .pipeline import convert_checkpoint
-    from .provenance import source_weights_digest
-    from .report import ConversionReport
-    from .reverse import ReverseSummary, reverse_folder, reverse_state_dict
-    from .summary import ConversionSummary
-    from .training_run import Drift, measure_drift
-    from .verify import VerifyReport, verify_folder
+    from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
+    from chclip_convert.changes.drift import Drift, measure_drift
+    from chclip_convert.changes.epochs import convert_epochs
+    from chclip_convert.conversion.inspection import inspect_checkpoint
+    from chclip_convert.conversion.pipeline import convert_checkpoint
+    from chclip_convert.conversion.provenance import source_weights_digest
+    from chclip_convert.conversion.reverse import ReverseSummary, reverse_folder, reverse_state_dict
+    from chclip_convert.conversion.state_dict import ConversionResult, convert_state_dict
+    from chclip_convert.conversion.summary import ConversionSummary
+    from chclip_convert.files.folder import load_config
+    from chclip_convert.mapping.architecture import Architecture, infer_architecture
+    from chclip_convert.mapping.report import ConversionReport
+    from chclip_convert.verification.verify import VerifyReport, verify_folder
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'chclip_convert' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 

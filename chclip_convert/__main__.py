@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from .cli import main
+    from chclip_convert.cli.main import main
 except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: nothing was started
     sys.exit(130)
 

@@ -33,7 +33,7 @@ CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车停�
 @pytest.fixture
 def demo_checkpoint(tmp_path) -> Path:
     """The embedded demo checkpoint (small and fast) with its vocab.txt beside it, in a folder of its own."""
-    from chclip_convert.demo import write_demo_checkpoint
+    from chclip_convert.conversion.demo import write_demo_checkpoint
 
     return write_demo_checkpoint(tmp_path / "demo")
 
@@ -88,7 +88,7 @@ def reduced_checkpoints(reduced_models, checkpoint_dir) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def sample_image():
     """The real photograph the package ships for verification (no download)."""
-    from chclip_convert.compare import sample_image as packaged
+    from chclip_convert.verification.model_outputs import sample_image as packaged
 
     return packaged()
 

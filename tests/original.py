@@ -15,7 +15,7 @@ import cn_clip.clip as cn_clip_pkg
 import torch
 from cn_clip.clip.model import CLIP, convert_weights
 
-from chclip_convert.compare import seeded_original_model
+from chclip_convert.verification.model_outputs import seeded_original_model
 
 CONFIG_DIR = Path(cn_clip_pkg.__file__).parent / "model_configs"
 VOCAB = Path(cn_clip_pkg.__file__).parent / "vocab.txt"

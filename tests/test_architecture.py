@@ -16,8 +16,8 @@ from chclip_convert import (
     convert_state_dict,
     infer_architecture,
 )
-from chclip_convert.architecture import cn_clip_kwargs
-from chclip_convert.compare import original_architecture, write_seeded_original
+from chclip_convert.mapping.architecture import cn_clip_kwargs
+from chclip_convert.verification.model_outputs import original_architecture, write_seeded_original
 
 FULL = {
     "ViT-B-16": Variant("ViT-B-16", "RoBERTa-wwm-ext-base-chinese"),
@@ -151,7 +151,7 @@ def test_the_model_table_names_real_config_fields_tensors_and_every_size():
 
     from transformers import ChineseCLIPConfig
 
-    from chclip_convert.architecture import FIXED_CONFIG, LAYERS, MODEL_FIELDS, Architecture
+    from chclip_convert.mapping.architecture import FIXED_CONFIG, LAYERS, MODEL_FIELDS, Architecture
 
     config, state = ChineseCLIPConfig(), meta_state_dict(REDUCED["ViT-B-16"])
     for path in [entry.config for entry in MODEL_FIELDS] + list(FIXED_CONFIG):

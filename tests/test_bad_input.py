@@ -33,13 +33,13 @@ from chclip_convert import (
     convert_checkpoint,
     safetensors_writer,
 )
-from chclip_convert import output as output_module
-from chclip_convert import reverse as reverse_module
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.cli import main
-from chclip_convert.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
+from chclip_convert.cli.main import main
+from chclip_convert.conversion import reverse as reverse_module
+from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
+from chclip_convert.conversion.reverse import reverse_folder
+from chclip_convert.files import output as output_module
+from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
-from chclip_convert.reverse import reverse_folder
 
 MARKER = Path("/tmp/chclip-convert-pickle-ran")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook, reload_strictly
 
-from chclip_convert.demo import DEMO_ARCHITECTURE, demo_vocabulary, source_shapes, write_demo_checkpoint
+from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_vocabulary, source_shapes, write_demo_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import re
 import pytest
 from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
-from chclip_convert.demo import DAMAGE, write_demo_checkpoint
-from chclip_convert.diff import diff_checkpoints, part_of
-from chclip_convert.inspection import filter_rows, inspect_checkpoint
+from chclip_convert.changes.diff import diff_checkpoints, part_of
+from chclip_convert.conversion.demo import DAMAGE, write_demo_checkpoint
+from chclip_convert.conversion.inspection import filter_rows, inspect_checkpoint
 from chclip_convert.notebook import diff_view
 from chclip_convert.notebook.key_grid import COLUMNS, CSV_NAME, STATUS_COLOURS, row_cells
 from chclip_convert.notebook.workspace import Workspace

@@ -7,7 +7,7 @@ from __future__ import annotations
 from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 from chclip_convert import convert_state_dict
-from chclip_convert.demo import demo_state_dict
+from chclip_convert.conversion.demo import demo_state_dict
 
 FIGURE = ".jupyter-matplotlib-canvas-div canvas"
 

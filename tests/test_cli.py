@@ -14,8 +14,8 @@ import torch
 from conftest import ROOT, assert_model_holds, reload_strictly
 from original import REDUCED, build_model, save, training_checkpoint
 
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.cli import EXIT_PROBLEMS, main, translate_legacy
+from chclip_convert.cli.main import EXIT_PROBLEMS, main, translate_legacy
+from chclip_convert.files.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_p
 
 
 def test_convert_with_verify_writes_the_report_once_holding_both(demo_checkpoint, tmp_path, monkeypatch, capsys):
-    import chclip_convert.cli as cli
+    import chclip_convert.cli.main as cli
 
     written = []
     real = cli._write_json
@@ -189,7 +189,7 @@ def test_an_option_of_another_command_is_refused_by_name(argv, says, tmp_path, c
 
 
 def test_inspect_json_is_the_report_of_inspect_checkpoint(checkpoint, capsys):
-    from chclip_convert.inspection import inspect_checkpoint
+    from chclip_convert.conversion.inspection import inspect_checkpoint
 
     assert main(["inspect", str(checkpoint), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
@@ -226,7 +226,7 @@ def test_inspect_shows_an_unknown_key_and_exits_with_the_problems_code(checkpoin
 
 
 def test_inspect_filters_by_name_as_the_inspector_does(checkpoint, capsys):
-    from chclip_convert.inspection import filter_rows, inspect_checkpoint
+    from chclip_convert.conversion.inspection import filter_rows, inspect_checkpoint
 
     rows = inspect_checkpoint(checkpoint).rows()
     assert main(["inspect", str(checkpoint), "--name", "resblocks.1", "--status", "transformed"]) == 0

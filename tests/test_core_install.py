@@ -54,7 +54,10 @@ def test_core_install_has_no_notebook_side(core_python, tmp_path):
 
 def test_core_install_converts_reloads_verifies_and_reverses(core_python, tmp_path):
     made = run(
-        core_python, "-c", "from chclip_convert.demo import write_demo_checkpoint as w; print(w('demo'))", cwd=tmp_path
+        core_python,
+        "-c",
+        "from chclip_convert.conversion.demo import write_demo_checkpoint as w; print(w('demo'))",
+        cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
     checkpoint = made.stdout.strip()
@@ -89,8 +92,8 @@ def test_the_core_never_imports_the_notebook_side(tmp_path):
     left out) and reversing import none of them."""
     script = (
         "import sys\n"
-        "from chclip_convert.cli import main\n"
-        "from chclip_convert.demo import write_demo_checkpoint\n"
+        "from chclip_convert.cli.main import main\n"
+        "from chclip_convert.conversion.demo import write_demo_checkpoint\n"
         "sys.modules['cn_clip'] = None  # verify without the original code, which brings in Pillow\n"
         "demo = str(write_demo_checkpoint('demo'))\n"
         "codes = [main([demo, 'hf', '--no-progress']), main(['--verify-only', demo, 'hf']),\n"
@@ -124,7 +127,7 @@ def test_every_core_module_imports_without_the_notebook_side(tmp_path):
         "core = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
         "importlib.import_module('chclip_convert.notebook.key_grid')\n"
         "layer = sorted({m.split('.')[0] for m in sys.modules} & side)\n"
-        "print(len(names), 'chclip_convert.verify' in names, core, layer)\n"
+        "print(len(names), 'chclip_convert.verification.verify' in names, core, layer)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env={**os.environ}

@@ -9,16 +9,16 @@ import torch
 from cn_clip.clip.model import CLIP
 
 from chclip_convert import convert_checkpoint, infer_architecture
-from chclip_convert.architecture import cn_clip_kwargs
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.compare import (
+from chclip_convert.conversion.demo import demo_vocabulary, write_demo_checkpoint
+from chclip_convert.files.checkpoint import load_checkpoint
+from chclip_convert.mapping.architecture import cn_clip_kwargs
+from chclip_convert.verification.model_outputs import (
     SAMPLE_CAPTIONS,
     differences,
     run_converted,
     run_original,
     sample_image,
 )
-from chclip_convert.demo import demo_vocabulary, write_demo_checkpoint
 
 
 def test_demo_is_deterministic_and_in_training_layout(tmp_path):

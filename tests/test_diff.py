@@ -20,12 +20,8 @@ import torch
 from conftest import ROOT, present_pages
 from original import REDUCED, build_model, save, training_checkpoint
 
-from chclip_convert import checkpoint as checkpoint_module
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.cli import main
-from chclip_convert.cli_run import EXIT_DIFFERS
-from chclip_convert.demo import DAMAGE, damaged_copy
-from chclip_convert.diff import (
+from chclip_convert.changes.diff import (
     EMBEDDINGS,
     LAYER,
     TEXT,
@@ -37,9 +33,13 @@ from chclip_convert.diff import (
     measure_change,
     span_label,
 )
-from chclip_convert.folder import load_folder_state
-from chclip_convert.mapping import IGNORED
-from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
+from chclip_convert.cli.main import main
+from chclip_convert.cli.runs import EXIT_DIFFERS
+from chclip_convert.conversion.demo import DAMAGE, damaged_copy
+from chclip_convert.conversion.views import CHECKPOINT, FOLDER, MappedCheckpoint
+from chclip_convert.files import checkpoint as checkpoint_module
+from chclip_convert.files.folder import load_folder_state
+from chclip_convert.mapping.table import IGNORED
 
 # Both sides are summed in float64, over the whole tensor here and in chunks by the diff: the norms and dot
 # products differ only by float64 rounding in the order of summation, at most n·ε ≈ 3e-10 relative over the
@@ -208,7 +208,7 @@ def test_flash_attention_layout_equals_the_standard_one_and_shows_a_planted_chan
 
 def test_missing_added_and_reshaped_tensors(demo_checkpoint, tmp_path):
     """The demo's damaged copy: one tensor dropped, an unknown one added (kept under its own name), one cut
-    to half its length, one altered (:data:`chclip_convert.demo.DAMAGE`)."""
+    to half its length, one altered (:data:`chclip_convert.conversion.demo.DAMAGE`)."""
     damaged = damaged_copy(demo_checkpoint)
     diff = diff_checkpoints(demo_checkpoint, damaged)
     assert diff.only_in_a == ["vision_model.encoder.layers.1.mlp.fc2.bias"]
@@ -307,7 +307,7 @@ def test_measure_change_on_small_tensors():
 def test_nan_equal_in_one_chunk_does_not_hide_a_difference_in_another(monkeypatch):
     """Tensors are compared a chunk at a time (256 Ki elements, far fewer than a real vocabulary's embeddings): a
     NaN matched in one chunk must not make a difference in another chunk count as equal."""
-    import chclip_convert.diff as diff_module
+    import chclip_convert.changes.diff as diff_module
 
     monkeypatch.setattr(diff_module, "CHUNK", 4)
     a = torch.arange(1.0, 9.0)

@@ -1,7 +1,7 @@
 """The comparison widget of 02_inspect_keys.ipynb and its figure, driven as a person would (set paths, click
 Compare, filter), without a browser. The expected moves come from the demo run's own description
-(:func:`chclip_convert.demo.moved_by_demo_run`) and the expected plot values from the diff's parts, so nothing
-here depends on the demo's sizes or random values."""
+(:func:`chclip_convert.conversion.demo.moved_by_demo_run`) and the expected plot values from the diff's parts, so
+nothing here depends on the demo's sizes or random values."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from chclip_convert.demo import DAMAGE, damaged_copy, moved_by_demo_run
-from chclip_convert.diff import LAYER, diff_checkpoints, part_of
-from chclip_convert.inspection import inspect_checkpoint
-from chclip_convert.notebook.diff_plots import draw_diff, layer_changes
+from chclip_convert.changes.diff import LAYER, diff_checkpoints, part_of
+from chclip_convert.conversion.demo import DAMAGE, damaged_copy, moved_by_demo_run
+from chclip_convert.conversion.inspection import inspect_checkpoint
+from chclip_convert.conversion.pipeline import convert_checkpoint
 from chclip_convert.notebook.diff_view import (
     COLUMNS,
     DIFFERS,
@@ -28,9 +28,9 @@ from chclip_convert.notebook.diff_view import (
     suggested_b,
     verdict,
 )
+from chclip_convert.notebook.plotting.diffs import draw_diff, layer_changes
 from chclip_convert.notebook.session import Session
 from chclip_convert.notebook.workspace import Workspace
-from chclip_convert.pipeline import convert_checkpoint
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file
 
 from chclip_convert import convert_checkpoint
-from chclip_convert.cli import main
-from chclip_convert.compare import write_seeded_original
-from chclip_convert.demo import DEMO_ARCHITECTURE, demo_vocabulary, write_demo_checkpoint
-from chclip_convert.verify import verify_folder
+from chclip_convert.cli.main import main
+from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_vocabulary, write_demo_checkpoint
+from chclip_convert.verification.model_outputs import write_seeded_original
+from chclip_convert.verification.verify import verify_folder
 
 WEIGHTS = "weights equal source"
 CONFIG = "config.json matches the checkpoint"

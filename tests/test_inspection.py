@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from chclip_convert.convert import convert_state_dict
-from chclip_convert.demo import DEMO_ARCHITECTURE, demo_state_dict
-from chclip_convert.inspection import NameFilterError, filter_rows
+from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_state_dict
+from chclip_convert.conversion.inspection import NameFilterError, filter_rows
+from chclip_convert.conversion.state_dict import convert_state_dict
 
 
 @pytest.fixture(scope="module")

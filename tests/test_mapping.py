@@ -7,10 +7,10 @@ import torch
 from conftest import LAYERS, WIDTH, small_config
 from transformers import ChineseCLIPModel
 
-from chclip_convert.convert import map_tensors
-from chclip_convert.mapping import FLASH, RULES, STANDARD, find_reverse_rule, find_rule, split_layer_index
-from chclip_convert.ops import SPLIT_QKV, TRANSPOSE, Chunk, Concatenate
-from chclip_convert.report import collapse_layers
+from chclip_convert.conversion.state_dict import map_tensors
+from chclip_convert.mapping.ops import SPLIT_QKV, TRANSPOSE, Chunk, Concatenate
+from chclip_convert.mapping.report import collapse_layers
+from chclip_convert.mapping.table import FLASH, RULES, STANDARD, find_reverse_rule, find_rule, split_layer_index
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_collapse_layers():
 
 
 def test_the_flash_layout_is_recognised_by_the_tables_rules_not_by_a_name_fragment():
-    from chclip_convert.mapping import is_flash_layout
+    from chclip_convert.mapping.table import is_flash_layout
 
     standard = [
         "visual.transformer.resblocks.0.attn.in_proj_weight",

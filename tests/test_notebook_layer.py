@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, tree_sha256
 
-from chclip_convert.demo import DEMO_FILE, write_demo_checkpoint
+from chclip_convert.conversion.demo import DEMO_FILE, write_demo_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.picker import PathPicker, folder_entries
 from chclip_convert.notebook.workspace import Workspace
@@ -170,7 +170,7 @@ def test_progress_counts_tensors_and_bytes_and_the_result_belongs_to_its_inputs(
 
 
 def test_an_error_clears_when_its_input_is_fixed(demo_checkpoint, tmp_path):
-    from chclip_convert.demo import damaged_copy
+    from chclip_convert.conversion.demo import damaged_copy
 
     damaged = damaged_copy(demo_checkpoint)
     ui = ConvertUI(damaged, tmp_path / "out")

@@ -19,10 +19,10 @@ from chclip_convert import (
     convert_checkpoint,
     convert_state_dict,
 )
-from chclip_convert import assets as assets_module
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.comparison import compare_state
-from chclip_convert.folder import load_folder_state
+from chclip_convert.files import assets as assets_module
+from chclip_convert.files.checkpoint import load_checkpoint
+from chclip_convert.files.folder import load_folder_state
+from chclip_convert.verification.weight_check import compare_state
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_unknown_and_missing_tensors_stop_with_one_report(b16_checkpoint, tmp_pa
 
 def test_the_model_card_holds_no_path_of_this_machine_and_keeps_warnings_apart(tmp_path):
     """The card is meant to be shared: it names the source file, never where it or its vocabulary lies."""
-    from chclip_convert.demo import write_demo_checkpoint
+    from chclip_convert.conversion.demo import write_demo_checkpoint
 
     checkpoint = write_demo_checkpoint(tmp_path / "runs" / "private")
     (checkpoint.parent / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")  # does not fit: skipped
@@ -213,7 +213,7 @@ def test_the_model_card_holds_no_path_of_this_machine_and_keeps_warnings_apart(t
 
 
 def test_the_atomic_writer_replaces_files_in_one_step_and_never_what_appeared_meanwhile(tmp_path):
-    from chclip_convert.output import atomic_output
+    from chclip_convert.files.output import atomic_output
 
     target = tmp_path / "back.pt"
     target.write_bytes(b"old")

@@ -14,7 +14,7 @@ from conftest import image_batch, token_batch
 from original import FULL_B16, REDUCED, build_model, save, training_checkpoint
 from transformers import ChineseCLIPModel
 
-from chclip_convert.cli import main as cli_main
+from chclip_convert.cli.main import main as cli_main
 
 FP32_TOLERANCE = 1e-5
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import yaml
 from conftest import ROOT, readme_commands
@@ -34,3 +37,10 @@ def test_environment_yml_installs_the_package_with_every_extra():
     for pin in ("torch==2.14.1", "torchvision==0.29.1"):
         assert pin in pip and pin in setup, pin
     assert f'-e ".[{",".join(sorted(extras))}]"' in setup
+
+
+def test_package_layering_holds():
+    """The contracts in pyproject.toml's [tool.importlinter]: folders import only the folders below them."""
+    linter = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(linter), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -12,9 +12,9 @@ import torch
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import MappingError, convert_checkpoint
-from chclip_convert.cli import main
-from chclip_convert.provenance import ALGORITHM, CHECK_COMMAND, source_weights_digest
-from chclip_convert.provenance import main as provenance_main
+from chclip_convert.cli.main import main
+from chclip_convert.conversion.provenance import ALGORITHM, CHECK_COMMAND, source_weights_digest
+from chclip_convert.conversion.provenance import main as provenance_main
 
 
 @pytest.fixture(scope="module")

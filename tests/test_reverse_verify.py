@@ -22,11 +22,11 @@ from chclip_convert import (
     UnsupportedCheckpointError,
     convert_checkpoint,
 )
-from chclip_convert.architecture import cn_clip_kwargs
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.folder import load_folder_state
-from chclip_convert.reverse import reverse_folder, reverse_state_dict
-from chclip_convert.verify import verify_folder
+from chclip_convert.conversion.reverse import reverse_folder, reverse_state_dict
+from chclip_convert.files.checkpoint import load_checkpoint
+from chclip_convert.files.folder import load_folder_state
+from chclip_convert.mapping.architecture import cn_clip_kwargs
+from chclip_convert.verification.verify import verify_folder
 
 
 def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:

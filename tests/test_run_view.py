@@ -1,5 +1,5 @@
 """Notebook 05's widgets and figures, driven without a browser on the embedded demo run, whose moves are known
-(:data:`chclip_convert.demo.RUN_MOVES`): only text layers 9–11, the text projection and logit_scale move."""
+(:data:`chclip_convert.conversion.demo.RUN_MOVES`): only text layers 9–11, the text projection and logit_scale move."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from chclip_convert.diff import LAYER, PROJECTION, TEXT, VISION
-from chclip_convert.drift_text import moved_lines
-from chclip_convert.notebook.run_plots import draw_curves, draw_heatmaps, heatmap_values, tower_parts
+from chclip_convert.changes.diff import LAYER, PROJECTION, TEXT, VISION
+from chclip_convert.changes.drift import measure_drift
+from chclip_convert.changes.drift_text import moved_lines
+from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps, heatmap_values, tower_parts
 from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, curves_view, heatmap_view, measure
 from chclip_convert.notebook.workspace import Workspace
-from chclip_convert.training_run import measure_drift
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import ChineseCLIPModel
 
 from chclip_convert import ConversionError, convert_checkpoint
-from chclip_convert.safetensors_writer import INDEX_FILE, SAFETENSORS_DTYPES, write_weights
+from chclip_convert.files.safetensors_writer import INDEX_FILE, SAFETENSORS_DTYPES, write_weights
 
 REQUIRED_DTYPES = [
     torch.float32,

@@ -7,7 +7,7 @@ import html
 import torch
 from conftest import assert_model_holds, reload_strictly, tree_sha256
 
-from chclip_convert.checkpoint import load_checkpoint
+from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.notebook.save import NO_SHARDING, ReverseUI, SaveUI
 
 

@@ -9,10 +9,10 @@ import torch
 from conftest import present_pages
 from original import REDUCED, build_model, save, training_checkpoint
 
-from chclip_convert import checkpoint as checkpoint_module
 from chclip_convert import convert_checkpoint
-from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
-from chclip_convert.folder import load_folder_state
+from chclip_convert.files import checkpoint as checkpoint_module
+from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
+from chclip_convert.files.folder import load_folder_state
 
 
 def test_every_tensor_layout_passes_the_span_check_and_reads_exactly(tmp_path):

@@ -15,10 +15,7 @@ import torch
 from conftest import tree_sha256
 
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
-from chclip_convert.cli import main
-from chclip_convert.demo import RUN_EPOCH_SCALE, RUN_LOGIT_SCALE_STEP, RUN_MOVES, damaged_copy, write_demo_run
-from chclip_convert.diff import (
+from chclip_convert.changes.diff import (
     LAYER,
     LOGIT_SCALE,
     PROJECTION,
@@ -30,13 +27,22 @@ from chclip_convert.diff import (
     diff_checkpoints,
     measure_change,
 )
-from chclip_convert.epoch_conversion import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs, folder_for
+from chclip_convert.changes.drift import describe, find_checkpoints, measure_drift, read_run
+from chclip_convert.changes.epochs import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs, folder_for
+from chclip_convert.cli.main import main
+from chclip_convert.conversion.demo import (
+    RUN_EPOCH_SCALE,
+    RUN_LOGIT_SCALE_STEP,
+    RUN_MOVES,
+    damaged_copy,
+    write_demo_run,
+)
+from chclip_convert.conversion.views import CHECKPOINT, FOLDER, MappedCheckpoint
 from chclip_convert.errors import CheckpointReadError
-from chclip_convert.folder import load_folder_state
-from chclip_convert.tensor_sources import CHECKPOINT, FOLDER, MappedCheckpoint
-from chclip_convert.training_run import describe, find_checkpoints, measure_drift, read_run
+from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
+from chclip_convert.files.folder import load_folder_state
 
-# The parts the demo run moves (chclip_convert.demo.RUN_MOVES and its logit_scale step), written out here.
+# The parts the demo run moves (chclip_convert.conversion.demo.RUN_MOVES and its logit_scale step), written out here.
 MOVED = {Part(TEXT, LAYER, 9), Part(TEXT, LAYER, 10), Part(TEXT, LAYER, 11), Part(TEXT, PROJECTION),
          Part(SHARED, LOGIT_SCALE)}  # fmt: skip
 EPOCH_FILES = ["epoch1.pt", "epoch2.pt", "epoch3.pt"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from conftest import assert_model_holds, reload_strictly
 
 from chclip_convert import MappingError, convert_checkpoint
-from chclip_convert.checkpoint import load_checkpoint
-from chclip_convert.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy, demo_state_dict
-from chclip_convert.inspection import filter_rows, inspect_checkpoint
+from chclip_convert.changes.weight_stats import compare_weights
+from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy, demo_state_dict
+from chclip_convert.conversion.inspection import filter_rows, inspect_checkpoint
+from chclip_convert.files.checkpoint import load_checkpoint
+from chclip_convert.mapping.report import FIXES
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.histogram import HistogramUI
 from chclip_convert.notebook.key_grid import KeyInspectorUI
-from chclip_convert.report import FIXES
-from chclip_convert.weight_stats import compare_weights
 
 DEMO = demo_state_dict()
 # The demo's mapping, from its architecture: each vision layer's fused q/k/v weight and bias are split (three

@@ -19,9 +19,9 @@ from original import VOCAB, save, training_checkpoint
 from safetensors.torch import load_file, save_file
 
 from chclip_convert import convert_checkpoint
-from chclip_convert.assets import read_vocab
-from chclip_convert.cli import main
-from chclip_convert.verify import verify_folder
+from chclip_convert.cli.main import main
+from chclip_convert.files.assets import read_vocab
+from chclip_convert.verification.verify import verify_folder
 
 LAYOUTS = ("standard", "flash-attention")
 MODEL = "ViT-B-16"
@@ -288,7 +288,9 @@ def test_head_overrides_are_never_taken_from_the_folder(original, sources, tmp_p
 def test_verify_cli_without_cn_clip_names_the_field_and_writes_the_verdict(sources, intact, tmp_path):
     folder = broken_copy(intact["standard"], tmp_path / "broken")
     field = _wrong_heads(folder)
-    hide_cn_clip = "import sys; sys.modules['cn_clip'] = None; from chclip_convert.cli import main; sys.exit(main())"
+    hide_cn_clip = (
+        "import sys; sys.modules['cn_clip'] = None; from chclip_convert.cli.main import main; sys.exit(main())"
+    )
     command = [sys.executable, "-c", hide_cn_clip, "--verify-only", str(sources["standard"]), str(folder)]
     command += ["--vocab", str(VOCAB), "--report", str(tmp_path / "verify.json")]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -324,7 +326,7 @@ def test_sharded_folders_are_read_through_their_index(sources, tmp_path):
     """As transformers loads them: files the index does not name are not part of the model, and a tensor held
     by two shards is an error naming it rather than one copy silently winning."""
     from chclip_convert import CheckpointReadError
-    from chclip_convert.folder import load_folder_state
+    from chclip_convert.files.folder import load_folder_state
 
     folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
     intact = load_folder_state(folder)

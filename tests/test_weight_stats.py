@@ -13,13 +13,13 @@ import torch
 from matplotlib.figure import Figure
 
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.checkpoint import SourceCheckpoint, load_checkpoint
-from chclip_convert.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy
-from chclip_convert.folder import FolderTensors, load_folder_state
-from chclip_convert.notebook.fonts import CJK_FAMILY, use_cjk_font
+from chclip_convert.changes.weight_stats import BOTH, SHAPE_DIFFERS, SOURCE_ONLY, compare_weights
+from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy
+from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
+from chclip_convert.files.folder import FolderTensors, load_folder_state
 from chclip_convert.notebook.histogram import HistogramUI
-from chclip_convert.notebook.plots import RATIO, draw_comparisons, plot_layers, plot_similarity
-from chclip_convert.weight_stats import BOTH, SHAPE_DIFFERS, SOURCE_ONLY, compare_weights
+from chclip_convert.notebook.plotting.fonts import CJK_FAMILY, use_cjk_font
+from chclip_convert.notebook.plotting.weights import RATIO, draw_comparisons, plot_layers, plot_similarity
 
 # Both sides are summed in float64, over the whole tensor here and over chunks in the code: the results differ
 # only by float64 rounding (relative ~1e-15 per step), and the standard deviation, taken as E[x²] − mean², by at
@@ -199,7 +199,7 @@ def test_captions_render_in_a_font_with_chinese_glyphs():
 
 
 def test_without_ipympl_the_figure_is_a_sharp_vector_image(demo_checkpoint, converted):
-    from chclip_convert.notebook.figures import comparison_view
+    from chclip_convert.notebook.plotting.figures import comparison_view
 
     view = comparison_view(compare_weights(demo_checkpoint, converted))
     (image,) = view.children
@@ -209,8 +209,8 @@ def test_without_ipympl_the_figure_is_a_sharp_vector_image(demo_checkpoint, conv
 def test_nan_and_inf_show_in_the_statistics_and_the_histogram(tmp_path):
     """A checkpoint with NaN and Inf values converts (with a warning); its statistics say NaN instead of a
     finite largest magnitude, and its histogram draws the finite values and counts the rest."""
-    from chclip_convert.demo import write_demo_checkpoint
-    from chclip_convert.notebook.plots import plot_histogram
+    from chclip_convert.conversion.demo import write_demo_checkpoint
+    from chclip_convert.notebook.plotting.weights import plot_histogram
 
     checkpoint = write_demo_checkpoint(tmp_path / "demo")
     training = torch.load(checkpoint, weights_only=True)

@@ -19,10 +19,10 @@ import pytest
 from original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import OutputError, convert_checkpoint, reverse_folder
-from chclip_convert.demo import write_demo_checkpoint
-from chclip_convert.diff import diff_checkpoints
-from chclip_convert.epoch_conversion import CONVERTED, FAILED, convert_epochs
-from chclip_convert.output import OutputBusyError, output_lock
+from chclip_convert.changes.diff import diff_checkpoints
+from chclip_convert.changes.epochs import CONVERTED, FAILED, convert_epochs
+from chclip_convert.conversion.demo import write_demo_checkpoint
+from chclip_convert.files.output import OutputBusyError, output_lock
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 CLI = [sys.executable, "-m", "chclip_convert"]
@@ -141,7 +141,7 @@ def test_a_library_error_while_writing_is_a_clean_error_and_the_batch_goes_on(
     small_checkpoint, tmp_path, monkeypatch, capsys
 ):
     """The tokenizers library reports a full disk as a plain ``Exception`` ending ``(os error 28)``."""
-    from chclip_convert import assets
+    from chclip_convert.files import assets
 
     real, calls = assets.write_tokenizer, []
 
@@ -226,7 +226,7 @@ def test_convert_epochs_into_a_file_says_so(small_checkpoint, tmp_path):
 
 
 def test_a_dangling_link_in_a_run_folder_is_named_not_dropped(tmp_path):
-    from chclip_convert.demo import write_demo_run
+    from chclip_convert.conversion.demo import write_demo_run
 
     reference, epochs = write_demo_run(tmp_path / "run")
     epochs[-1].unlink()  # epoch_latest.pt repeats epoch 3: not needed here
@@ -326,7 +326,7 @@ def test_threads_of_one_process_racing_for_one_output(small_checkpoint, tmp_path
 
 def test_up_to_date_folders_need_no_lock(small_checkpoint, tmp_path, monkeypatch):
     """A read-only place of up-to-date folders works: the lock (a file beside the folder) is taken only to write."""
-    from chclip_convert import epoch_conversion
+    from chclip_convert.changes import epochs as epoch_conversion
 
     [first] = convert_epochs([small_checkpoint], tmp_path / "into")
 
@@ -371,7 +371,7 @@ def test_a_dangling_link_given_by_name_says_where_it_points(tmp_path):
 
 
 def test_convert_epochs_refuses_an_into_below_a_file_before_anything_else(tmp_path):
-    from chclip_convert.demo import write_demo_run
+    from chclip_convert.conversion.demo import write_demo_run
 
     write_demo_run(tmp_path / "run")  # its epoch_latest.pt repeats epoch 3: said only once --into is usable
     (tmp_path / "notes.txt").write_text("")

@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 import warnings
 
-from .session import Session
-from .workspace import Workspace
+from chclip_convert.notebook.session import Session
+from chclip_convert.notebook.workspace import Workspace
 
 
 def prepare() -> None:
     """Silence progress bars and advisory warnings of the libraries, so cell outputs show only ours."""
-    from ..compare import quiet_transformers
+    from chclip_convert.verification.model_outputs import quiet_transformers
 
     quiet_transformers()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as W
 
-from ..constants import DTYPE_CHOICES
-from ..errors import ConversionError
-from ..output import check_output_dir
-from ..preflight import check_checkpoint_path, looks_converted
-from ..text import human_duration, human_size
-from .picker import DESCRIPTION, WIDE, PathPicker, standard_places
-from .workspace import Workspace
+from chclip_convert.errors import ConversionError
+from chclip_convert.files.output import check_output_dir
+from chclip_convert.files.preflight import check_checkpoint_path, looks_converted
+from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
+from chclip_convert.notebook.workspace import Workspace
+from chclip_convert.units import human_duration, human_size
 
 if TYPE_CHECKING:
-    from ..summary import ConversionSummary
+    from chclip_convert.conversion.summary import ConversionSummary
 
 # The notebooks that take a converted folder, in the order a user would open them.
 NEXT_STEPS = {
@@ -247,8 +247,8 @@ class ConvertUI:
 
     # the work, in the conversion's thread
     def _convert(self, inputs: tuple) -> None:
-        from ..compare import quiet_transformers
-        from ..pipeline import convert_checkpoint
+        from chclip_convert.conversion.pipeline import convert_checkpoint
+        from chclip_convert.verification.model_outputs import quiet_transformers
 
         quiet_transformers()  # transformers is imported here, not when the page loads
         checkpoint, output, vocab, config, dtype, overwrite = inputs

@@ -1,7 +1,7 @@
 """Compare two checkpoints in the notebook: pick A and B (each an original checkpoint or a converted folder),
 click *Compare*, and see a one-line verdict, every tensor in a data grid (status, tower, layer, relative change,
 largest difference, cosine; sorted by a header click, filtered, exported to CSV) and the relative change per
-layer of each tower (:mod:`.diff_plots`). The work is :func:`chclip_convert.diff.diff_checkpoints`, as
+layer of each tower (:mod:`.diff_plots`). The work is :func:`chclip_convert.changes.diff.diff_checkpoints`, as
 ``chclip-convert diff A B`` does it.
 
 The comparison runs in the kernel, which is busy until it is done (the demo takes a second; a ViT-H pair, a
@@ -21,17 +21,17 @@ import pandas as pd
 from itables import JavascriptFunction
 from itables.widget import ITable
 
-from ..diff import LAYER, CheckpointDiff, diff_checkpoints, part_of
-from ..inspection import name_pattern, shape_text
-from .converter import failure_text, message_html
-from .data_grid import grid_options
-from .diff_plots import draw_diff
-from .figures import figure_widget, is_interactive, new_figure
-from .picker import PathPicker, standard_places
+from chclip_convert.changes.diff import LAYER, CheckpointDiff, diff_checkpoints, part_of
+from chclip_convert.conversion.inspection import name_pattern, shape_text
+from chclip_convert.notebook.converter import failure_text, message_html
+from chclip_convert.notebook.data_grid import grid_options
+from chclip_convert.notebook.picker import PathPicker, standard_places
+from chclip_convert.notebook.plotting.diffs import draw_diff
+from chclip_convert.notebook.plotting.figures import figure_widget, is_interactive, new_figure
 
 if TYPE_CHECKING:
-    from .session import Session
-    from .workspace import Workspace
+    from chclip_convert.notebook.session import Session
+    from chclip_convert.notebook.workspace import Workspace
 
 EQUAL, DIFFERS, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS = "equal", "differs", "only in A", "only in B", "shape differs"
 STATUSES = (DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS)
@@ -81,7 +81,7 @@ def _row(key: str, status: str, change=None, note: str = "") -> dict:
 
 def filter_diff_rows(rows: list[dict], *, status: str = "all", text: str = "") -> list[dict]:
     """Rows of ``status`` (any, for ``"all"``; all but the equal ones, for ``"not equal"``) whose key matches
-    ``text`` (:func:`chclip_convert.inspection.name_pattern`: a number at an end matches whole numbers)."""
+    ``text`` (:func:`chclip_convert.conversion.inspection.name_pattern`: a number at an end matches whole numbers)."""
     pattern = name_pattern(text)
     wanted = {"all": STATUSES, NOT_EQUAL: tuple(s for s in STATUSES if s != EQUAL)}.get(status, (status,))
     return [row for row in rows if row["status"] in wanted and (pattern is None or pattern.search(row["key"]))]

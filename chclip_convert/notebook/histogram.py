@@ -11,12 +11,12 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..checkpoint import load_checkpoint
-from ..convert import implied_tensors, table_steps
-from ..diff import one_thread
-from ..folder import FolderTensors
-from ..weight_stats import BOTH, TensorComparison, compare_tensor
-from .picker import WIDE
+from chclip_convert.changes.diff import one_thread
+from chclip_convert.changes.weight_stats import BOTH, TensorComparison, compare_tensor
+from chclip_convert.conversion.state_dict import implied_tensors, table_steps
+from chclip_convert.files.checkpoint import load_checkpoint
+from chclip_convert.files.folder import FolderTensors
+from chclip_convert.notebook.picker import WIDE
 
 
 class HistogramUI:
@@ -79,8 +79,8 @@ class HistogramUI:
     def _draw(self, name: str, step, source, converted) -> None:
         from matplotlib.figure import Figure
 
-        from .figures import svg
-        from .plots import plot_histogram
+        from chclip_convert.notebook.plotting.figures import svg
+        from chclip_convert.notebook.plotting.weights import plot_histogram
 
         # The comparison the notebook already made, if it was given; else made here, from the tensors just read.
         self.comparison = self.known.get(name) or compare_tensor(name, step, source, converted)

@@ -1,6 +1,6 @@
 """The key inspector: every source and target key of a conversion report in a data grid (itables' DataTables
-widget), filtered by status and by name (:func:`chclip_convert.inspection.filter_rows`), sorted by a click on a
-column header, scrolled inside a fixed height, coloured by status and exported to CSV as filtered."""
+widget), filtered by status and by name (:func:`chclip_convert.conversion.inspection.filter_rows`), sorted by a click on
+a column header, scrolled inside a fixed height, coloured by status and exported to CSV as filtered."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import ipywidgets as W
 import pandas as pd
 from itables.widget import ITable
 
-from ..constants import (
+from chclip_convert.conversion.inspection import NameFilterError, filter_rows, shape_text
+from chclip_convert.mapping.report import FIXES, ConversionReport
+from chclip_convert.names import (
     CONFLICT,
     FILLED,
     IGNORED,
@@ -22,9 +24,7 @@ from ..constants import (
     UNEXPECTED,
     UNUSED,
 )
-from ..inspection import NameFilterError, filter_rows, shape_text
-from ..report import FIXES, ConversionReport
-from .data_grid import grid_options as shared_grid_options
+from chclip_convert.notebook.data_grid import grid_options as shared_grid_options
 
 COLUMNS = ("side", "key", "status", "shape", "dtype", "counterpart", "note")
 STATUS_COLOURS = {

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..constants import CHECKPOINT_SUFFIXES
-from ..preflight import looks_converted
-from ..text import human_size
+from chclip_convert.files.preflight import looks_converted
+from chclip_convert.names import CHECKPOINT_SUFFIXES
+from chclip_convert.units import human_size
 
 WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..constants import DTYPE_CHOICES
-from ..diff import TOWERS
-from ..drift_text import epoch_table
-from ..errors import ConversionError
-from ..text import human_size
-from ..training_run import Drift, EpochInfo, measure_drift, read_run, run_checkpoints, skipped_checkpoints
-from .converter import Cancelled, message_html
-from .figures import figure_widget, new_figure
-from .picker import DESCRIPTION, WIDE, PathPicker, standard_places
-from .run_plots import draw_curves, draw_heatmaps
-from .workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
+from chclip_convert.changes.diff import TOWERS
+from chclip_convert.changes.drift import Drift, EpochInfo, measure_drift, read_run, run_checkpoints, skipped_checkpoints
+from chclip_convert.changes.drift_text import epoch_table
+from chclip_convert.errors import ConversionError
+from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.notebook.converter import Cancelled, message_html
+from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
+from chclip_convert.notebook.plotting.figures import figure_widget, new_figure
+from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps
+from chclip_convert.notebook.workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
+from chclip_convert.units import human_size
 
 
 class RunSession:
@@ -214,8 +214,8 @@ class EpochConvertUI:
 
     # the work, in a thread
     def _convert(self, chosen: list[Path], into: str, dtype: str, overwrite: bool) -> None:
-        from ..compare import quiet_transformers
-        from ..epoch_conversion import FAILED, convert_epochs
+        from chclip_convert.changes.epochs import FAILED, convert_epochs
+        from chclip_convert.verification.model_outputs import quiet_transformers
 
         quiet_transformers()
         self.outcomes = []

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..constants import DTYPE_CHOICES
-from ..errors import ConversionError
-from ..output import check_output_file
-from ..pipeline import WriteProgress, convert_checkpoint
-from ..reverse import ReverseSummary, reverse_folder
-from ..safetensors_writer import INDEX_FILE, shard_size_bytes
-from ..summary import ConversionSummary
-from ..text import human_size
-from .converter import failure_text, message_html, validate_inputs
-from .picker import DESCRIPTION, WIDE, PathPicker
+from chclip_convert.conversion.pipeline import WriteProgress, convert_checkpoint
+from chclip_convert.conversion.reverse import ReverseSummary, reverse_folder
+from chclip_convert.conversion.summary import ConversionSummary
+from chclip_convert.errors import ConversionError
+from chclip_convert.files.output import check_output_file
+from chclip_convert.files.safetensors_writer import INDEX_FILE, shard_size_bytes
+from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.notebook.converter import failure_text, message_html, validate_inputs
+from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker
+from chclip_convert.units import human_size
 
 NO_SHARDING = "no sharding"
 SHARD_SIZES = (NO_SHARDING, "5GB", "2GB", "1GB", "500MB")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..errors import CheckpointReadError
-from ..preflight import looks_converted
-from .converter import checkpoint_problem, message_html
-from .picker import PathPicker, standard_places
-from .workspace import Workspace
+from chclip_convert.errors import CheckpointReadError
+from chclip_convert.files.preflight import looks_converted
+from chclip_convert.notebook.converter import checkpoint_problem, message_html
+from chclip_convert.notebook.picker import PathPicker, standard_places
+from chclip_convert.notebook.workspace import Workspace
 
 
 class Session:

@@ -19,8 +19,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..constants import DEMO_FILE
-from ..preflight import REPORT_FILE, cn_clip_run, looks_converted
+from chclip_convert.files.preflight import REPORT_FILE, cn_clip_run, looks_converted
+from chclip_convert.names import DEMO_FILE
 
 WORK_ENV = "CHCLIP_WORK"
 CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
@@ -116,14 +116,14 @@ class Workspace:
         path = self.root / DEMO_SUBDIR / DEMO_FILE
         if path.is_file():
             return path
-        from ..demo import write_demo_checkpoint
+        from chclip_convert.conversion.demo import write_demo_checkpoint
 
         return write_demo_checkpoint(self.root / DEMO_SUBDIR)
 
     def demo_run(self) -> tuple[Path, list[Path]]:
-        """The embedded demo training run (:func:`chclip_convert.demo.write_demo_run`) in ``demo-run/`` of the
-        work folder, written if not complete: its pretrained reference and its epoch files."""
-        from ..demo import demo_run_paths, write_demo_run
+        """The embedded demo training run (:func:`chclip_convert.conversion.demo.write_demo_run`) in ``demo-run/``
+        of the work folder, written if not complete: its pretrained reference and its epoch files."""
+        from chclip_convert.conversion.demo import demo_run_paths, write_demo_run
 
         folder = self.root / DEMO_RUN_SUBDIR
         reference, epochs = demo_run_paths(folder)
@@ -147,7 +147,7 @@ class Workspace:
         """The folder ``checkpoint`` was converted into; if none, converted now into the work folder."""
         folder = self.converted_folder(checkpoint)
         if folder is None:
-            from ..pipeline import convert_checkpoint
+            from chclip_convert.conversion.pipeline import convert_checkpoint
 
             folder = self.new_output(checkpoint)
             convert_checkpoint(checkpoint, folder)

@@ -1,0 +1,119 @@
+"""The command line's training-run commands: ``diff``, ``drift`` and ``convert-epochs``
+(registered by :mod:`chclip_convert.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from chclip_convert.names import DTYPE_CHOICES
+
+EXIT_DIFFERS = 5  # diff --exit-code: the two differ
+EXIT_FAILED = 1  # convert-epochs: a checkpoint failed (the others were still done)
+
+EXAMPLES = {
+    "diff": """
+        chclip-convert diff pretrained.pt checkpoints/epoch3.pt           what fine-tuning changed
+        chclip-convert diff checkpoints/epoch3.pt epoch3-hf --exit-code   is this folder that epoch? (exit 5 if not)
+        chclip-convert diff epoch2.pt epoch3.pt --json > diff.json
+    """,
+    "drift": """
+        chclip-convert drift --reference pretrained.pt logs/my-run            a run folder (or its checkpoints/)
+        chclip-convert drift --reference chinese-clip-hf epoch1.pt epoch2.pt  a downloaded folder as reference
+        chclip-convert drift --reference pretrained.pt logs/my-run --json > drift.json
+    """,
+    "convert-epochs": """
+        chclip-convert convert-epochs --into converted run/checkpoints/epoch2.pt run/checkpoints/epoch5.pt
+        chclip-convert convert-epochs --into converted logs/my-run            every checkpoint of the run
+    """,
+}
+
+
+def add_commands(commands, command) -> None:
+    """Add the three subcommands with ``command`` (:func:`chclip_convert.cli.main._command`)."""
+    sub = command(commands, "diff", "compare two checkpoints or converted folders, tensor by tensor", _diff)
+    sub.add_argument(
+        "a", metavar="A", help="an original .pt checkpoint (either layout, any dtype) or a converted folder"
+    )
+    sub.add_argument("b", metavar="B", help="the same kinds as A")
+    sub.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout, and nothing else")
+    sub.add_argument("--exit-code", action="store_true", help=f"exit {EXIT_DIFFERS} unless A and B are identical")
+
+    summary = "how far each layer moved over a training run: from a reference, and epoch to epoch"
+    sub = command(commands, "drift", summary, _drift, usage="%(prog)s --reference REF CHECKPOINT... | RUN_FOLDER")
+    sub.add_argument("--reference", required=True, help="the checkpoint training started from (.pt or folder)")
+    sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="the run's checkpoints, or its folder")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON on stdout, and nothing else")
+
+    summary = "convert several checkpoints in one go, checking each folder and skipping those still up to date"
+    sub = command(commands, "convert-epochs", summary, _convert_epochs,
+                  usage="%(prog)s --into DIR CHECKPOINT... | RUN_FOLDER [options]")  # fmt: skip
+    sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints to convert, or a run folder")
+    sub.add_argument("--into", required=True, help="the folder to write <name>-hf folders into")
+    sub.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
+    sub.add_argument("--overwrite", action="store_true", help="replace converted folders of other checkpoints")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    sub.add_argument("--json", action="store_true", help="print the outcomes as JSON on stdout")
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from chclip_convert.changes.diff import diff_checkpoints
+
+    diff = diff_checkpoints(args.a, args.b)
+    print(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) if args.json else diff.to_text())
+    return EXIT_DIFFERS if args.exit_code and not diff.identical else 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from chclip_convert.changes.drift import measure_drift
+
+    drift = measure_drift(args.reference, args.checkpoints)
+    print(json.dumps(drift.to_dict(), indent=2, ensure_ascii=False) if args.json else drift.to_text())
+    return 0
+
+
+def _convert_epochs(args: argparse.Namespace) -> int:
+    from chclip_convert.changes.drift import run_checkpoints, skipped_checkpoints, without_repeats
+    from chclip_convert.changes.epochs import FAILED, check_into, convert_epochs
+
+    check_into(args.into)  # before anything is said about the checkpoints
+    paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
+    for entry in skipped_checkpoints(args.checkpoints):
+        print(f"skipped: {entry}", file=sys.stderr)
+    for info in repeats:
+        print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
+    bar = _BatchBar() if args.progress else None
+    try:
+        results = convert_epochs(paths, args.into, dtype=args.dtype, overwrite=args.overwrite,
+                                 progress=bar.update if bar else None)  # fmt: skip
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            print(f"{result.checkpoint.name}: {result.outcome} → {result.folder}\n  {result.detail}")
+    return EXIT_FAILED if any(r.outcome == FAILED for r in results) else 0
+
+
+class _BatchBar:
+    """One tqdm bar of the bytes over the whole batch, described by the checkpoint at hand."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def update(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=progress.bytes_total, unit="B", unit_scale=True, file=sys.stderr)
+        described = f"{progress.index}/{progress.count} {progress.checkpoint.name} {progress.phase}"
+        if described != self._bar.desc:
+            self._bar.set_description(described, refresh=False)
+        self._bar.update(progress.bytes_done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,126 @@
+"""Any checkpoint seen under transformers' names, one tensor at a time: an original ``.pt`` (either layout, any
+dtype, mapped through the table — a fused q/k/v weight split) or a converted folder (ours or another's).
+
+What the conversion leaves out is set apart, not compared: BERT's pooler on the original side (cn_clip does
+not use it) and the position-id buffers older transformers versions saved on the folder side. A source key
+the table has no rule for, or whose op cannot apply to its shape, keeps its original name, so two original
+checkpoints still compare it and a converted folder shows it as missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from chclip_convert.conversion.state_dict import Step, table_steps
+from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
+from chclip_convert.files.folder import FolderTensors, TensorSpec
+from chclip_convert.mapping.table import IGNORED, REVERSE_IGNORED
+
+CHECKPOINT, FOLDER = "original checkpoint", "converted folder"
+
+
+class TensorSource(Protocol):
+    """What a comparison needs of either side."""
+
+    path: Path
+    kind: str
+    metadata: dict  # a training checkpoint's epoch, step and run name; empty for a folder
+    not_compared: dict[str, str]  # name → why it is left out
+
+    def names(self) -> list[str]: ...
+    def spec(self, name: str) -> TensorSpec: ...
+    def read(self, name: str) -> torch.Tensor: ...
+    def close(self) -> None: ...
+
+
+class MappedCheckpoint:
+    """An original checkpoint under transformers' names. Opening reads no tensor data (it is memory-mapped,
+    and the optimizer's state is never touched); :meth:`read` derives one target tensor from its source."""
+
+    kind = CHECKPOINT
+
+    def __init__(self, path: str | Path) -> None:
+        self.source: SourceCheckpoint = load_checkpoint(path)
+        self.path = self.source.path
+        state = self.source.state_dict
+        self.not_compared = {key: IGNORED[key] for key in state if key in IGNORED}
+        self._targets: dict[str, tuple[Step, int]] = {}
+        self._specs: dict[str, TensorSpec] = {}
+        for step in table_steps(key for key in state if key not in IGNORED):
+            tensor = state[step.inputs[0]]
+            try:  # the op on a meta tensor: its shapes, or a ValueError where it cannot apply
+                pieces = step.op.apply([torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")])
+            except ValueError:
+                continue  # kept under its own name below
+            for position, (target, piece) in enumerate(zip(step.outputs, pieces, strict=True)):
+                self._targets[target] = (step, position)
+                self._specs[target] = TensorSpec(piece.shape, tensor.dtype)
+        mapped = {step.inputs[0] for step, _ in self._targets.values()}
+        for key, tensor in state.items():
+            if key not in mapped and key not in IGNORED:
+                self._specs[key] = TensorSpec(tensor.shape, tensor.dtype)
+
+    @property
+    def metadata(self) -> dict:
+        return self.source.metadata
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def spec(self, name: str) -> TensorSpec:
+        return self._specs[name]
+
+    def read(self, name: str) -> torch.Tensor:
+        if name not in self._targets:
+            return self.source.read(name)
+        step, position = self._targets[name]
+        return step.op.apply([self.source.read(key) for key in step.inputs])[position]
+
+    def close(self) -> None:
+        self._targets, self._specs = {}, {}
+
+    def __enter__(self) -> MappedCheckpoint:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class ConvertedFolder:
+    """A transformers folder's tensors, read one at a time (see :class:`chclip_convert.files.folder.FolderTensors`)."""
+
+    kind = FOLDER
+
+    def __init__(self, path: str | Path) -> None:
+        self._tensors = FolderTensors(path)
+        self.path = self._tensors.folder
+        self.not_compared = {key: REVERSE_IGNORED[key] for key in self._tensors.names() if key in REVERSE_IGNORED}
+        self.metadata: dict = {}  # a folder records no epoch or step
+
+    def names(self) -> list[str]:
+        return [key for key in self._tensors.names() if key not in self.not_compared]
+
+    def spec(self, name: str) -> TensorSpec:
+        return self._tensors.spec(name)
+
+    def read(self, name: str) -> torch.Tensor:
+        return self._tensors.read(name)
+
+    def close(self) -> None:
+        self._tensors.close()
+
+    def __enter__(self) -> ConvertedFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_tensors(path: str | Path) -> MappedCheckpoint | ConvertedFolder:
+    """A folder is read as a converted model, a file as an original checkpoint; each raises a
+    :class:`chclip_convert.errors.ConversionError` naming the path if it is not one."""
+    path = Path(path).expanduser()
+    return ConvertedFolder(path) if path.is_dir() else MappedCheckpoint(path)

@@ -1,0 +1,156 @@
+"""Reading original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place.
+
+Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
+dict, with or without DistributedDataParallel's ``module.`` prefix. One reader: ``torch.load`` with
+``weights_only=True`` (no pickled code ever runs) and memory-mapping, so a tensor's bytes are read only
+when something touches them — the optimizer's moments never are — and they sit in the page cache, not in
+the process's own memory. Every model tensor is checked against its storage record before any is read.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
+from chclip_convert.files.archive import check_storage_spans
+from chclip_convert.files.preflight import check_checkpoint_path
+
+MODULE_PREFIX = "module."
+TRAINING_KEYS = ("epoch", "step", "name")
+
+
+@dataclass
+class SourceCheckpoint:
+    """A checkpoint's model tensors, with the prefix stripped, and what was found around them."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]  # memory-mapped views of the file (zip format)
+    wrapper: str  # "training dict" or "bare state dict"
+    had_module_prefix: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # top-level entries not read (e.g. "optimizer")
+
+    def read(self, key: str) -> torch.Tensor:
+        """The tensor ``key``: the one place the converter takes weights from, so each is read once."""
+        return self.state_dict[key]
+
+
+def load_checkpoint(path: str | Path) -> SourceCheckpoint:
+    """Open ``path`` and return its model tensors; raise a :class:`CheckpointReadError` if it is not one.
+
+    Args:
+        path: a ``.pt`` file written by Chinese-CLIP training or by ``torch.save(model.state_dict())``.
+
+    Returns:
+        A :class:`SourceCheckpoint`; its tensors are memory-mapped views of the file (for zip-format
+        files; legacy files are read whole), so the file must stay in place while they are used.
+
+    Opening reads no tensor data, only the archive's metadata: the optimizer's tensors are mapped but
+    never read. This function never modifies the file and never runs code stored in it.
+    """
+    path = Path(path)
+    check_checkpoint_path(path)
+    loaded, mapped = _torch_load(path)
+    source = _unwrap(path, loaded)
+    if mapped:
+        check_storage_spans(path, source.state_dict, loaded)
+    return source
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's 10-byte magic number (pre-1.6 format)
+WHAT_TO_GIVE = "Give the .pt file that Chinese-CLIP training (cn_clip) wrote, or a torch.save(model.state_dict())."
+
+
+def _torch_load(path: Path) -> tuple[Any, bool]:
+    """What the file holds, and whether its tensors are memory-mapped (zip format) or read (legacy)."""
+    with open(path, "rb") as stream:
+        head = stream.read(4)
+    is_zip = head == ZIP_MAGIC  # also true for a truncated zip, which is_zipfile rejects
+    if not is_zip and head != LEGACY_MAGIC:
+        raise CheckpointReadError(
+            f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE}",
+            path=path,
+        )
+    mmap = is_zip and zipfile.is_zipfile(path)
+    if mmap and not any(name.endswith("data.pkl") for name in zipfile.ZipFile(path).namelist()):
+        raise CheckpointReadError(
+            f"is a zip archive but not a PyTorch checkpoint (it has no data.pkl record). {WHAT_TO_GIVE}", path=path
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), mmap
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise CheckpointReadError(_read_failure_message(is_zip, error), path=path) from error
+        raise CheckpointReadError(
+            "refused to load: the file contains pickled objects other than tensors and plain containers, "
+            "and loading it would run code stored in it; nothing from it was run. Re-save the state dict "
+            f"with `torch.save(model.state_dict(), path)` from trusted code. ({_first_line(error)})",
+            path=path,
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointReadError(_read_failure_message(is_zip, error), path=path) from error
+
+
+def _read_failure_message(is_zip: bool, error: BaseException) -> str:
+    text = _first_line(error)
+    if is_zip:
+        return (
+            "cannot be read: it starts like a PyTorch checkpoint but looks truncated or corrupt (an interrupted "
+            f"copy or save?). Copy or save it again. ({text})"
+        )
+    return f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE} ({text})"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
+    if not isinstance(loaded, dict):
+        raise UnsupportedCheckpointError(
+            f"holds a {type(loaded).__name__}, not a state dict or a training checkpoint dict.", path=path
+        )
+    if isinstance(loaded.get("state_dict"), dict):
+        raw, wrapper = loaded["state_dict"], "training dict"
+        metadata = {key: loaded[key] for key in TRAINING_KEYS if key in loaded}
+        skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
+    else:
+        raw, wrapper, metadata, skipped = loaded, "bare state dict", {}, []
+    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
+        raise UnsupportedCheckpointError(
+            f"the state dict holds entries that are not tensors ({shown}); it is not a model state dict.",
+            path=path,
+        )
+    if not raw:
+        raise UnsupportedCheckpointError("the state dict is empty.", path=path)
+    state_dict, had_prefix = strip_module_prefix(raw)
+    return SourceCheckpoint(path, state_dict, wrapper, had_prefix, _jsonable(metadata), skipped)
+
+
+def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """Remove DistributedDataParallel's ``module.`` prefix where present; say whether any key had it."""
+    had_prefix = any(key.startswith(MODULE_PREFIX) for key in state_dict)
+    stripped = {key.removeprefix(MODULE_PREFIX): value for key, value in state_dict.items()}
+    return stripped, had_prefix
+
+
+def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
+    result = {}
+    for key, value in metadata.items():
+        try:
+            json.dumps(value)
+            result[key] = value
+        except TypeError:
+            result[key] = repr(value)
+    return result

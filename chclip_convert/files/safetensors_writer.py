@@ -1,0 +1,149 @@
+"""Writing safetensors files tensor by tensor, with shards and an index.
+
+This module writes the bytes itself because ``safetensors.torch.save_file`` needs every tensor in memory at
+once and refuses tensors that share storage (q, k and v are views of one fused tensor). Each file's header is
+computed from names, shapes and dtypes alone; each tensor is then written at its place as an iterator
+produces it, so one tensor is in memory at a time. huggingface_hub plans the shards, names the files and
+gives the index, as for ``save_pretrained``; the files are read by ``safetensors.safe_open`` and
+``from_pretrained`` as any others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.constants import SAFETENSORS_INDEX_FILE as INDEX_FILE
+from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
+
+# the parser huggingface_hub's own sharding applies to a size string (not exported under a public name)
+from huggingface_hub.serialization._base import parse_size_to_int
+
+from chclip_convert.errors import ConversionError
+
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+Progress = Callable[[int], None]  # called with the number of bytes just written
+TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # (name, shape, dtype) of a tensor to write
+
+
+def spec_nbytes(spec: TensorSpec) -> int:
+    _, shape, dtype = spec
+    return math.prod(shape) * dtype.itemsize
+
+
+def _header(specs: list[TensorSpec]) -> tuple[bytes, list[int]]:
+    """A file's header (its length first, padded so the data starts at a multiple of 8, as safetensors does)
+    and where each tensor's data starts in the file."""
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    starts, offset = [], 0
+    for spec in specs:
+        name, shape, dtype = spec
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{name}: dtype {dtype} cannot be stored in safetensors")
+        nbytes = spec_nbytes(spec)
+        entries[name] = {
+            "dtype": SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        starts.append(offset)
+        offset += nbytes
+    encoded = json.dumps(entries, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return len(encoded).to_bytes(8, "little") + encoded, [8 + len(encoded) + start for start in starts]
+
+
+def write_safetensors(
+    files: dict[Path, list[TensorSpec]],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Write each file's header, then each tensor at its place in its file as ``tensors`` yields it.
+
+    ``tensors`` must yield each tensor of ``files`` once, in any order; each is released once written.
+
+    Raises:
+        RuntimeError: a tensor not in ``files`` or given twice, of another shape or dtype, or one never given.
+    """
+    places: dict[str, tuple[Path, int, TensorSpec]] = {}
+    for path, specs in files.items():
+        header, starts = _header(specs)
+        path.write_bytes(header)
+        places.update({spec[0]: (path, start, spec) for spec, start in zip(specs, starts, strict=True)})
+    for got, tensor in tensors:
+        if got not in places:
+            raise RuntimeError(f"{got} is not to be written, or was already written")
+        path, start, (name, shape, dtype) = places.pop(got)
+        if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+            raise RuntimeError(f"expected {name} {list(shape)} {dtype}, got {list(tensor.shape)} {tensor.dtype}")
+        with open(path, "r+b") as stream:
+            stream.seek(start)
+            stream.write(raw_bytes(tensor))
+        if progress is not None:
+            progress(tensor.nbytes)
+        del tensor
+        if not places:
+            return
+    raise RuntimeError(f"never given: {', '.join(sorted(places))}")
+
+
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's bytes, C-contiguous, without a copy when it already is (e.g. a view of a mapped file)."""
+    flat = tensor.detach().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def write_weights(
+    folder: Path,
+    specs: list[TensorSpec],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    *,
+    max_shard_bytes: int,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names.
+
+    The shards are huggingface_hub's plan for tensors of these shapes and dtypes (meta tensors: no memory).
+    """
+    meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape, dtype in specs}
+    split = split_torch_state_dict_into_shards(
+        meta, filename_pattern=SAFETENSORS_WEIGHTS_FILE_PATTERN, max_shard_size=max_shard_bytes
+    )
+    by_name = {spec[0]: spec for spec in specs}
+    shards = {folder / file: [by_name[name] for name in names] for file, names in split.filename_to_tensors.items()}
+    write_safetensors(shards, tensors, progress=progress)
+    if not split.is_sharded:
+        return list(split.filename_to_tensors)
+    index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return [*split.filename_to_tensors, INDEX_FILE]
+
+
+def shard_size_bytes(size: int | str) -> int:
+    """``size`` in bytes: an int or digits as they are, else huggingface_hub's units (``"5GB"``, ``"500MB"``)."""
+    try:  # OverflowError: "infGB"
+        value = int(size) if isinstance(size, int) or size.strip().isdigit() else parse_size_to_int(size)
+    except (ValueError, OverflowError) as error:
+        raise ConversionError(f"--max-shard-size: {error}") from error
+    if value <= 0:
+        raise ConversionError(f"--max-shard-size: {size!r} is not a positive size; write it like 5GB or 500MB.")
+    return value

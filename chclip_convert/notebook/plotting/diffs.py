@@ -1,0 +1,151 @@
+"""The figure of a comparison (:class:`chclip_convert.changes.diff.CheckpointDiff`): per tower, the relative change
+‖B − A‖ / ‖A‖ of each layer (its tensors together), and below, the parts outside the layers (embeddings, norms,
+projections, ``logit_scale``) one row each, named on the axis — the layout of
+:func:`chclip_convert.notebook.plotting.weights.plot_outside_layers`.
+
+The value axes are symmetric-log: linear up to :data:`LINTHRESH`, so a part left bit-identical sits exactly on
+the zero line, and logarithmic above, so float16 rounding (~1e-4) and fine-tuning (~1e-2) both show. Names
+that could not be compared (only in A, only in B, shape differs) are red crosses along the far edge, at their
+layer or row."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from chclip_convert.changes.diff import LAYER, SHARED, TEXT, VISION, CheckpointDiff, Part, PartChange, part_of
+from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.notebook.plotting.weights import edge_crosses
+
+QUANTITY = "‖B − A‖ / ‖A‖"
+LINTHRESH = 1e-6  # here and in the training run's curves: linear below (0 is drawn), logarithmic above
+CLIP = 1e6  # an infinite change (A all zero, B not) is drawn here
+TOWER_COLOURS = {VISION: "C0", TEXT: "C1", SHARED: "C2"}  # as plots.plot_outside_layers colours its rows
+# Where both towers sit at 0 their lines overlap: the vision tower's hollow squares show around the text's dots
+# (here, and in the training run's curves).
+TOWER_STYLES = {
+    VISION: {"linestyle": "--", "marker": "s", "markersize": 8, "markerfacecolor": "none"},
+    TEXT: {"linestyle": "-", "marker": "o", "markersize": 5},
+    SHARED: {"linestyle": ":", "marker": "^", "markersize": 7},
+}
+ZERO_COLOUR = "#999999"
+
+
+class DiffFigure(NamedTuple):
+    """What :func:`draw_diff` drew: a line per tower with layers (x the layer, y its relative change), the
+    scatter of the parts outside the layers and those parts (its rows, top to bottom), and the red crosses."""
+
+    lines: dict[str, object]
+    outside: object | None
+    outside_parts: list[Part]
+    problems: list[object]
+
+
+def layer_changes(diff: CheckpointDiff) -> dict[str, list[PartChange]]:
+    """Tower → its layers' changes, in layer order (towers without layers left out)."""
+    towers: dict[str, list[PartChange]] = {}
+    for change in diff.parts():
+        if change.part.section == LAYER:
+            towers.setdefault(change.part.tower, []).append(change)
+    return towers
+
+
+def problem_names(diff: CheckpointDiff) -> list[str]:
+    """Every name that could not be compared: only in A, only in B, or of another shape."""
+    return sorted([*diff.only_in_a, *diff.only_in_b, *diff.shape_differs])
+
+
+def outside_parts(diff: CheckpointDiff) -> list[Part]:
+    """The parts outside the layers, compared or not, in tower → section order."""
+    parts = {change.part for change in diff.parts() if change.part.section != LAYER}
+    parts |= {part for part in map(part_of, problem_names(diff)) if part.section != LAYER}
+    return sorted(parts, key=Part.sort_key)
+
+
+def draw_diff(figure: Figure, diff: CheckpointDiff) -> DiffFigure:
+    """The whole picture in ``figure``: the layers on top (a line per tower), the rest below."""
+    use_cjk_font()  # the title names no file, but a key may be anything: never draw empty boxes
+    rows = outside_parts(diff)
+    grid = figure.add_gridspec(2, 1, height_ratios=[3, 0.6 + 0.35 * max(len(rows), 1)], hspace=0.45)
+    layers_ax, outside_ax = figure.add_subplot(grid[0]), figure.add_subplot(grid[1])
+    lines = plot_layer_changes(layers_ax, diff)
+    outside, problems = plot_outside_changes(outside_ax, diff, rows)
+    problems = [*_layer_problems(layers_ax, diff), *problems]
+    compared, differing = len(diff.changes), len(diff.differs)
+    figure.suptitle(f"B against A: {differing} of {compared} tensors differ", fontsize=11)
+    figure.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.08)
+    return DiffFigure(lines, outside, rows, problems)
+
+
+def plot_layer_changes(ax, diff: CheckpointDiff) -> dict[str, object]:
+    """A line per tower: each layer's relative change (its tensors together); an unchanged layer at 0."""
+    lines = {}
+    for tower, changes in layer_changes(diff).items():
+        moved = sum(1 for change in changes if change.differing)
+        (lines[tower],) = ax.plot(
+            [change.part.layer for change in changes], [_clipped(change.relative_change) for change in changes],
+            color=TOWER_COLOURS[tower], zorder=3, label=f"{tower}: {moved} of {len(changes)} layers changed",
+            **TOWER_STYLES.get(tower, {}),
+        )  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    _scale(ax, [change.relative_change for changes in layer_changes(diff).values() for change in changes], True)
+    ax.set_title(f"per layer: {QUANTITY}", fontsize=10)
+    if lines:
+        ax.legend(fontsize=8, loc="upper left", handlelength=2.5)
+    return lines
+
+
+def plot_outside_changes(ax, diff: CheckpointDiff, rows: list[Part] | None = None) -> tuple[object | None, list]:
+    """The parts outside the layers, a row each, named on the axis; returns the scatter and the crosses."""
+    rows = outside_parts(diff) if rows is None else rows
+    changes = {change.part: change for change in diff.parts()}
+    compared = [(row, changes[part]) for row, part in enumerate(rows) if part in changes]
+    scatter = None
+    if compared:
+        scatter = ax.scatter(
+            [_clipped(change.relative_change) for _, change in compared], [row for row, _ in compared], s=26,
+            color=[TOWER_COLOURS[change.part.tower] for _, change in compared], zorder=3,
+        )  # fmt: skip
+    positions = [rows.index(part) for part in map(part_of, problem_names(diff)) if part in rows]
+    problems = [_problems(ax, positions, horizontal=False)] if positions else []
+    ax.set_yticks(range(len(rows)), [f"{part.tower} {part.label}" for part in rows], fontsize=8)
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
+    _scale(ax, [change.relative_change for _, change in compared], False)
+    ax.set_title(f"outside the layers: {QUANTITY}", fontsize=10)
+    return scatter, problems
+
+
+def _layer_problems(ax, diff: CheckpointDiff) -> list:
+    """Red crosses along the top of the layer axes, at each layer holding a name that was not compared."""
+    layers = [part.layer for part in map(part_of, problem_names(diff)) if part.section == LAYER]
+    return [_problems(ax, layers, horizontal=True)] if layers else []
+
+
+def _problems(ax, positions: list[float], *, horizontal: bool):
+    return edge_crosses(
+        ax, positions, horizontal=horizontal, label=f"only in A or B / shape differs ({len(positions)})"
+    )
+
+
+def _scale(ax, values: list[float], vertical: bool) -> None:
+    """Symlog from just below 0 (so points at 0 are whole), up to at least 1e-2."""
+    finite = [_clipped(v) for v in values if not math.isnan(v)]
+    set_scale, set_limits, line = (
+        (ax.set_yscale, ax.set_ylim, ax.axhline) if vertical else (ax.set_xscale, ax.set_xlim, ax.axvline)
+    )
+    set_scale("symlog", linthresh=LINTHRESH)
+    set_limits(-0.4 * LINTHRESH, max([1e-2, *finite]) * 4)
+    line(0.0, color=ZERO_COLOUR, lw=0.8, zorder=1)
+    (ax.set_ylabel if vertical else ax.set_xlabel)(f"{QUANTITY}  (0: bit-identical)", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _clipped(number: float) -> float:
+    return number if math.isfinite(number) or math.isnan(number) else CLIP
+
+
+__all__ = ["DiffFigure", "draw_diff", "layer_changes", "outside_parts", "plot_layer_changes", "plot_outside_changes"]
