@@ -44,3 +44,22 @@ def test_package_layering_holds():
     linter = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(linter), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_readme_is_short_and_every_docs_link_points_to_a_file():
+    """README.md stays a two-minute read (at most 150 lines); the detail lives in docs/*.md, and every link in
+    README.md and the docs pages — relative links, and any docs/... path they name — reaches a file that exists."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 150, "README.md is over 150 lines: move detail into docs/"
+    pages = [readme, *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+        for path in re.findall(r"(?<![\w/.])docs/[\w./-]*\w\.\w+", text):
+            if not (ROOT / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {path}")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
