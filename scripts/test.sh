@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything (scripts/setup.sh, and scripts/setup_core.sh for the package alone), then lint and run
 # every test: pytest over tests/ and, with nbval, every notebook in notebooks/ against its stored outputs.
+# All tiers run here, slow and browser tests included. While working, the fast tier takes a minute or two:
+#   .venv/bin/python -m pytest -m "not slow and not browser"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

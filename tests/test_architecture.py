@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from cn_clip.clip.model import CLIP
-from original import REDUCED, Variant, build_model, model_kwargs
+from support.original import REDUCED, Variant, model_kwargs
 
 from chclip_convert import (
     ArchitectureError,
@@ -179,12 +179,13 @@ def test_user_config_changing_a_fixed_setting_is_refused():
     assert "text_config.layer_norm_eps = 1e-05; Chinese-CLIP uses 1e-12" in str(caught.value)
 
 
-def test_the_benchmarks_checkpoint_builder_is_cn_clips_own_model(tmp_path):
+def test_the_benchmarks_checkpoint_builder_is_cn_clips_own_model(reduced_models, tmp_path):
     """The package's builder (used by the benchmarks) gives, for an architecture read off cn_clip's ViT-B-16,
-    exactly the tensors of cn_clip's model from its own config under the same seed."""
+    exactly the tensors of cn_clip's model from its own config under the same seed (the session's reduced
+    ViT-B-16 is built with seed 0)."""
     arch = replace(original_architecture("ViT-B-16"), vision_layers=2, text_layers=2)
-    saved = torch.load(write_seeded_original(arch, tmp_path / "b16.pt", seed=3), weights_only=True)
+    saved = torch.load(write_seeded_original(arch, tmp_path / "b16.pt", seed=0), weights_only=True)
     state = {key.removeprefix("module."): value for key, value in saved["state_dict"].items()}
-    expected = build_model(REDUCED["ViT-B-16"], seed=3).state_dict()
+    expected = reduced_models["ViT-B-16"].state_dict()
     assert state.keys() == expected.keys()
     assert all(torch.equal(state[key], expected[key]) for key in expected)

@@ -12,8 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import ROOT, free_port, readme_commands
+import pytest
+from support import ROOT
+from support.project import free_port, readme_commands
 
+pytestmark = pytest.mark.slow  # starts scripts/setup.sh and a JupyterLab server
 START_TIMEOUT_S = 300  # scripts/setup.sh runs first; on a machine where it already ran, it returns at once
 
 

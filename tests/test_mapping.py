@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LAYERS, WIDTH, small_config
+from support.converted import LAYERS, WIDTH, small_config
 from transformers import ChineseCLIPModel
 
 from chclip_convert.conversion.state_dict import map_tensors

@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+from support import ROOT
 
 OTHER_CPU = {
     "ATEN_CPU_CAPABILITY": "default",
@@ -22,6 +23,7 @@ OTHER_CPU = {
 }
 
 
+@pytest.mark.slow  # every notebook run again, in another process
 def test_stored_outputs_hold_with_other_kernels_and_one_thread():
     command = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",

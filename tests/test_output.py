@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_model_holds, reload_strictly, tree_sha256
-from original import REDUCED, VOCAB, build_model, save, training_checkpoint
+from support.converted import assert_model_holds, reload_strictly
+from support.files import tree_sha256
+from support.original import CAPTIONS, REDUCED, VOCAB, build_model, save, training_checkpoint
 from transformers import ChineseCLIPProcessor
 
 from chclip_convert import (
@@ -31,6 +32,7 @@ def b16_checkpoint(tmp_path_factory) -> Path:
     return save(training_checkpoint(model, optimizer=True), tmp_path_factory.mktemp("b16") / "epoch_latest.pt")
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp_path):
     before = tree_sha256(b16_checkpoint)
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf")
@@ -49,6 +51,7 @@ def test_written_tensors_are_byte_identical_to_source_slices(b16_checkpoint, tmp
     )
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
     model = build_model(REDUCED["ViT-B-16"], seed=3)
     checkpoint = save(training_checkpoint(model, fp16=True), tmp_path / "fp16.pt")
@@ -62,6 +65,7 @@ def test_mixed_fp16_kept_byte_for_byte_and_config_records_majority(tmp_path):
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "float16"
 
 
+@pytest.mark.slow  # full-width checkpoint
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_dtype_option_casts_every_tensor(b16_checkpoint, tmp_path, dtype):
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf", dtype=dtype)
@@ -70,6 +74,7 @@ def test_dtype_option_casts_every_tensor(b16_checkpoint, tmp_path, dtype):
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == dtype
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
     summary = convert_checkpoint(b16_checkpoint, tmp_path / "hf", max_shard_size="100MB")
     shards = sorted(p.name for p in (tmp_path / "hf").glob("model-*.safetensors"))
@@ -82,6 +87,7 @@ def test_sharded_output_has_an_index_and_loads(b16_checkpoint, tmp_path):
     assert_model_holds(reload_strictly(tmp_path / "hf"), load_checkpoint(b16_checkpoint).state_dict)
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_tokenizer_and_processor_load_offline_and_match_cn_clip(b16_checkpoint, tmp_path, sample_image):
     from cn_clip.clip import image_transform, tokenize
 
@@ -99,6 +105,7 @@ def test_tokenizer_and_processor_load_offline_and_match_cn_clip(b16_checkpoint, 
     assert (pixels - image_transform(224)(sample_image)).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_vocab_beside_checkpoint_is_used_else_the_packaged_standard_one(b16_checkpoint, tmp_path):
     local = tmp_path / "run"
     local.mkdir()
@@ -131,6 +138,7 @@ def test_the_packaged_vocabulary_is_cn_clips_byte_for_byte():
     assert assets_module.is_standard_vocab(cn_clip_vocab) and not assets_module.is_standard_vocab(Path(__file__))
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_path):
     small = tmp_path / "vocab.txt"
     small.write_text("[PAD]\n[UNK]\n", encoding="utf-8")
@@ -142,6 +150,7 @@ def test_wrong_size_vocab_is_refused_and_nothing_written(b16_checkpoint, tmp_pat
     assert not list(tmp_path.glob("*.chclip-partial*"))
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_existing_folder_is_kept_unless_overwrite(b16_checkpoint, tmp_path):
     target = tmp_path / "hf"
     target.mkdir()
@@ -154,6 +163,7 @@ def test_existing_folder_is_kept_unless_overwrite(b16_checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_failure_while_writing_leaves_old_folder_and_no_partial(b16_checkpoint, tmp_path, monkeypatch):
     target = tmp_path / "hf"
     convert_checkpoint(b16_checkpoint, target)
@@ -170,6 +180,7 @@ def test_failure_while_writing_leaves_old_folder_and_no_partial(b16_checkpoint, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_output_may_not_be_or_contain_the_input(b16_checkpoint, tmp_path):
     would_replace = f"the output folder would hold or replace the input checkpoint {b16_checkpoint.resolve()}"
     with pytest.raises(OutputError, match=re.escape(f"{b16_checkpoint.parent}: {would_replace}")):
@@ -179,6 +190,7 @@ def test_output_may_not_be_or_contain_the_input(b16_checkpoint, tmp_path):
     assert b16_checkpoint.is_file()
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_unknown_and_missing_tensors_stop_with_one_report(b16_checkpoint, tmp_path):
     state = dict(load_checkpoint(b16_checkpoint).state_dict)
     del state["bert.encoder.layer.1.output.dense.bias"]

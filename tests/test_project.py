@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, readme_commands
+from support import ROOT
+from support.project import readme_commands
 
 
 def test_readme_opens_with_exactly_two_commands_and_ci_runs_the_test_one():

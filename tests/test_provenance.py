@@ -1,27 +1,33 @@
 """Provenance: the weights digest recorded by a conversion is recomputed from the checkpoint alone; it
-follows the weights, not the optimizer state; the whole file's SHA-256 only when asked for."""
+follows the weights, not the optimizer state; the whole file's SHA-256 only when asked for. The checkpoint is
+an epoch of the demo's fine-tuning run (cn_clip's training layout, with AdamW state): what is digested does not
+depend on the model's size."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 
 import pytest
 import torch
-from original import REDUCED, build_model, save, training_checkpoint
+from support.original import save
 
 from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.cli.main import main
+from chclip_convert.conversion.demo import write_demo_run
 from chclip_convert.conversion.provenance import ALGORITHM, CHECK_COMMAND, source_weights_digest
 from chclip_convert.conversion.provenance import main as provenance_main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A training checkpoint with optimizer state, and the dict it was saved from."""
-    data = training_checkpoint(build_model(REDUCED["ViT-B-16"], seed=4), optimizer=True)
-    return save(data, tmp_path_factory.mktemp("provenance") / "train.pt"), data
+    """A training checkpoint with optimizer state (with its vocab.txt beside it), and the dict it holds."""
+    _, epochs = write_demo_run(tmp_path_factory.mktemp("provenance"))
+    data = torch.load(epochs[0], weights_only=True)
+    assert data["optimizer"]["state"] and all(key.startswith("module.") for key in data["state_dict"])
+    return epochs[0], data
 
 
 def test_the_recorded_digest_is_recomputed_from_the_checkpoint(trained, tmp_path):
@@ -61,9 +67,13 @@ def test_file_sha256_only_when_asked(trained, tmp_path, capsys):
 
 
 def test_a_failed_conversion_leaves_no_thread_reading_the_file(trained, tmp_path):
-    _, data = trained
+    checkpoint, data = trained
     state = {**data["state_dict"], "module.visual.prompt_tokens": torch.zeros(4, 8)}
-    path = save({**data, "state_dict": state}, tmp_path / "extra.pt")
+    # 128 MB of optimizer state: the whole-file hash is still reading when the conversion is
+    # refused, which it is as soon as it has read the names.
+    optimizer = {"state": {0: {"exp_avg": torch.zeros(2**25)}}, "param_groups": []}
+    path = save({**data, "state_dict": state, "optimizer": optimizer}, tmp_path / "extra.pt")
+    shutil.copy(checkpoint.with_name("vocab.txt"), tmp_path / "vocab.txt")
     with pytest.raises(MappingError, match=r"visual\.prompt_tokens"):  # refused for the tensor added above
         convert_checkpoint(path, tmp_path / "hf", file_sha256=True)
     assert not [thread for thread in threading.enumerate() if thread.name == "chclip-file-sha256"]

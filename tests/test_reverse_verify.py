@@ -11,9 +11,19 @@ import sys
 import pytest
 import torch
 from cn_clip.clip.model import CLIP, resize_pos_embed
-from conftest import image_batch, small_config, token_batch
-from original import REDUCED, VOCAB, build_model, model_kwargs, save, training_checkpoint
 from safetensors.torch import load_file, save_file
+from support.converted import small_config
+from support.original import (
+    REDUCED,
+    REDUCED_SWEEP,
+    VOCAB,
+    build_model,
+    image_batch,
+    model_kwargs,
+    save,
+    token_batch,
+    training_checkpoint,
+)
 from transformers import ChineseCLIPModel
 
 from chclip_convert import (
@@ -37,7 +47,7 @@ def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-@pytest.mark.parametrize("name", list(REDUCED))
+@pytest.mark.parametrize("name", REDUCED_SWEEP)
 def test_round_trips_are_bit_exact(name, reduced_checkpoints, tmp_path):
     source = load_checkpoint(reduced_checkpoints[name]).state_dict
     convert_checkpoint(reduced_checkpoints[name], tmp_path / "hf")
@@ -50,6 +60,7 @@ def test_round_trips_are_bit_exact(name, reduced_checkpoints, tmp_path):
     assert set(first) == set(second) and all(same_bytes(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_mixed_fp16_round_trip_keeps_every_dtype(tmp_path):
     model = build_model(REDUCED["ViT-B-16"], seed=4)
     checkpoint = save(training_checkpoint(model, fp16=True), tmp_path / "fp16.pt")
@@ -60,6 +71,7 @@ def test_mixed_fp16_round_trip_keeps_every_dtype(tmp_path):
     assert set(back) == set(source) and all(same_bytes(back[k], source[k]) for k in source)
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_reverse_output_loads_into_cn_clip_strictly_and_resumes_training(reduced_models, reduced_checkpoints, tmp_path):
     model_name = "ViT-L-14-336"
     convert_checkpoint(reduced_checkpoints[model_name], tmp_path / "hf")
@@ -81,6 +93,7 @@ def test_reverse_output_loads_into_cn_clip_strictly_and_resumes_training(reduced
     assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), wrapper.module.parameters(), strict=True))
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_training_metadata_survives_the_round_trip(reduced_models, tmp_path):
     """A fine-tuned run's epoch, step and run name go into the folder's report and card, and back into the .pt."""
     trained = {**training_checkpoint(reduced_models["ViT-B-16"], optimizer=True), "epoch": 1, "step": 1000}
@@ -106,6 +119,7 @@ def test_training_metadata_survives_the_round_trip(reduced_models, tmp_path):
     assert {f"module.{key}" for key in bare} == source.keys()
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_a_bare_state_dict_or_a_folder_without_a_record_reverses_with_the_defaults(reduced_models, tmp_path):
     model = reduced_models["ViT-B-16"]
     checkpoint = save(model.state_dict(), tmp_path / "bare.pt")
@@ -167,6 +181,7 @@ def test_reverse_rejects_incomplete_or_foreign_folders(tmp_path):
         reverse_folder(tmp_path / "x.safetensors", tmp_path / "o.pt")
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
     (tmp_path / "o.pt").write_bytes(b"mine")
@@ -177,6 +192,7 @@ def test_reverse_never_overwrites_without_asking(reduced_checkpoints, tmp_path):
     assert not list(tmp_path.glob("*.chclip-partial*"))
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-H-14"], tmp_path / "hf", vocab=VOCAB)
     report = verify_folder(reduced_checkpoints["ViT-H-14"], tmp_path / "hf")
@@ -193,6 +209,7 @@ def test_verify_passes_on_a_faithful_conversion(reduced_checkpoints, tmp_path):
     assert names[-1] == "top-1 agrees" and all(check.requirement for check in report.output_checks)
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):
     from cn_clip.clip.model import convert_state_dict as to_flash_layout
 
@@ -205,12 +222,14 @@ def test_verify_a_flash_attention_checkpoint(reduced_models, tmp_path):
     assert "not applicable" in report.to_text()
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_verify_uses_16_bit_tolerances_for_a_cast_folder(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB, dtype="float16")
     report = verify_folder(reduced_checkpoints["ViT-B-16"], tmp_path / "hf")
     assert report.precision == "float16" and report.ok, report.to_text()
 
 
+@pytest.mark.slow  # another Python process
 def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoints, tmp_path):
     checkpoint = reduced_checkpoints["ViT-B-16"]
     convert_checkpoint(checkpoint, tmp_path / "hf", vocab=VOCAB)
@@ -222,7 +241,7 @@ def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoin
     failed = {check.name for check in report.checks if not check.passed}
     assert "weights equal source" in failed and "image max abs diff (relative)" in failed
     result = subprocess.run(
-        [sys.executable, "-m", "chclip_convert", "--verify-only", str(checkpoint), str(tmp_path / "hf")],
+        [sys.executable, "-m", "chclip_convert", "verify", str(checkpoint), str(tmp_path / "hf")],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -230,6 +249,7 @@ def test_verify_fails_on_a_tampered_folder_and_the_cli_says_so(reduced_checkpoin
     assert result.returncode == 3 and "Verification FAILED." in result.stdout
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path):
     convert_checkpoint(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", vocab=VOCAB)
     report = verify_folder(reduced_checkpoints["ViT-B-16"], tmp_path / "hf", use_original=False)
@@ -250,6 +270,7 @@ def test_verify_without_cn_clip_checks_what_it_can(reduced_checkpoints, tmp_path
     assert "not installed" in report.to_text()
 
 
+@pytest.mark.slow  # another Python process
 def test_cli_reverse_and_convert_with_verify(reduced_models, reduced_checkpoints, sample_image, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = [sys.executable, "-m", "chclip_convert"]
@@ -262,7 +283,7 @@ def test_cli_reverse_and_convert_with_verify(reduced_models, reduced_checkpoints
     assert result.returncode == 0, result.stderr
     assert "Verified: all checks pass." in result.stdout
     result = subprocess.run(
-        [*run, "--reverse", str(tmp_path / "hf"), str(tmp_path / "o.pt")], capture_output=True, text=True
+        [*run, "reverse", str(tmp_path / "hf"), str(tmp_path / "o.pt")], capture_output=True, text=True
     )
     assert result.returncode == 0 and "--reset-optimizer" in result.stdout
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "chinese_clip"

@@ -1,6 +1,24 @@
 """Folders broken on purpose, one thing at a time: verification fails and names the key, field or entry at
-fault — with cn_clip and without it, for checkpoints in the standard and the flash-attention layout.
-Intact folders (exact, float16, sharded, flash-attention source) still pass."""
+fault. Intact folders (exact, float16, sharded, flash-attention source) pass.
+
+The source is the embedded demo (twelve narrow layers a tower, about a million parameters), so a verification
+takes a fraction of a second; verification of reduced models at full width is in tests/test_reverse_verify.py.
+
+Each break runs where its verdict can differ, not in every combination: 24 verifications, where the full matrix
+of 16 breaks × 2 source layouts × cn_clip on/off made 64.
+
+- Breaks of the weights (missing, unexpected, wrong shape, wrong dtype, altered bytes): in both layouts, for the
+  folder's tensors are checked against what the table maps from the source, and a flash-attention source maps
+  through other rules (fused Wqkv). With cn_clip, so that the model comparison meets folders that do not reload
+  or whose shapes differ; without it the same weights check runs and nothing else reads the tensors.
+- Breaks of the other files (config, preprocessor, tokenizer, vocabulary, conversion record): once, standard
+  layout, without cn_clip. The check that names them reads only the folder's files and the reference, alike for
+  either layout and with or without cn_clip, which adds the model comparison and nothing to these checks.
+- Three of those also with cn_clip: the two that change the folder's token ids (tokenizer.json's entries,
+  lower-casing), which are then compared with cn_clip's own tokenizer instead of a BertTokenizer over the
+  reference vocabulary; and the garbled tokenizer.json, with which the folder cannot run, which the model
+  comparison must report rather than fail on.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +33,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from original import VOCAB, save, training_checkpoint
 from safetensors.torch import load_file, save_file
+from support.original import save
 
 from chclip_convert import convert_checkpoint
 from chclip_convert.cli.main import main
+from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
 from chclip_convert.files.assets import read_vocab
 from chclip_convert.verification.verify import verify_folder
 
 LAYOUTS = ("standard", "flash-attention")
-MODEL = "ViT-B-16"
 WEIGHTS = "weights equal source"
 CONFIG = "config.json matches the checkpoint"
 PREPROCESSOR = "preprocessor_config.json matches cn_clip"
@@ -51,25 +69,43 @@ OUTPUT_CHECKS = [
     "text feature min cosine",
     "top-1 agrees",
 ]
+# Another vision head count than the demo's one: the width (64) divides it, so a folder that states it still loads
+# and runs; only config.json, checked against the weights and the options given, can show it.
+OTHER_HEADS = 2
+SHARD = "1MB"  # the demo's weights are about 4 MB: several shards
 
 
 @pytest.fixture(scope="module")
-def sources(reduced_models, tmp_path_factory) -> dict[str, Path]:
-    """The same seeded cn_clip model saved as training does and as a flash-attention model's raw dump."""
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """The demo checkpoint as training saves it, and the same tensors as a flash-attention model's raw dump."""
     from cn_clip.clip.model import convert_state_dict as to_flash_layout
 
-    model, work = reduced_models[MODEL], tmp_path_factory.mktemp("breaks")
-    flash = to_flash_layout({f"module.{k}": v.clone() for k, v in model.state_dict().items()})
+    work = tmp_path_factory.mktemp("breaks")
+    standard = write_demo_checkpoint(work / "standard")
+    flash = to_flash_layout(torch.load(standard, weights_only=True)["state_dict"])
     return {
-        "standard": save(training_checkpoint(model), work / "standard" / "epoch_latest.pt"),
+        "standard": standard,
         "flash-attention": save({"state_dict": flash, "epoch": 1}, work / "flash" / "flash.pt"),
     }
 
 
 @pytest.fixture(scope="module")
-def intact(sources, tmp_path_factory) -> dict[str, Path]:
+def vocab(sources) -> Path:
+    """The reference vocabulary: the demo's, written beside its checkpoint."""
+    return sources["standard"].with_name("vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def intact(sources, vocab, tmp_path_factory) -> dict[str, Path]:
+    """Folders converted from the sources: each layout as it is, and the standard one cast and sharded."""
     work = tmp_path_factory.mktemp("intact")
-    return {layout: convert_checkpoint(path, work / layout, vocab=VOCAB).output_dir for layout, path in sources.items()}
+    folders = {
+        layout: convert_checkpoint(path, work / layout, vocab=vocab).output_dir for layout, path in sources.items()
+    }
+    standard = sources["standard"]
+    folders["float16"] = convert_checkpoint(standard, work / "float16", vocab=vocab, dtype="float16").output_dir
+    folders["sharded"] = convert_checkpoint(standard, work / "sharded", vocab=vocab, max_shard_size=SHARD).output_dir
+    return folders
 
 
 def broken_copy(folder: Path, target: Path) -> Path:
@@ -92,9 +128,9 @@ def replace_json(folder: Path, name: str, edit: Callable[[dict], None]) -> None:
     (folder / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-def swapped_ids() -> tuple[int, int]:
+def swapped_ids(folder: Path) -> tuple[int, int]:
     """The ids of two tokens the sample captions use ("一只猫", "一只狗"), so swapping them changes token ids."""
-    vocab = read_vocab(VOCAB)
+    vocab = read_vocab(folder / "vocab.txt")
     return vocab["猫"], vocab["狗"]
 
 
@@ -106,13 +142,13 @@ def _missing_tensor(folder):
 
 def _unexpected_tensor(folder):
     key = "vision_model.encoder.layers.0.adapter.weight"
-    replace_weights(folder, lambda state: state.update({key: torch.zeros(4, 768)}))
+    replace_weights(folder, lambda state: state.update({key: torch.zeros(4, DEMO_ARCHITECTURE.vision_width)}))
     return key
 
 
 def _wrong_shape(folder):
     key = "vision_model.post_layernorm.weight"
-    replace_weights(folder, lambda state: state.update({key: torch.ones(769)}))
+    replace_weights(folder, lambda state: state.update({key: torch.ones(state[key].numel() + 1)}))
     return key
 
 
@@ -134,7 +170,7 @@ def _altered_bytes(folder):
 
 
 def _altered_vocab_txt(folder):
-    cat, dog = swapped_ids()
+    cat, dog = swapped_ids(folder)
     lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
     lines[cat], lines[dog] = lines[dog], lines[cat]
     (folder / "vocab.txt").unlink()
@@ -143,7 +179,7 @@ def _altered_vocab_txt(folder):
 
 
 def _altered_tokenizer_json(folder):
-    cat, dog = swapped_ids()
+    cat, dog = swapped_ids(folder)
 
     def swap(data):
         vocab = data["model"]["vocab"]
@@ -154,7 +190,7 @@ def _altered_tokenizer_json(folder):
 
 
 def _wrong_heads(folder):
-    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=6))
+    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=OTHER_HEADS))
     return "vision_config.num_attention_heads"
 
 
@@ -174,7 +210,7 @@ def _another_mean(folder):
 
 
 def _center_crop(folder):
-    crop = {"do_center_crop": True, "size": {"shortest_edge": 224}}
+    crop = {"do_center_crop": True, "size": {"shortest_edge": DEMO_ARCHITECTURE.image_size}}
     replace_json(folder, "preprocessor_config.json", lambda data: data.update(crop))
     return "do_center_crop"
 
@@ -228,15 +264,31 @@ BREAKS = {
 }
 # Breaks that a strict reload must name too (transformers would otherwise fill or drop the key silently).
 RELOAD_NAMES = {"missing tensor", "unexpected tensor", "wrong-shaped tensor"}
+# Breaks of the tensors: judged against what the table maps from the source, whose layout changes the rules.
+OF_THE_WEIGHTS = {name for name, brk in BREAKS.items() if brk.check == WEIGHTS}
+# Breaks that change the ids the folder's tokenizer gives: checked against cn_clip's tokenizer, or without cn_clip
+# against a BertTokenizer over the reference vocabulary.
+OF_THE_TOKEN_IDS = {"altered tokenizer.json", "no lower-casing"}
+# Breaks of the files that cn_clip's side sees differently: the token ids above, and a folder that cannot run.
+ALSO_WITH_CN_CLIP = OF_THE_TOKEN_IDS | {"garbled tokenizer.json"}
 
 
-@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", list(BREAKS))
-def test_verify_fails_and_names_each_break(name, layout, original, sources, intact, tmp_path):
+def where_each_break_can_differ():
+    """(break, layout, cn_clip) for each run the module docstring explains: 24 verifications in all."""
+    for name in BREAKS:
+        if name in OF_THE_WEIGHTS:
+            yield from (pytest.param(name, layout, True, id=f"{name}-{layout}-cn_clip") for layout in LAYOUTS)
+        else:
+            yield pytest.param(name, "standard", False, id=f"{name}-no-cn_clip")
+            if name in ALSO_WITH_CN_CLIP:
+                yield pytest.param(name, "standard", True, id=f"{name}-cn_clip")
+
+
+@pytest.mark.parametrize(("name", "layout", "original"), list(where_each_break_can_differ()))
+def test_verify_fails_and_names_each_break(name, layout, original, sources, vocab, intact, tmp_path):
     folder = broken_copy(intact[layout], tmp_path / "broken")
     named = BREAKS[name].apply(folder)
-    report = verify_folder(sources[layout], folder, use_original=original, vocab=VOCAB)
+    report = verify_folder(sources[layout], folder, use_original=original, vocab=vocab)
     assert not report.ok and report.original_available == original
     failed = {check.name: check for check in report.checks if not check.passed}
     check = failed.get(BREAKS[name].check)
@@ -245,54 +297,62 @@ def test_verify_fails_and_names_each_break(name, layout, original, sources, inta
     assert any(named in item for item in check.keys + check.fields), check
     if name in RELOAD_NAMES:
         assert named in failed["folder reloads"].value
-    if name in ("altered tokenizer.json", "no lower-casing"):  # the ids the folder's tokenizer gives change too
+    if name in OF_THE_TOKEN_IDS:  # the ids the folder's tokenizer gives change too
         assert "token ids equal" in failed
     assert "Verification FAILED." in report.to_text()
 
 
-@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
-@pytest.mark.parametrize("kind", ["exact", "flash-attention", "float16", "sharded"])
-def test_intact_folders_pass(kind, original, sources, intact, tmp_path):
+# Each intact folder where its verdict can differ: every check in its order with cn_clip and without it (exact);
+# the original model run from a flash-attention source and judged within the float16 tolerances (cn_clip); the
+# weights read through a shard index, which reads alike either way (without cn_clip).
+INTACT = [("exact", True), ("exact", False), ("flash-attention", True), ("float16", True), ("sharded", False)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "original"), INTACT, ids=[f"{kind}-{'cn_clip' if with_ else 'no-cn_clip'}" for kind, with_ in INTACT]
+)
+def test_intact_folders_pass(kind, original, sources, vocab, intact):
     layout = "flash-attention" if kind == "flash-attention" else "standard"
-    folder = intact[layout]
-    if kind == "float16":
-        folder = convert_checkpoint(sources[layout], tmp_path / "hf", vocab=VOCAB, dtype="float16").output_dir
-    elif kind == "sharded":
-        folder = convert_checkpoint(sources[layout], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
+    folder = intact["standard" if kind == "exact" else kind]
+    if kind == "sharded":
         assert len(list(folder.glob("model-*.safetensors"))) > 1
-    report = verify_folder(sources[layout], folder, use_original=original, vocab=VOCAB)
+    report = verify_folder(sources[layout], folder, use_original=original, vocab=vocab)
     assert report.ok, report.to_text()
     assert report.precision == ("float16" if kind == "float16" else "exact")
     expected = [name for name in CORE_CHECKS if not (layout == "flash-attention" and name == ROUND_TRIP_BACK)]
     assert [check.name for check in report.checks] == expected + (OUTPUT_CHECKS if original else [])
 
 
-@pytest.mark.parametrize("original", [True, False], ids=["cn_clip", "no-cn_clip"])
-def test_head_overrides_are_never_taken_from_the_folder(original, sources, tmp_path):
+def test_head_overrides_are_never_taken_from_the_folder(sources, vocab, tmp_path):
     """Head counts are invisible in the weights, so a count the folder records cannot vouch for itself: a folder
-    converted with --vision-heads 8 (the model has 12) fails, naming the field, until verify is given 8 too."""
-    folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, vision_heads=8).output_dir
-    assert json.loads((folder / "conversion_report.json").read_text())["overrides"]["vision_heads"] == 8
-    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB)
+    converted with --vision-heads 2 (the demo has one head a tower) fails, naming the field, until verify is given
+    2 too, and the original model is then built with two heads as well (the config check itself does not depend
+    on cn_clip)."""
+    original = True
+    checkpoint, heads = sources["standard"], DEMO_ARCHITECTURE.vision_heads
+    folder = convert_checkpoint(checkpoint, tmp_path / "hf", vocab=vocab, vision_heads=OTHER_HEADS).output_dir
+    assert json.loads((folder / "conversion_report.json").read_text())["overrides"]["vision_heads"] == OTHER_HEADS
+    report = verify_folder(checkpoint, folder, use_original=original, vocab=vocab)
     failed = {check.name: check for check in report.checks if not check.passed}
-    assert "vision_config.num_attention_heads: folder 8, expected 12" in failed[CONFIG].value
+    assert f"vision_config.num_attention_heads: folder {OTHER_HEADS}, expected {heads}" in failed[CONFIG].value
     assert "--vision-heads" in report.to_text()
-    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
+    report = verify_folder(checkpoint, folder, use_original=original, vocab=vocab, vision_heads=OTHER_HEADS)
     assert report.ok, report.to_text()
-    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=12))
-    report = verify_folder(sources["standard"], folder, use_original=original, vocab=VOCAB, vision_heads=8)
+    replace_json(folder, "config.json", lambda data: data["vision_config"].update(num_attention_heads=heads))
+    report = verify_folder(checkpoint, folder, use_original=original, vocab=vocab, vision_heads=OTHER_HEADS)
     failed = {check.name: check for check in report.checks if not check.passed}
-    assert "vision_config.num_attention_heads: folder 12, expected 8" in failed[CONFIG].value
+    assert f"vision_config.num_attention_heads: folder {heads}, expected {OTHER_HEADS}" in failed[CONFIG].value
 
 
-def test_verify_cli_without_cn_clip_names_the_field_and_writes_the_verdict(sources, intact, tmp_path):
+@pytest.mark.slow  # another Python process
+def test_verify_cli_without_cn_clip_names_the_field_and_writes_the_verdict(sources, vocab, intact, tmp_path):
     folder = broken_copy(intact["standard"], tmp_path / "broken")
     field = _wrong_heads(folder)
     hide_cn_clip = (
         "import sys; sys.modules['cn_clip'] = None; from chclip_convert.cli.main import main; sys.exit(main())"
     )
-    command = [sys.executable, "-c", hide_cn_clip, "--verify-only", str(sources["standard"]), str(folder)]
-    command += ["--vocab", str(VOCAB), "--report", str(tmp_path / "verify.json")]
+    command = [sys.executable, "-c", hide_cn_clip, "verify", str(sources["standard"]), str(folder)]
+    command += ["--vocab", str(vocab), "--report", str(tmp_path / "verify.json")]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 3, result.stderr
     assert "cn_clip: not installed" in result.stdout and "Traceback" not in result.stderr
@@ -304,9 +364,9 @@ def test_verify_cli_without_cn_clip_names_the_field_and_writes_the_verdict(sourc
     assert failed[0]["fields"] == [field] and failed[0]["requirement"]
 
 
-def test_convert_with_verify_writes_the_verdict_beside_the_summary(sources, tmp_path, capsys):
+def test_convert_with_verify_writes_the_verdict_beside_the_summary(sources, vocab, tmp_path, capsys):
     report = tmp_path / "report.json"
-    command = [str(sources["standard"]), str(tmp_path / "hf"), "--vocab", str(VOCAB), "--no-progress"]
+    command = ["convert", str(sources["standard"]), str(tmp_path / "hf"), "--vocab", str(vocab), "--no-progress"]
     assert main([*command, "--verify", "--report", str(report)]) == 0
     written = json.loads(report.read_text())
     assert written["report"]["ok"] and written["verification"]["ok"]
@@ -322,19 +382,19 @@ def test_a_reference_vocabulary_inside_the_folder_is_refused(sources, intact, tm
     assert "lies in the folder under test" in report.to_text()
 
 
-def test_sharded_folders_are_read_through_their_index(sources, tmp_path):
+def test_sharded_folders_are_read_through_their_index(sources, vocab, intact, tmp_path):
     """As transformers loads them: files the index does not name are not part of the model, and a tensor held
     by two shards is an error naming it rather than one copy silently winning."""
     from chclip_convert import CheckpointReadError
     from chclip_convert.files.folder import load_folder_state
 
-    folder = convert_checkpoint(sources["standard"], tmp_path / "hf", vocab=VOCAB, max_shard_size="50MB").output_dir
+    folder = broken_copy(intact["sharded"], tmp_path / "hf")
     intact = load_folder_state(folder)
     first, second = sorted(folder.glob("model-*.safetensors"))[:2]
     stray = load_file(str(first))
     save_file({key: torch.zeros_like(value) for key, value in stray.items()}, str(folder / "stray.safetensors"))
     assert load_folder_state(folder).keys() == intact.keys()
-    assert verify_folder(sources["standard"], folder, use_original=False, vocab=VOCAB).ok
+    assert verify_folder(sources["standard"], folder, use_original=False, vocab=vocab).ok
     repeated = next(iter(stray))
     second_with_repeat = {**load_file(str(second)), repeated: stray[repeated]}
     second.unlink()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from original import REDUCED, build_model, save, training_checkpoint
+from support.original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import OutputError, convert_checkpoint, reverse_folder
 from chclip_convert.changes.diff import diff_checkpoints
@@ -152,8 +152,8 @@ def test_a_library_error_while_writing_is_a_clean_error_and_the_batch_goes_on(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(assets, "write_tokenizer", disk_full_once)
-    second = tmp_path / "run-b" / small_checkpoint.name
-    second.parent.mkdir()
+    second = tmp_path / "run-b" / "checkpoints" / small_checkpoint.name  # cn_clip's layout: run-b-…-hf
+    second.parent.mkdir(parents=True)
     shutil.copy(small_checkpoint, second)
     shutil.copy(small_checkpoint.with_name("vocab.txt"), second.with_name("vocab.txt"))
     results = convert_epochs([small_checkpoint, second], tmp_path / "into")
@@ -174,6 +174,7 @@ def in_small_disk(tmp_path: Path, size: str, script: str) -> subprocess.Complete
     )  # fmt: skip
 
 
+@pytest.mark.slow  # another Python process
 def test_a_full_disk_ends_in_one_paragraph_and_leaves_nothing(small_checkpoint, tmp_path):
     # 1 MiB holds the config and tokenizer files but not the demo's 4 MB of weights.
     done = in_small_disk(tmp_path, "1m", f'$PY {shlex.quote(str(small_checkpoint))} "$DISK/out" --no-progress')
@@ -182,6 +183,7 @@ def test_a_full_disk_ends_in_one_paragraph_and_leaves_nothing(small_checkpoint, 
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.slow  # another Python process
 def test_reverse_on_a_full_disk_says_no_space_left(small_checkpoint, tmp_path):
     folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir
     done = in_small_disk(tmp_path, "1m", f'$PY reverse {shlex.quote(str(folder))} "$DISK/back.pt"')
@@ -196,7 +198,7 @@ def test_a_batch_on_a_full_disk_converts_what_fits(big_checkpoint, small_checkpo
     paths = " ".join(shlex.quote(str(p)) for p in (big_checkpoint, small_checkpoint))
     done = in_small_disk(tmp_path, "64m", f'$PY convert-epochs --into "$DISK" {paths} --no-progress')
     lines = done.stdout.splitlines()
-    assert lines[-2] == "rc=1" and lines[-1].endswith("-demo_chinese_clip-hf"), done.stdout + done.stderr
+    assert lines[-2] == "rc=1" and lines[-1] == "demo_chinese_clip-hf", done.stdout + done.stderr
     assert "h.pt: failed →" in done.stdout and "writing failed: No space left on device" in done.stdout
     assert "demo_chinese_clip.pt: converted →" in done.stdout
     assert "Traceback" not in done.stderr, done.stderr
@@ -213,6 +215,7 @@ def test_ctrl_c_ends_with_one_line_and_nothing_left(big_checkpoint, tmp_path):
     assert list(tmp_path.iterdir()) == [], "a partial folder, a lock or an output was left"
 
 
+@pytest.mark.slow  # another Python process
 def test_convert_epochs_into_a_file_says_so(small_checkpoint, tmp_path):
     into = tmp_path / "into"
     into.write_text("not a folder")
@@ -225,6 +228,7 @@ def test_convert_epochs_into_a_file_says_so(small_checkpoint, tmp_path):
     assert into.read_text() == "not a folder"
 
 
+@pytest.mark.slow  # another Python process
 def test_a_dangling_link_in_a_run_folder_is_named_not_dropped(tmp_path):
     from chclip_convert.conversion.demo import write_demo_run
 
@@ -353,6 +357,7 @@ def test_reverse_with_an_unreadable_report_writes_the_defaults(small_checkpoint,
     assert "cannot read conversion_report.json: Permission denied" in summary.training.origin
 
 
+@pytest.mark.slow  # another Python process
 def test_output_piped_into_head_ends_quietly(small_checkpoint):
     shown = subprocess.run(
         f"{shlex.join([*CLI, 'inspect', str(small_checkpoint)])} | head -1; echo rc=${{PIPESTATUS[0]}}",
@@ -362,6 +367,7 @@ def test_output_piped_into_head_ends_quietly(small_checkpoint):
     assert "Traceback" not in shown.stderr and "BrokenPipe" not in shown.stderr, shown.stderr
 
 
+@pytest.mark.slow  # another Python process
 def test_a_dangling_link_given_by_name_says_where_it_points(tmp_path):
     link = tmp_path / "epoch4.pt"
     link.symlink_to(tmp_path / "unmounted" / "epoch4.pt")
@@ -370,6 +376,7 @@ def test_a_dangling_link_given_by_name_says_where_it_points(tmp_path):
     assert f"{link}: is a link to {tmp_path / 'unmounted' / 'epoch4.pt'}, which does not exist" in done.stderr
 
 
+@pytest.mark.slow  # another Python process
 def test_convert_epochs_refuses_an_into_below_a_file_before_anything_else(tmp_path):
     from chclip_convert.conversion.demo import write_demo_run
 
@@ -385,6 +392,7 @@ def test_convert_epochs_refuses_an_into_below_a_file_before_anything_else(tmp_pa
     )
 
 
+@pytest.mark.slow  # another Python process
 def test_verify_with_a_cn_clip_that_does_not_import_says_so(small_checkpoint, tmp_path):
     """cn_clip installed with --no-deps and nothing else: verify goes on without it and says why."""
     folder = convert_checkpoint(small_checkpoint, tmp_path / "hf").output_dir

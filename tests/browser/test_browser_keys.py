@@ -10,7 +10,7 @@ import csv
 import re
 
 import pytest
-from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
+from support.browser import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 from chclip_convert.changes.diff import diff_checkpoints, part_of
 from chclip_convert.conversion.demo import DAMAGE, write_demo_checkpoint
@@ -151,8 +151,8 @@ def test_the_comparison_shows_what_the_demo_run_moved(voila_url, page, tmp_path)
     page.set_viewport_size({"width": 1300, "height": 1600})  # the section whole in one screenshot
     open_notebook(page, voila_url, "02_inspect_keys.ipynb")
     section = page.locator(".chclip-diff")
-    section.locator(f".widget-html:has-text('{diff_view.verdict(diff)}')").wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert f"{len(diff.differs)} of {len(diff.changes)} tensors differ" in diff_view.verdict(diff)
+    section.locator(f".widget-html:has-text('{diff.verdict()}')").wait_for(timeout=PAGE_TIMEOUT_MS)
+    assert f"{len(diff.differs)} of {len(diff.changes)} tensors differ" in diff.verdict()
     wait_for_rows(section, len(diff.changes))
     status = {row[column["key"]]: row[column["status"]] for row in diff_cells(section)}
     moved = max(diff.differs, key=lambda change: change.relative_change).key

@@ -4,7 +4,7 @@ Screenshots go to artifacts/screenshots/."""
 
 from __future__ import annotations
 
-from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
+from support.browser import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 from chclip_convert import convert_state_dict
 from chclip_convert.conversion.demo import demo_state_dict

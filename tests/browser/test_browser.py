@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook, reload_strictly
+from support.browser import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook
+from support.converted import reload_strictly
 
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_vocabulary, source_shapes, write_demo_checkpoint
 

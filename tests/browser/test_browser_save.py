@@ -4,7 +4,8 @@ size, click Save, and read the result as a count and a size with the file names 
 from __future__ import annotations
 
 import torch
-from conftest import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook, reload_strictly
+from support.browser import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook
+from support.converted import reload_strictly
 
 
 def test_save_writes_the_chosen_dtype_and_shards_and_folds_the_file_list(voila_url, page, tmp_path):

@@ -1,4 +1,5 @@
-"""Build seeded models with the original Chinese-CLIP code (cn_clip 1.6.0) and save them as training does.
+"""The original side: seeded models built with the original Chinese-CLIP code (cn_clip 1.6.0), saved as training
+does, and fixed inputs prepared by cn_clip's own preprocessing and tokenizer.
 
 The reduced variants keep what makes each architecture distinct — patch 16 vs 14, 336 px images, the
 80-wide ViT-H heads, the large text tower — and cut depth (and the ViT-B demo width only where said) so
@@ -8,11 +9,15 @@ the suite runs in minutes on two cores.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cn_clip.clip as cn_clip_pkg
+import pytest
 import torch
+from cn_clip.clip import image_transform, tokenize
 from cn_clip.clip.model import CLIP, convert_weights
 
 from chclip_convert.verification.model_outputs import seeded_original_model
@@ -23,12 +28,14 @@ VOCAB = Path(cn_clip_pkg.__file__).parent / "vocab.txt"
 
 @dataclass(frozen=True)
 class Variant:
-    """A cn_clip architecture, optionally cut to fewer layers."""
+    """A cn_clip architecture, optionally cut to fewer layers, or made narrower (``sizes``: cn_clip's ``CLIP``
+    keyword arguments to change, such as ``vision_width``)."""
 
     vision: str
     text: str
     vision_layers: int | None = None
     text_layers: int | None = None
+    sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def full(self) -> bool:
@@ -43,6 +50,24 @@ REDUCED = {
     "ViT-H-14": Variant("ViT-H-14", "RoBERTa-wwm-ext-large-chinese", 2, 2),
 }
 FULL_B16 = Variant("ViT-B-16", "RoBERTa-wwm-ext-base-chinese")
+# ViT-B-16 narrowed to two heads a tower (head width 64), with cn_clip's full vocabulary so that its own tokenizer
+# feeds it: about 4 million parameters, for tests about layouts, dtypes and extra keys rather than sizes.
+NARROW = Variant(
+    "ViT-B-16",
+    "RoBERTa-wwm-ext-base-chinese",
+    2,
+    2,
+    sizes=(
+        ("vision_width", 128),
+        ("text_hidden_size", 128),
+        ("text_intermediate_size", 512),
+        ("text_num_attention_heads", 2),
+        ("embed_dim", 64),
+    ),
+)
+# The architectures as test parameters: ViT-B-16 in the fast tier, the other three (0.2–0.4 GB of tensors each)
+# marked slow. The fast tier still maps every architecture at full size, on the meta device (test_architecture.py).
+REDUCED_SWEEP = [pytest.param(name, marks=() if name == "ViT-B-16" else pytest.mark.slow) for name in REDUCED]
 
 
 def model_kwargs(variant: Variant) -> dict:
@@ -55,6 +80,7 @@ def model_kwargs(variant: Variant) -> dict:
         kwargs["vision_layers"] = variant.vision_layers
     if variant.text_layers is not None:
         kwargs["text_num_hidden_layers"] = variant.text_layers
+    kwargs.update(variant.sizes)
     return kwargs
 
 
@@ -87,3 +113,30 @@ def save(obj, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
     return path
+
+
+CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车停在路边", "皮卡丘", "a photo of 一只狗"]
+
+
+def image_batch(image, size: int) -> torch.Tensor:
+    """cn_clip's own preprocessing of the photo, plus a seeded noise image, as one batch."""
+    photo = image_transform(size)(image)
+    noise = torch.randn(3, size, size, generator=torch.Generator().manual_seed(7))
+    return torch.stack([photo, noise])
+
+
+def token_batch(captions: list[str] = CAPTIONS) -> torch.Tensor:
+    """cn_clip's token ids of ``captions``."""
+    return tokenize(captions)
+
+
+class BuiltOnFirstUse(dict):
+    """A dict whose value for a missing key is made by ``make(key)`` when first asked for, then kept."""
+
+    def __init__(self, make: Callable[[str], Any]):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: str):
+        self[key] = value = self._make(key)
+        return value

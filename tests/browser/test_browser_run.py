@@ -3,7 +3,7 @@ choosing two epochs and clicking Convert converts both with one progress bar, ea
 
 from __future__ import annotations
 
-from conftest import PAGE_TIMEOUT_MS, SHOTS, open_notebook
+from support.browser import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
 
 def test_the_run_page_shows_what_moved_and_converts_chosen_epochs(voila_url, page, voila_work):

@@ -1,0 +1,31 @@
+"""The browser tests' constants and page helpers (their fixtures are in tests/browser/conftest.py): Voila serves
+the notebooks on 127.0.0.1 and Debian's Chromium, driven by Playwright, types and clicks as a person would."""
+
+from __future__ import annotations
+
+from support import ROOT
+
+SHOTS = ROOT / "artifacts" / "screenshots"
+"""Where the browser tests save their screenshots."""
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Voila runs each notebook's cells before the page shows its widgets; the statistics notebook takes longest.
+PAGE_TIMEOUT_MS = 180_000
+
+
+def open_notebook(page, url: str, name: str) -> None:
+    """Open notebook ``name`` as Voila renders it, and wait until its widgets show."""
+    page.goto(f"{url}/voila/render/{name}", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
+
+
+def field(page, label: str):
+    """The input of the text field labelled ``label``."""
+    return page.locator(f".widget-text:has(label:text-is('{label}')) input")

@@ -1,0 +1,30 @@
+"""What is on disk and what is in memory: digests of files and folders, and the pages of a tensor mapped in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+
+def tree_sha256(path: Path) -> str | None:
+    """SHA-256 of a file, or of every file below a folder in name order; ``None`` if there is nothing."""
+    if path.is_dir():
+        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def present_pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """(pages of ``tensor`` mapped into this process, pages it spans), from /proc/self/pagemap (bit 63)."""
+    start = tensor.data_ptr()
+    first, last = start // PAGE, (start + tensor.nbytes - 1) // PAGE
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = pagemap.read((last - first + 1) * 8)
+    present = sum(int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, len(entries), 8))
+    return present, last - first + 1
