@@ -17,28 +17,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, present_pages
-from original import REDUCED, build_model, save, training_checkpoint
+from support import ROOT
+from support.files import present_pages
+from support.original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.changes.diff import (
-    EMBEDDINGS,
-    LAYER,
-    TEXT,
-    VISION,
-    CheckpointDiff,
-    Part,
-    diff_checkpoints,
-    fold_layers,
-    measure_change,
-    span_label,
-)
+from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints, measure_change
 from chclip_convert.cli.main import main
 from chclip_convert.cli.runs import EXIT_DIFFERS
 from chclip_convert.conversion.demo import DAMAGE, damaged_copy
 from chclip_convert.conversion.views import CHECKPOINT, FOLDER, MappedCheckpoint
 from chclip_convert.files import checkpoint as checkpoint_module
 from chclip_convert.files.folder import load_folder_state
+from chclip_convert.mapping.parts import EMBEDDINGS, LAYER, TEXT, VISION, Part, fold_layers, layer_span, span_label
+from chclip_convert.mapping.report import collapse_layers
 from chclip_convert.mapping.table import IGNORED
 
 # Both sides are summed in float64, over the whole tensor here and in chunks by the diff: the norms and dot
@@ -133,6 +125,7 @@ def original_folder(original, work):
     return convert_checkpoint(original, work / "original-hf").output_dir
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_planted_changes_between_two_originals_are_named_exactly(state, original, changed, targets):
     diff = diff_checkpoints(original, changed)
     assert (diff.a_kind, diff.b_kind) == (CHECKPOINT, CHECKPOINT)
@@ -152,6 +145,7 @@ def test_planted_changes_between_two_originals_are_named_exactly(state, original
     assert "layer 1" in text and "q_proj.weight" in text  # the vision layer's line names its changed tensor
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_a_checkpoint_and_its_own_conversion_are_identical(original, original_folder, targets):
     diff = diff_checkpoints(original, original_folder)
     assert (diff.a_kind, diff.b_kind) == (CHECKPOINT, FOLDER)
@@ -162,6 +156,7 @@ def test_a_checkpoint_and_its_own_conversion_are_identical(original, original_fo
     assert reverse.identical and reverse.equal == diff.equal
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_fp16_checkpoint_and_its_float32_conversion_are_equal(work):
     """cn_clip's --precision fp16 checkpoint (fp16 matrices, fp32 norms), converted to float32: every value
     is the same number in another dtype, and the diff ignores dtype."""
@@ -175,6 +170,7 @@ def test_fp16_checkpoint_and_its_float32_conversion_are_equal(work):
     assert diff.identical and len(diff.equal) == len(load_folder_state(folder))
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_original_against_the_converted_folder_of_a_changed_checkpoint(state, original, changed, work, targets):
     folder = convert_checkpoint(changed, work / "changed-hf").output_dir
     diff = diff_checkpoints(original, folder)
@@ -186,6 +182,7 @@ def test_original_against_the_converted_folder_of_a_changed_checkpoint(state, or
         assert_change_matches(change, *pairs[change.key])
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_flash_attention_layout_equals_the_standard_one_and_shows_a_planted_change(state, original, work, targets):
     """A --use-flash-attention model's raw state dict (fused ``Wqkv`` in both towers, ``out_proj`` in BERT),
     made by cn_clip's own converter; then the key third of one text layer's ``Wqkv`` changed."""
@@ -251,6 +248,7 @@ def demo_with(demo_checkpoint, path, changes: dict[str, torch.Tensor]):
     return save(checkpoint, path)
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_what_the_conversion_leaves_out_is_listed_not_compared(demo_checkpoint, tmp_path):
     from safetensors.torch import save_file
 
@@ -307,9 +305,9 @@ def test_measure_change_on_small_tensors():
 def test_nan_equal_in_one_chunk_does_not_hide_a_difference_in_another(monkeypatch):
     """Tensors are compared a chunk at a time (256 Ki elements, far fewer than a real vocabulary's embeddings): a
     NaN matched in one chunk must not make a difference in another chunk count as equal."""
-    import chclip_convert.changes.diff as diff_module
+    import chclip_convert.tensor_stats as engine
 
-    monkeypatch.setattr(diff_module, "CHUNK", 4)
+    monkeypatch.setattr(engine, "CHUNK", 4)
     a = torch.arange(1.0, 9.0)
     a[0] = float("nan")
     b = a.clone()
@@ -318,6 +316,7 @@ def test_nan_equal_in_one_chunk_does_not_hide_a_difference_in_another(monkeypatc
     assert not measure_change("x", a, b).equal
 
 
+@pytest.mark.slow  # full-width checkpoint
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
 def test_the_optimizer_state_is_never_read(state, original, work, monkeypatch):
     """A training checkpoint whose optimizer holds moments far larger than the weights: the diff skips the
@@ -351,6 +350,7 @@ REQUIRED = {"a": str, "b": str, "only_in_a": list, "only_in_b": list, "shape_dif
             "differs": list}  # fmt: skip
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_diff_json_has_the_promised_shape(original, changed, capsys):
     assert main(["diff", str(original), str(changed), "--json"]) == 0  # different, but no --exit-code
     printed = json.loads(capsys.readouterr().out, parse_constant=_refuse)  # stdout is JSON and nothing else
@@ -370,6 +370,7 @@ def _refuse(constant: str):
     raise AssertionError(f"{constant} is not JSON")
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_diff_exit_code(original, changed, original_folder, capsys):
     assert main(["diff", str(original), str(changed), "--exit-code"]) == EXIT_DIFFERS == 5
     assert main(["diff", str(original), str(original_folder), "--exit-code"]) == 0
@@ -377,6 +378,7 @@ def test_diff_exit_code(original, changed, original_folder, capsys):
     assert "3 differ" in out and "Identical" in out
 
 
+@pytest.mark.slow  # another Python process
 def test_diff_of_a_missing_path_is_one_paragraph_naming_it(original, tmp_path):
     missing = tmp_path / "nowhere" / "epoch9.pt"
     result = subprocess.run(
@@ -407,3 +409,16 @@ def test_fold_layers_folds_only_consecutive_layers_of_one_tower():
     folded = list(fold_layers(parts, lambda part: part.layer != 5))
     assert folded == [parts[0], parts[1:3], [parts[3]], [parts[4]], parts[5]]
     assert [span_label(run) for run in folded if isinstance(run, list)] == ["layers 0–1", "layer 3", "layer 4"]
+
+
+def test_one_function_writes_both_layer_notations():
+    """The summaries' ``layers 0–8`` and the reports' ``layers.{0...8}`` come from one function, so the two
+    kinds of text always agree on which layers a run holds."""
+    assert [layer_span(numbers) for numbers in ([3], [2, 0, 1], [0, 1, 2, 5])] == [
+        "layer 3", "layers 0–2", "layers 0–2, 5"
+    ]  # fmt: skip
+    assert [layer_span(numbers, in_key=True) for numbers in ([3], [2, 0, 1], [0, 2, 5])] == ["3", "{0...2}", "{0,2,5}"]
+    run = [Part(TEXT, LAYER, n) for n in range(9)]
+    assert span_label(run) == "layers 0–8" and span_label(run[:1]) == run[0].label == "layer 0"
+    keys = [f"text_model.encoder.layer.{n}.output.dense.bias" for n in range(9)]
+    assert collapse_layers(keys) == ["text_model.encoder.layer.{0...8}.output.dense.bias"]

@@ -10,10 +10,11 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from chclip_convert.changes.diff import LAYER, diff_checkpoints, part_of
+from chclip_convert.changes.diff import diff_checkpoints
 from chclip_convert.conversion.demo import DAMAGE, damaged_copy, moved_by_demo_run
 from chclip_convert.conversion.inspection import inspect_checkpoint
 from chclip_convert.conversion.pipeline import convert_checkpoint
+from chclip_convert.mapping.parts import LAYER, part_of
 from chclip_convert.notebook.diff_view import (
     COLUMNS,
     DIFFERS,
@@ -26,17 +27,9 @@ from chclip_convert.notebook.diff_view import (
     diff_grid_options,
     number_text,
     suggested_b,
-    verdict,
 )
 from chclip_convert.notebook.plotting.diffs import draw_diff, layer_changes
 from chclip_convert.notebook.session import Session
-from chclip_convert.notebook.workspace import Workspace
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    monkeypatch.delenv("CHCLIP_CHECKPOINT", raising=False)
-    return Workspace(tmp_path / "work")
 
 
 @pytest.fixture
@@ -160,7 +153,7 @@ def test_names_that_cannot_be_compared_are_listed_with_their_status(workspace):
     assert shown[reshaped] == SHAPE_DIFFERS
     row = ui.grid.df.set_index("key").loc[reshaped]
     assert row["relative change"] == "" and row["note"].startswith("A ") and ", B " in row["note"]
-    assert ui.outcome() == verdict(diff) and "only in A 1, only in B 1, shape differs 1" in ui.outcome()
+    assert ui.outcome() == diff.verdict() and "only in A 1, only in B 1, shape differs 1" in ui.outcome()
 
 
 def test_the_figure_draws_each_towers_layers_and_the_parts_outside_them(demo_run):

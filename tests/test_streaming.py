@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from conftest import present_pages
-from original import REDUCED, build_model, save, training_checkpoint
+from support.files import present_pages
+from support.original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import convert_checkpoint
 from chclip_convert.files import checkpoint as checkpoint_module
@@ -35,6 +35,7 @@ def test_every_tensor_layout_passes_the_span_check_and_reads_exactly(tmp_path):
         assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
 
 
+@pytest.mark.slow  # full-width checkpoint
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
 def test_each_model_tensor_is_read_once_and_the_optimizer_never(tmp_path, monkeypatch):
     model = build_model(REDUCED["ViT-B-16"], seed=9)
@@ -68,6 +69,7 @@ def test_each_model_tensor_is_read_once_and_the_optimizer_never(tmp_path, monkey
     assert present < pages / 4, f"{present} of the optimizer's {pages} pages were read"
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_legacy_non_zip_checkpoints_still_convert(tmp_path):
     model = build_model(REDUCED["ViT-B-16"], seed=10)
     legacy = tmp_path / "legacy.pt"

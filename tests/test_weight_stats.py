@@ -13,13 +13,14 @@ import torch
 from matplotlib.figure import Figure
 
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.changes.weight_stats import BOTH, SHAPE_DIFFERS, SOURCE_ONLY, compare_weights
+from chclip_convert.changes.weight_stats import compare_weights
 from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import FolderTensors, load_folder_state
 from chclip_convert.notebook.histogram import HistogramUI
 from chclip_convert.notebook.plotting.fonts import CJK_FAMILY, use_cjk_font
 from chclip_convert.notebook.plotting.weights import RATIO, draw_comparisons, plot_layers, plot_similarity
+from chclip_convert.tensor_stats import COMPARED, DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS
 
 # Both sides are summed in float64, over the whole tensor here and over chunks in the code: the results differ
 # only by float64 rounding (relative ~1e-15 per step), and the standard deviation, taken as E[x²] − mean², by at
@@ -54,7 +55,7 @@ def test_streaming_statistics_equal_direct_ones(demo_checkpoint, converted):
     written = load_folder_state(converted)
     assert [c.target for c in comparisons] == sorted(expected)
     for c in comparisons:
-        assert c.agrees and c.kind == BOTH and c.max_abs_diff == 0.0 and c.norm_ratio == 1.0, c.target
+        assert c.agrees and c.kind == EQUAL and c.max_abs_diff == 0.0 and c.norm_ratio == 1.0, c.target
         assert_stats_equal(c.source_stats, direct_stats(expected[c.target]), c.target)
         assert_stats_equal(c.converted_stats, direct_stats(written[c.target]), c.target)
     layers = {c.layer for c in comparisons if c.tower == "vision" and c.layer is not None}
@@ -67,12 +68,13 @@ def test_damaged_copy_shows_the_altered_tensor_and_only_it(demo_checkpoint, conv
     altered = by_name["text_model.encoder.layer.0.attention.self.query.weight"]
     source = load_checkpoint(damaged).state_dict[DAMAGE["altered"]].to(torch.float64)
     written = load_folder_state(converted)[altered.target].to(torch.float64)
-    assert altered.kind == BOTH and altered.status == "bytes"
+    assert altered.kind == DIFFERS and altered.status == "bytes"
     assert altered.max_abs_diff == pytest.approx((written - source).abs().max().item(), rel=RELATIVE)
     assert altered.norm_ratio == pytest.approx((written.norm() / source.norm()).item(), rel=RELATIVE)
-    assert by_name["vision_model.encoder.layers.1.mlp.fc2.bias"].kind == "converted only"  # dropped from the source
+    dropped = by_name["vision_model.encoder.layers.1.mlp.fc2.bias"]  # dropped from the source
+    assert dropped.kind == ONLY_IN_B and dropped.kind_text == "only in converted"
     assert by_name["vision_model.post_layernorm.weight"].kind == SHAPE_DIFFERS  # cut to half its length
-    others = [c for name, c in by_name.items() if c.kind == BOTH and name != altered.target]
+    others = [c for name, c in by_name.items() if c.kind in COMPARED and name != altered.target]
     assert others and all(c.max_abs_diff == 0.0 and c.norm_ratio == 1.0 and c.agrees for c in others)
 
 
@@ -84,7 +86,26 @@ def test_missing_tensor_in_the_folder_is_source_only(demo_checkpoint, tmp_path):
     del state["logit_scale"]
     save_file(state, str(folder / "model.safetensors"))
     (missing,) = [c for c in compare_weights(demo_checkpoint, folder) if not c.agrees]
-    assert missing.target == "logit_scale" and missing.kind == SOURCE_ONLY and missing.status == "missing"
+    assert missing.target == "logit_scale" and missing.kind == ONLY_IN_A and missing.status == "missing"
+
+
+def test_a_fused_weight_that_cannot_split_shows_its_three_targets_and_is_not_read(demo_checkpoint, converted, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """Cut the demo's fused vision q/k/v weight (192 rows) to 190: no third is the right size, so each of q, k
+    and v is a shape difference naming the source it would come from, and the cut tensor is never read."""
+    name = "visual.transformer.resblocks.0.attn.in_proj_weight"
+    checkpoint = torch.load(demo_checkpoint, weights_only=True)
+    checkpoint["state_dict"][f"module.{name}"] = checkpoint["state_dict"][f"module.{name}"][:190].clone()
+    torch.save(checkpoint, tmp_path / "cut.pt")
+    reads, read = [], SourceCheckpoint.read
+    monkeypatch.setattr(SourceCheckpoint, "read", lambda self, key: reads.append(key) or read(self, key))
+    by_name = {c.target: c for c in compare_weights(tmp_path / "cut.pt", converted)}
+    thirds = [by_name[f"vision_model.encoder.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]
+    for c in thirds:
+        assert (c.kind, c.status, c.source, c.max_abs_diff) == (SHAPE_DIFFERS, "shape", name, None), c.target
+        assert c.source_stats is None and c.converted_stats is not None and c.kind_text == "shape differs"
+    assert name not in reads and len(reads) == len(set(reads))  # every other source tensor read once
+    assert {c.target for c in by_name.values() if not c.agrees} == {c.target for c in thirds}
 
 
 def test_sharded_folder_gives_the_same_statistics(demo_checkpoint, tmp_path):

@@ -1,95 +1,39 @@
-"""What differs between two checkpoints, tensor by tensor, in transformers' namespace.
+"""What differs between two checkpoints, tensor by tensor, in transformers' namespace, and its readable form.
 
 Either side may be an original checkpoint (either layout, any dtype) or a converted folder
 (:mod:`chclip_convert.conversion.views`). Streamed: at most one tensor of each side is held at once, compared in
-float64 chunks of bounded size, and the optimizer's state is never read. ``equal`` means bit-identical after
-mapping, compared in float64 (so dtype is ignored: fp16 weights and their fp32 copy are equal).
+float64 chunks of bounded size (:mod:`chclip_convert.tensor_stats`), and the optimizer's state is never read.
+Every name is one of that module's statuses: ``only in A``, ``only in B``, ``shape differs``, ``equal`` or
+``differs``. ``equal`` means bit-identical after mapping, compared in float64 (so dtype is ignored: fp16 weights
+and their fp32 copy are equal).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from chclip_convert.conversion.views import open_tensors
+from chclip_convert.mapping.parts import LAYER, Part, fold_layers, part_of, span_label
 from chclip_convert.mapping.table import split_layer_index
+from chclip_convert.progress import OnProgress, Progress
+from chclip_convert.tensor_stats import (
+    DIFFERS,
+    EQUAL,
+    ONLY_IN_A,
+    ONLY_IN_B,
+    SHAPE_DIFFERS,
+    grouped_change,
+    one_thread,
+    pair_names,
+    pair_stats,
+)
 
-CHUNK = 1 << 18  # elements per float64 pass (2 MiB a side, so a chunk's passes stay in the CPU's cache)
-VISION, TEXT, SHARED = "vision", "text", "shared"
-TOWERS = (VISION, TEXT, SHARED)
-LAYER, EMBEDDINGS, PROJECTION, NORM, LOGIT_SCALE, OTHER = (
-    "layer", "embeddings", "projection", "norm", "logit_scale", "other"
-)  # fmt: skip
-SECTION_ORDER = (EMBEDDINGS, NORM, LAYER, PROJECTION, LOGIT_SCALE, OTHER)
-
-DiffProgress = Callable[[int, int], None]  # (tensors compared, tensors to compare)
-
-
-@dataclass(frozen=True, order=True)
-class Part:
-    """Where a tensor sits: its tower, and a layer number or a named section outside the layers."""
-
-    tower: str
-    section: str
-    layer: int = -1  # -1 outside the layers
-
-    @property
-    def label(self) -> str:
-        return f"layer {self.layer}" if self.section == LAYER else self.section.replace("_", " ")
-
-    def sort_key(self) -> tuple:
-        return TOWERS.index(self.tower), SECTION_ORDER.index(self.section), self.layer
-
-
-def part_of(name: str) -> Part:
-    """The tower and layer (or section) of a tensor name, transformers' or original."""
-    if name.startswith(("vision_model.", "visual_projection", "visual.")):
-        tower = VISION
-    elif name.startswith(("text_model.", "text_projection", "bert.")):
-        tower = TEXT
-    else:
-        tower = SHARED
-    layer = split_layer_index(name)[1]
-    if layer is not None:
-        return Part(tower, LAYER, layer)
-    if "embedding" in name:
-        return Part(tower, EMBEDDINGS)
-    if "projection" in name or name == "visual.proj":
-        return Part(tower, PROJECTION)
-    if name == "logit_scale":
-        return Part(tower, LOGIT_SCALE)
-    if "norm" in name or ".ln_" in name:
-        return Part(tower, NORM)
-    return Part(tower, OTHER)
-
-
-def fold_layers(parts: Iterable[Part], folds: Callable[[Part], bool]) -> Iterator[Part | list[Part]]:
-    """``parts`` in order, with each run of consecutive layers of one tower for which ``folds`` holds given as
-    one list (what the summaries print as ``layers 0–8``); every other part alone."""
-    run: list[Part] = []
-    for part in parts:
-        folded = part.section == LAYER and folds(part)
-        if folded and (not run or (part.tower == run[-1].tower and part.layer == run[-1].layer + 1)):
-            run.append(part)
-            continue
-        if run:
-            yield run
-        run = [part] if folded else []
-        if not folded:
-            yield part
-    if run:
-        yield run
-
-
-def span_label(run: list[Part]) -> str:
-    """``layer 9`` for one layer, ``layers 0–8`` for a run of them."""
-    return run[0].label if len(run) == 1 else f"layers {run[0].layer}–{run[-1].layer}"
+SHOWN = 20  # names listed per heading of the text before "… and N more"
 
 
 @dataclass(frozen=True)
@@ -106,6 +50,11 @@ class TensorChange:
     norm_diff: float  # ‖B − A‖
     count: int = 0  # elements
 
+    @property
+    def status(self) -> str:
+        """:data:`~chclip_convert.tensor_stats.EQUAL` or :data:`~chclip_convert.tensor_stats.DIFFERS`."""
+        return EQUAL if self.equal else DIFFERS
+
     def to_dict(self) -> dict:
         return {
             "key": self.key,
@@ -117,81 +66,15 @@ class TensorChange:
         }
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside: the statistics are memory-bound, and a second thread that must wait
-    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU).
-
-    Torch's thread count is the whole process's: off the main thread (a widget's worker, while the kernel may be
-    computing) it is left as it is, so that no other work is slowed and two overlapping calls cannot leave it at
-    one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
-    """Compare ``a`` and ``b`` (one shape, any dtypes) in float64 chunks: one pass over each."""
+    """Compare ``a`` and ``b`` (one shape, any dtypes) in float64 chunks: one pass over each
+    (:func:`chclip_convert.tensor_stats.pair_stats`)."""
     with one_thread():  # the passes are short: a second thread waiting for a busy core only slows them
-        return _measure_change(key, a, b)
-
-
-def _measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
-    if a.dtype == b.dtype and torch.equal(a, b):  # the common case in a frozen tower, without float64
-        norm = math.sqrt(sum(torch.dot(x, x).item() for x in _chunks64(a)))
-        return TensorChange(key, True, 0.0, 0.0, 1.0 if norm else None, norm, norm, 0.0, a.numel())
-    sums = [0.0, 0.0, 0.0]  # ‖B − A‖², ‖A‖², ‖B‖² (⟨A, B⟩ follows from them)
-    largest, has_nan, nan_equal = 0.0, False, True
-    for x, y, d in _chunk_pairs64(a, b):
-        for i, u in enumerate((d, x, y)):
-            sums[i] += torch.dot(u, u).item()
-        if d.numel():
-            low, high = (value.item() for value in torch.aminmax(d))
-            if math.isnan(low) or math.isnan(high):  # a NaN on either side: equal only if both have it there
-                has_nan, nan_equal = True, nan_equal and _equal_with_nan(x, y)
-            else:
-                largest = max(largest, -low, high)
-                nan_equal = nan_equal and low == high == 0.0  # a chunk without NaN: equal only if unchanged
-    diff2, a2, b2 = sums
-    equal = diff2 == 0.0 or (has_nan and nan_equal and math.isnan(diff2))
-    if equal:
-        diff2 = 0.0
-    elif has_nan:
-        largest = math.nan
-    relative = math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
-    # ⟨A, B⟩ = (‖A‖² + ‖B‖² − ‖B − A‖²) / 2, exact to float64 rounding of ‖A‖² + ‖B‖² (~1e-16 of the cosine):
-    # one pass fewer than a fourth dot product
-    cosine = max(-1.0, min(1.0, (a2 + b2 - diff2) / (2 * math.sqrt(a2 * b2)))) if a2 > 0 and b2 > 0 else None
+        found = pair_stats(a, b)
     return TensorChange(
-        key, equal, relative, largest, cosine, math.sqrt(a2), math.sqrt(b2), math.sqrt(diff2), a.numel()
-    )
-
-
-def _chunks64(tensor: torch.Tensor) -> Iterable[torch.Tensor]:
-    flat = tensor.detach().reshape(-1)
-    return (piece.to(torch.float64) for piece in flat.split(CHUNK))
-
-
-def _chunk_pairs64(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """A's chunk, B's and B − A in float64, written into one buffer reused for every chunk of the tensor."""
-    flat_a, flat_b = a.detach().reshape(-1), b.detach().reshape(-1)
-    size = flat_a.numel()
-    block = torch.empty(3, min(CHUNK, size), dtype=torch.float64)
-    for start in range(0, max(size, 1), CHUNK):  # an empty tensor is one empty chunk
-        x, y, d = (row[: min(CHUNK, size - start)] for row in block)
-        x.copy_(flat_a[start : start + CHUNK])
-        y.copy_(flat_b[start : start + CHUNK])
-        yield x, y, torch.sub(y, x, out=d)
-
-
-def _equal_with_nan(x: torch.Tensor, y: torch.Tensor) -> bool:
-    return bool(((x == y) | (x.isnan() & y.isnan())).all())
+        key, found.equal, found.relative_change, found.max_abs, found.cosine, found.norm_a, found.norm_b,
+        found.norm_diff, found.count,
+    )  # fmt: skip
 
 
 def _finite(value: float | None) -> float | None:
@@ -220,21 +103,15 @@ def group_changes(changes: Iterable[TensorChange]) -> list[PartChange]:
         members = grouped[part]
         moved = [c for c in members if not c.equal]
         largest = max(moved, key=lambda c: c.relative_change, default=None)
-        result.append(PartChange(part, len(members), len(moved), relative_norm(members), largest))
+        relative = grouped_change((c.norm_diff, c.norm_a) for c in members)
+        result.append(PartChange(part, len(members), len(moved), relative, largest))
     return result
-
-
-def relative_norm(changes: Iterable[TensorChange]) -> float:
-    """√(Σ‖B − A‖²) / √(Σ‖A‖²) over ``changes``."""
-    changes = list(changes)
-    diff2 = sum(c.norm_diff**2 for c in changes)
-    a2 = sum(c.norm_a**2 for c in changes)
-    return math.sqrt(diff2 / a2) if a2 > 0 else (0.0 if diff2 == 0 else math.inf)
 
 
 @dataclass
 class CheckpointDiff:
-    """Every tensor name of A and B in one of: only in A, only in B, shape differs, equal, differs."""
+    """Every tensor name of A and B under one status (:mod:`chclip_convert.tensor_stats`): only in A, only in B,
+    shape differs, or one of the ``changes``, each equal or differs."""
 
     a: Path
     b: Path
@@ -277,15 +154,96 @@ class CheckpointDiff:
             "not_compared": self.not_compared,
         }
 
+    def verdict(self) -> str:
+        """One line: identical, or how many tensors differ and how many names could not be compared."""
+        compared = len(self.changes)
+        if self.identical:
+            text = f"Identical: all {compared} tensors bit-identical after mapping."
+        else:
+            text = f"{len(self.differs)} of {compared} tensors differ; {self._counts()}."
+        if self.not_compared:
+            text += f" {len(self.not_compared)} not compared (the conversion leaves them out)."
+        return text
+
     def to_text(self) -> str:
-        """A readable summary grouped by tower and layer (runs of unchanged layers folded into one line)."""
-        from chclip_convert.changes.diff_text import diff_text
+        """A readable summary per tower and layer (runs of unchanged layers folded into one line), then every
+        name that could not be compared."""
+        lines = [
+            f"A: {self.a} ({self.a_kind})",
+            f"B: {self.b} ({self.b_kind})",
+            f"{len(self.changes)} tensors in both: {len(self.equal)} equal, {len(self.differs)} differ; "
+            f"{self._counts()}.",
+        ]
+        if self.identical:
+            lines.append("Identical: every tensor is bit-identical after mapping.")
+        by_tower: dict[str, list[PartChange]] = {}
+        for part in self.parts():
+            by_tower.setdefault(part.part.tower, []).append(part)
+        for tower, parts in by_tower.items():
+            lines += _tower_lines(tower, parts)
+        lines += _names(ONLY_IN_A, self.only_in_a)
+        lines += _names(ONLY_IN_B, self.only_in_b)
+        lines += _names(SHAPE_DIFFERS, [f"{key}  A {a} vs B {b}" for key, (a, b) in sorted(self.shape_differs.items())])
+        lines += _names("not compared", [f"{key}: {why}" for key, why in sorted(self.not_compared.items())])
+        return "\n".join(lines)
 
-        return diff_text(self)
+    def _counts(self) -> str:
+        """``only in A 0, only in B 0, shape differs 0``."""
+        counts = ((ONLY_IN_A, self.only_in_a), (ONLY_IN_B, self.only_in_b), (SHAPE_DIFFERS, self.shape_differs))
+        return ", ".join(f"{status} {len(names)}" for status, names in counts)
 
 
-def diff_checkpoints(a: str | Path, b: str | Path, *, progress: DiffProgress | None = None) -> CheckpointDiff:
+def _tower_lines(tower: str, parts: list[PartChange]) -> list[str]:
+    """One line for a tower with nothing changed; else its name, then a line a part, indented."""
+    if not any(p.differing for p in parts):
+        count = sum(p.tensors for p in parts)
+        return [f"{tower}: all {count} tensors equal" if count > 1 else f"{tower}: its one tensor is equal"]
+    return [f"{tower}:", *(f"  {line}" for line in _part_lines(parts))]
+
+
+def _part_lines(parts: list[PartChange]) -> list[str]:
+    """One line a part; consecutive unchanged layers as one ``layers 0–9  equal`` line."""
+    by_part = {change.part: change for change in parts}
+    lines = []
+    for item in fold_layers(by_part, lambda part: not by_part[part].differing):
+        if isinstance(item, list):
+            lines.append(f"{span_label(item):<14} equal ({sum(by_part[part].tensors for part in item)} tensors)")
+        else:
+            lines.append(_part_line(by_part[item]))
+    return lines
+
+
+def _part_line(part: PartChange) -> str:
+    label = part.part.label
+    if not part.differing:
+        return f"{label:<14} equal ({part.tensors} tensors)"
+    text = f"{label:<14} {part.relative_change:.2e}  ({part.differing} of {part.tensors} differ"
+    if part.largest is not None and part.tensors > 1:
+        text += f"; most: {_short(part.largest.key, part)} {part.largest.relative_change:.2e}"
+    return text + ")"
+
+
+def _short(key: str, part: PartChange) -> str:
+    """The name within its layer (``attention.self.query.weight``), or the whole name outside layers."""
+    if part.part.section != LAYER:
+        return key
+    return split_layer_index(key)[0].split("{i}", 1)[1].lstrip(".") or key
+
+
+def _names(heading: str, names: list[str]) -> list[str]:
+    """``Only in A (3):`` and the names, one a line, the first :data:`SHOWN` of them."""
+    if not names:
+        return []
+    shown = [f"  {name}" for name in names[:SHOWN]]
+    if len(names) > SHOWN:
+        shown.append(f"  … and {len(names) - SHOWN} more")
+    return [f"{heading[0].upper()}{heading[1:]} ({len(names)}):", *shown]
+
+
+def diff_checkpoints(a: str | Path, b: str | Path, *, progress: OnProgress | None = None) -> CheckpointDiff:
     """Compare checkpoint or folder ``a`` with ``b``, tensor by tensor (see the module).
+
+    ``progress`` gets the tensors compared of all, after each one (stage ``"comparing tensors"``).
 
     Raises:
         ConversionError: (a subclass) naming the path, if either is not a checkpoint or converted folder.
@@ -294,21 +252,18 @@ def diff_checkpoints(a: str | Path, b: str | Path, *, progress: DiffProgress | N
         >>> diff_checkpoints("pretrained.pt", "epoch3.pt").to_text()  # doctest: +SKIP
     """
     with open_tensors(a) as first, open_tensors(b) as second:
-        names_a, names_b = set(first.names()), set(second.names())
-        shapes, same = {}, []
-        for name in sorted(names_a & names_b):
-            shape_a, shape_b = first.spec(name).shape, second.spec(name).shape
-            if shape_a != shape_b:
-                shapes[name] = (list(shape_a), list(shape_b))
-            else:
-                same.append(name)
+        shapes_a = {name: first.spec(name).shape for name in first.names()}
+        shapes_b = {name: second.spec(name).shape for name in second.names()}
+        names = pair_names(shapes_a, shapes_b)
+        same = names.same_shape
+        shapes = {name: (list(shapes_a[name]), list(shapes_b[name])) for name in names.shape_differs}
         changes = []
         for done, name in enumerate(same, 1):
             changes.append(measure_change(name, first.read(name), second.read(name)))
             if progress is not None:
-                progress(done, len(same))
+                progress(Progress(done, len(same), stage="comparing tensors"))
         left_out = {**first.not_compared, **second.not_compared}
         return CheckpointDiff(
-            first.path, second.path, first.kind, second.kind,
-            sorted(names_a - names_b), sorted(names_b - names_a), shapes, changes, left_out,
+            first.path, second.path, first.kind, second.kind, names.only_in_a, names.only_in_b, shapes, changes,
+            left_out,
         )  # fmt: skip

@@ -8,6 +8,9 @@ so each file's weights are read once per :func:`measure_drift` (a fused q/k/v we
 the same mapped pages), at most three tensors (the reference's, the previous epoch's and this epoch's) are held
 at a time, and memory does not grow with the number of epochs. Files in torch's legacy (pre-1.6, non-zip)
 format cannot be mapped: each is read whole when opened, so for those memory does grow with the epochs.
+
+Each tensor's change comes from :mod:`chclip_convert.tensor_stats`, a part's from its tensors together
+(:func:`chclip_convert.tensor_stats.grouped_change`); :meth:`Drift.to_text` is the readable form.
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from chclip_convert.changes.diff import Part, measure_change, part_of
-from chclip_convert.conversion.state_dict import dtype_name
+from chclip_convert.conversion.state_dict import dtype_elements, dtype_name
 from chclip_convert.conversion.views import CHECKPOINT, TensorSource, open_tensors
 from chclip_convert.errors import CheckpointReadError, ConversionError
-from chclip_convert.files.preflight import RUN_SUBFOLDER, looks_converted
-from chclip_convert.names import CHECKPOINT_SUFFIXES
+from chclip_convert.files.preflight import looks_converted
+from chclip_convert.mapping.parts import TOWERS, Part, fold_layers, part_of, span_label
+from chclip_convert.names import CHECKPOINT_SUFFIXES, RUN_SUBFOLDER
+from chclip_convert.progress import OnProgress, Progress
+from chclip_convert.tensor_stats import grouped_change, one_thread, pair_names, pair_stats
+from chclip_convert.units import human_size
 
-DriftProgress = Callable[[int, int], None]  # (tensors done, tensors in all) over every epoch
+UNCHANGED = "0"  # bit-identical, in the text's tables: shown apart from a small change
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,6 @@ def describe(path: str | Path) -> EpochInfo:
 def describe_source(source: TensorSource) -> EpochInfo:
     """:func:`describe` for a checkpoint or folder already open."""
     specs = [source.spec(name) for name in source.names()]
-    elements: Counter[str] = Counter()
-    for spec in specs:
-        elements[dtype_name(spec.dtype)] += math.prod(spec.shape)
     meta = source.metadata
     folder = source.kind != CHECKPOINT
     size = sum(f.stat().st_size for f in source.path.iterdir() if f.is_file()) if folder else source.path.stat().st_size
@@ -76,7 +78,7 @@ def describe_source(source: TensorSource) -> EpochInfo:
         path=source.path, kind=source.kind, epoch=_int(meta.get("epoch")), step=_int(meta.get("step")),
         run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
         weight_bytes=sum(math.prod(spec.shape) * spec.dtype.itemsize for spec in specs), file_bytes=size,
-        dtype=" + ".join(name for name, _ in elements.most_common()),
+        dtype=" + ".join(dtype_name(dtype) for dtype, _ in dtype_elements(specs).most_common()),
     )  # fmt: skip
 
 
@@ -247,17 +249,107 @@ class Drift:
         }
 
     def to_text(self) -> str:
-        from chclip_convert.changes.drift_text import drift_text
+        """The epochs, what moved, then one table per comparison: a row per layer or section, a column per
+        epoch, what stayed bit-identical folded."""
+        lines = [
+            f"Reference: {self.reference.path} ({self.reference.kind})",
+            "",
+            *epoch_table(self.epochs + self.left_out),
+            *(f"skipped: {entry}" for entry in self.skipped),  # named where the epochs are, never dropped silently
+            "",
+            "What moved, in any epoch:",
+            *(f"  {line}" for line in moved_lines(self)),
+        ]
+        heads = [f"e{info.epoch}" if info.epoch is not None else info.path.stem for info in self.epochs]
+        for title, values in (
+            ("Relative change from the reference, ‖W − W_ref‖ / ‖W_ref‖", self.vs_reference),
+            ("Relative change from the epoch before, ‖W − W_prev‖ / ‖W_prev‖", self.vs_previous),
+        ):
+            lines += ["", title, *_columns([("tower", "part", *heads), *self._table_rows(values)])]
+        if self.problems:
+            lines += ["", "Problems:", *(f"  {problem}" for problem in self.problems)]
+        return "\n".join(lines)
 
-        return drift_text(self)
+    def _table_rows(self, values: dict[Part, list[float]]) -> list[tuple]:
+        """A row per part; a tower unchanged throughout as one row, consecutive unchanged layers as one."""
+        rows: list[tuple] = []
+        zeros = [UNCHANGED] * len(self.epochs)
+        for tower in TOWERS:
+            parts = [part for part in self.parts if part.tower == tower]
+            if parts and all(_unchanged(values[part]) for part in parts):
+                rows.append((tower, f"all {len(parts)} parts" if len(parts) > 1 else parts[0].label, *zeros))
+                continue
+            for item in fold_layers(parts, lambda part: _unchanged(values[part])):
+                if isinstance(item, list):
+                    rows.append((tower, span_label(item), *zeros))
+                else:
+                    rows.append((tower, item.label, *map(_value, values[item])))
+        return rows
 
 
 def _jsonable(values: list[float]) -> list[float | None]:
     return [value if math.isfinite(value) else None for value in values]
 
 
+def epoch_table(infos: list[EpochInfo]) -> list[str]:
+    """A line per checkpoint: name, epoch, step, weights' size, file size, dtype, and what it repeats."""
+    rows = [("file", "epoch", "step", "weights", "file size", "dtype", "")]
+    for info in infos:
+        note = f"same epoch and step as {info.same_as}: left out" if info.same_as else ""
+        rows.append((
+            info.name, _blank(info.epoch), _blank(info.step), human_size(info.weight_bytes),
+            human_size(info.file_bytes), info.dtype, note,
+        ))  # fmt: skip
+    return _columns(rows)
+
+
+def moved_lines(drift: Drift | None) -> list[str]:
+    """Per tower, which parts moved in some epoch and which stayed bit-identical in every one: exact
+    verdicts, no float digits (they are what the stored outputs hold); nothing without a drift."""
+    lines: list[str] = []
+    if drift is None:
+        return lines
+    for tower in TOWERS:
+        parts = [part for part in drift.parts if part.tower == tower]
+        if not parts:
+            continue
+        moved = [part for part in parts if drift.moved(part)]
+        if not moved:
+            lines.append(f"{tower}: unchanged in every epoch (bit-identical to the reference)")
+            continue
+        still = [part for part in parts if not drift.moved(part)]
+        lines.append(f"{tower}: moved: {_labels(moved)}")
+        if still:
+            lines.append(f"{' ' * len(tower)}  unchanged: {_labels(still)}")
+    return lines
+
+
+def _labels(parts: list[Part]) -> str:
+    """``layers 9–11, projection``: consecutive layers folded."""
+    return ", ".join(span_label(item) if isinstance(item, list) else item.label for item in fold_layers(parts, bool))
+
+
+def _unchanged(values: list[float]) -> bool:
+    return all(value == 0 for value in values)
+
+
+def _value(value: float) -> str:
+    if value != value:  # NaN: no tensor of the part could be compared in this epoch (see the problems)
+        return "n/a"
+    return UNCHANGED if value == 0 else f"{value:.2e}"
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _columns(rows: list[tuple]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def measure_drift(
-    reference: str | Path, checkpoints: Sequence[str | Path], *, progress: DriftProgress | None = None
+    reference: str | Path, checkpoints: Sequence[str | Path], *, progress: OnProgress | None = None
 ) -> Drift:
     """How every part of both towers moved, per epoch, from ``reference`` and from the epoch before.
 
@@ -265,6 +357,7 @@ def measure_drift(
         reference: the checkpoint training started from (original ``.pt`` or converted folder).
         checkpoints: the run's checkpoints, or one run folder; ordered by their epoch and step, and a file
             repeating another's epoch and step (``epoch_latest.pt``) is left out.
+        progress: gets the tensors measured of all, over every epoch (stage ``"measuring drift"``).
 
     Raises:
         ConversionError: (a subclass) naming the file, if one is not a checkpoint or converted folder.
@@ -281,80 +374,49 @@ def measure_drift(
         sources = [by_path[info.path] for info in epochs]
         ref = stack.enter_context(open_tensors(reference))
         names, held = ref.names(), [set(source.names()) for source in sources]
-        sums = _Sums(len(epochs))
-        problems = _missing(ref, sources)
+        # part → from the reference and from the epoch before → per epoch: each tensor's (‖ΔW‖, ‖W‖)
+        norms: dict[Part, list[list[list[tuple[float, float]]]]] = {}
+        problems = _problems(ref, sources)
         total, done = len(names) * len(epochs), 0
+        stack.enter_context(one_thread())  # the passes are short: a second thread waiting for a core slows them
         for name in names:
             part, shape = part_of(name), ref.spec(name).shape
+            found = norms.setdefault(part, [[[] for _ in epochs], [[] for _ in epochs]])
             base = previous = ref.read(name)
             for index, source in enumerate(sources):
                 done += 1
                 if progress is not None:
-                    progress(done, total)
+                    progress(Progress(done, total, stage="measuring drift"))
                 if name not in held[index] or source.spec(name).shape != shape:
-                    sums.touch(part)  # listed in problems; a part with nothing compared shows NaN
-                    continue
+                    continue  # listed in problems; a part with nothing compared shows NaN
                 current = source.read(name)
-                from_ref = measure_change(name, base, current)
-                from_prev = from_ref if previous is base else measure_change(name, previous, current)
-                sums.add(part, index, from_ref, from_prev)
+                from_ref = pair_stats(base, current)
+                from_prev = from_ref if previous is base else pair_stats(previous, current)
+                for which, change in enumerate((from_ref, from_prev)):
+                    found[which][index].append((change.norm_diff, change.norm_a))
                 previous = current
+        parts = sorted(norms, key=Part.sort_key)
+        vs_reference, vs_previous = (
+            {part: [grouped_change(epoch) for epoch in norms[part][which]] for part in parts} for which in (0, 1)
+        )
         return Drift(
-            describe_source(ref), epochs, sums.parts(), sums.ratios(0), sums.ratios(1),
+            describe_source(ref), epochs, parts, vs_reference, vs_previous,
             [info for info in run if info.same_as is not None], problems, skipped_checkpoints(checkpoints),
         )  # fmt: skip
 
 
-def _missing(reference, sources) -> list[str]:
+def _problems(reference: TensorSource, sources: list[TensorSource]) -> list[str]:
+    """For each epoch, the tensors it lacks, holds with another shape, or holds beyond the reference's, named."""
     problems = []
-    ref_names = set(reference.names())
+    ref_shapes = {name: reference.spec(name).shape for name in reference.names()}
     for source in sources:
-        names = set(source.names())
-        missing = sorted(ref_names - names)
-        reshaped = sorted(n for n in ref_names & names if source.spec(n).shape != reference.spec(n).shape)
-        extra = sorted(names - ref_names)
+        names = pair_names(ref_shapes, {name: source.spec(name).shape for name in source.names()})
         for what, keys in (
-            ("lacks {} tensor(s) of the reference", missing),
-            ("holds {} tensor(s) with another shape than the reference's", reshaped),
-            ("holds {} tensor(s) the reference lacks (not compared)", extra),
+            ("lacks {} tensor(s) of the reference", names.only_in_a),
+            ("holds {} tensor(s) with another shape than the reference's", names.shape_differs),
+            ("holds {} tensor(s) the reference lacks (not compared)", names.only_in_b),
         ):
             if keys:
                 shown = ", ".join(keys[:5]) + (f" … and {len(keys) - 5} more" if len(keys) > 5 else "")
                 problems.append(f"{source.path.name} {what.format(len(keys))}: {shown}")
     return problems
-
-
-class _Sums:
-    """Σ‖ΔW‖² and Σ‖W‖² per part, per epoch, for the two comparisons, and how many tensors each sum holds."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-        self.sums: dict[Part, list[list[float]]] = {}  # part → [diff² ref, a² ref, diff² prev, a² prev, count]
-
-    def touch(self, part: Part) -> list[list[float]]:
-        return self.sums.setdefault(part, [[0.0] * self.epochs for _ in range(5)])
-
-    def add(self, part: Part, index: int, from_ref, from_prev) -> None:
-        rows = self.touch(part)
-        values = (from_ref.norm_diff, from_ref.norm_a, from_prev.norm_diff, from_prev.norm_a)
-        for row, value in zip(rows, values, strict=False):
-            row[index] += value * value
-        rows[4][index] += 1
-
-    def parts(self) -> list[Part]:
-        return sorted(self.sums, key=Part.sort_key)
-
-    def ratios(self, which: int) -> dict[Part, list[float]]:
-        """Per part, per epoch: √(Σ‖ΔW‖² / Σ‖W‖²); NaN where no tensor of the part was compared."""
-        result = {}
-        for part in self.parts():
-            rows = self.sums[part]
-            result[part] = [
-                _ratio(d, a) if count else math.nan
-                for d, a, count in zip(rows[2 * which], rows[2 * which + 1], rows[4], strict=True)
-            ]
-        return result
-
-
-def _ratio(diff2: float, base2: float) -> float:
-    return math.sqrt(diff2 / base2) if base2 > 0 else (0.0 if diff2 == 0 else math.inf)

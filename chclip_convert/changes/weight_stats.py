@@ -1,29 +1,30 @@
 """Per-tensor statistics of the source weights, as the table maps them, beside a converted folder's — and
 what a conversion can get wrong: the largest difference and the ratio of the norms.
 
-Streamed: the checkpoint is memory-mapped and read tensor by tensor through the mapping steps (a fused q/k/v
-weight once, then split), the folder's safetensors one tensor at a time, so at most one source tensor's pieces
-and one converted tensor are held at once, and each statistic is taken over float64 chunks of bounded size.
+Both sides are read through :mod:`chclip_convert.conversion.views`, streamed: the checkpoint is memory-mapped and
+read tensor by tensor through the mapping steps (a fused q/k/v weight once, then split), the folder's safetensors
+one tensor at a time, so at most one source tensor's pieces and one converted tensor are held at once; each
+statistic is taken by :mod:`chclip_convert.tensor_stats` over float64 chunks of bounded size. A tensor's
+:attr:`TensorComparison.kind` is a status of that module's one vocabulary, A the source and B the converted
+folder: ``EQUAL`` (bit for bit), ``DIFFERS``, ``SHAPE_DIFFERS``, ``ONLY_IN_A``, ``ONLY_IN_B``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from chclip_convert.changes.diff import one_thread, part_of
-from chclip_convert.conversion.state_dict import Step, implied_tensors, table_steps
-from chclip_convert.files.checkpoint import load_checkpoint
-from chclip_convert.files.folder import FolderTensors
+from chclip_convert.conversion.state_dict import Step
+from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
+from chclip_convert.mapping.parts import tower_of
 from chclip_convert.mapping.table import split_layer_index
-from chclip_convert.verification.weight_check import EQUAL, compare_state
+from chclip_convert.tensor_stats import EQUAL, one_thread, pair_stats, status_text, tensor_stats
+from chclip_convert.verification.weight_check import STATUS_OF, compare_state
 
 STATS = ("mean", "std", "absmax", "norm")
-CHUNK = 1 << 22  # elements per float64 pass (32 MiB): what a statistic adds to memory, whatever the tensor's size
-BOTH, SOURCE_ONLY, CONVERTED_ONLY, SHAPE_DIFFERS = "both", "source only", "converted only", "shape differs"
+SIDES = ("source", "converted")  # what A and B are here, in words
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TensorComparison:
     converted_stats: dict[str, float] | None  # None: the folder lacks this tensor
     max_abs_diff: float | None  # max |converted − source|; None unless both sides exist with one shape
     norm_ratio: float | None  # ‖converted‖ / ‖source‖; None unless both sides exist with one shape
-    status: str  # "equal" or the kind of difference (see chclip_convert.verification.weight_check)
+    status: str  # "equal" or verify's word for the difference (see chclip_convert.verification.weight_check)
 
     @property
     def agrees(self) -> bool:
@@ -47,12 +48,15 @@ class TensorComparison:
 
     @property
     def kind(self) -> str:
-        """Which sides hold the tensor: both (same shape), source only, converted only, or shape differs."""
-        if self.converted_stats is None:
-            return SOURCE_ONLY
-        if self.source_stats is None:
-            return SHAPE_DIFFERS if self.source else CONVERTED_ONLY  # with a source: its op cannot apply
-        return BOTH if self.max_abs_diff is not None else SHAPE_DIFFERS
+        """How the two sides hold the tensor, bit for bit, in :mod:`chclip_convert.tensor_stats`' vocabulary:
+        ``EQUAL``, ``DIFFERS`` (dtype or values), ``SHAPE_DIFFERS``, ``ONLY_IN_A`` (the source only) or
+        ``ONLY_IN_B`` (the folder only)."""
+        return STATUS_OF[self.status]
+
+    @property
+    def kind_text(self) -> str:
+        """The kind in words, the sides named: ``only in converted``, ``shape differs``."""
+        return status_text(self.kind, *SIDES)
 
     @property
     def parameter(self) -> str:
@@ -66,16 +70,16 @@ def compare_weights(checkpoint: str | Path, folder: str | Path) -> list[TensorCo
     and norm ratio, and the status :func:`chclip_convert.verification.weight_check.compare_state` gives it.
 
     The checkpoint need not convert: every key the table knows is mapped, shapes unchecked, so a damaged
-    checkpoint or folder shows each tensor that differs. Memory stays at a few tensors (see the module)."""
-    source = load_checkpoint(checkpoint)
-    with FolderTensors(folder) as converted, one_thread():
+    checkpoint or folder shows each tensor that differs. What the views set apart (BERT's pooler, the folder's
+    rebuilt position-id buffers) is left out. Memory stays at a few tensors (see the module)."""
+    with MappedCheckpoint(checkpoint) as source, ConvertedFolder(folder) as converted, one_thread():
+        held = set(converted.names())
         found = [
-            compare_tensor(target, step, piece, converted.read(target) if target in converted else None)
-            for target, step, piece in implied_tensors(table_steps(source.state_dict), source.read)
+            compare_tensor(target, step, piece, converted.read(target) if target in held else None)
+            for target, step, piece in source.mapped()
         ]
-        implied = {c.target for c in found}
-        extra = [key for key in converted.names() if key not in implied]
-        found += [compare_tensor(key, None, None, converted.read(key)) for key in extra]
+        extra = held - {c.target for c in found}
+        found += [compare_tensor(key, None, None, converted.read(key)) for key in sorted(extra)]
     return sorted(found, key=lambda c: c.target)
 
 
@@ -85,22 +89,19 @@ def compare_tensor(
     """One target: ``expected`` the values the table derives through ``step`` (``None`` with no step, or where
     its op cannot apply), ``written`` the folder's tensor (``None`` if it has none)."""
     status = compare_state({target: expected} if step else {}, {} if written is None else {target: written})
-    same_shape = expected is not None and written is not None and expected.shape == written.shape
-    if same_shape and status.ok:  # the same bytes: the same statistics, no difference, measured once
-        source_stats = converted_stats = tensor_stats(expected)
-        difference, ratio = 0.0, 1.0
-    elif same_shape:
-        source_stats, converted_stats, difference = _measure_pair(expected, written)
-        ratio = _ratio(converted_stats["norm"], source_stats["norm"])
+    if expected is not None and written is not None and expected.shape == written.shape:
+        pair = pair_stats(expected, written, sides=True)  # bit-identical sides: measured once
+        source_stats, converted_stats = pair.a.to_dict(), pair.b.to_dict()
+        difference, ratio = pair.max_abs, pair.norm_ratio
     else:
-        source_stats = tensor_stats(expected) if expected is not None else None
-        converted_stats = tensor_stats(written) if written is not None else None
+        source_stats = tensor_stats(expected).to_dict() if expected is not None else None
+        converted_stats = tensor_stats(written).to_dict() if written is not None else None
         difference = ratio = None
     return TensorComparison(
         target=target,
         source=step.inputs[0] if step else "",
         op=step.op.name if step else "",
-        tower=part_of(target).tower,
+        tower=tower_of(target),
         layer=split_layer_index(target)[1],
         source_stats=source_stats,
         converted_stats=converted_stats,
@@ -108,57 +109,3 @@ def compare_tensor(
         norm_ratio=ratio,
         status=status.status(target),
     )
-
-
-def tensor_stats(tensor: torch.Tensor) -> dict[str, float]:
-    """Mean, standard deviation (population), largest magnitude and L2 norm, computed in float64 chunks."""
-    sums = _Sums()
-    for chunk in _chunks(tensor):
-        sums.add(chunk, chunk.to(torch.float64))
-    return sums.stats()
-
-
-def _measure_pair(source: torch.Tensor, converted: torch.Tensor) -> tuple[dict, dict, float]:
-    """Both sides' statistics and max |converted − source|, in one pass over matching float64 chunks."""
-    first, second, difference = _Sums(), _Sums(), 0.0
-    for a, b in zip(_chunks(source), _chunks(converted), strict=True):
-        a64, b64 = a.to(torch.float64), b.to(torch.float64)
-        first.add(a, a64)
-        second.add(b, b64)
-        difference = max(difference, (b64 - a64).abs_().max().item())
-    return first.stats(), second.stats(), difference
-
-
-class _Sums:
-    """Running count, sum, sum of squares and largest magnitude over float64 chunks."""
-
-    def __init__(self) -> None:
-        self.count, self.total, self.squares, self.absmax = 0, 0.0, 0.0, 0.0
-
-    def add(self, chunk: torch.Tensor, values: torch.Tensor) -> None:
-        """``values``: ``chunk`` in float64 (the extremes are read off ``chunk`` itself, exactly and faster)."""
-        if values.numel():
-            low, high = torch.aminmax(chunk)
-            self.count += values.numel()
-            self.total += values.sum().item()
-            self.squares += torch.dot(values, values).item()
-            extremes = (self.absmax, -low.item(), high.item())
-            self.absmax = math.nan if any(map(math.isnan, extremes)) else max(extremes)  # NaN shows, not hides
-
-    def stats(self) -> dict[str, float]:
-        if not self.count:
-            return {"mean": math.nan, "std": math.nan, "absmax": 0.0, "norm": 0.0}
-        mean = self.total / self.count
-        # E[x²] − mean² in float64: the cancellation costs ~1e-16·mean²/var relative, far below what is shown
-        variance = max(self.squares / self.count - mean * mean, 0.0) if self.count > 1 else 0.0
-        return {"mean": mean, "std": math.sqrt(variance), "absmax": self.absmax, "norm": math.sqrt(self.squares)}
-
-
-def _chunks(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tensor.detach().reshape(-1).split(CHUNK)
-
-
-def _ratio(converted: float, source: float) -> float:
-    if source == 0.0:
-        return 1.0 if converted == 0.0 else math.inf
-    return converted / source

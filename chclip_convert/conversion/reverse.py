@@ -25,9 +25,10 @@ from chclip_convert.conversion.state_dict import Step, TensorLike, apply_steps, 
 from chclip_convert.conversion.summary import TRAINING_FIELD, TRAINING_LABELS, describe_training
 from chclip_convert.errors import CheckpointReadError, MappingError
 from chclip_convert.files.checkpoint import TRAINING_KEYS
-from chclip_convert.files.folder import folder_tensor_specs, load_folder_state, read_config, read_json
+from chclip_convert.files.folder import folder_tensor_specs, load_folder_state, read_config
 from chclip_convert.files.output import atomic_output, check_output_file, output_lock
-from chclip_convert.files.preflight import REPORT_FILE
+from chclip_convert.files.records import read_report
+from chclip_convert.mapping.parts import LAYER, TEXT, VISION, part_of
 from chclip_convert.mapping.report import (
     FILLED,
     MAPPED,
@@ -44,9 +45,9 @@ from chclip_convert.mapping.table import (
     REVERSE_IGNORED,
     Rule,
     find_reverse_rule,
-    split_layer_index,
     standard_rules_by_layer,
 )
+from chclip_convert.names import REPORT_FILE
 
 
 @dataclass(frozen=True)
@@ -200,13 +201,11 @@ def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_con
 
 def _table_targets(specs: Mapping[str, TensorLike]) -> list[str]:
     """Without a config: every target the table fills for towers as deep as the folder's deepest layers."""
-    depth = {"vision": 0, "text": 0}
-    for key in specs:
-        index = split_layer_index(key)[1]
-        if index is not None:
-            tower = "vision" if key.startswith("vision_model.") else "text"
-            depth[tower] = max(depth[tower], index + 1)
-    rules = standard_rules_by_layer(depth["vision"], depth["text"])
+    depth = {VISION: 0, TEXT: 0}
+    for part in map(part_of, specs):
+        if part.section == LAYER and part.tower in depth:
+            depth[part.tower] = max(depth[part.tower], part.layer + 1)
+    rules = standard_rules_by_layer(depth[VISION], depth[TEXT])
     return [target for rule, index in rules for target in rule.expand(index)[1]]
 
 
@@ -279,7 +278,7 @@ def recorded_training(folder: str | Path) -> TrainingRecord:
     folder = Path(folder)
     defaults = {"epoch": 0, "step": 0, "name": f"from {folder.name}"}
     try:
-        report = read_json(folder, REPORT_FILE)
+        report = read_report(folder)
     except CheckpointReadError as error:
         return TrainingRecord(defaults, f"defaults: {error.message}", False)
     record = report.get(TRAINING_FIELD) if report is not None else None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from chclip_convert.errors import ConversionError, MappingError
+from chclip_convert.files.safetensors_writer import TensorSpec
 from chclip_convert.mapping.architecture import Architecture, check_config, expected_shapes, infer_architecture
 from chclip_convert.mapping.ops import Op
 from chclip_convert.mapping.report import (
@@ -93,11 +94,11 @@ class ConversionPlan:
     report: ConversionReport
     cast: torch.dtype | None  # None: keep every tensor's dtype
 
-    def target_specs(self, sources: dict[str, TensorLike]) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-        """(name, shape, dtype) of every target tensor, in the order :meth:`tensors` yields them."""
+    def target_specs(self, sources: dict[str, TensorLike]) -> list[TensorSpec]:
+        """Every target tensor's name, shape and dtype, in the order :meth:`tensors` yields them."""
         shapes = {record.key: record.expected_shape for record in self.report.targets}
         return [
-            (target, tuple(shapes[target]), self.cast or sources[step.inputs[0]].dtype)
+            TensorSpec(target, tuple(shapes[target]), self.cast or sources[step.inputs[0]].dtype)
             for step in self.steps
             for target in step.outputs
         ]
@@ -356,23 +357,15 @@ def _raise_on_problems(report: ConversionReport, strict: bool, path) -> None:
     )
 
 
-def majority_dtype(specs: list[tuple[str, tuple[int, ...], torch.dtype]]) -> torch.dtype:
-    """The dtype that holds the most elements (what config.json records for a mixed checkpoint)."""
+def dtype_elements(specs: Iterable[TensorSpec]) -> Counter[torch.dtype]:
+    """How many elements each dtype holds over ``specs`` (``most_common()`` ranks a mixed checkpoint's dtypes)."""
     elements: Counter[torch.dtype] = Counter()
     for _, shape, dtype in specs:
         elements[dtype] += math.prod(shape)
+    return elements
+
+
+def majority_dtype(specs: Iterable[TensorSpec]) -> torch.dtype:
+    """The dtype that holds the most elements (what config.json records for a mixed checkpoint)."""
+    elements = dtype_elements(specs)
     return elements.most_common(1)[0][0] if elements else torch.float32
-
-
-def implied_tensors(
-    steps: Iterable[Step], load: Callable[[str], torch.Tensor]
-) -> Iterator[tuple[str, Step, torch.Tensor | None]]:
-    """``(target, step, the values the table puts there)`` for every target of ``steps`` — a q/k/v slice, a
-    transposed matrix, ... — streamed: each source tensor is read once, through ``load``. The values are
-    ``None`` where the op cannot apply (a fused tensor of the wrong size), instead of an error."""
-    for step in steps:
-        try:
-            pieces = [piece for _, piece, _ in apply_steps([step], load)]
-        except ValueError:
-            pieces = [None] * len(step.outputs)
-        yield from ((target, step, piece) for target, piece in zip(step.outputs, pieces, strict=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from chclip_convert.mapping.parts import layer_span
 from chclip_convert.mapping.table import split_layer_index
 from chclip_convert.names import (
     CONFLICT,
@@ -186,7 +187,8 @@ def _expected(record: TargetRecord) -> str:
 
 
 def collapse_layers(keys: list[str]) -> list[str]:
-    """``["a.0.b", "a.1.b", "a.2.b", "c"]`` → ``["a.{0...2}.b", "c"]``; gaps shown as ``{0,2,5}``."""
+    """``["a.0.b", "a.1.b", "a.2.b", "c"]`` → ``["a.{0...2}.b", "c"]``; gaps shown as ``{0,2,5}``
+    (:func:`chclip_convert.mapping.parts.layer_span`, the notation the summaries' ``layers 0–8`` come from too)."""
     groups: dict[str, list[int]] = defaultdict(list)
     order: list[str] = []
     for key in keys:
@@ -197,15 +199,7 @@ def collapse_layers(keys: list[str]) -> list[str]:
             order.append(template)
         if index is not None:
             groups[template].append(index)
-    collapsed = []
-    for template in order:
-        indices = sorted(set(groups[template]))
-        if not indices:
-            collapsed.append(template)
-        elif len(indices) == 1:
-            collapsed.append(template.replace("{i}", str(indices[0])))
-        elif indices == list(range(indices[0], indices[-1] + 1)):
-            collapsed.append(template.replace("{i}", f"{{{indices[0]}...{indices[-1]}}}"))
-        else:
-            collapsed.append(template.replace("{i}", "{" + ",".join(map(str, indices)) + "}"))
-    return collapsed
+    return [
+        template.replace("{i}", layer_span(groups[template], in_key=True)) if groups[template] else template
+        for template in order
+    ]

@@ -149,7 +149,7 @@ def standard_rules_by_layer(vision_layers: int, text_layers: int) -> Iterator[tu
     (``None`` for rules outside the layers): the whole set of names a complete checkpoint has."""
     for rule in RULES:
         if rule.layout == STANDARD:
-            layers = vision_layers if rule.source.startswith("visual.") else text_layers
+            layers = vision_layers if rule.source.startswith(VISION_LAYER) else text_layers  # a layer rule's tower
             for index in range(layers) if "{i}" in rule.source else [None]:
                 yield rule, index
 

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from chclip_convert.changes.diff import one_thread
-from chclip_convert.changes.weight_stats import BOTH, TensorComparison, compare_tensor
-from chclip_convert.conversion.state_dict import implied_tensors, table_steps
-from chclip_convert.files.checkpoint import load_checkpoint
-from chclip_convert.files.folder import FolderTensors
+from chclip_convert.changes.weight_stats import TensorComparison, compare_tensor
+from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
 from chclip_convert.notebook.picker import WIDE
+from chclip_convert.tensor_stats import COMPARED, one_thread
 
 
 class HistogramUI:
@@ -31,10 +29,10 @@ class HistogramUI:
         initial: str | None = None,
     ) -> None:
         # widgets
-        self.source = load_checkpoint(checkpoint)
-        self.steps = {target: step for step in table_steps(self.source.state_dict) for target in step.outputs}
-        self.converted = FolderTensors(folder)
-        self.names = sorted(set(self.steps) | set(self.converted.names()))
+        self.source = MappedCheckpoint(checkpoint)
+        self.converted = ConvertedFolder(folder)
+        targets = {target for step in self.source.steps for target in step.outputs}
+        self.names = sorted(targets | set(self.converted.names()))
         self.known = {c.target: c for c in comparisons or []}
         flagged = [c.target for c in self.known.values() if not c.agrees]
         self.search = W.Text("", description="search", placeholder="parts of a name, e.g. layers.3 q_proj", layout=WIDE)
@@ -70,11 +68,10 @@ class HistogramUI:
             self._draw(name, *self._read(name))
 
     def _read(self, name: str):
-        step, piece = self.steps.get(name), None
-        if step is not None:  # the one source tensor, through its step (a q/k/v weight read once, then split)
-            piece = next(p for target, _, p in implied_tensors([step], self.source.read) if target == name)
-        converted = self.converted.read(name) if name in self.converted else None
-        return step, piece, converted
+        # the one source tensor, through its step (a q slice of the fused attention weight)
+        piece = self.source.implied(name)
+        converted = self.converted.read(name) if name in self.converted.names() else None
+        return self.source.step(name), piece, converted
 
     def _draw(self, name: str, step, source, converted) -> None:
         from matplotlib.figure import Figure
@@ -99,8 +96,8 @@ class HistogramUI:
 def _verdict(comparison: TensorComparison) -> str:
     if comparison.agrees:
         return "identical values"
-    if comparison.kind == BOTH:
+    if comparison.kind in COMPARED:
         what = f"max |converted − source| {comparison.max_abs_diff:.3g}, norm ratio {comparison.norm_ratio:.4g}"
     else:
-        what = comparison.kind
+        what = comparison.kind_text
     return f"<b style='color:#b71c1c'>values differ ({html.escape(comparison.status)}): {html.escape(what)}</b>"

@@ -2,7 +2,9 @@
 
 What a folder must hold comes from the source checkpoint through the mapping table
 (:func:`chclip_convert.conversion.state_dict.apply_steps`); every key is then either equal or named under one kind of
-difference: missing, unexpected, shape, dtype or bytes. Verification, the inspector and the tests use it.
+difference: missing, unexpected, shape, dtype or bytes — verify's report words for the statuses of
+:mod:`chclip_convert.tensor_stats` (:data:`STATUS_OF`), compared bit for bit. Verification, the weight statistics
+and the tests use it.
 
 Buffers that older transformers versions saved beside the weights (``position_ids``; see
 :data:`chclip_convert.mapping.table.REVERSE_IGNORED`) are not weights: transformers rebuilds them at load. Where the
@@ -20,9 +22,24 @@ import torch
 from chclip_convert.conversion.state_dict import dtype_name
 from chclip_convert.mapping.report import collapse_layers
 from chclip_convert.names import MISSING, UNEXPECTED
+from chclip_convert.tensor_stats import (
+    DIFFERS,
+    EQUAL,
+    ONLY_IN_A,
+    ONLY_IN_B,
+    SHAPE_DIFFERS,
+    count_differing,
+    placement,
+    same_bytes,
+)
 
-EQUAL, SHAPE, DTYPE, BYTES = "equal", "shape", "dtype", "bytes"
-KINDS = (MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES)
+SHAPE, DTYPE, BYTES = "shape", "dtype", "bytes"
+KINDS = (MISSING, UNEXPECTED, SHAPE, DTYPE, BYTES)  # the report's words, in the order it lists them
+# Each word's status in the one vocabulary (A what the folder must hold, B what it holds); bit for bit, a
+# tensor of another dtype or other bytes differs.
+STATUS_OF = {
+    EQUAL: EQUAL, MISSING: ONLY_IN_A, UNEXPECTED: ONLY_IN_B, SHAPE: SHAPE_DIFFERS, DTYPE: DIFFERS, BYTES: DIFFERS
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,11 @@ class KeyDifference:
     kind: str
     written: str = ""
     expected: str = ""
+
+    @property
+    def status(self) -> str:
+        """The kind in the one vocabulary (:data:`STATUS_OF`)."""
+        return STATUS_OF[self.kind]
 
     def __str__(self) -> str:
         if self.kind in (MISSING, UNEXPECTED):
@@ -149,14 +171,14 @@ def compare_state(
 def _difference(
     key: str, expected: torch.Tensor | None, written: torch.Tensor | None, is_expected: bool
 ) -> KeyDifference | None:
-    if written is None:
-        shape = f"[shape {list(expected.shape)}]" if expected is not None else ""
-        return KeyDifference(key, MISSING, expected=shape)
-    if not is_expected:
-        return KeyDifference(key, UNEXPECTED, written=f"[shape {list(written.shape)}]")
-    if expected is None:
+    if is_expected and expected is None and written is not None:
         return KeyDifference(key, SHAPE, f"shape {list(written.shape)}", "the table's op cannot split the source")
-    if expected.shape != written.shape:
+    where = placement(None if expected is None else expected.shape, None if written is None else written.shape)
+    if where == ONLY_IN_A:
+        return KeyDifference(key, MISSING, expected=f"[shape {list(expected.shape)}]" if expected is not None else "")
+    if where == ONLY_IN_B:
+        return KeyDifference(key, UNEXPECTED, written=f"[shape {list(written.shape)}]")
+    if where == SHAPE_DIFFERS:
         return KeyDifference(key, SHAPE, f"shape {list(written.shape)}", f"{list(expected.shape)}")
     if expected.dtype != written.dtype:
         return KeyDifference(key, DTYPE, f"dtype {dtype_name(written.dtype)}", dtype_name(expected.dtype))
@@ -192,21 +214,3 @@ def _buffer_difference(key: str, tensor: torch.Tensor) -> KeyDifference | None:
     held = f"[shape {list(tensor.shape)}, {dtype_name(tensor.dtype)}]"
     wanted = f"other values than {rebuilt[0]}" if rebuilt else "a buffer transformers does not rebuild"
     return KeyDifference(key, UNEXPECTED, written=f"{held} holding {wanted}")
-
-
-def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal dtype, shape and raw bytes (NaNs with the same bits count as equal)."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_as_bits(a), _as_bits(b))
-
-
-def count_differing(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many elements of two same-shaped tensors differ in their bits."""
-    if a.element_size() != b.element_size():
-        return a.numel()
-    return int((_as_bits(a) != _as_bits(b)).sum())
-
-
-def _as_bits(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's bits as integers of its element's width: compared as fast as its own dtype, bit for bit."""
-    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
-    return tensor.contiguous().view(width)

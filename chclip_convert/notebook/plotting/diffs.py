@@ -3,7 +3,8 @@
 projections, ``logit_scale``) one row each, named on the axis — the layout of
 :func:`chclip_convert.notebook.plotting.weights.plot_outside_layers`.
 
-The value axes are symmetric-log: linear up to :data:`LINTHRESH`, so a part left bit-identical sits exactly on
+The value axes are symmetric-log: linear up to
+:data:`chclip_convert.notebook.plotting.weights.LINTHRESH`, so a part left bit-identical sits exactly on
 the zero line, and logarithmic above, so float16 rounding (~1e-4) and fine-tuning (~1e-2) both show. Names
 that could not be compared (only in A, only in B, shape differs) are red crosses along the far edge, at their
 layer or row."""
@@ -16,12 +17,12 @@ from typing import NamedTuple
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from chclip_convert.changes.diff import LAYER, SHARED, TEXT, VISION, CheckpointDiff, Part, PartChange, part_of
+from chclip_convert.changes.diff import CheckpointDiff, PartChange
+from chclip_convert.mapping.parts import LAYER, SHARED, TEXT, VISION, Part, part_of
 from chclip_convert.notebook.plotting.fonts import use_cjk_font
-from chclip_convert.notebook.plotting.weights import edge_crosses
+from chclip_convert.notebook.plotting.weights import edge_crosses, zero_symlog_axis
 
 QUANTITY = "‖B − A‖ / ‖A‖"
-LINTHRESH = 1e-6  # here and in the training run's curves: linear below (0 is drawn), logarithmic above
 CLIP = 1e6  # an infinite change (A all zero, B not) is drawn here
 TOWER_COLOURS = {VISION: "C0", TEXT: "C1", SHARED: "C2"}  # as plots.plot_outside_layers colours its rows
 # Where both towers sit at 0 their lines overlap: the vision tower's hollow squares show around the text's dots
@@ -134,12 +135,7 @@ def _problems(ax, positions: list[float], *, horizontal: bool):
 def _scale(ax, values: list[float], vertical: bool) -> None:
     """Symlog from just below 0 (so points at 0 are whole), up to at least 1e-2."""
     finite = [_clipped(v) for v in values if not math.isnan(v)]
-    set_scale, set_limits, line = (
-        (ax.set_yscale, ax.set_ylim, ax.axhline) if vertical else (ax.set_xscale, ax.set_xlim, ax.axvline)
-    )
-    set_scale("symlog", linthresh=LINTHRESH)
-    set_limits(-0.4 * LINTHRESH, max([1e-2, *finite]) * 4)
-    line(0.0, color=ZERO_COLOUR, lw=0.8, zorder=1)
+    zero_symlog_axis(ax, finite, vertical=vertical, zero_colour=ZERO_COLOUR)
     (ax.set_ylabel if vertical else ax.set_xlabel)(f"{QUANTITY}  (0: bit-identical)", fontsize=8)
     ax.grid(alpha=0.3)
 

@@ -10,10 +10,11 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from chclip_convert.changes.diff import EMBEDDINGS, LOGIT_SCALE, PROJECTION, TEXT, VISION, Part
 from chclip_convert.changes.drift import Drift
-from chclip_convert.notebook.plotting.diffs import LINTHRESH, TOWER_STYLES
+from chclip_convert.mapping.parts import EMBEDDINGS, LOGIT_SCALE, PROJECTION, TEXT, VISION, Part
+from chclip_convert.notebook.plotting.diffs import TOWER_STYLES
 from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.notebook.plotting.weights import LINTHRESH
 
 UNCHANGED_COLOUR = "#d9d9d9"
 CMAP = "viridis"

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from chclip_convert.changes.weight_stats import BOTH, TensorComparison
+from chclip_convert.changes.weight_stats import TensorComparison
 from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.tensor_stats import COMPARED
 
 DIFFERENCE, RATIO = "difference", "ratio"
 QUANTITIES = {DIFFERENCE: "max |converted − source|", RATIO: "‖converted‖ / ‖source‖"}
-# The difference axis is symmetric-log: linear (so exactly 0 is drawn, at the bottom) up to LINTHRESH, then
-# logarithmic, so float16 rounding (~1e-4) and a real error (~1e-1) both show, decades apart.
+# Every difference axis (a conversion's max |Δ|, a diff's or a run's relative change) is symmetric-log: linear up
+# to LINTHRESH, so exactly 0 (bit-identical) is drawn, then logarithmic, so float16 rounding (~1e-4), fine-tuning
+# (~1e-2) and a real error (~1e-1) all show, decades apart.
 LINTHRESH = 1e-7
 PROBLEM_COLOUR = "#d62728"
 PAIRED = "tab20"  # colour pairs: a module's weight dark, its bias light
@@ -45,7 +47,7 @@ def plot_layers(ax, comparisons: list[TensorComparison], tower: str, quantity: s
     colours = _parameter_colours(parameters)
     drawn: dict[str, Drawn] = {}
     for number, parameter in enumerate(parameters):
-        group = [c for c in layered if c.parameter == parameter and c.kind == BOTH]
+        group = [c for c in layered if c.parameter == parameter and c.kind in COMPARED]
         offset = 0.8 * ((number + 0.5) / len(parameters) - 0.5)
         if group:
             marker = "^" if parameter.endswith("bias") else "o"
@@ -54,7 +56,7 @@ def plot_layers(ax, comparisons: list[TensorComparison], tower: str, quantity: s
                 s=16, marker=marker, color=colours[parameter], label=_label(parameter), zorder=3,
             )  # fmt: skip
             drawn[parameter] = Drawn(artist, group)
-    problems = [c for c in layered if c.kind != BOTH]
+    problems = [c for c in layered if c.kind not in COMPARED]
     if problems:
         drawn["problems"] = _draw_problems(ax, [c.layer for c in problems], problems, horizontal=True)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -72,14 +74,14 @@ def plot_outside_layers(ax, comparisons: list[TensorComparison], quantity: str =
     one row each, named on the axis."""
     rows = sorted((c for c in comparisons if c.layer is None), key=lambda c: (c.tower, c.target))
     drawn: dict[str, Drawn] = {}
-    good = [(row, c) for row, c in enumerate(rows) if c.kind == BOTH]
+    good = [(row, c) for row, c in enumerate(rows) if c.kind in COMPARED]
     if good:
         artist = ax.scatter(
             [_clipped(value(c, quantity)) for _, c in good], [row for row, _ in good], s=22, zorder=3,
             color=["C0" if c.tower == "vision" else "C1" if c.tower == "text" else "C2" for _, c in good],
         )  # fmt: skip
         drawn["tensors"] = Drawn(artist, [c for _, c in good])
-    problems = [(row, c) for row, c in enumerate(rows) if c.kind != BOTH]
+    problems = [(row, c) for row, c in enumerate(rows) if c.kind not in COMPARED]
     if problems:
         drawn["problems"] = _draw_problems(ax, [r for r, _ in problems], [c for _, c in problems], horizontal=False)
     ax.set_yticks(range(len(rows)), [_outside_name(c.target) for c in rows], fontsize=7)
@@ -103,17 +105,24 @@ def edge_crosses(ax, positions: list[float], *, horizontal: bool, label: str):
     return ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
 
 
-def _scale(ax, values: list[float | None], quantity: str, *, vertical: bool) -> None:
-    """Difference: symlog from 0, up to at least 1e-2. Ratio: linear around 1, at least 0.9 to 1.1."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+def zero_symlog_axis(ax, values: list[float], *, vertical: bool, zero_colour: str = "#999999") -> None:
+    """Make ``ax``'s value axis a difference axis: symlog (see :data:`LINTHRESH`) from just below 0, so points at 0
+    are whole, up to at least 1e-2 and past the largest of ``values``, with a line at 0."""
     set_scale, set_limits, line = (
         (ax.set_yscale, ax.set_ylim, ax.axhline) if vertical else (ax.set_xscale, ax.set_xlim, ax.axvline)
     )
+    set_scale("symlog", linthresh=LINTHRESH)
+    set_limits(-0.4 * LINTHRESH, max([1e-2, *values]) * 4)
+    line(0.0, color=zero_colour, lw=0.8, zorder=1)
+
+
+def _scale(ax, values: list[float | None], quantity: str, *, vertical: bool) -> None:
+    """Difference: symlog from 0, up to at least 1e-2. Ratio: linear around 1, at least 0.9 to 1.1."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
     if quantity == DIFFERENCE:
-        set_scale("symlog", linthresh=LINTHRESH)
-        set_limits(-0.4 * LINTHRESH, max([1e-2, *finite]) * 4)
-        line(0.0, color="#999999", lw=0.8, zorder=1)
+        zero_symlog_axis(ax, finite, vertical=vertical)
     else:
+        set_limits, line = (ax.set_ylim, ax.axhline) if vertical else (ax.set_xlim, ax.axvline)
         low, high = min([1.0, *finite]), max([1.0, *finite])
         pad = 0.08 * (high - low)
         set_limits(min(0.9, low - pad), max(1.1, high + pad))
@@ -219,8 +228,8 @@ class Hover:
 
 def describe(comparison: TensorComparison) -> str:
     """Two lines: the tensor's name, then its difference and norm ratio (or which side lacks it)."""
-    if comparison.kind != BOTH:
-        return f"{comparison.target}\n{comparison.kind} ({comparison.status})"
+    if comparison.kind not in COMPARED:
+        return f"{comparison.target}\n{comparison.kind_text} ({comparison.status})"
     return (
         f"{comparison.target}\nmax |Δ| {comparison.max_abs_diff:.3g}, norm ratio {comparison.norm_ratio:.6g}"
         f" ({comparison.status})"
