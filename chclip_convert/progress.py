@@ -10,8 +10,9 @@ from dataclasses import dataclass
 class Progress:
     """``done`` of ``total`` (in ``unit``: ``"B"`` for bytes, ``"tensors"``), while doing ``stage``.
 
-    ``stage`` says in words what is being done (``"writing weights"``, ``"comparing tensors"``); in a batch,
-    ``item`` names the input at hand and ``index`` of ``count`` says where it is (1-based).
+    ``stage`` says in words what is being done (``"writing weights"``, ``"comparing tensors"``). ``index`` of
+    ``count`` says how far a second count is (1-based): the tensors written, while bytes are written; the
+    checkpoint at hand, in a batch, where ``item`` names it (its path).
     """
 
     done: int

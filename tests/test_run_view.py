@@ -8,17 +8,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from chclip_convert.changes.diff import LAYER, PROJECTION, TEXT, VISION
-from chclip_convert.changes.drift import measure_drift
-from chclip_convert.changes.drift_text import moved_lines
+from chclip_convert.changes.drift import measure_drift, moved_lines
+from chclip_convert.mapping.parts import LAYER, PROJECTION, TEXT, VISION
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps, heatmap_values, tower_parts
 from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, curves_view, heatmap_view, measure
-from chclip_convert.notebook.workspace import Workspace
-
-
-@pytest.fixture
-def workspace(tmp_path) -> Workspace:
-    return Workspace(tmp_path / "work")
 
 
 @pytest.fixture
@@ -130,14 +123,12 @@ def test_cancel_stops_the_batch_and_leaves_no_folder_unchecked(workspace, tmp_pa
     epochs = session.epochs()
     ui = EpochConvertUI(epochs, tmp_path / "out")
     ui.epochs.value = (epochs[0].path, epochs[1].path)
-    shown = ui._on_progress
 
-    def progress(step) -> None:
-        if step.index == 2 and step.phase == phase:
-            ui._cancel.set()  # as the Cancel button does
-        shown(step)
+    def click_cancel(change) -> None:  # from inside the batch, once the second epoch reaches the stage
+        if change["new"].startswith("2 / 2 · ") and f": {phase} · " in change["new"]:
+            ui.cancel_button.click()
 
-    ui._on_progress = progress
+    ui.progress_text.observe(click_cancel, names="value")
     ui.convert_button.click()
     done = ui.wait(120)
     assert "Cancelled after 1 of 2" in ui.progress_text.value

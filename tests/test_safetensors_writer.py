@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
 from safetensors import safe_open
 from safetensors.torch import load_file
+from support.converted import small_config
 from transformers import ChineseCLIPModel
 
 from chclip_convert import ConversionError, convert_checkpoint
@@ -167,6 +167,19 @@ def test_shards_index_and_files_agree(tmp_path):
     # huggingface_hub gives an oversized tensor the next shard number at once, ahead of the shard still being
     # filled: the files are not written in the order the tensors arrive, and must still hold them right.
     assert index["weight_map"]["large"] < index["weight_map"]["small.5"]
+
+
+def test_progress_counts_the_bytes_and_tensors_written_across_shards(tmp_path):
+    tensors = {f"t.{i}": sample(torch.float32, (i + 1,), seed=i) for i in range(5)}  # 4, 8, … 20 bytes
+    events = []
+    write_weights(tmp_path, specs_of(tensors), iter(tensors.items()), max_shard_bytes=24, progress=events.append)
+    sizes = [tensor.nbytes for tensor in tensors.values()]
+    assert [event.done for event in events] == [sum(sizes[: n + 1]) for n in range(len(sizes))]
+    assert {(event.total, event.unit, event.stage, event.count) for event in events} == {
+        (sum(sizes), "B", "writing weights", len(tensors))
+    }
+    assert [event.index for event in events] == [1, 2, 3, 4, 5] and events[-1].fraction == 1.0
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1  # one count over every shard
 
 
 def test_from_pretrained_loads_a_sharded_folder_with_every_key(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 
 import torch
-from conftest import assert_model_holds, reload_strictly, tree_sha256
+from support.converted import assert_model_holds, reload_strictly
+from support.files import tree_sha256
 
 from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.notebook.save import NO_SHARDING, ReverseUI, SaveUI

@@ -12,21 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tree_sha256
+from support.files import tree_sha256
 
 from chclip_convert import convert_checkpoint, convert_state_dict
-from chclip_convert.changes.diff import (
-    LAYER,
-    LOGIT_SCALE,
-    PROJECTION,
-    SHARED,
-    TEXT,
-    VISION,
-    CheckpointDiff,
-    Part,
-    diff_checkpoints,
-    measure_change,
-)
+from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints, measure_change
 from chclip_convert.changes.drift import describe, find_checkpoints, measure_drift, read_run
 from chclip_convert.changes.epochs import CONVERTED, FAILED, UP_TO_DATE, check_problem, convert_epochs, folder_for
 from chclip_convert.cli.main import main
@@ -41,6 +30,7 @@ from chclip_convert.conversion.views import CHECKPOINT, FOLDER, MappedCheckpoint
 from chclip_convert.errors import CheckpointReadError
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import load_folder_state
+from chclip_convert.mapping.parts import LAYER, LOGIT_SCALE, PROJECTION, SHARED, TEXT, VISION, Part
 
 # The parts the demo run moves (chclip_convert.conversion.demo.RUN_MOVES and its logit_scale step), written out here.
 MOVED = {Part(TEXT, LAYER, 9), Part(TEXT, LAYER, 10), Part(TEXT, LAYER, 11), Part(TEXT, PROJECTION),
@@ -278,7 +268,7 @@ def test_folders_are_named_after_the_run_from_wherever_the_path_is_given(tmp_pat
     run.mkdir(parents=True)
     into = tmp_path / "converted"
     assert folder_for(run / "epoch3.pt", into) == into / "run-a-epoch3-hf"
-    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "loose-epoch3-hf"  # its folder names it
+    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "epoch3-hf"  # outside a run: its stem
     monkeypatch.chdir(run)
     assert folder_for("epoch3.pt", into) == folder_for(Path("../checkpoints/epoch3.pt"), into)
     assert folder_for("epoch3.pt", into) == into / "run-a-epoch3-hf"
@@ -389,11 +379,11 @@ def test_a_broken_checkpoint_fails_alone(run, tmp_path):
 def assert_progress(events, checkpoints: list[Path]) -> None:
     """Bytes over the whole batch, from zero to the total, never back; one checkpoint after another."""
     total = sum(_weights(path) for path in checkpoints)
-    assert events and all(e.bytes_total == total and e.count == len(checkpoints) for e in events)
-    done = [e.bytes_done for e in events]
+    assert events and all(e.total == total and e.unit == "B" and e.count == len(checkpoints) for e in events)
+    done = [e.done for e in events]
     assert done == sorted(done) and done[0] == 0 and done[-1] == total
     assert [e.index for e in events] == sorted(e.index for e in events)
-    assert {e.checkpoint for e in events} == set(checkpoints)
+    assert {Path(e.item) for e in events} == set(checkpoints)
 
 
 def _weights(path: Path) -> int:
@@ -408,7 +398,7 @@ def test_progress_reaches_the_total_and_never_goes_back(run, tmp_path):
     events = []
     convert_epochs(run[:2], into, progress=events.append)
     assert_progress(events, run[:2])
-    first = [e.phase for e in events if e.index == 1]
+    first = [e.stage for e in events if e.index == 1]
     assert first[0] == "checking" and "converting" in first and first[-2:] == ["verifying", "done"]
     events.clear()
     assert [r.outcome for r in convert_epochs(run[:2], into, progress=events.append)] == [UP_TO_DATE] * 2

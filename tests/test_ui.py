@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import assert_model_holds, reload_strictly
+from support.converted import assert_model_holds, reload_strictly
 
 from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.changes.weight_stats import compare_weights
@@ -42,7 +42,7 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
     # nothing: the summary stays.
     summary = ui.status.value
     ui._on_cancel_click()
-    assert ui.status.value == summary and not ui._cancel.is_set()
+    assert ui.status.value == summary and not ui.task.cancel_requested
     ui.overwrite.value = True
     assert not ui.convert_button.disabled and ui.summary is None and ui.status.value == ui.next_steps.value == ""
 

@@ -10,7 +10,6 @@ folder holding anything else is left alone and reported, unless ``overwrite`` is
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from chclip_convert.changes.diff import CheckpointDiff, DiffProgress, diff_checkpoints
+from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
 from chclip_convert.changes.drift import describe
 from chclip_convert.conversion.provenance import weights_digest
 from chclip_convert.conversion.summary import TRAINING_FIELD
@@ -29,7 +28,9 @@ from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
 from chclip_convert.errors import ConversionError, OutputError
 from chclip_convert.files.checkpoint import TRAINING_KEYS
 from chclip_convert.files.output import output_lock
-from chclip_convert.files.preflight import REPORT_FILE, cn_clip_run, looks_converted
+from chclip_convert.files.preflight import converted_name, looks_converted
+from chclip_convert.files.records import read_report
+from chclip_convert.progress import OnProgress, Progress
 
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
 
@@ -48,18 +49,6 @@ class EpochConversion:
                 "detail": self.detail}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class BatchProgress:
-    """Where a batch is: the checkpoint at hand (1-based), what is done to it, and bytes over all."""
-
-    index: int
-    count: int
-    checkpoint: Path
-    phase: str  # "checking", "converting", "verifying" or "done"
-    bytes_done: int
-    bytes_total: int
-
-
 def check_into(into: str | Path) -> Path:
     """``into`` as a path, or an :class:`OutputError` if it, or what would hold it, is a file."""
     into = Path(into).expanduser()
@@ -72,12 +61,9 @@ def check_into(into: str | Path) -> Path:
 
 
 def folder_for(checkpoint: str | Path, into: str | Path) -> Path:
-    """``into/<run>-<stem>-hf``: the run is the folder holding the checkpoint, or the one above cn_clip's
-    ``checkpoints/`` (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``), from wherever the path was given."""
-    checkpoint = Path(os.path.abspath(Path(checkpoint).expanduser()))
-    run = cn_clip_run(checkpoint) or checkpoint.parent
-    name = f"{run.name}-{checkpoint.stem}" if run.name else checkpoint.stem
-    return Path(into).expanduser() / f"{name}-hf"
+    """``into/`` :func:`~chclip_convert.files.preflight.converted_name`, the checkpoint's path taken from wherever
+    it was given (``run-a/checkpoints/epoch3.pt`` → ``into/run-a-epoch3-hf``)."""
+    return Path(into).expanduser() / converted_name(Path(os.path.abspath(Path(checkpoint).expanduser())))
 
 
 def convert_epochs(
@@ -86,15 +72,17 @@ def convert_epochs(
     *,
     dtype: str = "auto",
     overwrite: bool = False,
-    progress: Callable[[BatchProgress], None] | None = None,
+    progress: OnProgress | None = None,
     on_result: Callable[[EpochConversion], None] | None = None,
 ) -> list[EpochConversion]:
     """Convert each checkpoint into ``into/<run>-<name>-hf`` (see :func:`folder_for`), skipping folders that
     still match, and check each written folder with :func:`chclip_convert.changes.diff.diff_checkpoints`.
 
-    A problem with one checkpoint is reported in its :class:`EpochConversion` (also passed to ``on_result`` as
-    each ends) and the others go on. An exception raised by ``progress`` (a cancel button's) stops the batch:
-    the folder being written or checked is removed, those done are kept.
+    ``progress`` gets the bytes over all, the checkpoint at hand (``item``, its path; ``index`` of ``count``) and
+    its stage: ``"checking"``, ``"converting"``, ``"verifying"``, then ``"done"``. A problem with one checkpoint
+    is reported in its :class:`EpochConversion` (also passed to ``on_result`` as each ends) and the others go
+    on. An exception raised by ``progress`` (a cancel button's) stops the batch: the folder being written or
+    checked is removed, those done are kept.
     """
     into = check_into(into)
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
@@ -103,10 +91,10 @@ def convert_epochs(
     total, before, results = sum(sizes), 0, []
     for index, (path, folder, size) in enumerate(zip(paths, folders, sizes, strict=True), 1):
 
-        def report(phase: str, done: int, path=path, index=index, before=before) -> None:
+        def report(stage: str, done: int, path=path, index=index, before=before) -> None:
             if progress is not None:
                 try:
-                    progress(BatchProgress(index, len(paths), path, phase, before + done, total))
+                    progress(Progress(before + done, total, "B", stage, item=str(path), index=index, count=len(paths)))
                 except Exception as error:  # the caller's (a cancel button's): it stops the batch
                     raise _Stopped(error) from error
 
@@ -157,7 +145,7 @@ def _up_to_date(path: Path, folder: Path) -> EpochConversion:
 
 
 def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
-    from chclip_convert.conversion.pipeline import WriteProgress, convert_checkpoint
+    from chclip_convert.conversion.pipeline import convert_checkpoint
 
     state = _folder_state(folder, path, dtype)
     if state == UP_TO_DATE:  # written by another writer meanwhile
@@ -175,14 +163,14 @@ def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool,
             path=folder,
         )
 
-    def written(step: WriteProgress) -> None:
-        report("converting", round(size * step.bytes_done / max(step.bytes_total, 1)))
+    def written(step: Progress) -> None:
+        report("converting", round(size * step.fraction))
 
     with warnings.catch_warnings():  # said in this checkpoint's outcome instead, where it is clear what they are about
         warnings.simplefilter("ignore")
         summary = convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written)
     try:
-        checked = _checked(path, folder, dtype, lambda done, count: report("verifying", size))
+        checked = _checked(path, folder, dtype, lambda step: report("verifying", size))
     except BaseException:  # stopped while checking: a folder no check vouches for is not left to be skipped later
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -208,10 +196,10 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
     if not looks_converted(folder):
         return FOREIGN
     try:
-        record = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = read_report(folder) or {}
+    except ConversionError:  # unreadable: not a folder this checkpoint's conversion can claim
         return OTHER
-    source = record.get("source") if isinstance(record, dict) else None
+    source = record.get("source")
     if not isinstance(source, str) or Path(source).resolve() != checkpoint.resolve():  # as given, maybe relative
         return OTHER
     if (record.get("overrides") or {}).get("dtype", "auto") != dtype:
@@ -242,7 +230,7 @@ def _headers_match(source: MappedCheckpoint, folder: Path, dtype: str) -> bool:
         return False
 
 
-def _checked(checkpoint: Path, folder: Path, dtype: str, progress: DiffProgress) -> EpochConversion:
+def _checked(checkpoint: Path, folder: Path, dtype: str, progress: OnProgress) -> EpochConversion:
     diff = diff_checkpoints(checkpoint, folder, progress=progress)
     problem = check_problem(diff, dtype)
     if problem:

@@ -18,7 +18,6 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,25 +31,14 @@ from chclip_convert.conversion.summary import ConversionSummary
 from chclip_convert.conversion.tensor_checks import TensorChecks
 from chclip_convert.files import assets
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
-from chclip_convert.files.folder import CARD_FILE, REPORT_FILE, load_config
+from chclip_convert.files.folder import REPORT_FILE, load_config
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock
-from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, spec_nbytes, write_weights
+from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, write_weights
+from chclip_convert.names import CARD_FILE
+from chclip_convert.progress import OnProgress
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
-
-
-@dataclass(frozen=True)
-class WriteProgress:
-    """How far the weights are written: tensors and bytes, done and in all."""
-
-    tensors_done: int
-    tensors_total: int
-    bytes_done: int
-    bytes_total: int
-
-
-ProgressCallback = Callable[[WriteProgress], None]
 
 
 def convert_checkpoint(
@@ -65,7 +53,7 @@ def convert_checkpoint(
     vision_heads: int | None = None,
     text_heads: int | None = None,
     strict: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: OnProgress | None = None,
     file_sha256: bool = False,
 ) -> ConversionSummary:
     """Convert an original Chinese-CLIP checkpoint into a folder ``ChineseCLIPModel`` loads offline.
@@ -80,8 +68,9 @@ def convert_checkpoint(
             (units KB, MB, GB, TB) or an int of bytes.
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
-        progress: called with a :class:`WriteProgress` after each tensor is written. An exception it raises
-            (a cancel button's, say) stops the conversion, and nothing is left behind.
+        progress: called with a :class:`~chclip_convert.progress.Progress` after each tensor is written: the
+            bytes written of all (stage ``"writing weights"``), and the tensors written as ``index`` of ``count``.
+            An exception it raises (a cancel button's, say) stops the conversion, and nothing is left behind.
         file_sha256: also hash the whole file (optimizer state included), beside the conversion. The folder
             always records the digest of the weights read (see :mod:`chclip_convert.conversion.provenance`), which
             costs no extra read; the file's SHA-256 reads every byte, and is off by default.
@@ -194,22 +183,13 @@ def _stream_weights(
     source: SourceCheckpoint,
     specs: list[TensorSpec],
     max_shard_bytes: int,
-    progress: ProgressCallback | None,
+    progress: OnProgress | None,
     side: Future,
 ) -> Streamed:
     """Write the weights, each source tensor read once, checked and digested beside, then released.
 
     Stops at the next tensor once ``side`` (the model's check) has failed.
     """
-    total = sum(spec_nbytes(spec) for spec in specs)
-    written, tensors = 0, 0
-
-    def advance(nbytes: int) -> None:
-        nonlocal written, tensors
-        written, tensors = written + nbytes, tensors + 1
-        if progress is not None:
-            progress(WriteProgress(tensors, len(specs), written, total))
-
     with TensorChecks(source.state_dict) as checks:
 
         def load(key: str) -> torch.Tensor:
@@ -219,7 +199,7 @@ def _stream_weights(
             checks.submit(key, tensor)
             return tensor
 
-        files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=advance)
+        files = write_weights(folder, specs, plan.tensors(load), max_shard_bytes=max_shard_bytes, progress=progress)
         for key in checks.not_submitted():  # covered by the table but dropped by the plan (--no-strict)
             checks.submit(key, source.read(key))
         digest, non_finite = checks.results()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
@@ -24,6 +25,7 @@ from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
 from huggingface_hub.serialization._base import parse_size_to_int
 
 from chclip_convert.errors import ConversionError
+from chclip_convert.progress import OnProgress, Progress
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",
@@ -40,8 +42,15 @@ SAFETENSORS_DTYPES = {
     torch.bool: "BOOL",
 }
 
-Progress = Callable[[int], None]  # called with the number of bytes just written
-TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # (name, shape, dtype) of a tensor to write
+WRITING = "writing weights"  # the stage the writer's progress reports
+
+
+class TensorSpec(NamedTuple):
+    """A tensor's name, shape and dtype: what is known of it without its data (a header, a plan)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
 
 
 def spec_nbytes(spec: TensorSpec) -> int:
@@ -75,11 +84,12 @@ def write_safetensors(
     files: dict[Path, list[TensorSpec]],
     tensors: Iterator[tuple[str, torch.Tensor]],
     *,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> None:
     """Write each file's header, then each tensor at its place in its file as ``tensors`` yields it.
 
-    ``tensors`` must yield each tensor of ``files`` once, in any order; each is released once written.
+    ``tensors`` must yield each tensor of ``files`` once, in any order; each is released once written. After
+    each, ``progress`` gets the bytes written of all, and the tensors written of all as ``index`` of ``count``.
 
     Raises:
         RuntimeError: a tensor not in ``files`` or given twice, of another shape or dtype, or one never given.
@@ -89,6 +99,7 @@ def write_safetensors(
         header, starts = _header(specs)
         path.write_bytes(header)
         places.update({spec[0]: (path, start, spec) for spec, start in zip(specs, starts, strict=True)})
+    total, count, written = sum(spec_nbytes(place[2]) for place in places.values()), len(places), 0
     for got, tensor in tensors:
         if got not in places:
             raise RuntimeError(f"{got} is not to be written, or was already written")
@@ -98,8 +109,9 @@ def write_safetensors(
         with open(path, "r+b") as stream:
             stream.seek(start)
             stream.write(raw_bytes(tensor))
+        written += tensor.nbytes
         if progress is not None:
-            progress(tensor.nbytes)
+            progress(Progress(written, total, "B", WRITING, index=count - len(places), count=count))
         del tensor
         if not places:
             return
@@ -118,7 +130,7 @@ def write_weights(
     tensors: Iterator[tuple[str, torch.Tensor]],
     *,
     max_shard_bytes: int,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> list[str]:
     """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names.
 

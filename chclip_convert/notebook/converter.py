@@ -11,8 +11,8 @@ it ends (for *Run all*).
 from __future__ import annotations
 
 import html
-import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +22,10 @@ from chclip_convert.errors import ConversionError
 from chclip_convert.files.output import check_output_dir
 from chclip_convert.files.preflight import check_checkpoint_path, looks_converted
 from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.workspace import Workspace
+from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_duration, human_size
 
 if TYPE_CHECKING:
@@ -35,11 +37,6 @@ NEXT_STEPS = {
     "03_weight_stats.ipynb": "weights before and after, per layer",
     "04_verify_and_save.ipynb": "outputs against the original model; save in another dtype",
 }
-
-
-class Cancelled(Exception):
-    """Raised from a progress callback when Cancel was clicked (here and in notebook 05's epoch converter); the
-    partial output is removed."""
 
 
 def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, config: str = "") -> dict[str, str]:
@@ -138,9 +135,7 @@ class ConvertUI:
         self.summary: ConversionSummary | None = None
         self.error: BaseException | None = None
         self._result_for: tuple | None = None  # the inputs the shown result or error came from
-        self._thread: threading.Thread | None = None
-        self._busy = False  # from Convert until the conversion's thread has shown its result
-        self._cancel = threading.Event()
+        self.task = BackgroundTask(self._on_progress, self._show_busy)  # busy until it has shown its result
         self._started = 0.0
         # connections
         self._suggested_output = self.output.value  # replaced as the checkpoint changes, until the user types one
@@ -156,12 +151,11 @@ class ConvertUI:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.task.running
 
     def wait(self, timeout: float | None = None) -> ConversionSummary | None:
         """Block until the running conversion ends; the summary, or ``None`` after an error or Cancel."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.task.wait(timeout)
         return self.summary
 
     @property
@@ -197,7 +191,7 @@ class ConvertUI:
     def _on_target_change(self, change=None) -> None:
         """A new checkpoint or output folder: Overwrite goes back to its default for them, so that a tick given
         for one (the demo's, say) never replaces another."""
-        if not self._busy:
+        if not self.task.busy:
             self.overwrite.value = self._overwrite_by_default()
 
     def _overwrite_by_default(self) -> bool:
@@ -208,65 +202,57 @@ class ConvertUI:
         return demo and self.output.value == self._suggested_output
 
     def _on_input_change(self, change=None) -> None:
-        if self._busy:
+        if self.task.busy:
             return
         if self._result_for is not None and self._inputs() != self._result_for:
             self._clear_result()
         self._validate()
 
     def _on_convert_click(self, button=None) -> None:
-        if self._busy or self._validate() or self.convert_button.disabled:  # a click queued before it was disabled
+        if self.task.busy or self._validate() or self.convert_button.disabled:  # a click queued before it was disabled
             return
         self._clear_result()
-        self._cancel.clear()
-        self._set_busy(True)
         self.status.value = "<i>Reading the checkpoint and checking every key…</i>"
-        self._thread = threading.Thread(target=self._convert, args=(self._inputs(),), daemon=True)
-        self._thread.start()
+        inputs = self._inputs()
+        self.task.start(partial(self._convert, inputs), partial(self._on_convert_end, inputs))
 
     def _on_cancel_click(self, button=None) -> None:
-        if not self._busy:  # the conversion ended as the click arrived: its result stays
+        if not self.task.cancel():  # the conversion ended as the click arrived: its result stays
             return
-        self._cancel.set()
         self.cancel_button.disabled = True
         self.status.value = "<i>Cancelling…</i>"
 
-    def _on_progress(self, progress) -> None:
-        if self._cancel.is_set():
-            raise Cancelled
-        if progress.tensors_done == 1:  # the time left counts from the first tensor, after reading and planning
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.index == 1:  # the time left counts from the first tensor, after reading and planning
             self._started = time.monotonic()
-        fraction = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
         elapsed = time.monotonic() - self._started
-        left = elapsed * (1 - fraction) / fraction if fraction else 0.0
-        self.progress.value = fraction
+        left = elapsed * (1 - progress.fraction) / progress.fraction if progress.fraction else 0.0
+        self.progress.value = progress.fraction
         self.progress_text.value = (
-            f"{progress.tensors_done} / {progress.tensors_total} tensors · {human_size(progress.bytes_done)} of "
-            f"{human_size(progress.bytes_total)} · about {human_duration(left)} left"
+            f"{progress.index} / {progress.count} tensors · {human_size(progress.done)} of "
+            f"{human_size(progress.total)} · about {human_duration(left)} left"
         )
 
     # the work, in the conversion's thread
-    def _convert(self, inputs: tuple) -> None:
+    def _convert(self, inputs: tuple, progress: OnProgress) -> ConversionSummary:
         from chclip_convert.conversion.pipeline import convert_checkpoint
         from chclip_convert.verification.model_outputs import quiet_transformers
 
         quiet_transformers()  # transformers is imported here, not when the page loads
         checkpoint, output, vocab, config, dtype, overwrite = inputs
-        try:
-            summary = convert_checkpoint(
-                checkpoint, output, dtype=dtype, vocab=vocab or None, config=config or None, overwrite=overwrite,
-                progress=self._on_progress,
-            )  # fmt: skip
-        except Cancelled:
+        return convert_checkpoint(
+            checkpoint, output, dtype=dtype, vocab=vocab or None, config=config or None, overwrite=overwrite,
+            progress=progress,
+        )  # fmt: skip
+
+    def _on_convert_end(self, inputs: tuple, task: BackgroundTask) -> None:
+        if task.cancelled:
             self._show_failure(None, "Cancelled: nothing was written, and the output folder is as it was.")
-        except Exception as error:  # the converter's refusal, or anything unexpected: shown, not lost in the thread
-            self._show_failure(error, failure_text(error))
+        elif task.error is not None:  # the converter's refusal, or anything unexpected
+            self._show_failure(task.error, failure_text(task.error))
         else:
-            self._show_success(summary)
-        finally:
-            self._result_for = inputs
-            self._set_busy(False)
-            self._validate()
+            self._show_success(task.result)
+        self._result_for = inputs
 
     def _show_success(self, summary: ConversionSummary) -> None:
         self.summary = summary
@@ -287,8 +273,7 @@ class ConvertUI:
         self.progress.value, self.progress.bar_style = 0.0, ""
         self.progress_text.value = self.status.value = self.next_steps.value = ""
 
-    def _set_busy(self, busy: bool) -> None:
-        self._busy = busy
+    def _show_busy(self, busy: bool) -> None:
         if busy:  # an open folder listing could change a path mid-run
             self.checkpoint_picker.browse.value = self.output_picker.browse.value = False
         for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
@@ -296,6 +281,8 @@ class ConvertUI:
         self.checkpoint_picker.browse.disabled = self.output_picker.browse.disabled = busy
         self.cancel_button.disabled = not busy
         self.convert_button.disabled = busy
+        if not busy:
+            self._validate()
 
     def _inputs(self) -> tuple:
         return (
@@ -316,7 +303,7 @@ class ConvertUI:
             if done_here or remembered:
                 del problems["output"]
                 note = "Converted into this folder" + ("" if done_here else " before") + ": tick Overwrite to redo it."
-        if self.summary is None and not self._busy:  # a folder converted before: offer its next steps
+        if self.summary is None and not self.task.busy:  # a folder converted before: offer its next steps
             self.next_steps.value = (
                 next_steps_html(Path(self.checkpoint.value.strip()), remembered) if remembered else ""
             )
@@ -325,7 +312,7 @@ class ConvertUI:
             getattr(self, f"{name}_message").value = message_html(message, error=True) if message else ""
         if note:
             self.output_message.value = message_html(note, error=False)
-        self.convert_button.disabled = bool(problems) or bool(note) or self._busy
+        self.convert_button.disabled = bool(problems) or bool(note) or self.task.busy
         return problems
 
     def _remembered_output(self) -> Path | None:

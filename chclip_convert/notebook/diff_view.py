@@ -21,20 +21,22 @@ import pandas as pd
 from itables import JavascriptFunction
 from itables.widget import ITable
 
-from chclip_convert.changes.diff import LAYER, CheckpointDiff, diff_checkpoints, part_of
+from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
 from chclip_convert.conversion.inspection import name_pattern, shape_text
+from chclip_convert.mapping.parts import LAYER, part_of
 from chclip_convert.notebook.converter import failure_text, message_html
 from chclip_convert.notebook.data_grid import grid_options
 from chclip_convert.notebook.picker import PathPicker, standard_places
 from chclip_convert.notebook.plotting.diffs import draw_diff
 from chclip_convert.notebook.plotting.figures import figure_widget, is_interactive, new_figure
+from chclip_convert.progress import Progress
+from chclip_convert.tensor_stats import DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS
 
 if TYPE_CHECKING:
     from chclip_convert.notebook.session import Session
     from chclip_convert.notebook.workspace import Workspace
 
-EQUAL, DIFFERS, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS = "equal", "differs", "only in A", "only in B", "shape differs"
-STATUSES = (DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS)
+STATUSES = (DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS)  # the one vocabulary, in the filter's order
 NOT_EQUAL = "not equal"
 FILTERS = ("all", NOT_EQUAL, *STATUSES)
 COLUMNS = ("key", "status", "tower", "layer", "relative change", "max |B−A|", "cosine", "note")
@@ -57,7 +59,7 @@ _LAYER_SORT = "function (data, type) { return type === 'sort' && /^\\d+$/.test(d
 
 def diff_rows(diff: CheckpointDiff) -> list[dict]:
     """One row per tensor name of either side, in tower → section → layer order, then by name."""
-    rows = [_row(change.key, DIFFERS if not change.equal else EQUAL, change) for change in diff.changes]
+    rows = [_row(change.key, change.status, change) for change in diff.changes]
     rows += [_row(key, ONLY_IN_A) for key in diff.only_in_a]
     rows += [_row(key, ONLY_IN_B) for key in diff.only_in_b]
     for key, (shape_a, shape_b) in diff.shape_differs.items():
@@ -120,21 +122,6 @@ def diff_grid_options() -> dict:
     return grid_options(
         colours=STATUS_COLOURS, status_column=COLUMNS.index("status"), csv_name=CSV_NAME, column_defs=column_defs
     )
-
-
-def verdict(diff: CheckpointDiff) -> str:
-    """One line: identical, or how many tensors differ and how many names could not be compared."""
-    compared = len(diff.changes)
-    if diff.identical:
-        text = f"Identical: all {compared} tensors bit-identical after mapping."
-    else:
-        text = (
-            f"{len(diff.differs)} of {compared} tensors differ; only in A {len(diff.only_in_a)}, only in B "
-            f"{len(diff.only_in_b)}, shape differs {len(diff.shape_differs)}."
-        )
-    if diff.not_compared:
-        text += f" {len(diff.not_compared)} not compared (the conversion leaves them out)."
-    return text
 
 
 def suggested_b(session: Session) -> Path | str:
@@ -224,7 +211,8 @@ class DiffUI:
         self.count.value = f"<b>{len(rows)}</b> of {len(self.all_rows)} tensors"
         self.grid.update(rows_frame(rows), **diff_grid_options())  # update() resets options it is not given
 
-    def _on_progress(self, done: int, total: int) -> None:
+    def _on_progress(self, progress: Progress) -> None:
+        done, total = progress.done, progress.total
         if done == total or done % max(1, total // PROGRESS_STEPS) == 0:
             self.progress.max, self.progress.value = total, done
             self.progress_text.value = f"{done} / {total} tensors"
@@ -233,7 +221,7 @@ class DiffUI:
     def _show(self, diff: CheckpointDiff) -> None:
         self.diff, self.all_rows = diff, diff_rows(diff)
         self.progress.bar_style = "success"
-        self._said = verdict(diff)
+        self._said = diff.verdict()
         colour = "#1b5e20" if diff.identical else "#0d47a1"
         left_out = f" · not compared: {', '.join(sorted(diff.not_compared))}" if diff.not_compared else ""
         self.status.value = (

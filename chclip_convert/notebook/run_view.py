@@ -4,21 +4,30 @@ describe them, the drift figures, and converting the chosen epochs in one go."""
 from __future__ import annotations
 
 import html
-import threading
+from functools import partial
 from pathlib import Path
 
 import ipywidgets as W
 
-from chclip_convert.changes.diff import TOWERS
-from chclip_convert.changes.drift import Drift, EpochInfo, measure_drift, read_run, run_checkpoints, skipped_checkpoints
-from chclip_convert.changes.drift_text import epoch_table
+from chclip_convert.changes.drift import (
+    Drift,
+    EpochInfo,
+    epoch_table,
+    measure_drift,
+    read_run,
+    run_checkpoints,
+    skipped_checkpoints,
+)
 from chclip_convert.errors import ConversionError
+from chclip_convert.mapping.parts import TOWERS
 from chclip_convert.names import DTYPE_CHOICES
-from chclip_convert.notebook.converter import Cancelled, message_html
+from chclip_convert.notebook.background import BackgroundTask
+from chclip_convert.notebook.converter import message_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.plotting.figures import figure_widget, new_figure
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps
 from chclip_convert.notebook.workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
+from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_size
 
 
@@ -111,15 +120,15 @@ def measure(session: RunSession, epochs: list[EpochInfo]) -> Drift | None:
     display(bar)
     drift = measure_drift(
         session.reference, [info.path for info in epochs if info.same_as is None],
-        progress=lambda done, total: _advance(bar, done, total),
+        progress=lambda step: _advance(bar, step),
     )  # fmt: skip
     bar.value, bar.bar_style = 1.0, "success"
     return drift
 
 
-def _advance(bar: W.FloatProgress, done: int, total: int) -> None:
-    if done == total or done % 16 == 0:  # a few hundred updates for a run, not one per tensor and epoch
-        bar.value = done / total
+def _advance(bar: W.FloatProgress, step: Progress) -> None:
+    if step.done == step.total or step.done % 16 == 0:  # a few hundred updates for a run, not one per tensor and epoch
+        bar.value = step.fraction
 
 
 def heatmap_view(drift: Drift | None) -> W.Box:
@@ -164,8 +173,7 @@ class EpochConvertUI:
         self.progress_text = W.HTML()
         self.results = W.HTML()
         self.outcomes: list = []
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
+        self.task = BackgroundTask(self._on_progress, self._show_busy)
         # connections
         self.convert_button.on_click(self._on_convert_click)
         self.cancel_button.on_click(self._on_cancel_click)
@@ -173,76 +181,70 @@ class EpochConvertUI:
             field.observe(self._on_input_change, names="value")
 
     def wait(self, timeout: float | None = None) -> list:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Block until the running batch ends; the outcomes of the checkpoints done (all, unless cancelled)."""
+        self.task.wait(timeout)
         return self.outcomes
 
     # handlers
     def _on_input_change(self, change=None) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        if not self.task.busy:
             self.outcomes, self.results.value, self.progress_text.value = [], "", ""
             self.progress.value, self.progress.bar_style = 0.0, ""
 
     def _on_convert_click(self, button=None) -> None:
-        if self.convert_button.disabled:
+        if self.task.busy or self.convert_button.disabled:
             return
         if not self.epochs.value:
             self.results.value = message_html("Choose one or more epochs first.", error=True)
             return
-        self._cancel.clear()
-        self._set_busy(True)
         chosen = list(self.epochs.value)
         inputs = (chosen, self.into.value.strip(), self.dtype.value, self.overwrite.value)
-        self._thread = threading.Thread(target=self._convert, args=inputs, daemon=True)
-        self._thread.start()
+        self.outcomes = []
+        self.task.start(partial(self._convert, *inputs), partial(self._on_convert_end, len(chosen)))
 
     def _on_cancel_click(self, button=None) -> None:
-        if self._thread is None or not self._thread.is_alive():  # it ended as the click arrived
+        if not self.task.cancel():  # it ended as the click arrived
             return
-        self._cancel.set()
         self.cancel_button.disabled = True
         self.progress_text.value = "<i>Cancelling…</i>"
 
-    def _on_progress(self, progress) -> None:
-        if self._cancel.is_set():
-            raise Cancelled
-        self.progress.value = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+    def _on_progress(self, progress: Progress) -> None:
+        self.progress.value = progress.fraction
         self.progress_text.value = html.escape(
-            f"{progress.index} / {progress.count} · {progress.checkpoint.name}: {progress.phase} · "
-            f"{human_size(progress.bytes_done)} of {human_size(progress.bytes_total)}"
+            f"{progress.index} / {progress.count} · {Path(progress.item).name}: {progress.stage} · "
+            f"{human_size(progress.done)} of {human_size(progress.total)}"
         )
 
-    # the work, in a thread
-    def _convert(self, chosen: list[Path], into: str, dtype: str, overwrite: bool) -> None:
-        from chclip_convert.changes.epochs import FAILED, convert_epochs
+    # the work, in the task's thread
+    def _convert(self, chosen: list[Path], into: str, dtype: str, overwrite: bool, progress: OnProgress) -> None:
+        from chclip_convert.changes.epochs import convert_epochs
         from chclip_convert.verification.model_outputs import quiet_transformers
 
         quiet_transformers()
-        self.outcomes = []
-        try:
-            convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=self._on_progress,
-                           on_result=self.outcomes.append)  # fmt: skip
-        except Cancelled:
+        convert_epochs(chosen, into, dtype=dtype, overwrite=overwrite, progress=progress,
+                       on_result=self.outcomes.append)  # fmt: skip
+
+    def _on_convert_end(self, chosen: int, task: BackgroundTask) -> None:
+        from chclip_convert.changes.epochs import FAILED
+
+        if task.error is not None:  # anything unexpected is shown, not lost in the thread
+            self.progress.bar_style = "danger"
+            self.results.value = message_html(str(task.error), error=True)
+            return
+        done = len(self.outcomes)
+        if task.cancelled:
             self.progress.bar_style = "warning"
-            done = len(self.outcomes)
             self.progress_text.value = (
-                f"Cancelled after {done} of {len(chosen)}: the epoch being converted or checked left nothing"
+                f"Cancelled after {done} of {chosen}: the epoch being converted or checked left nothing"
                 + ("; those done are listed below." if done else ".")
             )
-            self.results.value = outcomes_html(self.outcomes)
-        except Exception as error:  # anything unexpected is shown, not lost in the thread
-            self.progress.bar_style = "danger"
-            self.results.value = message_html(str(error), error=True)
         else:
             failed = any(outcome.outcome == FAILED for outcome in self.outcomes)
             self.progress.value, self.progress.bar_style = 1.0, "danger" if failed else "success"
-            count = len(self.outcomes)
-            self.progress_text.value = f"{count} epoch{'s' if count != 1 else ''} done"
-            self.results.value = outcomes_html(self.outcomes)
-        finally:
-            self._set_busy(False)
+            self.progress_text.value = f"{done} epoch{'s' if done != 1 else ''} done"
+        self.results.value = outcomes_html(self.outcomes)
 
-    def _set_busy(self, busy: bool) -> None:
+    def _show_busy(self, busy: bool) -> None:
         for field in (self.epochs, self.into, self.dtype, self.overwrite, self.convert_button):
             field.disabled = busy
         self.cancel_button.disabled = not busy

@@ -11,20 +11,20 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from chclip_convert.conversion.pipeline import WriteProgress, convert_checkpoint
+from chclip_convert.conversion.pipeline import convert_checkpoint
 from chclip_convert.conversion.reverse import ReverseSummary, reverse_folder
 from chclip_convert.conversion.summary import ConversionSummary
 from chclip_convert.errors import ConversionError
 from chclip_convert.files.output import check_output_file
 from chclip_convert.files.safetensors_writer import INDEX_FILE, shard_size_bytes
-from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.names import DTYPE_CHOICES, WEIGHTS_SUFFIX
 from chclip_convert.notebook.converter import failure_text, message_html, validate_inputs
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker
+from chclip_convert.progress import Progress
 from chclip_convert.units import human_size
 
 NO_SHARDING = "no sharding"
 SHARD_SIZES = (NO_SHARDING, "5GB", "2GB", "1GB", "500MB")
-WEIGHTS_SUFFIX = ".safetensors"
 
 
 def shard_bytes(choice: str) -> int:
@@ -121,8 +121,8 @@ class SaveUI:
         finally:
             self._validate()
 
-    def _on_progress(self, progress: WriteProgress) -> None:
-        self.progress.value = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+    def _on_progress(self, progress: Progress) -> None:
+        self.progress.value = progress.fraction
 
     def _show(self, summary: ConversionSummary) -> None:
         folder, files = summary.output_dir, list(summary.files)
