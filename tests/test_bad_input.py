@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from cn_clip.clip.model import CLIP
-from conftest import tree_sha256
-from original import REDUCED, build_model, save, training_checkpoint
 from safetensors.torch import load_file, save_file
+from support.files import tree_sha256
+from support.original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import (
     ArchitectureError,
@@ -31,13 +31,13 @@ from chclip_convert import (
     OutputError,
     UnsupportedCheckpointError,
     convert_checkpoint,
-    safetensors_writer,
 )
 from chclip_convert.cli.main import main
 from chclip_convert.conversion import reverse as reverse_module
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
 from chclip_convert.conversion.reverse import reverse_folder
 from chclip_convert.files import output as output_module
+from chclip_convert.files import safetensors_writer
 from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 
@@ -293,6 +293,7 @@ def test_nan_and_inf_are_converted_with_a_warning_naming_them(good, tmp_path, ca
     assert "warning: 2 tensor(s) hold NaN or Inf" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # another Python process, killed while writing a reduced ViT-H-14
 def test_killed_while_writing_leaves_only_a_named_partial_folder_that_the_next_run_removes(tmp_path):
     model = build_model(REDUCED["ViT-H-14"], seed=2)  # ~360 MB of weights: writing takes a moment
     source = save(training_checkpoint(model), tmp_path / "big.pt")
@@ -363,7 +364,7 @@ def test_bad_folder_to_reverse(name, good, tmp_path, capsys):
         reverse_folder(folder, output)
     assert says in str(caught.value) and str(folder) in str(caught.value)
     assert caught.value.report is not None and not caught.value.report.ok
-    assert main(["--reverse", str(folder), str(output)]) == 1
+    assert main(["reverse", str(folder), str(output)]) == 1
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and says in stderr and "Traceback" not in stderr
     assert tree_sha256(folder) == before, "the folder changed"
@@ -383,7 +384,7 @@ def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good,
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
     monkeypatch.setattr(reverse_module.torch, "save", disk_full)
-    assert main(["--reverse", str(folder), str(tmp_path / "back.pt")]) == 1
+    assert main(["reverse", str(folder), str(tmp_path / "back.pt")]) == 1
     stderr = capsys.readouterr().err
     # the disk is not full here, so torch's own words are kept (a full one says "No space left": test_writers.py)
     assert "writing failed: torch could not write the file ([enforce fail" in stderr and "Traceback" not in stderr

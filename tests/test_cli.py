@@ -1,5 +1,5 @@
-"""The command line: its subcommands and the old spellings, reports, exit codes, one-paragraph errors without
-tracebacks."""
+"""The command line: its subcommands, convert without one (also with the flags of transformers' script), usage
+errors, reports, exit codes, one-paragraph errors without tracebacks."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_model_holds, reload_strictly
-from original import REDUCED, build_model, save, training_checkpoint
+from support import ROOT
+from support.converted import assert_model_holds, reload_strictly
+from support.original import REDUCED, build_model, save, training_checkpoint
 
-from chclip_convert.cli.main import EXIT_PROBLEMS, main, translate_legacy
+from chclip_convert.cli.main import EXIT_PROBLEMS, build_parser, main, with_command
 from chclip_convert.files.checkpoint import load_checkpoint
 
 
@@ -31,6 +32,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # another Python process
 def test_module_entry_point_converts_and_prints_summary(checkpoint, tmp_path):
     result = run_module(str(checkpoint), str(tmp_path / "hf"), "--report", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
@@ -44,23 +46,20 @@ def test_module_entry_point_converts_and_prints_summary(checkpoint, tmp_path):
     assert_model_holds(model, load_checkpoint(checkpoint).state_dict)
 
 
-def test_legacy_flags_with_a_config_path(checkpoint, tmp_path):
+@pytest.mark.slow  # another Python process
+def test_the_flags_of_transformers_script_convert(checkpoint, tmp_path):
+    """Called as transformers' conversion script was: no subcommand, its three flags."""
     assert main([str(checkpoint), str(tmp_path / "first"), "--no-progress"]) == 0
-    legacy = [
-        "--checkpoint_path",
-        str(checkpoint),
-        "--pytorch_dump_folder_path",
-        str(tmp_path / "second"),
-        "--config_path",
-        str(tmp_path / "first" / "config.json"),
-        "--no-progress",
-    ]
-    assert main(legacy) == 0
+    config = str(tmp_path / "first" / "config.json")
+    flags = ["--checkpoint_path", str(checkpoint), "--pytorch_dump_folder_path", str(tmp_path / "second")]
+    result = run_module(*flags, "--config_path", config)
+    assert result.returncode == 0, result.stderr
     source = load_checkpoint(checkpoint).state_dict
     for folder in ("first", "second"):
         assert_model_holds(reload_strictly(tmp_path / folder), source)
 
 
+@pytest.mark.slow  # another Python process
 def test_contradicting_config_fails_with_one_paragraph(checkpoint, tmp_path):
     assert main([str(checkpoint), str(tmp_path / "ok"), "--no-progress"]) == 0
     config = json.loads((tmp_path / "ok" / "config.json").read_text())
@@ -74,6 +73,7 @@ def test_contradicting_config_fails_with_one_paragraph(checkpoint, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # another Python process
 def test_unused_key_is_fatal_unless_no_strict(checkpoint, tmp_path):
     state = dict(load_checkpoint(checkpoint).state_dict)
     state["visual.head.weight"] = torch.zeros(4)
@@ -87,6 +87,7 @@ def test_unused_key_is_fatal_unless_no_strict(checkpoint, tmp_path):
     assert any("dropped" in note for note in saved["report"]["notes"])
 
 
+@pytest.mark.slow  # another Python process
 def test_missing_arguments_and_files(tmp_path):
     assert run_module().returncode == 2
     result = run_module(str(tmp_path / "nope.pt"), str(tmp_path / "out"))
@@ -94,6 +95,7 @@ def test_missing_arguments_and_files(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # another Python process
 def test_an_unwritable_report_path_is_an_error_not_a_traceback(checkpoint, tmp_path):
     (tmp_path / "taken").write_text("a file where the report's folder should be")
     result = run_module(str(checkpoint), str(tmp_path / "hf"), "--report", str(tmp_path / "taken" / "r.json"))
@@ -131,63 +133,53 @@ def test_each_subcommand_on_the_demo(demo_checkpoint, tmp_path, capsys):
 
 def test_no_subcommand_converts_as_convert_does(demo_checkpoint, tmp_path):
     assert main([str(demo_checkpoint), str(tmp_path / "default"), "--no-progress", "--dtype", "float16"]) == 0
-    assert main(["convert", str(demo_checkpoint), str(tmp_path / "named"), "--no-progress", "--dtype", "float16"]) == 0
+    # the paths may stand on either side of the options
+    assert main(["convert", "--dtype", "float16", str(demo_checkpoint), "--no-progress", str(tmp_path / "named")]) == 0
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("default", "named")]
     assert weights[0] == weights[1]
 
 
-def test_old_mode_flags_still_verify_and_reverse(demo_checkpoint, tmp_path, capsys):
-    hf = tmp_path / "hf"
-    assert main([str(demo_checkpoint), str(hf), "--no-progress"]) == 0
-    assert (
-        main(["--verify-only", str(demo_checkpoint), str(hf), "--vocab", str(demo_checkpoint.parent / "vocab.txt")])
-        == 0
-    )
-    assert "Verified: all checks pass." in capsys.readouterr().out
-    assert main(["--reverse", str(hf), str(tmp_path / "bare.pt"), "--bare"]) == 0
-    bare = torch.load(tmp_path / "bare.pt", weights_only=True)
-    assert "state_dict" not in bare and "visual.transformer.resblocks.0.attn.in_proj_weight" in bare
-
-
-def test_old_spellings_map_onto_subcommands():
-    assert translate_legacy(["a.pt", "out"]) == ["convert", "a.pt", "out"]
-    assert translate_legacy(["--checkpoint_path", "a.pt", "--pytorch_dump_folder_path", "out"])[0] == "convert"
-    assert translate_legacy(["--verify-only", "a.pt", "out", "--report", "r.json"]) == [
-        "verify", "a.pt", "out", "--report", "r.json"
-    ]  # fmt: skip
-    assert translate_legacy(["hf", "o.pt", "--reverse", "--bare"]) == ["reverse", "hf", "o.pt", "--bare"]
-    for unchanged in ([], ["inspect", "a.pt"], ["--help"], ["--version"]):
-        assert translate_legacy(unchanged) == unchanged
-    with pytest.raises(ValueError, match="two different commands"):
-        translate_legacy(["--verify-only", "--reverse", "a", "b"])
+def test_a_first_argument_that_is_no_command_means_convert():
+    parser = build_parser()
+    assert with_command(parser, ["a.pt", "out"]) == ["convert", "a.pt", "out"]
+    assert with_command(parser, ["--checkpoint_path", "a.pt", "--pytorch_dump_folder_path", "out"])[0] == "convert"
+    for unchanged in (["inspect", "a.pt"], ["convert-epochs", "--into", "x", "a.pt"], ["--help"], ["--version"]):
+        assert with_command(parser, unchanged) == unchanged
 
 
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["a.pt", "out", "--bare"], "--bare is an option of reverse (or the old --reverse), not of convert"),
-        (["convert", "a.pt", "out", "--bare"], "--bare is an option of reverse"),
-        (["verify", "a.pt", "hf", "--bare"], "--bare is an option of reverse"),
-        (["verify", "a.pt", "hf", "--dtype", "float16"], "--dtype is an option of convert and convert-epochs, not of"),
-        (["--verify-only", "a.pt", "hf", "--dtype=float16"], "--dtype is an option of convert and convert-epochs, not"),
-        (["--verify-only", "a.pt", "hf", "--verify"], "--verify is an option of convert, not of verify"),
-        (["a.pt", "out", "--json"], "--json is an option of inspect, diff, drift and convert-epochs, not of convert"),
-        (["diff", "a.pt", "b.pt", "--into", "x"], "--into is an option of convert-epochs, not of diff"),
-        (
-            ["--reverse", "hf", "o.pt", "--vocab", "v.txt"],
-            "--vocab is an option of convert and verify (or the old --verify-only)",
-        ),
-        (["--verify-only", "--reverse", "a", "b"], "two different commands"),
-        ([], "give a command"),
+        (["--verify-only", "a.pt", "hf"], "--verify-only was removed; use: chclip-convert verify a.pt hf"),
+        (["hf", "o.pt", "--reverse", "--bare"], "--reverse was removed; use: chclip-convert reverse hf o.pt --bare"),
+        ([], "give a command, or CHECKPOINT OUTPUT_DIR to convert"),
     ],
 )
-def test_an_option_of_another_command_is_refused_by_name(argv, says, tmp_path, capsys):
+def test_a_removed_mode_flag_says_which_command_to_use(argv, says, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
-    assert exited.value.code == 2
-    assert says in capsys.readouterr().err
+    assert exited.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["a.pt", "out", "--bare"], "chclip-convert convert: error: unrecognized arguments: --bare"),
+        (["verify", "a.pt", "hf", "--bare"], "chclip-convert verify: error: unrecognized arguments: --bare"),
+        (["verify", "a.pt", "hf", "--dtype=float16"], "unrecognized arguments: --dtype=float16"),
+        (["verify", "a.pt", "hf", "--verify"], "unrecognized arguments: --verify"),
+        (["a.pt", "out", "--json"], "unrecognized arguments: --json"),
+        (["diff", "a.pt", "b.pt", "--into", "x"], "chclip-convert diff: error: unrecognized arguments: --into x"),
+        (["reverse", "hf", "o.pt", "--vocab", "v.txt"], "unrecognized arguments: --vocab v.txt"),
+    ],
+)
+def test_an_option_of_another_command_is_a_usage_error(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.slow  # full-width checkpoint
 def test_inspect_json_is_the_report_of_inspect_checkpoint(checkpoint, capsys):
     from chclip_convert.conversion.inspection import inspect_checkpoint
 
@@ -207,6 +199,7 @@ def test_inspect_json_is_the_report_of_inspect_checkpoint(checkpoint, capsys):
     ]
 
 
+@pytest.mark.slow  # another Python process
 def test_inspect_shows_an_unknown_key_and_exits_with_the_problems_code(checkpoint, tmp_path, capsys):
     state = dict(load_checkpoint(checkpoint).state_dict)
     state["visual.head.weight"] = torch.zeros(4)
@@ -225,6 +218,7 @@ def test_inspect_shows_an_unknown_key_and_exits_with_the_problems_code(checkpoin
     assert [record["key"] for record in printed["sources"]] == ["visual.head.weight"] and printed["targets"] == []
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_inspect_filters_by_name_as_the_inspector_does(checkpoint, capsys):
     from chclip_convert.conversion.inspection import filter_rows, inspect_checkpoint
 
@@ -239,6 +233,7 @@ def test_inspect_filters_by_name_as_the_inspector_does(checkpoint, capsys):
     assert [r["key"] for r in printed["sources"]] == [r["key"] for r in printed["targets"]] == ["logit_scale"]
 
 
+@pytest.mark.slow  # full-width checkpoint
 def test_inspect_refuses_a_bad_regular_expression_as_a_usage_error(checkpoint, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["inspect", str(checkpoint), "--name", "layers.(1", "--regex"])
@@ -259,14 +254,38 @@ def test_inspect_and_verify_errors_are_one_paragraph(tmp_path, capsys):
         assert err.startswith("error: ") and "no such file" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [None, "convert", "verify", "reverse", "inspect"])
-def test_help_shows_examples(command, capsys):
+COMMANDS = ("convert", "verify", "reverse", "inspect", "diff", "drift", "convert-epochs")
+
+
+def help_text(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exited:
-        main([command, "--help"] if command else ["--help"])
+        main(argv)
     assert exited.value.code == 0
-    out = capsys.readouterr().out
-    assert "examples:" in out
-    assert f"\n  chclip-convert {command or 'inspect'} " in out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_commands_help_shows_two_to_four_examples(command, capsys):
+    out = help_text([command, "--help"], capsys)
+    examples = out.split("\nexamples:\n", 1)[1].splitlines()
+    assert 2 <= len(examples) <= 4 and f"  chclip-convert {command} " in out
+
+
+def test_the_top_level_help_lists_the_commands_and_exit_codes(capsys):
+    out = help_text(["--help"], capsys)
+    assert all(f"\n    {command} " in out or f"\n    {command}\n" in out for command in COMMANDS)
+    assert "exit codes:" in out and "4 inspect found problems" in out and "docs/cli.md" in out
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    show_help = (
+        "import sys\nfrom chclip_convert.cli.main import main\n"
+        f"for argv in [['--help'], *[[c, '--help'] for c in {COMMANDS!r}]]:\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", show_help], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stderr.strip() == "[]", result.stderr
 
 
 def test_version_comes_from_the_package_metadata(capsys):

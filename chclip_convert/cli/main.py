@@ -1,35 +1,18 @@
-"""The ``chclip-convert`` command, one subcommand per task.
+"""The ``chclip-convert`` command: one subcommand per task, over the library's functions.
 
-    chclip-convert convert CHECKPOINT OUTPUT_DIR [--dtype auto|float32|float16|bfloat16] [--vocab VOCAB]
-                   [--config CONFIG] [--overwrite] [--report R.json] [--max-shard-size 5GB] [--vision-heads N]
-                   [--text-heads N] [--no-strict] [--no-progress] [--sha256] [--verify]
-    chclip-convert verify CHECKPOINT FOLDER [--vocab VOCAB] [--vision-heads N] [--text-heads N] [--config CONFIG]
-                   [--report VERIFY.json]
-    chclip-convert reverse FOLDER OUTPUT.pt [--bare] [--overwrite]
-    chclip-convert inspect CHECKPOINT [--json] [--status all|problems|STATUS] [--name TEXT [--regex]]
-                   [--vision-heads N] [--text-heads N]
-    chclip-convert diff A B [--json] [--exit-code]
-    chclip-convert drift --reference REF CHECKPOINT... | RUN_FOLDER [--json]
-    chclip-convert convert-epochs --into DIR CHECKPOINT... | RUN_FOLDER [--dtype D] [--overwrite] [--json]
-
-Without a subcommand it converts: ``chclip-convert CHECKPOINT OUTPUT_DIR ...``. The old spellings still work:
-``--verify-only CHECKPOINT FOLDER`` is ``verify``, ``--reverse FOLDER OUTPUT.pt`` is ``reverse``, and ``convert``
-takes the flags of the script transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``,
-``--config_path``). An option of another command is refused by name, whichever spelling is used.
-
-Exit codes: 0 done; 1 a user error, printed as one paragraph without a traceback; 2 a usage error (argparse);
-3 verification failed; 4 ``inspect`` ran and its report lists problems (unused, missing, mismatched or
-conflicting keys), on which ``convert`` would stop — distinct from 1, which means the file could not be inspected.
+Without a subcommand it converts, so ``chclip-convert CHECKPOINT OUTPUT_DIR`` and the flags of the script
+transformers once carried (``--checkpoint_path``, ``--pytorch_dump_folder_path``, ``--config_path``) still work.
+``chclip-convert COMMAND --help`` shows a command's options and examples; docs/cli.md explains them.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import functools
 import json
 import os
+import shlex
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,8 +23,6 @@ from chclip_convert.errors import ConversionError, MappingError, OutputError
 from chclip_convert.names import DTYPE_CHOICES, STATUS_FILTERS
 
 if TYPE_CHECKING:
-    from argparse import _SubParsersAction as Commands
-
     from chclip_convert.mapping.report import ConversionReport
     from chclip_convert.verification.verify import VerifyReport
 
@@ -52,61 +33,18 @@ EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (128 + SI
 EXIT_BROKEN_PIPE = 141  # as a shell reports a writer whose reader went away (128 + SIGPIPE)
 
 PROG = "chclip-convert"
-COMMANDS = ("convert", "verify", "reverse", "inspect", "diff", "drift", "convert-epochs")
-LEGACY_MODES = {"--verify-only": "verify", "--reverse": "reverse"}
+REMOVED_MODES = {"--verify-only": "verify", "--reverse": "reverse"}  # gone: named in the usage error
 _RAW = argparse.RawDescriptionHelpFormatter
 
-EPILOG = """\
-examples:
-  chclip-convert epoch_latest.pt chinese-clip-hf              convert (the default command)
-  chclip-convert convert epoch_latest.pt chinese-clip-hf --verify --report report.json
-  chclip-convert verify epoch_latest.pt chinese-clip-hf       check a converted folder
-  chclip-convert reverse chinese-clip-hf epoch_back.pt        back to cn_clip's format
-  chclip-convert inspect epoch_latest.pt --status problems    how each key maps, without writing
-  chclip-convert diff pretrained.pt epoch3.pt                 what fine-tuning changed, layer by layer
-  chclip-convert drift --reference pretrained.pt logs/my-run  every epoch of a run at a glance
-  chclip-convert convert-epochs --into out logs/my-run        convert chosen epochs (skips up-to-date ones)
+EPILOG = f"""\
+Without a COMMAND it converts: {PROG} CHECKPOINT OUTPUT_DIR [options].
+{PROG} COMMAND --help shows a command's options and examples; docs/cli.md explains each.
 
 exit codes:
-  0  done (verify: every check passes; inspect: the checkpoint converts cleanly)
-  1  a problem with the input or output, explained in one paragraph
-  2  a usage error
-  3  verification failed (verify, convert --verify)
-  4  inspect: the report lists problems, so convert would stop
-  5  diff --exit-code: A and B differ
-
-old spellings, still accepted:
-  --verify-only CHECKPOINT FOLDER   (verify)
-  --reverse FOLDER OUTPUT.pt        (reverse)
-  --checkpoint_path CHECKPOINT --pytorch_dump_folder_path OUTPUT_DIR [--config_path CONFIG]   (convert)
+  0 done, 1 an error in the input or output (one paragraph), 2 a usage error,
+  3 verification failed, 4 inspect found problems, 5 diff --exit-code found differences,
+  130 stopped by Ctrl-C (nothing half-written is left), 141 the reader went away (| head)
 """
-
-EXAMPLES = {
-    "convert": """
-        chclip-convert convert epoch_latest.pt chinese-clip-hf
-        chclip-convert convert clip_cn_vit-h-14.pt vit-h-fp16 --dtype float16 --report report.json
-        chclip-convert convert epoch_latest.pt chinese-clip-hf --verify    (exit 3 if a check fails)
-        chclip-convert epoch_latest.pt chinese-clip-hf                     (no subcommand: convert)
-        chclip-convert --checkpoint_path x.pt --pytorch_dump_folder_path out --config_path config.json
-    """,
-    "verify": """
-        chclip-convert verify epoch_latest.pt chinese-clip-hf
-        chclip-convert verify epoch_latest.pt chinese-clip-hf --vocab vocab.txt --report verify.json
-        chclip-convert --verify-only epoch_latest.pt chinese-clip-hf       (the old spelling)
-    """,
-    "reverse": """
-        chclip-convert reverse chinese-clip-hf epoch_back.pt
-        chclip-convert reverse chinese-clip-hf weights.pt --bare --overwrite
-        chclip-convert --reverse chinese-clip-hf epoch_back.pt             (the old spelling)
-    """,
-    "inspect": """
-        chclip-convert inspect epoch_latest.pt
-        chclip-convert inspect epoch_latest.pt --status problems          (exit 4 if there are any)
-        chclip-convert inspect epoch_latest.pt --json > keys.json
-        chclip-convert inspect epoch_latest.pt --name resblocks.1          (layer 1, not 10 or 11)
-        chclip-convert inspect epoch_latest.pt --name 'q_proj|k_proj' --regex
-    """,
-}
 
 
 class CommandLine(argparse.ArgumentParser):
@@ -116,36 +54,44 @@ class CommandLine(argparse.ArgumentParser):
 
 
 def build_parser() -> CommandLine:
-    """The parser: ``--version`` and the four subcommands."""
+    """The parser: ``--version`` and the seven subcommands."""
     parser = CommandLine(
         prog=PROG,
-        description="Convert an original Chinese-CLIP (cn_clip) checkpoint into a transformers ChineseCLIPModel "
-        "folder, with no config.json needed; check, reverse or inspect a conversion.",
+        description="Convert original Chinese-CLIP (cn_clip) checkpoints into transformers ChineseCLIPModel folders\n"
+        "(no config.json needed); check, reverse, inspect and compare them.",
         epilog=EPILOG,
         formatter_class=_RAW,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
-    for add in (_add_convert, _add_verify, _add_reverse, _add_inspect):
-        add(commands)
-    cli_run.add_commands(commands, _command)
+    commands = parser.add_subparsers(metavar="COMMAND", title="commands")
+    for add in (_add_convert, _add_verify, _add_reverse, _add_inspect, cli_run.add_commands):
+        add(functools.partial(_command, commands))
     parser.commands = dict(commands.choices)
     return parser
 
 
 def _command(
-    commands: Commands, name: str, summary: str, run: Callable[[argparse.Namespace], int], **kwargs: str
+    commands, name: str, summary: str, run: Callable[[argparse.Namespace], int], examples: Sequence[str], **kwargs: str
 ) -> argparse.ArgumentParser:
-    """A subcommand's parser, its help ending with the command's examples; ``run`` carries it out."""
-    examples = "examples:\n" + textwrap.indent(textwrap.dedent({**EXAMPLES, **cli_run.EXAMPLES}[name]).strip(), "  ")
-    sub = commands.add_parser(name, help=summary, description=summary, epilog=examples, formatter_class=_RAW, **kwargs)
+    """A subcommand's parser, its help ending with ``examples``; ``run`` carries it out.
+
+    ``commands`` is what ``add_subparsers`` returned; ``kwargs`` go to ``add_parser`` (``usage``, say).
+    """
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    sub = commands.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=_RAW, **kwargs)
     sub.set_defaults(run=run)
     return sub
 
 
-def _add_convert(commands: Commands) -> None:
+def _add_convert(command: cli_run.AddCommand) -> None:
     summary = "convert a cn_clip checkpoint into a ChineseCLIPModel folder (the default command)"
-    sub = _command(commands, "convert", summary, _convert, usage="%(prog)s CHECKPOINT OUTPUT_DIR [options]")
+    examples = (
+        f"{PROG} convert epoch_latest.pt chinese-clip-hf",
+        f"{PROG} convert clip_cn_vit-h-14.pt vit-h-fp16 --dtype float16 --report report.json",
+        f"{PROG} epoch_latest.pt chinese-clip-hf --verify     (no command: convert; exit 3 if a check fails)",
+        "python -m chclip_convert --checkpoint_path x.pt --pytorch_dump_folder_path out --config_path config.json",
+    )
+    sub = command("convert", summary, _convert, examples, usage="%(prog)s CHECKPOINT OUTPUT_DIR [options]")
     sub.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="original .pt (training dict or state dict)")
     sub.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR", help="folder to write (must not exist or be empty)")
     sub.add_argument("--checkpoint_path", dest="legacy_checkpoint", help=argparse.SUPPRESS)
@@ -154,17 +100,19 @@ def _add_convert(commands: Commands) -> None:
     sub.add_argument(
         "--vocab",
         help="vocab.txt for the tokenizer (default: beside the checkpoint, else the standard Chinese-CLIP one this "
-        "package ships); with --verify, also "
-        "the reference the tokenizer is checked against",
+        "package ships); with --verify, also the reference the tokenizer is checked against",
     )
     _add_config(sub, "optional config.json, checked against the weights")
     sub.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR once done")
     sub.add_argument(
-        "--report", help="also write the key-by-key report to this JSON file; with --verify, the verdict in it too"
+        "--report",
+        metavar="REPORT.json",
+        help="also write the key-by-key report to this file; with --verify, the verdict in it too",
     )
     sub.add_argument(
         "--max-shard-size",
         default="5GB",
+        metavar="SIZE",
         help="shard the weights above this size: bytes, or KB/MB/GB/TB as save_pretrained reads them (default 5GB)",
     )
     _add_heads(sub)
@@ -176,9 +124,13 @@ def _add_convert(commands: Commands) -> None:
     sub.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
 
 
-def _add_verify(commands: Commands) -> None:
+def _add_verify(command: cli_run.AddCommand) -> None:
     summary = "check a converted folder against the original checkpoint (exit 3 if a check fails)"
-    sub = _command(commands, "verify", summary, _verify)
+    examples = (
+        f"{PROG} verify epoch_latest.pt chinese-clip-hf",
+        f"{PROG} verify epoch_latest.pt chinese-clip-hf --vocab vocab.txt --report verify.json",
+    )
+    sub = command("verify", summary, _verify, examples)
     sub.add_argument("checkpoint", metavar="CHECKPOINT", help="the original .pt checkpoint")
     sub.add_argument("folder", metavar="FOLDER", help="the converted folder to check")
     sub.add_argument(
@@ -188,21 +140,31 @@ def _add_verify(commands: Commands) -> None:
     )
     _add_heads(sub)
     _add_config(sub, "the config.json the folder was converted with, if any")
-    sub.add_argument("--report", help="also write every check's verdict to this JSON file")
+    sub.add_argument("--report", metavar="REPORT.json", help="also write every check's verdict to this file")
 
 
-def _add_reverse(commands: Commands) -> None:
+def _add_reverse(command: cli_run.AddCommand) -> None:
     summary = "turn a ChineseCLIPModel folder back into an original cn_clip .pt checkpoint"
-    sub = _command(commands, "reverse", summary, _reverse)
+    examples = (
+        f"{PROG} reverse chinese-clip-hf epoch_back.pt",
+        f"{PROG} reverse chinese-clip-hf weights.pt --bare --overwrite",
+    )
+    sub = command("reverse", summary, _reverse, examples)
     sub.add_argument("folder", metavar="FOLDER", help="a ChineseCLIPModel folder (this tool's or one from elsewhere)")
     sub.add_argument("output", metavar="OUTPUT.pt", help="the checkpoint to write")
     sub.add_argument("--bare", action="store_true", help="a bare state dict, not cn_clip's training dict")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT.pt")
 
 
-def _add_inspect(commands: Commands) -> None:
+def _add_inspect(command: cli_run.AddCommand) -> None:
     summary = "show how every key of a checkpoint maps, writing nothing (exit 4 if the report lists problems)"
-    sub = _command(commands, "inspect", summary, _inspect)
+    examples = (
+        f"{PROG} inspect epoch_latest.pt --status problems           (exit 4 if there are any)",
+        f"{PROG} inspect epoch_latest.pt --json > keys.json",
+        f"{PROG} inspect epoch_latest.pt --name resblocks.1          (layer 1, not 10 or 11)",
+        f"{PROG} inspect epoch_latest.pt --name 'q_proj|k_proj' --regex",
+    )
+    sub = command("inspect", summary, _inspect, examples)
     sub.add_argument("checkpoint", metavar="CHECKPOINT", help="original .pt checkpoint")
     sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout, and nothing else")
     sub.add_argument(
@@ -224,50 +186,12 @@ def _add_inspect(commands: Commands) -> None:
 
 
 def _add_config(sub: argparse.ArgumentParser, text: str) -> None:
-    sub.add_argument("--config", "--config_path", dest="config", help=text)
+    sub.add_argument("--config", "--config_path", dest="config", metavar="CONFIG", help=text)
 
 
 def _add_heads(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--vision-heads", type=int, help="vision attention heads (if not a known model)")
-    sub.add_argument("--text-heads", type=int, help="text attention heads (if not a known model)")
-
-
-def translate_legacy(argv: Sequence[str]) -> list[str]:
-    """The old spellings as subcommands: ``--verify-only A B`` → ``verify A B``, ``--reverse A B`` →
-    ``reverse A B``, anything else without a subcommand → ``convert ...``.
-
-    Raises ValueError when both old mode flags are given.
-    """
-    argv = list(argv)
-    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
-        return argv
-    end = argv.index("--") if "--" in argv else len(argv)
-    modes = {LEGACY_MODES[token] for token in argv[:end] if token in LEGACY_MODES}
-    if len(modes) > 1:
-        raise ValueError("--verify-only and --reverse are two different commands; give one")
-    rest = [token for index, token in enumerate(argv) if index >= end or token not in LEGACY_MODES]
-    return [modes.pop() if modes else "convert", *rest]
-
-
-def refuse_foreign_options(parser: CommandLine, argv: Sequence[str]) -> None:
-    """Exit with a usage error naming an option that belongs to another command (``--bare`` outside reverse)."""
-    if not argv or argv[0] not in parser.commands:
-        return
-    command, *rest = argv
-    # argparse keeps each parser's option strings in _option_string_actions; there is no public accessor.
-    known = {name: set(sub._option_string_actions) for name, sub in parser.commands.items()}
-    for token in itertools.takewhile(lambda token: token != "--", rest):
-        flag = token.split("=", 1)[0]
-        owners = [name for name, flags in known.items() if flag in flags]
-        if owners and command not in owners:
-            spelled = [_with_old_spelling(owner) for owner in owners]
-            named = spelled[0] if len(spelled) == 1 else f"{', '.join(spelled[:-1])} and {spelled[-1]}"
-            parser.commands[command].error(f"{flag} is an option of {named}, not of {command}")
-
-
-def _with_old_spelling(command: str) -> str:
-    old = next((flag for flag, mode in LEGACY_MODES.items() if mode == command), None)
-    return f"{command} (or the old {old})" if old else command
+    sub.add_argument("--vision-heads", type=int, metavar="N", help="vision attention heads (if not a known model)")
+    sub.add_argument("--text-heads", type=int, metavar="N", help="text attention heads (if not a known model)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,12 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_prepare(parser, sys.argv[1:] if argv is None else argv))
-    if args.command == "convert":
-        _resolve_convert_paths(parser.commands["convert"], args)
-    if args.command == "inspect":
-        _check_name_filter(parser.commands["inspect"], args)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except ConversionError as error:
@@ -300,15 +219,37 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_ERROR
 
 
-def _prepare(parser: CommandLine, argv: Sequence[str]) -> list[str]:
-    try:
-        translated = translate_legacy(argv)
-    except ValueError as error:
-        parser.error(str(error))
-    if not translated:
-        parser.error(f"give a command ({', '.join(COMMANDS)}), or CHECKPOINT OUTPUT_DIR to convert; see --help")
-    refuse_foreign_options(parser, translated)
-    return translated
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments of one command, ``run`` among them; exits 2 on a usage error, 0 after --help or --version."""
+    parser = build_parser()
+    argv = with_command(parser, argv)
+    if argv[0] not in parser.commands:
+        parser.parse_args(argv)  # -h, --help or --version: it prints and exits
+    sub = parser.commands[argv[0]]
+    args, unknown = sub.parse_known_intermixed_args(argv[1:])  # paths before, between or after options
+    if unknown:  # said by the command's own parser, so its usage is the one shown
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if argv[0] == "convert":
+        _resolve_convert_paths(sub, args)
+    if argv[0] == "inspect":
+        _check_name_filter(sub, args)
+    return args
+
+
+def with_command(parser: CommandLine, argv: Sequence[str]) -> list[str]:
+    """``argv`` led by its command: one that starts with no command (a path, an option) is a ``convert``.
+
+    Exits with a usage error when ``argv`` is empty or holds a removed mode flag (naming the command to use).
+    """
+    if not argv:
+        parser.error("give a command, or CHECKPOINT OUTPUT_DIR to convert (see --help)")
+    if argv[0] in parser.commands or argv[0] in ("-h", "--help", "--version"):
+        return list(argv)
+    for flag, command in REMOVED_MODES.items():
+        if flag in argv:
+            rest = [token for token in argv if token != flag]
+            parser.error(f"{flag} was removed; use: {shlex.join([PROG, command, *rest])}")
+    return ["convert", *argv]
 
 
 def _resolve_convert_paths(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -329,9 +270,10 @@ def _check_name_filter(sub: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def _convert(args: argparse.Namespace) -> int:
     """Convert and print the summary; with --verify, verify too. --report is written once, holding both."""
+    from chclip_convert.cli.progress_bar import ProgressBar
     from chclip_convert.conversion.pipeline import convert_checkpoint
 
-    bar = _ByteBar() if args.progress else None
+    bar = ProgressBar() if args.progress else None
     try:
         summary = convert_checkpoint(
             args.checkpoint,
@@ -445,26 +387,6 @@ def _filters(args: argparse.Namespace) -> str:
     if args.name.strip():
         given.append(f"--name {args.name.strip()}" + (" --regex" if args.regex else ""))
     return ", ".join(given)
-
-
-class _ByteBar:
-    """A tqdm bar of the bytes written, fed with :class:`~chclip_convert.conversion.pipeline.WriteProgress`."""
-
-    def __init__(self) -> None:
-        self._bar = None
-
-    def update(self, progress) -> None:
-        from tqdm import tqdm
-
-        if self._bar is None:
-            self._bar = tqdm(
-                total=progress.bytes_total, unit="B", unit_scale=True, desc="writing weights", file=sys.stderr
-            )
-        self._bar.update(progress.bytes_done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _write_json(path: str, data: dict) -> None:

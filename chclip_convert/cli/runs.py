@@ -1,38 +1,34 @@
-"""The command line's training-run commands: ``diff``, ``drift`` and ``convert-epochs``
-(registered by :mod:`chclip_convert.cli.main`)."""
+"""The training-run commands ``diff``, ``drift`` and ``convert-epochs``, added by :mod:`chclip_convert.cli.main`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from chclip_convert.names import DTYPE_CHOICES
 
 EXIT_DIFFERS = 5  # diff --exit-code: the two differ
 EXIT_FAILED = 1  # convert-epochs: a checkpoint failed (the others were still done)
 
-EXAMPLES = {
-    "diff": """
-        chclip-convert diff pretrained.pt checkpoints/epoch3.pt           what fine-tuning changed
-        chclip-convert diff checkpoints/epoch3.pt epoch3-hf --exit-code   is this folder that epoch? (exit 5 if not)
-        chclip-convert diff epoch2.pt epoch3.pt --json > diff.json
-    """,
-    "drift": """
-        chclip-convert drift --reference pretrained.pt logs/my-run            a run folder (or its checkpoints/)
-        chclip-convert drift --reference chinese-clip-hf epoch1.pt epoch2.pt  a downloaded folder as reference
-        chclip-convert drift --reference pretrained.pt logs/my-run --json > drift.json
-    """,
-    "convert-epochs": """
-        chclip-convert convert-epochs --into converted run/checkpoints/epoch2.pt run/checkpoints/epoch5.pt
-        chclip-convert convert-epochs --into converted logs/my-run            every checkpoint of the run
-    """,
-}
+# main._command with its first argument given: command(name, summary, run, examples, **add_parser_kwargs)
+AddCommand = Callable[..., argparse.ArgumentParser]
 
 
-def add_commands(commands, command) -> None:
-    """Add the three subcommands with ``command`` (:func:`chclip_convert.cli.main._command`)."""
-    sub = command(commands, "diff", "compare two checkpoints or converted folders, tensor by tensor", _diff)
+def add_commands(command: AddCommand) -> None:
+    """Add the three subcommands with ``command``, which makes a subcommand's parser."""
+    for add in (_add_diff, _add_drift, _add_convert_epochs):
+        add(command)
+
+
+def _add_diff(command: AddCommand) -> None:
+    examples = (
+        "chclip-convert diff pretrained.pt checkpoints/epoch3.pt           what fine-tuning changed",
+        "chclip-convert diff checkpoints/epoch3.pt epoch3-hf --exit-code   is this folder that epoch? (exit 5 if not)",
+        "chclip-convert diff epoch2.pt epoch3.pt --json > diff.json",
+    )
+    sub = command("diff", "compare two checkpoints or converted folders, tensor by tensor", _diff, examples)
     sub.add_argument(
         "a", metavar="A", help="an original .pt checkpoint (either layout, any dtype) or a converted folder"
     )
@@ -40,17 +36,32 @@ def add_commands(commands, command) -> None:
     sub.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout, and nothing else")
     sub.add_argument("--exit-code", action="store_true", help=f"exit {EXIT_DIFFERS} unless A and B are identical")
 
+
+def _add_drift(command: AddCommand) -> None:
     summary = "how far each layer moved over a training run: from a reference, and epoch to epoch"
-    sub = command(commands, "drift", summary, _drift, usage="%(prog)s --reference REF CHECKPOINT... | RUN_FOLDER")
-    sub.add_argument("--reference", required=True, help="the checkpoint training started from (.pt or folder)")
+    examples = (
+        "chclip-convert drift --reference pretrained.pt logs/my-run            a run folder (or its checkpoints/)",
+        "chclip-convert drift --reference chinese-clip-hf epoch1.pt epoch2.pt  a downloaded folder as reference",
+        "chclip-convert drift --reference pretrained.pt logs/my-run --json > drift.json",
+    )
+    sub = command("drift", summary, _drift, examples, usage="%(prog)s --reference REF CHECKPOINT... | RUN_FOLDER")
+    sub.add_argument(
+        "--reference", required=True, metavar="REF", help="the checkpoint training started from (.pt or folder)"
+    )
     sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="the run's checkpoints, or its folder")
     sub.add_argument("--json", action="store_true", help="print the result as JSON on stdout, and nothing else")
 
+
+def _add_convert_epochs(command: AddCommand) -> None:
     summary = "convert several checkpoints in one go, checking each folder and skipping those still up to date"
-    sub = command(commands, "convert-epochs", summary, _convert_epochs,
-                  usage="%(prog)s --into DIR CHECKPOINT... | RUN_FOLDER [options]")  # fmt: skip
+    examples = (
+        "chclip-convert convert-epochs --into converted run/checkpoints/epoch2.pt run/checkpoints/epoch5.pt",
+        "chclip-convert convert-epochs --into converted logs/my-run            every checkpoint of the run",
+    )
+    usage = "%(prog)s --into DIR CHECKPOINT... | RUN_FOLDER [options]"
+    sub = command("convert-epochs", summary, _convert_epochs, examples, usage=usage)
     sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints to convert, or a run folder")
-    sub.add_argument("--into", required=True, help="the folder to write <name>-hf folders into")
+    sub.add_argument("--into", required=True, metavar="DIR", help="the folder to write <name>-hf folders into")
     sub.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
     sub.add_argument("--overwrite", action="store_true", help="replace converted folders of other checkpoints")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -76,6 +87,7 @@ def _drift(args: argparse.Namespace) -> int:
 def _convert_epochs(args: argparse.Namespace) -> int:
     from chclip_convert.changes.drift import run_checkpoints, skipped_checkpoints, without_repeats
     from chclip_convert.changes.epochs import FAILED, check_into, convert_epochs
+    from chclip_convert.cli.progress_bar import ProgressBar
 
     check_into(args.into)  # before anything is said about the checkpoints
     paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
@@ -83,7 +95,7 @@ def _convert_epochs(args: argparse.Namespace) -> int:
         print(f"skipped: {entry}", file=sys.stderr)
     for info in repeats:
         print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
-    bar = _BatchBar() if args.progress else None
+    bar = ProgressBar() if args.progress else None
     try:
         results = convert_epochs(paths, args.into, dtype=args.dtype, overwrite=args.overwrite,
                                  progress=bar.update if bar else None)  # fmt: skip
@@ -96,24 +108,3 @@ def _convert_epochs(args: argparse.Namespace) -> int:
         for result in results:
             print(f"{result.checkpoint.name}: {result.outcome} → {result.folder}\n  {result.detail}")
     return EXIT_FAILED if any(r.outcome == FAILED for r in results) else 0
-
-
-class _BatchBar:
-    """One tqdm bar of the bytes over the whole batch, described by the checkpoint at hand."""
-
-    def __init__(self) -> None:
-        self._bar = None
-
-    def update(self, progress) -> None:
-        from tqdm import tqdm
-
-        if self._bar is None:
-            self._bar = tqdm(total=progress.bytes_total, unit="B", unit_scale=True, file=sys.stderr)
-        described = f"{progress.index}/{progress.count} {progress.checkpoint.name} {progress.phase}"
-        if described != self._bar.desc:
-            self._bar.set_description(described, refresh=False)
-        self._bar.update(progress.bytes_done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
