@@ -15,6 +15,20 @@ PROBLEM_STATUSES = (UNUSED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUSES = (MAPPED, TRANSFORMED, IGNORED, UNUSED, FILLED, MISSING, SHAPE_MISMATCH, CONFLICT, UNEXPECTED)
 STATUS_FILTERS = ("all", "problems", *STATUSES)  # what the key views filter by (inspection.filter_rows)
 
+# The files a converted folder holds, by the names transformers and this tool give them.
+CONFIG_FILE = "config.json"
+REPORT_FILE = "conversion_report.json"  # what this tool recorded of the conversion
+CARD_FILE = "README.md"  # the model card
+BIN_FILE = "pytorch_model.bin"  # older folders' weights
+WEIGHTS_SUFFIX = ".safetensors"
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+# cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt.
+RUN_SUBFOLDER = "checkpoints"
+
 # The file names a checkpoint may have (what the pickers list and a run folder's checkpoints are).
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 

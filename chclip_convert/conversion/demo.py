@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 
 from chclip_convert.files.output import atomic_output
-from chclip_convert.files.preflight import RUN_SUBFOLDER
 from chclip_convert.mapping.architecture import Architecture, expected_shapes
 from chclip_convert.mapping.table import standard_rules_by_layer
-from chclip_convert.names import DEMO_FILE
+from chclip_convert.names import DEMO_FILE, RUN_SUBFOLDER
 
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 

@@ -14,20 +14,17 @@ import shutil
 from pathlib import Path
 
 from chclip_convert.errors import ConversionError
-from chclip_convert.names import DATA_DIR
+from chclip_convert.names import DATA_DIR, PREPROCESSOR_FILE, VOCAB_FILE
 
 CONTEXT_LENGTH = 52
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 BICUBIC = 3
-VOCAB_FILE = "vocab.txt"
 # The 21,128-token vocabulary every released Chinese-CLIP model uses (BERT-Base Chinese's, as cn_clip ships it in
 # cn_clip/clip/vocab.txt); origin and licence in data/VOCAB_NOTICE.md.
 STANDARD_VOCAB = DATA_DIR / VOCAB_FILE
 STANDARD_VOCAB_SHA256 = "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c"
 STANDARD_VOCAB_ORIGIN = "the standard Chinese-CLIP vocabulary, shipped with chclip-convert"
-PREPROCESSOR_FILE = "preprocessor_config.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
 def find_vocab(vocab: str | Path | None, checkpoint: str | Path | None) -> tuple[Path, str]:

@@ -6,31 +6,22 @@ from __future__ import annotations
 import json
 import zipfile
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from chclip_convert.errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
-from chclip_convert.files.preflight import BIN_FILE, CONFIG_FILE, REPORT_FILE
+from chclip_convert.files.records import read_json
 from chclip_convert.files.safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
-from chclip_convert.files.safetensors_writer import SAFETENSORS_DTYPES
+from chclip_convert.files.safetensors_writer import SAFETENSORS_DTYPES, TensorSpec
+from chclip_convert.names import BIN_FILE, CONFIG_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
-CARD_FILE = "README.md"
 
 _SAFETENSORS_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor's shape and dtype, read from a file's header without its data."""
-
-    shape: torch.Size
-    dtype: torch.dtype
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -107,10 +98,10 @@ class FolderTensors:
         """The shape and dtype of ``key``, from its file's header (no data read)."""
         handle = self._handles[key]
         if handle is None:
-            return TensorSpec(self._bin[key].shape, self._bin[key].dtype)
+            return TensorSpec(key, self._bin[key].shape, self._bin[key].dtype)
         piece = handle.get_slice(key)
         try:
-            return TensorSpec(torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+            return TensorSpec(key, torch.Size(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
         except KeyError as error:
             message = f"{self._files[key]} holds a tensor of unsupported dtype {error}."
             raise CheckpointReadError(message, path=self.folder) from error
@@ -136,23 +127,6 @@ class FolderTensors:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
-    """The JSON object in ``folder/name``, or ``None`` if there is no such file."""
-    file = Path(folder) / name
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise CheckpointReadError(f"cannot read {name}: {error.strerror or error}.", path=folder) from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        message = f"{name} is not valid JSON ({error}); restore it or convert again."
-        raise CheckpointReadError(message, path=folder) from error
-    if not isinstance(data, dict):
-        raise CheckpointReadError(f"{name} holds {type(data).__name__}, not a JSON object.", path=folder)
-    return data
 
 
 def read_config(folder: str | Path) -> ChineseCLIPConfig | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chclip_convert.errors import ConversionError, OutputError
-from chclip_convert.files.preflight import REPORT_FILE
+from chclip_convert.names import REPORT_FILE
 
 PARTIAL_SUFFIX = ".chclip-partial"
 OLD_SUFFIX = ".chclip-old"

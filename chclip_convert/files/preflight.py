@@ -9,16 +9,22 @@ from pathlib import Path
 from huggingface_hub.constants import SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE
 
 from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
-
-BIN_FILE = "pytorch_model.bin"
-CONFIG_FILE = "config.json"
-REPORT_FILE = "conversion_report.json"
-RUN_SUBFOLDER = "checkpoints"  # cn_clip writes <logs>/<run name>/checkpoints/epoch*.pt
+from chclip_convert.names import BIN_FILE, CONFIG_FILE, RUN_SUBFOLDER
 
 
 def cn_clip_run(checkpoint: Path) -> Path | None:
     """The run folder of a checkpoint in cn_clip's layout (``<run>/checkpoints/<file>``), else ``None``."""
     return checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else None
+
+
+def converted_name(checkpoint: Path) -> str:
+    """The folder name a checkpoint converts into: ``<stem>-hf``, or ``<run>-<stem>-hf`` in cn_clip's layout.
+
+    cn_clip names every run's files alike (``epoch_latest.pt``), so ``run-a/checkpoints/epoch3.pt`` becomes
+    ``run-a-epoch3-hf``; a checkpoint elsewhere (``models/x.pt``) becomes ``x-hf``.
+    """
+    run = cn_clip_run(checkpoint)
+    return f"{run.name}-{checkpoint.stem}-hf" if run is not None and run.name else f"{checkpoint.stem}-hf"
 
 
 def looks_converted(folder: Path) -> bool:

@@ -13,13 +13,8 @@ from typing import Any
 
 from transformers import ChineseCLIPConfig
 
-from chclip_convert.files.assets import (
-    CONTEXT_LENGTH,
-    PREPROCESSOR_FILE,
-    TOKENIZER_CONFIG_FILE,
-    image_processor_settings,
-    tokenizer_settings,
-)
+from chclip_convert.files.assets import CONTEXT_LENGTH, image_processor_settings, tokenizer_settings
+from chclip_convert.names import PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE
 
 # Fields that say who wrote the file, not how the model computes.
 _CONFIG_PROVENANCE = {"transformers_version", "_name_or_path", "_commit_hash"}

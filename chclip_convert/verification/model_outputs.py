@@ -17,7 +17,7 @@ import torch
 from chclip_convert.files.assets import CONTEXT_LENGTH
 from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.mapping.architecture import KNOWN_MODELS, Architecture, cn_clip_kwargs, infer_architecture
-from chclip_convert.mapping.table import is_flash_layout
+from chclip_convert.mapping.table import IGNORED, is_flash_layout
 from chclip_convert.names import DATA_DIR
 
 SAMPLE_CAPTIONS = ["一位穿军装的女士", "一只猫", "一辆红色的汽车", "山水画", "a photo of 一只狗"]
@@ -127,7 +127,7 @@ def run_original(
     source = load_checkpoint(checkpoint)
     arch = architecture or infer_architecture(source.state_dict)
     tokenizer = FullTokenizer(vocab_file=str(vocab))
-    state = {key: value.float() for key, value in source.state_dict.items() if not key.startswith("bert.pooler")}
+    state = {key: value.float() for key, value in source.state_dict.items() if key not in IGNORED}
     if is_flash_layout(state):  # to the standard layout cn_clip builds, through our table
         state = reverse_state_dict(convert_state_dict(state).state_dict)
     with torch.device("meta"):  # no random initialisation: every parameter is the checkpoint's (strict, assigned)

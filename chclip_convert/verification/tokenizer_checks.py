@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from chclip_convert.errors import ConversionError
-from chclip_convert.files.assets import VOCAB_FILE, bert_tokenizer, vocab_tokens
+from chclip_convert.files.assets import bert_tokenizer, vocab_tokens
+from chclip_convert.names import TOKENIZER_FILE, VOCAB_FILE
 from chclip_convert.verification.config_checks import ABSENT
 from chclip_convert.verification.model_outputs import tokenize_captions
 
-TOKENIZER_FILE = "tokenizer.json"
 MAX_VOCAB = 10_000_000  # far above any BERT vocabulary; a larger id is a damaged file, not a token
 
 

@@ -18,7 +18,6 @@ Every failing check names the keys, fields or entries at fault.
 
 from __future__ import annotations
 
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,14 +28,23 @@ from transformers import ChineseCLIPConfig
 
 from chclip_convert.conversion.provenance import weights_digest
 from chclip_convert.conversion.reverse import reverse_state_dict
-from chclip_convert.conversion.state_dict import DTYPES, ConversionPlan, dtype_name, map_tensors, plan_conversion
+from chclip_convert.conversion.state_dict import (
+    DTYPES,
+    ConversionPlan,
+    dtype_name,
+    majority_dtype,
+    map_tensors,
+    plan_conversion,
+)
 from chclip_convert.errors import ConversionError
-from chclip_convert.files.assets import PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, VOCAB_FILE, find_vocab, vocab_tokens
+from chclip_convert.files.assets import find_vocab, vocab_tokens
 from chclip_convert.files.checkpoint import load_checkpoint
-from chclip_convert.files.folder import CONFIG_FILE, REPORT_FILE, load_folder_state, read_json, read_overrides
+from chclip_convert.files.folder import CONFIG_FILE, REPORT_FILE, load_folder_state, read_overrides
+from chclip_convert.files.records import read_json, read_report
+from chclip_convert.files.safetensors_writer import TensorSpec
 from chclip_convert.mapping.architecture import Architecture
-from chclip_convert.mapping.table import REVERSE_IGNORED, is_flash_layout
-from chclip_convert.names import DTYPE_CHOICES
+from chclip_convert.mapping.table import IGNORED, REVERSE_IGNORED, is_flash_layout
+from chclip_convert.names import DTYPE_CHOICES, PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE
 from chclip_convert.verification.config_checks import (
     ABSENT,
     FieldDifference,
@@ -56,7 +64,6 @@ from chclip_convert.verification.model_outputs import (
     sample_image,
 )
 from chclip_convert.verification.tokenizer_checks import (
-    TOKENIZER_FILE,
     compare_ids,
     compare_vocab,
     folder_token_ids,
@@ -310,7 +317,7 @@ def _plan(source: dict, written: dict, options: dict, checkpoint: Path) -> Conve
     specs = {name: written_dtype for name, _, written_dtype in plan.target_specs(source)}
     if all(written[name].dtype == specs[name] for name in specs if name in written):
         return plan
-    most = Counter(tensor.dtype for tensor in written.values()).most_common(1)[0][0]
+    most = majority_dtype(TensorSpec(name, tuple(tensor.shape), tensor.dtype) for name, tensor in written.items())
     if dtype_name(most) not in DTYPES:
         return plan
     return plan_conversion(source, dtype=dtype_name(most), strict=False, path=checkpoint, **options)
@@ -338,7 +345,7 @@ def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Che
     for a folder that records none (converted elsewhere, or by an older version)."""
     name, requirement = "source weights digest", "the one recorded in conversion_report.json"
     try:
-        recorded = (read_json(folder, REPORT_FILE) or {}).get("source_weights_digest")
+        recorded = (read_report(folder) or {}).get("source_weights_digest")
     except ConversionError as error:
         return [Check(name, False, _one_line(error.message), requirement, fields=[REPORT_FILE])]
     if recorded is None:
@@ -523,7 +530,7 @@ def _check_round_trips(source: dict[str, torch.Tensor], written: dict[str, torch
     comparable = {
         key: tensor.to(original[key].dtype) if key in original else tensor
         for key, tensor in source.items()
-        if not key.startswith("bert.pooler.")
+        if key not in IGNORED
     }
     there = compare_state(comparable, original)
     checks.append(Check(name, there.ok, "bit-exact (pooler aside)" if there.ok else there.describe(), keys=there.keys))

@@ -1,0 +1,37 @@
+"""The small JSON records of a folder (``conversion_report.json``, ``config.json``, …), read without torch, so
+that the widgets' light side reads them too. Every problem is a :class:`CheckpointReadError` naming the folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from chclip_convert.errors import CheckpointReadError
+from chclip_convert.names import REPORT_FILE
+
+
+def read_json(folder: str | Path, name: str) -> dict[str, Any] | None:
+    """The JSON object in ``folder/name``, or ``None`` if there is no such file."""
+    file = Path(folder) / name
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointReadError(f"cannot read {name}: {error.strerror or error}.", path=folder) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        message = f"{name} is not valid JSON ({error}); restore it or convert again."
+        raise CheckpointReadError(message, path=folder) from error
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{name} holds {type(data).__name__}, not a JSON object.", path=folder)
+    return data
+
+
+def read_report(folder: str | Path) -> dict[str, Any] | None:
+    """The folder's ``conversion_report.json`` (what this tool recorded of the conversion), or ``None``.
+
+    Raises:
+        CheckpointReadError: naming the folder, if the file cannot be read or is not a JSON object.
+    """
+    return read_json(folder, REPORT_FILE)
