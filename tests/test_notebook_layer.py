@@ -14,18 +14,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tree_sha256
+from support import ROOT
+from support.files import tree_sha256
 
 from chclip_convert.conversion.demo import DEMO_FILE, write_demo_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.picker import PathPicker, folder_entries
 from chclip_convert.notebook.workspace import Workspace
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    monkeypatch.delenv("CHCLIP_CHECKPOINT", raising=False)
-    return Workspace(tmp_path / "work")
 
 
 def test_without_a_choice_the_workspace_offers_the_demo_written_into_it(workspace):
@@ -196,6 +191,39 @@ def test_the_app_page_loads_neither_torch_nor_transformers(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_page_starts_on_the_work_folder_and_the_choice_made_last(tmp_path, monkeypatch, demo_checkpoint):
+    """``notebook.start(page)``, the first cell of every notebook: the top of the page, on ``$CHCLIP_WORK`` and
+    the checkpoint chosen last in any notebook (the training run page: the demo run, none chosen)."""
+    from chclip_convert import notebook
+    from chclip_convert.notebook.run_view import RunSession
+    from chclip_convert.notebook.session import Session
+
+    work = tmp_path / "chclip-convert-work"
+    monkeypatch.delenv("CHCLIP_CHECKPOINT", raising=False)
+    monkeypatch.setenv("CHCLIP_WORK", str(work))
+    Workspace().remember(demo_checkpoint)
+    converter = notebook.start(notebook.Page.CONVERTER)
+    assert isinstance(converter, ConvertUI) and converter.checkpoint.value == str(demo_checkpoint)
+    assert converter.output.value == str(work / "converted" / "demo_chinese_clip-hf")
+    for page, needs_folder in ((notebook.Page.CHECKPOINT, False), (notebook.Page.CONVERTED, True)):
+        session = notebook.start(page)
+        assert isinstance(session, Session) and session.needs_folder is needs_folder
+        assert session.checkpoint == demo_checkpoint and session.workspace.root == work
+    run = notebook.start(notebook.Page.TRAINING_RUN)
+    assert isinstance(run, RunSession) and run.is_demo and run.workspace.root == work
+
+
+def test_a_picture_of_a_widget_shows_except_on_a_voila_page(monkeypatch):
+    from chclip_convert import notebook
+
+    picture = ROOT / "docs" / "inspector.png"
+    for name in ("SERVER_SOFTWARE", "VOILA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert notebook.picture(picture).data == picture.read_bytes()
+    monkeypatch.setenv("SERVER_SOFTWARE", "voila/0.5.13")  # as Voila gives it to the kernels of its pages
+    assert notebook.picture(picture) is None
 
 
 def test_the_output_follows_a_new_checkpoint_until_the_user_types_one(tmp_path):

@@ -1,42 +1,106 @@
 """The notebook layer: the widgets, the plots and the work folder. The core never imports this package.
 
+Every notebook opens the same way, with the page it is::
+
+    from chclip_convert import notebook
+
+    page = notebook.start(notebook.Page.CONVERTED)
+    page.widget
+
 Each widget is a small class in fixed sections — widgets, connections, handlers (``_on_<widget>_<event>``),
 layout (``.widget``) — and only a view: the work is done by the same functions the command line uses. Results
-go into widget state (``.value``), so a notebook saved after running shows them, and tests drive the widgets by
-setting values and clicking, without a browser.
+go into widget state (``.value``), where tests read them after setting values and clicking, without a browser.
+Notebooks are stored without widget state: what a saved notebook shows comes from its text outputs and, for
+the widgets, from :func:`picture` (``scripts/refresh_notebooks.py`` re-runs and stores them).
 
-- :mod:`.session`: the top of each notebook (work folder, checkpoint and converted-folder pickers);
+- :mod:`.session`: the top of each notebook (:class:`Page`; the checkpoint and converted-folder pickers);
   :mod:`.workspace` the work folder and its settings; :mod:`.picker` the path field with a folder browser;
 - :mod:`.converter`: convert, with progress and Cancel; :mod:`.save`: save again, or back to cn_clip's format;
 - :mod:`.key_grid`: the key report as a data grid (:mod:`.data_grid` the grid's shared options);
-  :mod:`.histogram`, :mod:`.figures`, :mod:`.plots`, :mod:`.fonts`: the weight statistics' figures;
-- :mod:`.diff_view`: compare two checkpoints or converted folders (the table and, in :mod:`.diff_plots`, the
-  relative change per layer), as ``chclip-convert diff A B`` does.
+  :mod:`.histogram` and :mod:`.plotting` (``weights``, ``figures``, ``fonts``): the weight statistics' figures;
+- :mod:`.diff_view`: compare two checkpoints or converted folders (the table and, in :mod:`.plotting.diffs`,
+  the relative change per layer), as ``chclip-convert diff A B`` does;
+- :mod:`.run_view`: a training run (its epochs, the drift figures of :mod:`.plotting.runs`, converting epochs).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
 
-from chclip_convert.notebook.session import Session
+from chclip_convert.notebook.session import Page, Session
 from chclip_convert.notebook.workspace import Workspace
 
+if TYPE_CHECKING:
+    from IPython.display import Image
 
-def prepare() -> None:
+    from chclip_convert.notebook.converter import ConvertUI
+    from chclip_convert.notebook.run_view import RunSession
+
+# Read by transformers and huggingface_hub when they are imported: set before, they keep both quiet without
+# importing them (the converter page shows before torch and transformers load).
+QUIET_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
+@overload
+def start(page: Literal[Page.CONVERTER]) -> ConvertUI: ...
+@overload
+def start(page: Literal[Page.TRAINING_RUN]) -> RunSession: ...
+@overload
+def start(page: Literal[Page.CHECKPOINT, Page.CONVERTED]) -> Session: ...
+def start(page: Page) -> Session | ConvertUI | RunSession:
+    """What every notebook runs first: quiet libraries, and the top of the page — the work folder and what the
+    notebook works on, the choice made last in any notebook (else the embedded demo). Display its ``.widget``."""
+    _quiet_libraries()
+    workspace = Workspace()
+    if page is Page.CONVERTER:
+        from chclip_convert.notebook.converter import ConvertUI
+
+        checkpoint, _ = workspace.checkpoint()
+        return ConvertUI(checkpoint, workspace.output_for(checkpoint), workspace=workspace)
+    if page is Page.TRAINING_RUN:
+        from chclip_convert.notebook.run_view import RunSession
+
+        return RunSession(workspace)
+    return Session(workspace, needs_folder=page is Page.CONVERTED)
+
+
+def picture(path: str | Path) -> Image | None:
+    """One of the pictures in ``docs/`` (taken by the browser tests): what the widget beside it looks like, for
+    viewers of the saved notebook that show no widgets (GitHub, nbviewer) — they show this stored output. A Voila
+    page shows the live widgets and no code, so there it shows nothing."""
+    if _in_voila():
+        return None
+    from IPython.display import Image
+
+    return Image(filename=str(path))
+
+
+def _in_voila() -> bool:
+    """Whether this kernel serves a Voila page (Voila names itself in the CGI variables it gives its kernels)."""
+    return os.environ.get("SERVER_SOFTWARE", "").startswith("voila/") or "VOILA_BASE_URL" in os.environ
+
+
+def _quiet_libraries() -> None:
     """Silence progress bars and advisory warnings of the libraries, so cell outputs show only ours."""
-    from chclip_convert.verification.model_outputs import quiet_transformers
-
-    quiet_transformers()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    if "transformers" in sys.modules:  # imported already: too late for the environment
+        from chclip_convert.verification.model_outputs import quiet_transformers
+
+        quiet_transformers()
+    elif "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
-def start(*, needs_folder: bool = False) -> Session:
-    """What each notebook runs first: quiet libraries, and the work folder with the checkpoint (and converted
-    folder) pickers."""
-    prepare()
-    return Session(needs_folder=needs_folder)
-
-
-__all__ = ["Session", "Workspace", "prepare", "start"]
+__all__ = ["Page", "picture", "start"]

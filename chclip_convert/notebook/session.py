@@ -3,6 +3,7 @@ folder, its picker. A choice is remembered in the work folder's settings, so the
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import ipywidgets as W
@@ -12,6 +13,15 @@ from chclip_convert.files.preflight import looks_converted
 from chclip_convert.notebook.converter import checkpoint_problem, message_html
 from chclip_convert.notebook.picker import PathPicker, standard_places
 from chclip_convert.notebook.workspace import Workspace
+
+
+class Page(enum.Enum):
+    """What a notebook works on, and so what the top of its page offers to choose (``notebook.start(page)``)."""
+
+    CONVERTER = "converter"  # 01 and the app: a checkpoint and the folder to write (the converter's own fields)
+    CHECKPOINT = "checkpoint"  # 02: a checkpoint
+    CONVERTED = "converted"  # 03, 04: a checkpoint and the folder it was converted into
+    TRAINING_RUN = "training run"  # 05: a reference checkpoint and a folder of epochs
 
 
 class Session:

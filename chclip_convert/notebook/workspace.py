@@ -19,7 +19,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from chclip_convert.files.preflight import REPORT_FILE, cn_clip_run, looks_converted
+from chclip_convert.errors import ConversionError
+from chclip_convert.files.preflight import converted_name, looks_converted
+from chclip_convert.files.records import read_report
 from chclip_convert.names import DEMO_FILE
 
 WORK_ENV = "CHCLIP_WORK"
@@ -161,7 +163,7 @@ class Workspace:
     def new_output(self, checkpoint: str | Path) -> Path:
         """A folder to convert ``checkpoint`` into: ``converted/<name>-hf`` in the work folder, numbered
         (``-2``, ``-3``…) past folders that already hold something."""
-        base = self.root / CONVERTED_DIR / f"{_checkpoint_name(Path(checkpoint))}-hf"
+        base = self.root / CONVERTED_DIR / converted_name(Path(checkpoint))
         candidate, number = base, 1
         while candidate.exists() and (candidate.is_file() or any(candidate.iterdir())):
             number += 1
@@ -228,17 +230,10 @@ class Workspace:
 def converted_from(folder: Path) -> str | None:
     """The checkpoint a folder's ``conversion_report.json`` says it was converted from, if it says."""
     try:
-        source = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8")).get("source")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        source = (read_report(folder) or {}).get("source")
+    except ConversionError:  # unreadable: it names no checkpoint
         return None
     return str(Path(source).absolute()) if isinstance(source, str) else None
-
-
-def _checkpoint_name(checkpoint: Path) -> str:
-    """``epoch_latest`` from ``…/run-a/checkpoints/epoch_latest.pt`` becomes ``run-a-epoch_latest``, since
-    cn_clip names every run's files alike."""
-    run = cn_clip_run(checkpoint)
-    return f"{run.name}-{checkpoint.stem}" if run is not None and run.name else checkpoint.stem
 
 
 __all__ = ["CHECKPOINT_ENV", "WORK_ENV", "Workspace", "default_work_folder"]
