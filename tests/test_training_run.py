@@ -268,7 +268,9 @@ def test_folders_are_named_after_the_run_from_wherever_the_path_is_given(tmp_pat
     run.mkdir(parents=True)
     into = tmp_path / "converted"
     assert folder_for(run / "epoch3.pt", into) == into / "run-a-epoch3-hf"
-    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "epoch3-hf"  # outside a run: its stem
+    assert folder_for(tmp_path / "loose" / "epoch3.pt", into) == into / "loose-epoch3-hf"  # a run's file name
+    assert folder_for(tmp_path / "b" / "step_500.pt", into) == into / "b-step_500-hf"
+    assert folder_for(tmp_path / "models" / "clip_cn_vit-b-16.pt", into) == into / "clip_cn_vit-b-16-hf"  # named
     monkeypatch.chdir(run)
     assert folder_for("epoch3.pt", into) == folder_for(Path("../checkpoints/epoch3.pt"), into)
     assert folder_for("epoch3.pt", into) == into / "run-a-epoch3-hf"

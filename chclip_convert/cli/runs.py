@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from chclip_convert.names import DTYPE_CHOICES
 
 EXIT_DIFFERS = 5  # diff --exit-code: the two differ
 EXIT_FAILED = 1  # convert-epochs: a checkpoint failed (the others were still done)
 
-# main._command with its first argument given: command(name, summary, run, examples, **add_parser_kwargs)
-AddCommand = Callable[..., argparse.ArgumentParser]
+
+class AddCommand(Protocol):
+    """Adds one subcommand and returns its parser (``main._command`` with the subparsers given)."""
+
+    def __call__(
+        self,
+        name: str,
+        summary: str,
+        run: Callable[[argparse.Namespace], int],
+        examples: Sequence[str],
+        **add_parser_kwargs: str,
+    ) -> argparse.ArgumentParser: ...
 
 
 def add_commands(command: AddCommand) -> None:
@@ -61,7 +72,7 @@ def _add_convert_epochs(command: AddCommand) -> None:
     usage = "%(prog)s --into DIR CHECKPOINT... | RUN_FOLDER [options]"
     sub = command("convert-epochs", summary, _convert_epochs, examples, usage=usage)
     sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints to convert, or a run folder")
-    sub.add_argument("--into", required=True, metavar="DIR", help="the folder to write <name>-hf folders into")
+    sub.add_argument("--into", required=True, metavar="DIR", help="the folder to write <run>-<epoch>-hf folders into")
     sub.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="auto keeps every tensor's dtype")
     sub.add_argument("--overwrite", action="store_true", help="replace converted folders of other checkpoints")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -4,12 +4,13 @@ widget can check what the user types at once, before those libraries are loaded.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub.constants import SAFETENSORS_INDEX_FILE, SAFETENSORS_SINGLE_FILE
 
 from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
-from chclip_convert.names import BIN_FILE, CONFIG_FILE, RUN_SUBFOLDER
+from chclip_convert.names import BIN_FILE, CONFIG_FILE, RUN_SUBFOLDER, WEIGHTS_SUFFIX
 
 
 def cn_clip_run(checkpoint: Path) -> Path | None:
@@ -17,13 +18,21 @@ def cn_clip_run(checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent if checkpoint.parent.name == RUN_SUBFOLDER else None
 
 
-def converted_name(checkpoint: Path) -> str:
-    """The folder name a checkpoint converts into: ``<stem>-hf``, or ``<run>-<stem>-hf`` in cn_clip's layout.
+# Names a training loop gives every run's checkpoints alike (cn_clip's epoch3.pt and epoch_latest.pt, and the
+# common step_500, checkpoint-1000, last, best): alone they do not say which run a file is from.
+_RUN_FILE_NAME = re.compile(r"(epoch|step|checkpoint|ckpt)[-_]?(\d+|latest|last|best)?|last|best|latest", re.I)
 
-    cn_clip names every run's files alike (``epoch_latest.pt``), so ``run-a/checkpoints/epoch3.pt`` becomes
-    ``run-a-epoch3-hf``; a checkpoint elsewhere (``models/x.pt``) becomes ``x-hf``.
+
+def converted_name(checkpoint: Path) -> str:
+    """The folder name a checkpoint converts into: ``<run>-<stem>-hf`` for a run's checkpoint, else ``<stem>-hf``.
+
+    A run's checkpoint is one in cn_clip's layout (``run-a/checkpoints/epoch3.pt`` → ``run-a-epoch3-hf``) or one
+    named as training loops name every run's files (``run-b/epoch3.pt`` → ``run-b-epoch3-hf``); a checkpoint
+    whose name says what it is keeps it alone (``models/clip_cn_vit-b-16.pt`` → ``clip_cn_vit-b-16-hf``).
     """
     run = cn_clip_run(checkpoint)
+    if run is None and _RUN_FILE_NAME.fullmatch(checkpoint.stem):
+        run = checkpoint.parent
     return f"{run.name}-{checkpoint.stem}-hf" if run is not None and run.name else f"{checkpoint.stem}-hf"
 
 
@@ -32,7 +41,7 @@ def looks_converted(folder: Path) -> bool:
     weights = (SAFETENSORS_SINGLE_FILE, SAFETENSORS_INDEX_FILE, BIN_FILE)
     try:
         return (folder / CONFIG_FILE).is_file() and (
-            any((folder / name).is_file() for name in weights) or any(folder.glob("*.safetensors"))
+            any((folder / name).is_file() for name in weights) or any(folder.glob(f"*{WEIGHTS_SUFFIX}"))
         )
     except OSError:  # a folder this user may not enter holds nothing they can use
         return False
