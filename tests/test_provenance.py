@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -77,3 +79,15 @@ def test_a_failed_conversion_leaves_no_thread_reading_the_file(trained, tmp_path
     with pytest.raises(MappingError, match=r"visual\.prompt_tokens"):  # refused for the tensor added above
         convert_checkpoint(path, tmp_path / "hf", file_sha256=True)
     assert not [thread for thread in threading.enumerate() if thread.name == "chclip-file-sha256"]
+
+
+@pytest.mark.slow  # another Python process
+def test_the_command_a_model_card_gives_prints_the_recorded_digest(trained, tmp_path):
+    """Cards in published folders tell readers to run ``python -m chclip_convert.provenance CHECKPOINT``."""
+    path, _ = trained
+    card = (convert_checkpoint(path, tmp_path / "hf").output_dir / "README.md").read_text()
+    command = CHECK_COMMAND.split()
+    assert command[:2] == ["python", "-m"] and f"{CHECK_COMMAND} {path.name}" in card
+    done = subprocess.run([sys.executable, *command[1:], str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["source_weights_digest", source_weights_digest(path)]

@@ -16,7 +16,7 @@ from about 1.7 GB/s to 0.2–0.45 GB/s on CPUs without SHA instructions and woul
 
 Check a folder's ``source_weights_digest`` against a checkpoint::
 
-    python -m chclip_convert.conversion.provenance CHECKPOINT.pt [--sha256]
+    python -m chclip_convert.provenance CHECKPOINT.pt [--sha256]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from chclip_convert.files.safetensors_writer import raw_bytes
 from chclip_convert.mapping.table import IGNORED, find_rule
 
 ALGORITHM = "blake2b-256 over sorted 'name dtype shape blake2b-256(bytes)' lines (chclip-convert v1)"
-CHECK_COMMAND = "python -m chclip_convert.conversion.provenance"
+CHECK_COMMAND = "python -m chclip_convert.provenance"  # the stable name model cards give (chclip_convert/provenance.py)
 DIGEST_BYTES = 32
 CHUNK_BYTES = 16 << 20
 
@@ -146,7 +146,7 @@ def card_section(source_name: str, sha256_recorded: bool) -> str:
 
 The source weights digest identifies the weights this folder was converted from: BLAKE2b-256 over every
 tensor the conversion read — name, dtype, shape and bytes — and nothing else of the file (no optimizer
-state, no training counters; see `chclip_convert.conversion.provenance`). It is also `source_weights_digest` in
+state, no training counters; see `chclip_convert.provenance`). It is also `source_weights_digest` in
 `conversion_report.json`. Recompute it from the checkpoint:
 
 ```bash
@@ -154,7 +154,7 @@ state, no training counters; see `chclip_convert.conversion.provenance`). It is 
 ```
 
 ```python
-from chclip_convert.conversion.provenance import source_weights_digest
+from chclip_convert import source_weights_digest
 
 print(source_weights_digest("{source_name}"))
 ```
