@@ -136,3 +136,25 @@ def test_cancel_stops_the_batch_and_leaves_no_folder_unchecked(workspace, tmp_pa
     assert "epoch1.pt" in ui.results.value
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [done[0].folder.name]  # nothing else, partial or not
     assert torch.load(epochs[1].path, weights_only=True)["epoch"] == 2  # the checkpoint is as it was
+
+
+def test_cancel_while_an_up_to_date_epoch_is_checked_leaves_the_widget_ready(workspace, tmp_path):
+    """Cancel while the second epoch's folder is checked (up to date: nothing more is reported until the check
+    ends, so it ends and is listed): the batch stops there, and the widget is idle again, Convert usable."""
+    session = RunSession(workspace)
+    epochs = session.epochs()
+    ui = EpochConvertUI(epochs, tmp_path / "out")
+    ui.epochs.value = (epochs[0].path, epochs[1].path)
+    ui.convert_button.click()
+    ui.wait(120)
+
+    def click_cancel(change) -> None:
+        if change["new"].startswith("2 / 2 · ") and ": checking · " in change["new"]:
+            ui.cancel_button.click()
+
+    ui.progress_text.observe(click_cancel, names="value")
+    ui.convert_button.click()
+    done = ui.wait(120)
+    assert ui.progress_text.value.startswith("Cancelled after 2 of 2")
+    assert [o.outcome for o in done] == ["up to date", "up to date"]
+    assert not ui.task.busy and not ui.convert_button.disabled

@@ -1,11 +1,6 @@
 """Convert the epochs you choose in one go: one progress for all, each folder checked against its checkpoint
-afterwards, and a folder that still matches its checkpoint left as it is.
-
-A folder *matches* when its ``conversion_report.json`` names this checkpoint file, records the digest of the
-weights the checkpoint holds now (:mod:`chclip_convert.conversion.provenance`) and the same dtype option, and its
-headers still hold every tensor the checkpoint maps to, with its shape and dtype. A folder that
-held an older state of the same file (``epoch_latest.pt`` is rewritten every epoch) is converted again; a
-folder holding anything else is left alone and reported, unless ``overwrite`` is given for a converted one.
+afterwards, and a folder that still matches its checkpoint left as it is (docs/training-runs.md says when a
+folder matches, and what happens to one that does not).
 """
 
 from __future__ import annotations
@@ -15,13 +10,14 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
 from chclip_convert.changes.drift import describe
+from chclip_convert.conversion.pipeline import convert_checkpoint
 from chclip_convert.conversion.provenance import weights_digest
 from chclip_convert.conversion.summary import TRAINING_FIELD
 from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
@@ -45,8 +41,7 @@ class EpochConversion:
     detail: str
 
     def to_dict(self) -> dict:
-        return {"checkpoint": str(self.checkpoint), "folder": str(self.folder), "outcome": self.outcome,
-                "detail": self.detail}  # fmt: skip
+        return {**asdict(self), "checkpoint": str(self.checkpoint), "folder": str(self.folder)}
 
 
 def check_into(into: str | Path) -> Path:
@@ -102,8 +97,8 @@ def convert_epochs(
         try:
             if earlier < index - 1:
                 raise OutputError(
-                    f"is also where {paths[earlier].name} goes ({paths[earlier]}), as both come from folders of "
-                    "one name; convert them into different folders.",
+                    f"is also where {paths[earlier].name} goes ({paths[earlier]}): both have one name in folders "
+                    "that do not tell them apart; convert them into different folders.",
                     path=folder,
                 )
             result = _convert_one(path, folder, size, dtype, overwrite, report)
@@ -117,7 +112,10 @@ def convert_epochs(
         results.append(result)
         if on_result is not None:
             on_result(result)
-        report("done", size)  # up to date or failed too: the bytes over all reach the total
+        try:
+            report("done", size)  # up to date or failed too: the bytes over all reach the total
+        except _Stopped as stopped:  # a Cancel while the checkpoint was checked or failed
+            raise stopped.error from None
         before += size
     return results
 
@@ -145,8 +143,6 @@ def _up_to_date(path: Path, folder: Path) -> EpochConversion:
 
 
 def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
-    from chclip_convert.conversion.pipeline import convert_checkpoint
-
     state = _folder_state(folder, path, dtype)
     if state == UP_TO_DATE:  # written by another writer meanwhile
         return _up_to_date(path, folder)

@@ -84,14 +84,14 @@ class BackgroundTask:
 
     def _run(self, work: Callable[[OnProgress], Any], on_end: Callable[[BackgroundTask], None]) -> None:
         try:
-            self.result = work(self._progress)
-        except Cancelled:
-            self.cancelled = True
-        except Exception as error:  # shown by on_end, not lost in the thread
-            self.error = error
-        try:
+            try:
+                self.result = work(self._progress)
+            except Cancelled:
+                self.cancelled = True
+            except Exception as error:  # shown by on_end, not lost in the thread
+                self.error = error
             on_end(self)
-        finally:
+        finally:  # whatever escaped, the widget is usable again
             self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
