@@ -152,7 +152,12 @@ def test_a_first_argument_that_is_no_command_means_convert():
     [
         (["--verify-only", "a.pt", "hf"], "--verify-only was removed; use: chclip-convert verify a.pt hf"),
         (["hf", "o.pt", "--reverse", "--bare"], "--reverse was removed; use: chclip-convert reverse hf o.pt --bare"),
-        ([], "give a command, or CHECKPOINT OUTPUT_DIR to convert"),
+        ([], "give a command (convert, verify, reverse, inspect, diff, drift, convert-epochs), or CHECKPOINT"),
+        (["--verify-only", "--reverse", "a", "b"], "--verify-only and --reverse were removed; use one command"),
+        (["convert", "--verify-only", "a.pt", "hf"], "--verify-only was removed; use: chclip-convert verify a.pt hf"),
+        (["--verify-only=a.pt", "hf"], "--verify-only was removed; use: chclip-convert verify a.pt hf"),
+        (["a.pt", "out", "--checkpoint_path", "b.pt"], "give CHECKPOINT or --checkpoint_path, not both"),
+        (["a.pt", "o", "--pytorch_dump_folder_path", "o2"], "give OUTPUT_DIR or --pytorch_dump_folder_path, not both"),
     ],
 )
 def test_a_removed_mode_flag_says_which_command_to_use(argv, says, capsys):
@@ -164,13 +169,14 @@ def test_a_removed_mode_flag_says_which_command_to_use(argv, says, capsys):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["a.pt", "out", "--bare"], "chclip-convert convert: error: unrecognized arguments: --bare"),
-        (["verify", "a.pt", "hf", "--bare"], "chclip-convert verify: error: unrecognized arguments: --bare"),
-        (["verify", "a.pt", "hf", "--dtype=float16"], "unrecognized arguments: --dtype=float16"),
-        (["verify", "a.pt", "hf", "--verify"], "unrecognized arguments: --verify"),
-        (["a.pt", "out", "--json"], "unrecognized arguments: --json"),
-        (["diff", "a.pt", "b.pt", "--into", "x"], "chclip-convert diff: error: unrecognized arguments: --into x"),
-        (["reverse", "hf", "o.pt", "--vocab", "v.txt"], "unrecognized arguments: --vocab v.txt"),
+        (["a.pt", "out", "--bare"], "chclip-convert convert: error: --bare is an option of reverse, not of convert"),
+        (["verify", "a.pt", "hf", "--bare"], "chclip-convert verify: error: --bare is an option of reverse, not of"),
+        (["verify", "a.pt", "hf", "--dtype=float16"], "--dtype is an option of convert and convert-epochs, not of"),
+        (["verify", "a.pt", "hf", "--verify"], "--verify is an option of convert, not of verify"),
+        (["a.pt", "out", "--json"], "--json is an option of inspect, diff, drift and convert-epochs, not of convert"),
+        (["diff", "a.pt", "b.pt", "--into", "x"], "chclip-convert diff: error: --into is an option of convert-epochs"),
+        (["reverse", "hf", "o.pt", "--vocab", "v.txt"], "--vocab is an option of convert and verify, not of reverse"),
+        (["verify", "a.pt", "hf", "--frobnicate"], "chclip-convert verify: error: unrecognized arguments: --frob"),
     ],
 )
 def test_an_option_of_another_command_is_a_usage_error(argv, says, capsys):

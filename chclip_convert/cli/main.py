@@ -48,9 +48,19 @@ exit codes:
 
 
 class CommandLine(argparse.ArgumentParser):
-    """The top-level parser; ``commands`` holds each subcommand's parser by name."""
+    """A parser that records its option strings (``flags``); the top level's ``commands`` holds each
+    subcommand's parser (of this class too) by name."""
 
-    commands: dict[str, argparse.ArgumentParser]
+    commands: dict[str, CommandLine]
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.flags: set[str] = set()  # before argparse adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.update(action.option_strings)
+        return action
 
 
 def build_parser() -> CommandLine:
@@ -228,7 +238,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     sub = parser.commands[argv[0]]
     args, unknown = sub.parse_known_intermixed_args(argv[1:])  # paths before, between or after options
     if unknown:  # said by the command's own parser, so its usage is the one shown
-        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+        sub.error(_unknown_options(parser, argv[0], unknown))
     if argv[0] == "convert":
         _resolve_convert_paths(sub, args)
     if argv[0] == "inspect":
@@ -242,17 +252,39 @@ def with_command(parser: CommandLine, argv: Sequence[str]) -> list[str]:
     Exits with a usage error when ``argv`` is empty or holds a removed mode flag (naming the command to use).
     """
     if not argv:
-        parser.error("give a command, or CHECKPOINT OUTPUT_DIR to convert (see --help)")
+        parser.error(f"give a command ({', '.join(parser.commands)}), or CHECKPOINT OUTPUT_DIR to convert")
+    removed = [token for token in argv if token.split("=", 1)[0] in REMOVED_MODES]
+    if len(removed) > 1:
+        parser.error(f"{' and '.join(removed)} were removed; use one command: verify or reverse")
+    if removed:
+        flag = removed[0].split("=", 1)[0]
+        rest = [t for t in argv[argv[0] in parser.commands :] if t != flag and not t.startswith(f"{flag}=")]
+        rest = [removed[0].split("=", 1)[1], *rest] if "=" in removed[0] else rest
+        parser.error(f"{flag} was removed; use: {shlex.join([PROG, REMOVED_MODES[flag], *rest])}")
     if argv[0] in parser.commands or argv[0] in ("-h", "--help", "--version"):
         return list(argv)
-    for flag, command in REMOVED_MODES.items():
-        if flag in argv:
-            rest = [token for token in argv if token != flag]
-            parser.error(f"{flag} was removed; use: {shlex.join([PROG, command, *rest])}")
     return ["convert", *argv]
 
 
+def _unknown_options(parser: CommandLine, command: str, unknown: list[str]) -> str:
+    """The usage error for arguments ``command`` does not take, naming the command an option belongs to."""
+    for token in unknown:
+        flag = token.split("=", 1)[0]
+        owners = [name for name, sub in parser.commands.items() if flag in sub.flags]
+        if owners:
+            named = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+            return f"{flag} is an option of {named}, not of {command}"
+    return f"unrecognized arguments: {' '.join(unknown)}"
+
+
 def _resolve_convert_paths(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    spellings = (
+        ("CHECKPOINT", "--checkpoint_path", args.checkpoint, args.legacy_checkpoint),
+        ("OUTPUT_DIR", "--pytorch_dump_folder_path", args.output_dir, args.legacy_output),
+    )
+    for name, flag, positional, legacy in spellings:
+        if positional and legacy:
+            sub.error(f"give {name} or {flag}, not both")
     args.checkpoint = args.checkpoint or args.legacy_checkpoint
     args.output_dir = args.output_dir or args.legacy_output
     if not args.checkpoint or not args.output_dir:
@@ -299,16 +331,14 @@ def _convert(args: argparse.Namespace) -> int:
     print(summary.to_text())
     record = summary.to_dict()
     try:
-        return _verify_after_converting(args, record) if args.verify else 0
+        if not args.verify:
+            return 0
+        report = _verification(args, args.checkpoint, args.output_dir)
+        record["verification"] = report.to_dict()
+        return 0 if report.ok else EXIT_VERIFY_FAILED
     finally:  # also when verification stops on an error: the conversion itself succeeded
         if args.report:
             _write_json(args.report, record)
-
-
-def _verify_after_converting(args: argparse.Namespace, record: dict) -> int:
-    report = _verification(args, args.checkpoint, args.output_dir)
-    record["verification"] = report.to_dict()
-    return 0 if report.ok else EXIT_VERIFY_FAILED
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -337,18 +367,14 @@ def _reverse(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     """Print the key report, as a table or as JSON; EXIT_PROBLEMS when it lists any problem."""
-    report = _key_report(args)
+    from chclip_convert.conversion.inspection import inspect_checkpoint
+
+    report = inspect_checkpoint(args.checkpoint, vision_heads=args.vision_heads, text_heads=args.text_heads)
     if args.json:
         print(json.dumps(_report_json(report, args), indent=2, ensure_ascii=False))
     else:
         print(_report_text(report, args))
     return 0 if report.ok else EXIT_PROBLEMS
-
-
-def _key_report(args: argparse.Namespace) -> ConversionReport:
-    from chclip_convert.conversion.inspection import inspect_checkpoint
-
-    return inspect_checkpoint(args.checkpoint, vision_heads=args.vision_heads, text_heads=args.text_heads)
 
 
 def _report_json(report: ConversionReport, args: argparse.Namespace) -> dict:
