@@ -18,7 +18,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 OPENING = re.compile(
     r"from chclip_convert import notebook\n\npage = notebook\.start\(notebook\.Page\.(\w+)\)\npage\.widget"
 )
-PICTURE = re.compile(r"""notebook\.picture\("([^"]+)"\)""")
+PICTURE = re.compile(r"""notebook\.picture\("([^"]+)"[,)]""")
 MACHINE_WORK_FOLDER = re.compile(r"(/[\w.@+-]+)+/chclip-convert-work")
 LITERAL_COMPARISON = re.compile(r"""(==|!=|\bin)\s*[(\[{]?\s*["']""")
 

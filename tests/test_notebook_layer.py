@@ -215,13 +215,14 @@ def test_every_page_starts_on_the_work_folder_and_the_choice_made_last(tmp_path,
     assert isinstance(run, RunSession) and run.is_demo and run.workspace.root == work
 
 
-def test_a_picture_of_a_widget_shows_except_on_a_voila_page(monkeypatch):
+def test_a_picture_of_a_widget_shows_only_beside_the_demo_and_never_on_a_voila_page(monkeypatch):
     from chclip_convert import notebook
 
     picture = ROOT / "docs" / "inspector.png"
     for name in ("SERVER_SOFTWARE", "VOILA_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     assert notebook.picture(picture).data == picture.read_bytes()
+    assert notebook.picture(picture, of_demo=False) is None  # the demo's picture would contradict another's figure
     monkeypatch.setenv("SERVER_SOFTWARE", "voila/0.5.13")  # as Voila gives it to the kernels of its pages
     assert notebook.picture(picture) is None
 

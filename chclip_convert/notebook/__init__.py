@@ -12,15 +12,7 @@ layout (``.widget``) — and only a view: the work is done by the same functions
 go into widget state (``.value``), where tests read them after setting values and clicking, without a browser.
 Notebooks are stored without widget state: what a saved notebook shows comes from its text outputs and, for
 the widgets, from :func:`picture` (``scripts/refresh_notebooks.py`` re-runs and stores them).
-
-- :mod:`.session`: the top of each notebook (:class:`Page`; the checkpoint and converted-folder pickers);
-  :mod:`.workspace` the work folder and its settings; :mod:`.picker` the path field with a folder browser;
-- :mod:`.converter`: convert, with progress and Cancel; :mod:`.save`: save again, or back to cn_clip's format;
-- :mod:`.key_grid`: the key report as a data grid (:mod:`.data_grid` the grid's shared options);
-  :mod:`.histogram` and :mod:`.plotting` (``weights``, ``figures``, ``fonts``): the weight statistics' figures;
-- :mod:`.diff_view`: compare two checkpoints or converted folders (the table and, in :mod:`.plotting.diffs`,
-  the relative change per layer), as ``chclip-convert diff A B`` does;
-- :mod:`.run_view`: a training run (its epochs, the drift figures of :mod:`.plotting.runs`, converting epochs).
+docs/architecture.md names the module of each widget.
 """
 
 from __future__ import annotations
@@ -42,11 +34,7 @@ if TYPE_CHECKING:
 
 # Read by transformers and huggingface_hub when they are imported: set before, they keep both quiet without
 # importing them (the converter page shows before torch and transformers load).
-QUIET_ENVIRONMENT = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-}
+QUIET_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 
 @overload
@@ -72,11 +60,13 @@ def start(page: Page) -> Session | ConvertUI | RunSession:
     return Session(workspace, needs_folder=page is Page.CONVERTED)
 
 
-def picture(path: str | Path) -> Image | None:
-    """One of the pictures in ``docs/`` (taken by the browser tests): what the widget beside it looks like, for
-    viewers of the saved notebook that show no widgets (GitHub, nbviewer) — they show this stored output. A Voila
-    page shows the live widgets and no code, so there it shows nothing."""
-    if _in_voila():
+def picture(path: str | Path, *, of_demo: bool = True) -> Image | None:
+    """One of the pictures in ``docs/`` (taken by the browser tests on the demo): what the widget beside it looks
+    like, for viewers of the saved notebook that show no widgets (GitHub, nbviewer) — they show this stored output.
+
+    Nothing is shown on a Voila page (it shows the live widgets and no code), nor when the widget shows another
+    checkpoint than the demo (``of_demo=False``), where the demo's picture would contradict it."""
+    if _in_voila() or not of_demo:
         return None
     from IPython.display import Image
 
