@@ -71,6 +71,11 @@ def status_text(status: str, a: str = "A", b: str = "B") -> str:
     return {ONLY_IN_A: f"only in {a}", ONLY_IN_B: f"only in {b}"}.get(status, status)
 
 
+def json_number(value: float | None) -> float | None:
+    """``value`` as JSON can hold it: NaN and infinities (which JSON has not) become ``None`` (null)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def relative_change(norm_diff: float, norm_ref: float) -> float:
     """‖B − A‖ / ‖A‖: 0 when nothing changed, infinite when A is all zero and B is not."""
     if norm_ref > 0:
@@ -134,10 +139,15 @@ class RunningSums:
 
 def tensor_stats(tensor: torch.Tensor) -> TensorStats:
     """Mean, standard deviation, largest magnitude and norm of ``tensor`` (any dtype), in float64 chunks."""
+    return _sums(tensor).stats()
+
+
+def _sums(tensor: torch.Tensor, **only) -> RunningSums:
+    """:class:`RunningSums` over every chunk of ``tensor``; ``only`` as :meth:`RunningSums.add` takes it."""
     sums = RunningSums()
     for (chunk,) in _chunks64(tensor):
-        sums.add(chunk)
-    return sums.stats()
+        sums.add(chunk, **only)
+    return sums
 
 
 @dataclass(frozen=True)
@@ -177,16 +187,9 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, *, sides: bool = False) -> Pair
     if not same_bytes(a, b):
         return _pair_pass(a, b, sides)
     side = tensor_stats(a) if sides else None
-    norm = side.norm if side is not None else _norm(a)
+    norm = side.norm if side is not None else math.sqrt(_sums(a, extremes=False, total=False).squares)
     cosine = 1.0 if norm else None
     return PairStats(a.numel(), True, True, norm, norm, 0.0, 0.0, cosine, side, side)
-
-
-def _norm(tensor: torch.Tensor) -> float:
-    sums = RunningSums()
-    for (chunk,) in _chunks64(tensor):
-        sums.add(chunk, extremes=False, total=False)
-    return math.sqrt(sums.squares)
 
 
 def _pair_pass(a: torch.Tensor, b: torch.Tensor, sides: bool) -> PairStats:

@@ -10,8 +10,6 @@ and their fp32 copy are equal).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from chclip_convert.tensor_stats import (
     ONLY_IN_B,
     SHAPE_DIFFERS,
     grouped_change,
+    json_number,
     one_thread,
     pair_names,
     pair_stats,
@@ -58,11 +57,11 @@ class TensorChange:
     def to_dict(self) -> dict:
         return {
             "key": self.key,
-            "relative_change": _finite(self.relative_change),
-            "max_abs": _finite(self.max_abs),
-            "cosine": _finite(self.cosine),
-            "norm_a": _finite(self.norm_a),
-            "norm_b": _finite(self.norm_b),
+            "relative_change": json_number(self.relative_change),
+            "max_abs": json_number(self.max_abs),
+            "cosine": json_number(self.cosine),
+            "norm_a": json_number(self.norm_a),
+            "norm_b": json_number(self.norm_b),
         }
 
 
@@ -77,11 +76,6 @@ def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     )  # fmt: skip
 
 
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: they become null."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class PartChange:
     """A layer's (or section's) tensors together: ‖B − A‖ / ‖A‖ over all of them."""
@@ -91,21 +85,6 @@ class PartChange:
     differing: int
     relative_change: float
     largest: TensorChange | None  # the tensor that changed most, relatively
-
-
-def group_changes(changes: Iterable[TensorChange]) -> list[PartChange]:
-    """Per part, in tower → section → layer order."""
-    grouped: dict[Part, list[TensorChange]] = {}
-    for change in changes:
-        grouped.setdefault(part_of(change.key), []).append(change)
-    result = []
-    for part in sorted(grouped, key=Part.sort_key):
-        members = grouped[part]
-        moved = [c for c in members if not c.equal]
-        largest = max(moved, key=lambda c: c.relative_change, default=None)
-        relative = grouped_change((c.norm_diff, c.norm_a) for c in members)
-        result.append(PartChange(part, len(members), len(moved), relative, largest))
-    return result
 
 
 @dataclass
@@ -137,7 +116,18 @@ class CheckpointDiff:
         return not (self.only_in_a or self.only_in_b or self.shape_differs or self.differs)
 
     def parts(self) -> list[PartChange]:
-        return group_changes(self.changes)
+        """The changes per part, in tower → section → layer order."""
+        grouped: dict[Part, list[TensorChange]] = {}
+        for change in self.changes:
+            grouped.setdefault(part_of(change.key), []).append(change)
+        result = []
+        for part in sorted(grouped, key=Part.sort_key):
+            members = grouped[part]
+            moved = [c for c in members if not c.equal]
+            largest = max(moved, key=lambda c: c.relative_change, default=None)
+            relative = grouped_change((c.norm_diff, c.norm_a) for c in members)
+            result.append(PartChange(part, len(members), len(moved), relative, largest))
+        return result
 
     def to_dict(self) -> dict:
         return {

@@ -1,16 +1,10 @@
 """A training run at a glance: its epochs from their metadata, and how far each layer moved — from the
-checkpoint training started from, and from one epoch to the next.
+checkpoint training started from, and from one epoch to the next (docs/training-runs.md).
 
 cn_clip's training writes ``epoch{N}.pt`` each epoch, ``epoch_{E}_{S}.pt`` every S steps if asked, and
 ``epoch_latest.pt`` (a copy of the newest), each a dict with ``epoch``, ``step``, ``name``, ``state_dict`` and
-``optimizer``. Reading is streamed: all files are memory-mapped at once and walked tensor name by tensor name,
-so each file's weights are read once per :func:`measure_drift` (a fused q/k/v weight is sliced three ways from
-the same mapped pages), at most three tensors (the reference's, the previous epoch's and this epoch's) are held
-at a time, and memory does not grow with the number of epochs. Files in torch's legacy (pre-1.6, non-zip)
-format cannot be mapped: each is read whole when opened, so for those memory does grow with the epochs.
-
-Each tensor's change comes from :mod:`chclip_convert.tensor_stats`, a part's from its tensors together
-(:func:`chclip_convert.tensor_stats.grouped_change`); :meth:`Drift.to_text` is the readable form.
+``optimizer``. All files are memory-mapped at once and walked tensor name by tensor name: at most three tensors
+(the reference's, the previous epoch's and this epoch's) are held at a time.
 """
 
 from __future__ import annotations
@@ -30,7 +24,7 @@ from chclip_convert.files.preflight import looks_converted
 from chclip_convert.mapping.parts import TOWERS, Part, fold_layers, part_of, span_label
 from chclip_convert.names import CHECKPOINT_SUFFIXES, RUN_SUBFOLDER
 from chclip_convert.progress import OnProgress, Progress
-from chclip_convert.tensor_stats import grouped_change, one_thread, pair_names, pair_stats
+from chclip_convert.tensor_stats import grouped_change, json_number, one_thread, pair_names, pair_stats
 from chclip_convert.units import human_size
 
 UNCHANGED = "0"  # bit-identical, in the text's tables: shown apart from a small change
@@ -53,6 +47,11 @@ class EpochInfo:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """A column's head in the tables and figures: ``e3``, or the file's stem for a file without an epoch."""
+        return f"e{self.epoch}" if self.epoch is not None else self.path.stem
 
     def to_dict(self) -> dict:
         return {
@@ -106,9 +105,7 @@ def skipped_checkpoints(given: Sequence[str | Path]) -> list[str]:
     """For one run folder ``given``: each entry with a checkpoint's name that cannot be read (a link to a
     missing file — an unmounted disk —, a file without read permission), with why; else nothing."""
     paths = [Path(p).expanduser() for p in given]
-    if len(paths) == 1 and is_run_folder(paths[0]):
-        return _run_entries(paths[0])[1]
-    return []
+    return _run_entries(paths[0])[1] if len(paths) == 1 and is_run_folder(paths[0]) else []
 
 
 def _run_entries(folder: str | Path) -> tuple[list[Path], list[str]]:
@@ -118,13 +115,11 @@ def _run_entries(folder: str | Path) -> tuple[list[Path], list[str]]:
     if not folder.is_dir():
         raise CheckpointReadError("is not a folder of checkpoints.", path=folder)
     for place in (folder / RUN_SUBFOLDER, folder):
-        entries = (
-            sorted(
-                (p for p in place.glob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.is_dir()),
-                key=lambda p: natural_key(p.name),
-            )
-            if place.is_dir()
-            else []
+        if not place.is_dir():
+            continue
+        entries = sorted(
+            (p for p in place.glob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and not p.is_dir()),
+            key=lambda p: natural_key(p.name),
         )
         if entries:
             why = {p: _unreadable(p) for p in entries}
@@ -239,8 +234,8 @@ class Drift:
                 {
                     "tower": part.tower,
                     "part": part.label,
-                    "vs_reference": _jsonable(self.vs_reference[part]),
-                    "vs_previous": _jsonable(self.vs_previous[part]),
+                    "vs_reference": [json_number(value) for value in self.vs_reference[part]],
+                    "vs_previous": [json_number(value) for value in self.vs_previous[part]],
                 }
                 for part in self.parts
             ],
@@ -260,7 +255,7 @@ class Drift:
             "What moved, in any epoch:",
             *(f"  {line}" for line in moved_lines(self)),
         ]
-        heads = [f"e{info.epoch}" if info.epoch is not None else info.path.stem for info in self.epochs]
+        heads = [info.label for info in self.epochs]
         for title, values in (
             ("Relative change from the reference, ‖W − W_ref‖ / ‖W_ref‖", self.vs_reference),
             ("Relative change from the epoch before, ‖W − W_prev‖ / ‖W_prev‖", self.vs_previous),
@@ -285,10 +280,6 @@ class Drift:
                 else:
                     rows.append((tower, item.label, *map(_value, values[item])))
         return rows
-
-
-def _jsonable(values: list[float]) -> list[float | None]:
-    return [value if math.isfinite(value) else None for value in values]
 
 
 def epoch_table(infos: list[EpochInfo]) -> list[str]:

@@ -1,12 +1,9 @@
 """Per-tensor statistics of the source weights, as the table maps them, beside a converted folder's — and
 what a conversion can get wrong: the largest difference and the ratio of the norms.
 
-Both sides are read through :mod:`chclip_convert.conversion.views`, streamed: the checkpoint is memory-mapped and
-read tensor by tensor through the mapping steps (a fused q/k/v weight once, then split), the folder's safetensors
-one tensor at a time, so at most one source tensor's pieces and one converted tensor are held at once; each
-statistic is taken by :mod:`chclip_convert.tensor_stats` over float64 chunks of bounded size. A tensor's
-:attr:`TensorComparison.kind` is a status of that module's one vocabulary, A the source and B the converted
-folder: ``EQUAL`` (bit for bit), ``DIFFERS``, ``SHAPE_DIFFERS``, ``ONLY_IN_A``, ``ONLY_IN_B``.
+Both sides are read through :mod:`chclip_convert.conversion.views`, streamed, so at most one source tensor's
+pieces and one converted tensor are held at once; each statistic is taken by :mod:`chclip_convert.tensor_stats`,
+whose statuses :attr:`TensorComparison.kind` uses, A the source and B the converted folder.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from chclip_convert.mapping.table import split_layer_index
 from chclip_convert.tensor_stats import EQUAL, one_thread, pair_stats, status_text, tensor_stats
 from chclip_convert.verification.weight_check import STATUS_OF, compare_state
 
-STATS = ("mean", "std", "absmax", "norm")
 SIDES = ("source", "converted")  # what A and B are here, in words
 
 

@@ -16,7 +16,7 @@ import torch
 from chclip_convert.files.output import atomic_output
 from chclip_convert.mapping.architecture import Architecture, expected_shapes
 from chclip_convert.mapping.table import standard_rules_by_layer
-from chclip_convert.names import DEMO_FILE, RUN_SUBFOLDER
+from chclip_convert.names import DEMO_FILE, RUN_SUBFOLDER, VOCAB_FILE
 
 DAMAGED_FILE = "demo_chinese_clip_damaged.pt"
 
@@ -58,11 +58,7 @@ DAMAGE = {
 
 def demo_vocabulary() -> list[str]:
     """The demo's tokens: BERT's special tokens, a few hundred Chinese characters, some English pieces."""
-    seen: list[str] = []
-    for token in [*_SPECIAL, *_CHARACTERS, *_WORDS]:
-        if token not in seen:
-            seen.append(token)
-    return seen
+    return list(dict.fromkeys([*_SPECIAL, *_CHARACTERS, *_WORDS]))
 
 
 def demo_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -86,13 +82,9 @@ def write_demo_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
     the checkpoint's path. Re-running gives byte-identical files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(demo_vocabulary()) + "\n", encoding="utf-8")
-    state = {f"module.{key}": value for key, value in demo_state_dict(seed).items()}
-    checkpoint = {"epoch": 1, "step": 100, "name": "demo", "state_dict": state}
-    path = folder / DEMO_FILE
-    with atomic_output(path, overwrite=True, folder=False) as partial:  # never a half-written demo, even if killed
-        torch.save(checkpoint, partial)
-    return path
+    (folder / VOCAB_FILE).write_text("\n".join(demo_vocabulary()) + "\n", encoding="utf-8")
+    checkpoint = {"epoch": 1, "step": 100, "name": "demo", "state_dict": _prefixed(demo_state_dict(seed))}
+    return _save(folder / DEMO_FILE, checkpoint)
 
 
 def damaged_copy(checkpoint: str | Path, *, seed: int = 0) -> Path:
@@ -157,7 +149,7 @@ def write_demo_run(folder: str | Path, *, seed: int = 0) -> tuple[Path, list[Pat
     run.mkdir(parents=True, exist_ok=True)
     vocabulary = "\n".join(demo_vocabulary()) + "\n"
     for place in (folder, run):
-        (place / "vocab.txt").write_text(vocabulary, encoding="utf-8")
+        (place / VOCAB_FILE).write_text(vocabulary, encoding="utf-8")
     state = demo_state_dict(seed)
     checkpoint = {"epoch": 0, "step": 0, "name": "demo-pretrained", "state_dict": _prefixed(state)}
     reference = _save(reference_path, checkpoint)
@@ -198,6 +190,7 @@ def _prefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _save(path: Path, checkpoint: dict) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: never a half-written demo file, even if killed."""
     with atomic_output(path, overwrite=True, folder=False) as partial:
         torch.save(checkpoint, partial)
     return path

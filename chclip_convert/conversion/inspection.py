@@ -64,9 +64,7 @@ def _name_matches(row: dict, pattern: re.Pattern[str] | None) -> bool:
 
 def shape_text(shape: list[int] | None, *, times: str = "×") -> str:
     """``[384, 128]`` → ``384×128``; a scalar is ``scalar``, no tensor ``-``."""
-    if shape is None:
-        return "-"
-    return times.join(map(str, shape)) or "scalar"
+    return "-" if shape is None else times.join(map(str, shape)) or "scalar"
 
 
 def rows_to_text(rows: list[dict]) -> str:

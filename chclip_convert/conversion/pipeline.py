@@ -31,10 +31,10 @@ from chclip_convert.conversion.summary import ConversionSummary
 from chclip_convert.conversion.tensor_checks import TensorChecks
 from chclip_convert.files import assets
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
-from chclip_convert.files.folder import REPORT_FILE, load_config
+from chclip_convert.files.folder import load_config
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock
 from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, write_weights
-from chclip_convert.names import CARD_FILE
+from chclip_convert.names import CARD_FILE, CONFIG_FILE, REPORT_FILE
 from chclip_convert.progress import OnProgress
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _model_side(
     if plan.config is None:
         plan = confirm_plan(plan, source.state_dict, strict=strict, path=source.path)
     plan.config.save_pretrained(folder)
-    files = ["config.json", *assets.write_image_processor(folder, plan.architecture.image_size)]
+    files = [CONFIG_FILE, *assets.write_image_processor(folder, plan.architecture.image_size)]
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
     return plan, files

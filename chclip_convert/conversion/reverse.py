@@ -6,10 +6,7 @@ drift apart. As forward, the whole reverse conversion is planned from names and 
 is read — against the shapes the folder's ``config.json`` implies, and q/k/v against each other — and
 every problem is named in one :class:`MappingError` with the same key report.
 
-The result is what cn_clip's training writes — ``{"epoch", "step", "name", "state_dict"}`` with
-``module.`` keys — or a bare state dict, and cn_clip's ``CLIP.load_state_dict(strict=True)`` takes it. The
-epoch, step and run name are those the folder's ``conversion_report.json`` records of the checkpoint it was
-converted from; a folder that records none (one from the Hub, say) gets epoch 0, step 0.
+The result is what cn_clip's training writes, or a bare state dict (docs/conversion.md, "The way back").
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from chclip_convert.files.checkpoint import TRAINING_KEYS
 from chclip_convert.files.folder import folder_tensor_specs, load_folder_state, read_config
 from chclip_convert.files.output import atomic_output, check_output_file, output_lock
 from chclip_convert.files.records import read_report
+from chclip_convert.mapping.architecture import expected_shapes
 from chclip_convert.mapping.parts import LAYER, TEXT, VISION, part_of
 from chclip_convert.mapping.report import (
     FILLED,
@@ -41,12 +39,7 @@ from chclip_convert.mapping.report import (
     SourceRecord,
     TargetRecord,
 )
-from chclip_convert.mapping.table import (
-    REVERSE_IGNORED,
-    Rule,
-    find_reverse_rule,
-    standard_rules_by_layer,
-)
+from chclip_convert.mapping.table import REVERSE_IGNORED, Rule, find_reverse_rule, standard_rules_by_layer
 from chclip_convert.names import REPORT_FILE
 
 
@@ -71,27 +64,27 @@ class ReverseSummary:
     training: TrainingRecord | None = None  # None for a bare state dict
 
     def to_text(self) -> str:
-        lines = [f"Reversed {self.source} → {self.output}"]
+        head = f"Reversed {self.source} → {self.output}"
+        tensors = f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)"
         if self.bare or self.training is None:
-            lines += [
-                "  layout:     bare state dict (no epoch, step or run name)",
-                f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)",
+            layout = "  layout:     bare state dict (no epoch, step or run name)"
+            load = (
                 "  load with model.load_state_dict(torch.load(<file>)); cn_clip's --resume takes the training dict "
-                "(reverse without --bare)",
-            ]
-            return "\n".join(lines)
+                "(reverse without --bare)"
+            )
+            return "\n".join([head, layout, tensors, load])
         values = self.training.values
-        resume = "--resume <file> --reset-optimizer"
-        resume += (
+        resume = "--resume <file> --reset-optimizer" + (
             f" (continues after epoch {values['epoch']}, step {values['step']}; add --reset-data-offset to start "
             "from epoch 0)"
             if self.training.recorded
             else " --reset-data-offset"
         )
-        lines += [
+        lines = [
+            head,
             "  layout:     training dict (module. keys, no optimizer state)",
             f"  training:   {describe_training(values)} ({self.training.origin})",
-            f"  tensors:    {self.tensors} ({self.parameter_count:,} parameters)",
+            tensors,
             f"  resume with cn_clip training: {resume}",
         ]
         return "\n".join(lines)
@@ -109,12 +102,8 @@ class ReversePlan:
 
     def apply(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Original key → tensor (no ``module.`` prefix), in sorted order."""
-        return dict(
-            sorted(
-                ((key, tensor) for key, tensor, _ in apply_steps(self.steps, state_dict.__getitem__)),
-                key=lambda item: item[0],
-            )
-        )
+        tensors = {key: tensor for key, tensor, _ in apply_steps(self.steps, state_dict.__getitem__)}
+        return {key: tensors[key] for key in sorted(tensors)}
 
 
 def plan_reverse(
@@ -149,7 +138,7 @@ def plan_reverse(
     unfilled = set(wanted) - set(specs)
     steps = [
         step
-        for (rule, index), present in groups.items()
+        for rule, index in groups
         if (step := _plan_group(rule, index, specs, wanted, report, unfilled, expected is not None)) is not None
     ]
     report.targets += [TargetRecord(key, MISSING, wanted.get(key)) for key in sorted(unfilled)]
@@ -169,7 +158,9 @@ def plan_reverse(
 def _plan_group(rule, index, specs, wanted, report, unfilled: set[str], from_config: bool) -> Step | None:
     """Check one original tensor's folder parts; record them; return its step if every part fits."""
     original, parts = rule.expand(index)
-    fitting = _consistent_shapes(rule, [tuple(specs[p].shape) for p in parts if p in specs])
+    shapes = [tuple(specs[p].shape) for p in parts if p in specs]
+    # the shape every part of a fused q/k/v must share: the most common one
+    fitting = Counter(shapes).most_common(1)[0][0] if len(rule.targets) > 1 and shapes else None
     fits = True
     for part in parts:
         if part not in specs:
@@ -207,13 +198,6 @@ def _table_targets(specs: Mapping[str, TensorLike]) -> list[str]:
             depth[part.tower] = max(depth[part.tower], part.layer + 1)
     rules = standard_rules_by_layer(depth[VISION], depth[TEXT])
     return [target for rule, index in rules for target in rule.expand(index)[1]]
-
-
-def _consistent_shapes(rule: Rule, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
-    """The shape every part of a fused q/k/v must share (the most common one), if the rule fuses."""
-    if len(rule.targets) < 2 or not shapes:
-        return None
-    return Counter(shapes).most_common(1)[0][0]
 
 
 def _target(key: str, status: str, expected, spec) -> TargetRecord:
@@ -304,9 +288,6 @@ def _usable(key: str, value) -> bool:
 
 def folder_expected_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
     """The tensor shapes the folder's ``config.json`` implies, or ``None`` without a config."""
-    from chclip_convert.errors import CheckpointReadError
-    from chclip_convert.mapping.architecture import expected_shapes
-
     config = read_config(folder)
     if config is None:
         return None

@@ -53,15 +53,6 @@ class ConversionResult:
     report: ConversionReport
     non_finite: list[str] = field(default_factory=list)  # source keys holding NaN or Inf
 
-    @property
-    def dtypes_written(self) -> dict[str, int]:
-        """dtype name → number of tensors of that dtype in the result."""
-        return dict(Counter(dtype_name(t.dtype) for t in self.state_dict.values()))
-
-    @property
-    def parameter_count(self) -> int:
-        return sum(t.numel() for t in self.state_dict.values())
-
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
@@ -158,7 +149,8 @@ def plan_conversion(
     to list every problem); what only the model knows — a shape it refuses — waits for :func:`confirm_plan`,
     whose ``ChineseCLIPModel`` import takes seconds, so a caller can run it beside the writing.
     """
-    _check_dtype(dtype)
+    if dtype not in DTYPE_CHOICES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
     configured = (config.vision_config.num_attention_heads, config.text_config.num_attention_heads) if config else None
     arch = infer_architecture(
         state_dict, vision_heads=vision_heads, text_heads=text_heads, config_heads=configured, path=path
@@ -184,7 +176,8 @@ def confirm_plan(plan: ConversionPlan, state_dict: dict[str, TensorLike], *, str
     """The full plan (config, report against the meta-device ``ChineseCLIPModel``) for a plan made with
     ``defer_model_check``; raises :class:`MappingError` as :func:`plan_conversion` would."""
     config = plan.architecture.to_config()
-    full = _plan(state_dict, plan.architecture, config, expected_shapes(config), _dtype_option(plan.cast), strict, path)
+    dtype = "auto" if plan.cast is None else dtype_name(plan.cast)
+    full = _plan(state_dict, plan.architecture, config, expected_shapes(config), dtype, strict, path)
     if full.steps != plan.steps:
         raise ConversionError(
             "the mapping table and transformers' ChineseCLIPModel disagree on this checkpoint's tensors, so "
@@ -216,15 +209,6 @@ def _plan(state_dict, arch, config, expected, dtype: str, strict: bool, path) ->
         config.dtype = dtype_name(majority_dtype(plan.target_specs(state_dict)))
         config.architectures = list(ARCHITECTURES)  # as transformers' own save_pretrained records it
     return plan
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPE_CHOICES:
-        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}.")
-
-
-def _dtype_option(cast: torch.dtype | None) -> str:
-    return "auto" if cast is None else dtype_name(cast)
 
 
 def convert_state_dict(

@@ -56,12 +56,9 @@ class ConversionSummary:
     def facts(self, *, shareable: bool = False) -> list[tuple[str, str]]:
         """(label, value) rows; ``shareable`` leaves out what only this machine knows (paths, time)."""
         dtypes = ", ".join(f"{name} × {count}" for name, count in sorted(self.dtypes_written.items()))
+        not_read = f"; not read: {', '.join(self.skipped)}" if self.skipped else ""
         rows = [
-            (
-                "source",
-                f"{self.source.name} ({self.wrapper}"
-                + (f"; not read: {', '.join(self.skipped)})" if self.skipped else ")"),
-            ),
+            ("source", f"{self.source.name} ({self.wrapper}{not_read})"),
             *([("training", trained)] if (trained := describe_training(self.training)) else []),
             ("weights digest", self.source_weights_digest),
             *([("file SHA-256", self.source_sha256)] if self.source_sha256 else []),

@@ -5,9 +5,6 @@ What the conversion leaves out is set apart, not compared: BERT's pooler on the 
 not use it) and the position-id buffers older transformers versions saved on the folder side. A source key
 the table has no rule for, or whose op cannot apply to its shape, keeps its original name, so two original
 checkpoints still compare it and a converted folder shows it as missing.
-
-The one view of a checkpoint or folder under transformers' names: the diff, the drift, the weight statistics
-and the histogram widget read through it.
 """
 
 from __future__ import annotations
@@ -118,34 +115,19 @@ class MappedCheckpoint:
         self.close()
 
 
-class ConvertedFolder:
-    """A transformers folder's tensors, read one at a time (see :class:`chclip_convert.files.folder.FolderTensors`)."""
+class ConvertedFolder(FolderTensors):
+    """A transformers folder's tensors, read one at a time, its rebuilt buffers set apart."""
 
     kind = FOLDER
 
     def __init__(self, path: str | Path) -> None:
-        self._tensors = FolderTensors(path)
-        self.path = self._tensors.folder
-        self.not_compared = {key: REVERSE_IGNORED[key] for key in self._tensors.names() if key in REVERSE_IGNORED}
+        super().__init__(path)
+        self.path = self.folder
+        self.not_compared = {key: REVERSE_IGNORED[key] for key in super().names() if key in REVERSE_IGNORED}
         self.metadata: dict = {}  # a folder records no epoch or step
 
     def names(self) -> list[str]:
-        return [key for key in self._tensors.names() if key not in self.not_compared]
-
-    def spec(self, name: str) -> TensorSpec:
-        return self._tensors.spec(name)
-
-    def read(self, name: str) -> torch.Tensor:
-        return self._tensors.read(name)
-
-    def close(self) -> None:
-        self._tensors.close()
-
-    def __enter__(self) -> ConvertedFolder:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        return [key for key in super().names() if key not in self.not_compared]
 
 
 def open_tensors(path: str | Path) -> MappedCheckpoint | ConvertedFolder:

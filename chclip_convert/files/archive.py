@@ -55,11 +55,8 @@ def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
     """Every tensor inside nested dicts, lists and tuples (the model's and the optimizer's alike)."""
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from tensors_in(value)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
+    elif isinstance(obj, dict | list | tuple):
+        for value in obj.values() if isinstance(obj, dict) else obj:
             yield from tensors_in(value)
 
 
@@ -77,9 +74,8 @@ def check_storage_spans(path: Path, tensors: dict[str, torch.Tensor], loaded: An
     ``loaded`` is everything ``torch.load(path, mmap=True)`` returned: its storages, matched with the
     archive's records by their order in the mapping, locate the mapping itself.
     """
-    records = storage_records(path)
-    by_start = {record.start: record for record in records}
-    base = _mapping_base(path, loaded, records, by_start)
+    by_start = {record.start: record for record in storage_records(path)}
+    base = _mapping_base(path, loaded, by_start)
     for name, tensor in tensors.items():
         need = span_bytes(tensor)
         if need == 0:
@@ -93,7 +89,7 @@ def check_storage_spans(path: Path, tensors: dict[str, torch.Tensor], loaded: An
             )
 
 
-def _mapping_base(path: Path, loaded: Any, records: list[Record], by_start: dict[int, Record]) -> int:
+def _mapping_base(path: Path, loaded: Any, by_start: dict[int, Record]) -> int:
     """The address of the file's first byte in torch's mapping: the one that puts every storage on a record."""
     pointers = {t.untyped_storage().data_ptr() for t in tensors_in(loaded)} - {0}
     if not pointers:

@@ -157,11 +157,8 @@ def choose_vocab(vocab: str | Path | None, checkpoint: Path, vocab_size: int) ->
     if mismatch and origin == "given":
         raise ConversionError(mismatch, path=path)
     if mismatch:
-        return (
-            None,
-            "not written (no fitting vocabulary)",
-            [f"{path.name} ({origin}) not used: {mismatch} No tokenizer was written."],
-        )
+        warning = f"{path.name} ({origin}) not used: {mismatch} No tokenizer was written."
+        return None, "not written (no fitting vocabulary)", [warning]
     if path != STANDARD_VOCAB and is_standard_vocab(path):
         origin += "; the standard Chinese-CLIP vocabulary"
     return path, f"{path} ({origin})", []

@@ -2,9 +2,8 @@
 
 Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
 dict, with or without DistributedDataParallel's ``module.`` prefix. One reader: ``torch.load`` with
-``weights_only=True`` (no pickled code ever runs) and memory-mapping, so a tensor's bytes are read only
-when something touches them — the optimizer's moments never are — and they sit in the page cache, not in
-the process's own memory. Every model tensor is checked against its storage record before any is read.
+``weights_only=True`` and memory-mapping, so a tensor's bytes sit in the page cache, not in the process's own
+memory, and are read only when something touches them.
 """
 
 from __future__ import annotations
@@ -67,6 +66,7 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's 10-byte magic number (pre-1.6 format)
 WHAT_TO_GIVE = "Give the .pt file that Chinese-CLIP training (cn_clip) wrote, or a torch.save(model.state_dict())."
+NOT_TORCH = f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE}"
 
 
 def _torch_load(path: Path) -> tuple[Any, bool]:
@@ -75,10 +75,7 @@ def _torch_load(path: Path) -> tuple[Any, bool]:
         head = stream.read(4)
     is_zip = head == ZIP_MAGIC  # also true for a truncated zip, which is_zipfile rejects
     if not is_zip and head != LEGACY_MAGIC:
-        raise CheckpointReadError(
-            f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE}",
-            path=path,
-        )
+        raise CheckpointReadError(NOT_TORCH, path=path)
     mmap = is_zip and zipfile.is_zipfile(path)
     if mmap and not any(name.endswith("data.pkl") for name in zipfile.ZipFile(path).namelist()):
         raise CheckpointReadError(
@@ -106,7 +103,7 @@ def _read_failure_message(is_zip: bool, error: BaseException) -> str:
             "cannot be read: it starts like a PyTorch checkpoint but looks truncated or corrupt (an interrupted "
             f"copy or save?). Copy or save it again. ({text})"
         )
-    return f"is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file). {WHAT_TO_GIVE} ({text})"
+    return f"{NOT_TORCH} ({text})"
 
 
 def _first_line(error: BaseException) -> str:
@@ -129,8 +126,7 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
     if not_tensors:
         shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
         raise UnsupportedCheckpointError(
-            f"the state dict holds entries that are not tensors ({shown}); it is not a model state dict.",
-            path=path,
+            f"the state dict holds entries that are not tensors ({shown}); it is not a model state dict.", path=path
         )
     if not raw:
         raise UnsupportedCheckpointError("the state dict is empty.", path=path)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from chclip_convert.errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
-from chclip_convert.files.records import read_json
+from chclip_convert.files.records import read_json, read_report
 from chclip_convert.files.safetensors_writer import INDEX_FILE as SAFETENSORS_INDEX
 from chclip_convert.files.safetensors_writer import SAFETENSORS_DTYPES, TensorSpec
-from chclip_convert.names import BIN_FILE, CONFIG_FILE, REPORT_FILE
+from chclip_convert.names import BIN_FILE, CONFIG_FILE
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
@@ -75,7 +75,8 @@ class FolderTensors:
         self._bin: dict[str, torch.Tensor] = {}
         files = weight_files(self.folder)
         if not files:
-            self._handles = dict.fromkeys(self._bin_state(), None)
+            self._bin = _load_bin(self.folder)
+            self._handles = dict.fromkeys(self._bin, None)
         self._files: dict[str, str] = {}  # tensor name → its file's name, for messages
         for file in files:
             handle = self._open(file)
@@ -85,9 +86,6 @@ class FolderTensors:
 
     def names(self) -> list[str]:
         return sorted(self._handles)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._handles
 
     def read(self, key: str) -> torch.Tensor:
         """The tensor ``key``, read now (a ``KeyError`` if the folder has none of that name)."""
@@ -113,10 +111,6 @@ class FolderTensors:
             return self._stack.enter_context(safe_open(str(file), framework="pt"))
         except Exception as error:  # safetensors raises its own error types for corrupt files
             raise CheckpointReadError(f"cannot read {file.name}: {error}", path=self.folder) from error
-
-    def _bin_state(self) -> dict[str, torch.Tensor]:
-        self._bin = _load_bin(self.folder, mmap=True)
-        return self._bin
 
     def close(self) -> None:
         self._stack.close()
@@ -162,7 +156,7 @@ def _chinese_clip_config(data: dict[str, Any], file: Path, error_type: type[Conv
 
 def read_overrides(folder: str | Path) -> dict[str, Any] | None:
     """The conversion options the folder records (``conversion_report.json`` → ``"overrides"``), if any."""
-    data = read_json(folder, REPORT_FILE)
+    data = read_report(folder)
     overrides = data.get("overrides") if data else None
     return overrides if isinstance(overrides, dict) else None
 
@@ -188,9 +182,9 @@ def _weights_folder(folder: str | Path) -> Path:
     return folder
 
 
-def _load_bin(folder: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+def _load_bin(folder: Path) -> dict[str, torch.Tensor]:
     try:
-        mmap = mmap and zipfile.is_zipfile(folder / BIN_FILE)  # only torch's zip format maps
+        mmap = zipfile.is_zipfile(folder / BIN_FILE)  # only torch's zip format maps
         return torch.load(folder / BIN_FILE, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointReadError(f"cannot read {BIN_FILE}: {error}", path=folder) from error

@@ -1,11 +1,7 @@
 """Every output — a converted folder, a reversed ``.pt`` file — is claimed, checked, filled at a temporary path
 of its own beside it, and moved into place only when complete. An existing output is replaced only with
-``overwrite``, and only after the new one is complete; the input is never written to.
-
-One writer at a time per output: :func:`output_lock` holds a lock on the output from its first check to the
-rename, and a second writer — another notebook, a terminal — is refused at once by name. Each write fills a
-temporary path no other writer uses (``NAME.chclip-partial-…``); one left by a killed run is removed by the next
-writer of that output, which holds the lock, so its writer is gone.
+``overwrite``, and only after the new one is complete; the input is never written to. One writer at a time
+per output (:func:`output_lock`); docs/conversion.md, "Writing safely", says what a user sees.
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import itertools
 import os
 import re
 import secrets
@@ -155,16 +152,13 @@ def output_lock(target: str | Path) -> Iterator[None]:
 
 def _make_parents(folder: Path, target: Path) -> list[Path]:
     """Create ``folder`` and the missing folders above it; return those created, outermost first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
+    missing = list(itertools.takewhile(lambda path: not path.exists(), [folder, *folder.parents]))[::-1]
     try:
-        for path in reversed(missing):
+        for path in missing:
             path.mkdir()
     except OSError as error:
         raise _cannot_create(error, target) from error
-    return list(reversed(missing))
+    return missing
 
 
 def _cannot_create(error: OSError, target: Path) -> OutputError:
@@ -255,12 +249,11 @@ def atomic_output(target: str | Path, *, overwrite: bool, folder: bool = True) -
             yield partial
             _move_into_place(partial, target, overwrite)
         except BaseException as error:
-            failure = write_failure(error, target)
-            _remove(holder)
+            failure = write_failure(error, target)  # before the removal frees the space a full disk lacked
             if failure is not None:
                 raise failure from error
             raise
-        else:
+        finally:
             _remove(holder)
 
 

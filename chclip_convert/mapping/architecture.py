@@ -8,6 +8,7 @@ heads), an explicit override, or, for an unknown width, a head width of 64 — a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -129,10 +130,9 @@ def infer_architecture(
             sizes[entry.attribute] = _count_layers(shapes, entry.shown_by.removesuffix(LAYERS), path)
     sizes["image_size"] = _grid(sizes["image_size"], path) * sizes["patch_size"]  # read as positions: 1 + grid²
     notes: list[str] = []
-    vision = _heads(
-        "vision", sizes["vision_width"], vision_heads, VISION_HEADS_BY_WIDTH, notes, path, _at(config_heads, 0)
-    )
-    text = _heads("text", sizes["text_hidden"], text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, _at(config_heads, 1))
+    configured = config_heads or (None, None)
+    vision = _heads("vision", sizes["vision_width"], vision_heads, VISION_HEADS_BY_WIDTH, notes, path, configured[0])
+    text = _heads("text", sizes["text_hidden"], text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, configured[1])
     arch = Architecture(**sizes, vision_heads=vision, text_heads=text)
     name, name_notes = _match_known(arch)
     return Architecture(**{**asdict(arch), "name": name, "notes": tuple(notes + name_notes)})
@@ -201,10 +201,6 @@ def _count_layers(shapes: dict[str, tuple[int, ...]], prefix: str, path) -> int:
             path=path,
         )
     return len(indices)
-
-
-def _at(pair: tuple[int, int] | None, index: int) -> int | None:
-    return pair[index] if pair else None
 
 
 def _heads(
@@ -375,11 +371,7 @@ def cn_clip_kwargs(arch: Architecture) -> dict:
 
 
 def _config_value(config: ChineseCLIPConfig, name: str):
-    owner = config
-    *sections, field_name = name.split(".")
-    for section in sections:
-        owner = getattr(owner, section)
-    return getattr(owner, field_name)
+    return functools.reduce(getattr, name.split("."), config)
 
 
 def check_config(

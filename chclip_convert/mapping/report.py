@@ -8,7 +8,7 @@ Problems are shown once, with layer indices collapsed (``layers.{0...11}``).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from chclip_convert.mapping.parts import layer_span
@@ -85,21 +85,14 @@ class ConversionReport:
     def problems(self) -> dict[str, list[str]]:
         """Problem status → sorted keys (source keys for ``unused``, target keys otherwise)."""
         found: dict[str, list[str]] = {status: [] for status in PROBLEM_STATUSES}
-        for record in self.sources:
-            if record.status == UNUSED:
-                found[UNUSED].append(record.key)
-        for record in self.targets:
+        for record in [*(r for r in self.sources if r.status == UNUSED), *self.targets]:
             if record.status in found:
                 found[record.status].append(record.key)
         return {status: sorted(keys) for status, keys in found.items()}
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for record in self.sources:
-            counts[f"source {record.status}"] += 1
-        for record in self.targets:
-            counts[f"target {record.status}"] += 1
-        return dict(counts)
+        sides = (("source", self.sources), ("target", self.targets))
+        return dict(Counter(f"{side} {record.status}" for side, records in sides for record in records))
 
     def format_problems(
         self, statuses: tuple[str, ...] = PROBLEM_STATUSES, *, fixes: dict[str, str] = FIXES, shapes: bool = False
@@ -133,7 +126,7 @@ class ConversionReport:
 
     def rows(self) -> list[dict]:
         """One flat dict per key (source and target), for tables."""
-        rows = [
+        return [
             {
                 "side": "source",
                 "key": r.key,
@@ -145,8 +138,7 @@ class ConversionReport:
                 "reason": r.reason,
             }
             for r in self.sources
-        ]
-        rows += [
+        ] + [
             {
                 "side": "target",
                 "key": r.key,
@@ -163,7 +155,6 @@ class ConversionReport:
             }
             for r in self.targets
         ]
-        return rows
 
     def to_dict(self) -> dict:
         return {
@@ -189,17 +180,13 @@ def _expected(record: TargetRecord) -> str:
 def collapse_layers(keys: list[str]) -> list[str]:
     """``["a.0.b", "a.1.b", "a.2.b", "c"]`` → ``["a.{0...2}.b", "c"]``; gaps shown as ``{0,2,5}``
     (:func:`chclip_convert.mapping.parts.layer_span`, the notation the summaries' ``layers 0–8`` come from too)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    order: list[str] = []
+    groups: dict[str, list[int]] = {}  # in the order the keys come
     for key in keys:
         template, index = split_layer_index(key)
-        if index is None:
-            template = key
-        if template not in groups:
-            order.append(template)
+        indices = groups.setdefault(key if index is None else template, [])
         if index is not None:
-            groups[template].append(index)
+            indices.append(index)
     return [
-        template.replace("{i}", layer_span(groups[template], in_key=True)) if groups[template] else template
-        for template in order
+        template.replace("{i}", layer_span(indices, in_key=True)) if indices else template
+        for template, indices in groups.items()
     ]

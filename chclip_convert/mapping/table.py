@@ -65,6 +65,7 @@ def _fused(source_weight: str, source_bias: str, target: str, parts: tuple[str, 
 
 _VISION_QKV = (f"{HF_VISION_LAYER}.self_attn.<part>_proj.<param>", ("q", "k", "v"))
 _TEXT_QKV = (f"{HF_TEXT_LAYER}.attention.self.<part>.<param>", ("query", "key", "value"))
+_TEXT_WQKV = f"{TEXT_LAYER}.attention.self.Wqkv"  # the flash-attention layout's fused text q/k/v
 
 _VISION_RULES = [
     Rule("visual.conv1.weight", ("vision_model.embeddings.patch_embedding.weight",)),
@@ -108,21 +109,12 @@ _TEXT_RULES = [
         for module in _BERT_LAYER_MODULES
         for rule in _params(f"{TEXT_LAYER}.{module}", f"{HF_TEXT_LAYER}.{module}")
     ),
-    *_fused(
-        f"{TEXT_LAYER}.attention.self.Wqkv.weight",
-        f"{TEXT_LAYER}.attention.self.Wqkv.bias",
-        *_TEXT_QKV,
-        FLASH,
-    ),
+    *_fused(f"{_TEXT_WQKV}.weight", f"{_TEXT_WQKV}.bias", *_TEXT_QKV, FLASH),
     *_params(f"{TEXT_LAYER}.attention.self.out_proj", f"{HF_TEXT_LAYER}.attention.output.dense", FLASH),
     Rule("text_projection", ("text_projection.weight",), TRANSPOSE),
 ]
 
-RULES: tuple[Rule, ...] = (
-    Rule("logit_scale", ("logit_scale",)),
-    *_VISION_RULES,
-    *_TEXT_RULES,
-)
+RULES: tuple[Rule, ...] = (Rule("logit_scale", ("logit_scale",)), *_VISION_RULES, *_TEXT_RULES)
 
 # Source keys that are dropped on purpose, with the reason the report gives.
 IGNORED: dict[str, str] = {
@@ -168,9 +160,7 @@ def find_rule(source_key: str) -> tuple[Rule, int | None] | None:
     """The rule for a concrete source key and its layer index, or ``None`` if the table has none."""
     template, index = split_layer_index(source_key)
     rule = RULES_BY_SOURCE.get(template)
-    if rule is None or (index is None) != ("{i}" not in rule.source):
-        return None
-    return rule, index
+    return None if rule is None or (index is None) != ("{i}" not in rule.source) else (rule, index)
 
 
 def is_flash_layout(keys: Iterable[str]) -> bool:
@@ -182,6 +172,4 @@ def find_reverse_rule(target_key: str) -> tuple[Rule, int | None] | None:
     """The standard rule that fills ``target_key`` (alone or with others), with its layer index."""
     template, index = split_layer_index(target_key)
     rule = RULES_BY_TARGET.get(template)
-    if rule is None:
-        return None
-    return rule, index
+    return None if rule is None else (rule, index)

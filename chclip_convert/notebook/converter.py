@@ -110,13 +110,8 @@ class ConvertUI:
         self.output_picker = PathPicker(output, description="Output folder", kind="output", places=places)
         self.output = self.output_picker.path
         self.output_message = W.HTML()
-        self.vocab = W.Text(
-            vocab,
-            description="Vocabulary",
-            placeholder="default: vocab.txt beside the checkpoint, else the standard one",
-            layout=WIDE,
-            style=DESCRIPTION,
-        )
+        hint = "default: vocab.txt beside the checkpoint, else the standard one"
+        self.vocab = W.Text(vocab, description="Vocabulary", placeholder=hint, layout=WIDE, style=DESCRIPTION)
         self.vocab_message = W.HTML()
         self.config = W.Text(
             "", description="Config", placeholder="optional config.json, checked against the weights", layout=WIDE,
@@ -326,23 +321,11 @@ class ConvertUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        return W.VBox(
-            [
-                self.header,
-                self.checkpoint_picker.widget,
-                self.checkpoint_message,
-                self.output_picker.widget,
-                self.output_message,
-                self.vocab,
-                self.vocab_message,
-                self.config,
-                self.config_message,
-                W.HBox([self.dtype, self.overwrite]),
-                W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text]),
-                self.status,
-                self.next_steps,
-            ]
-        )
+        paths = [self.checkpoint_picker.widget, self.checkpoint_message, self.output_picker.widget, self.output_message]
+        files = [self.vocab, self.vocab_message, self.config, self.config_message]
+        options = W.HBox([self.dtype, self.overwrite])
+        run = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
+        return W.VBox([self.header, *paths, *files, options, run, self.status, self.next_steps])
 
 
 def next_steps_html(checkpoint: Path, folder: Path) -> str:

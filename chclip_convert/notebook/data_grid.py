@@ -16,10 +16,9 @@ _ROW_COLOUR = "function (row, data) {{ row.style.backgroundColor = {colours}[dat
 def grid_options(
     *, colours: dict[str, str], status_column: int, csv_name: str, column_defs: list | None = None
 ) -> dict:
-    """The DataTables options: no paging but a scroll box, header clicks sort, a CSV button downloading
-    ``csv_name.csv``, no search box of DataTables' own (the widgets above the grid filter), rows coloured by the
-    status in column ``status_column`` (``colours``: status → CSS colour). ``column_defs`` are DataTables'
-    ``columnDefs`` (a column's sort type, say)."""
+    """The DataTables options (see the module; no search box of its own: the widgets above the grid filter), the
+    CSV named ``csv_name.csv``, rows coloured by the status in column ``status_column`` (``colours``: status → CSS
+    colour); ``column_defs`` are DataTables' ``columnDefs`` (a column's sort type, say)."""
     row_colour = _ROW_COLOUR.format(colours=json.dumps(colours), column=status_column)
     options = {
         "layout": {"topStart": "buttons", "topEnd": None, "bottomStart": None, "bottomEnd": None},

@@ -1,7 +1,7 @@
 """Compare two checkpoints in the notebook: pick A and B (each an original checkpoint or a converted folder),
 click *Compare*, and see a one-line verdict, every tensor in a data grid (status, tower, layer, relative change,
 largest difference, cosine; sorted by a header click, filtered, exported to CSV) and the relative change per
-layer of each tower (:mod:`.diff_plots`). The work is :func:`chclip_convert.changes.diff.diff_checkpoints`, as
+layer of each tower (:mod:`.plotting.diffs`). The work is :func:`chclip_convert.changes.diff.diff_checkpoints`, as
 ``chclip-convert diff A B`` does it.
 
 The comparison runs in the kernel, which is busy until it is done (the demo takes a second; a ViT-H pair, a
@@ -141,9 +141,7 @@ class DiffUI:
         self.a_picker = PathPicker(a, description="A", kind="source", placeholder=SOURCE_HINT, places=places)
         self.b_picker = PathPicker(b, description="B", kind="source", placeholder=SOURCE_HINT, places=places)
         self.compare_button = W.Button(description="Compare", button_style="primary", icon="play")
-        self.progress = W.IntProgress(
-            value=0, min=0, max=1, description="Compared", style={"description_width": "70px"}
-        )
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="Compared", style=NARROW)
         self.progress_text = W.HTML()
         self.status = W.HTML()  # the verdict, the error, or what to do
         self.status_filter = W.Dropdown(options=FILTERS, value="all", description="status")
@@ -265,14 +263,7 @@ class DiffUI:
     @property
     def widget(self) -> W.VBox:
         self.results.children = [W.HBox([self.status_filter, self.name_filter]), self.count, self.grid, self.plot]
-        box = W.VBox(
-            [
-                self.a_picker.widget,
-                self.b_picker.widget,
-                W.HBox([self.compare_button, self.progress, self.progress_text]),
-                self.status,
-                self.results,
-            ]
-        )
+        run = W.HBox([self.compare_button, self.progress, self.progress_text])
+        box = W.VBox([self.a_picker.widget, self.b_picker.widget, run, self.status, self.results])
         box.add_class("chclip-diff")  # the handle pages and browser tests find the comparison by
         return box

@@ -21,9 +21,7 @@ WIDE = W.Layout(width="640px")
 DESCRIPTION = {"description_width": "110px"}
 LISTED = 500  # entries shown per folder; a folder with more says how many it left out
 
-# What the picker chooses: a checkpoint file, a converted folder, either of them ("source"), where a new folder
-# goes (its name kept), or any folder ("folder", chosen with "Use this folder").
-KINDS = ("checkpoint", "converted", "source", "output", "folder")
+KINDS = ("checkpoint", "converted", "source", "output", "folder")  # what a picker chooses: see PathPicker
 LISTS_FILES = ("checkpoint", "source")
 PICKS_CONVERTED = ("converted", "source")
 
@@ -82,9 +80,8 @@ class PathPicker:
         """List ``folder`` in the browser."""
         self.folder = Path(folder).expanduser().absolute()
         entries, note = folder_entries(self.folder, self.kind)
-        self.location.value = f"<code>{html.escape(str(self.folder))}</code>" + (
-            f" — {html.escape(note)}" if note else ""
-        )
+        said = f" — {html.escape(note)}" if note else ""
+        self.location.value = f"<code>{html.escape(str(self.folder))}</code>{said}"
         self.listing.unobserve(self._on_listing_change, names="value")
         self.listing.options = entries
         self.listing.value = None
@@ -100,11 +97,8 @@ class PathPicker:
         self.open(self.folder.parent)
 
     def _on_here_click(self, button=None) -> None:
-        if self.kind == "folder":
-            self._choose(self.folder)
-            return
-        name = Path(self.value).name or "converted-hf"
-        self._choose(self.folder / name)
+        name = Path(self.value).name or "converted-hf"  # an output keeps the name typed
+        self._choose(self.folder if self.kind == "folder" else self.folder / name)
 
     def _on_listing_change(self, change=None) -> None:
         chosen = self.listing.value
@@ -148,10 +142,8 @@ def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str
     rows = []
     for child in children:
         if child.is_dir():
-            converted = looks_converted(child)
-            rows.append(
-                (f"{'▣' if converted else '▸'} {child.name}/" + ("   converted model" if converted else ""), child)
-            )
+            mark, said = ("▣", "   converted model") if looks_converted(child) else ("▸", "")
+            rows.append((f"{mark} {child.name}/{said}", child))
         elif kind in LISTS_FILES and child.suffix.lower() in CHECKPOINT_SUFFIXES:
             rows.append((f"  {child.name}   {_size(child)}", child))
     note = f"{len(rows) - LISTED} more not shown" if len(rows) > LISTED else ""

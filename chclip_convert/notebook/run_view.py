@@ -18,6 +18,7 @@ from chclip_convert.changes.drift import (
     run_checkpoints,
     skipped_checkpoints,
 )
+from chclip_convert.changes.epochs import CONVERTED, FAILED, UP_TO_DATE
 from chclip_convert.errors import ConversionError
 from chclip_convert.mapping.parts import TOWERS
 from chclip_convert.names import DTYPE_CHOICES
@@ -264,7 +265,7 @@ def _option_label(info: EpochInfo) -> str:
 
 def outcomes_html(outcomes) -> str:
     """One row per checkpoint: outcome (coloured), the folder, and the check or the error."""
-    colours = {"converted": "#2e7d32", "up to date": "#1565c0", "failed": "#c62828"}
+    colours = {CONVERTED: "#2e7d32", UP_TO_DATE: "#1565c0", FAILED: "#c62828"}
     rows = "".join(
         f"<tr><td style='padding:2px 8px'>{html.escape(o.checkpoint.name)}</td>"
         f"<td style='padding:2px 8px;color:{colours.get(o.outcome, '#000')}'><b>{html.escape(o.outcome)}</b></td>"

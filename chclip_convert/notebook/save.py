@@ -135,13 +135,8 @@ class SaveUI:
         self.files.layout.display = None
 
     def _validate(self) -> dict[str, str]:
-        problems = {
-            key: message
-            for key, message in validate_inputs(
-                str(self.checkpoint), self.folder.value, "", self.overwrite.value
-            ).items()
-            if key in ("checkpoint", "output")
-        }
+        found = validate_inputs(str(self.checkpoint), self.folder.value, "", self.overwrite.value)
+        problems = {key: message for key, message in found.items() if key in ("checkpoint", "output")}
         try:
             shard_bytes(self.shard_size.value)
         except ConversionError:
@@ -149,9 +144,8 @@ class SaveUI:
                 f"Shard size {self.shard_size.value.strip()!r}: write a size such as 2GB or 500MB (units KB, MB, GB, "
                 f"TB), a number of bytes, or {NO_SHARDING!r}."
             )
-        saved_here = (
-            self.summary is not None and Path(self.folder.value.strip()).expanduser() == self.summary.output_dir
-        )
+        folder = Path(self.folder.value.strip()).expanduser()
+        saved_here = self.summary is not None and folder == self.summary.output_dir
         if saved_here and set(problems) == {"output"} and not self.overwrite.value:  # the result, not a problem
             self.message.value = message_html("Saved here: tick Overwrite to save it again.", error=False)
             self.save_button.disabled = True
@@ -163,16 +157,9 @@ class SaveUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        return W.VBox(
-            [
-                self.folder_picker.widget,
-                W.HBox([self.dtype, self.shard_size, self.overwrite]),
-                self.message,
-                W.HBox([self.save_button, self.progress]),
-                self.result,
-                self.files,
-            ]
-        )
+        options = W.HBox([self.dtype, self.shard_size, self.overwrite])
+        run = W.HBox([self.save_button, self.progress])
+        return W.VBox([self.folder_picker.widget, options, self.message, run, self.result, self.files])
 
 
 class ReverseUI:

@@ -76,18 +76,16 @@ class Session:
         if problem := checkpoint_problem(self.checkpoint_picker.value):
             self.checkpoint_message.value = message_html(problem, error=True)
             return
-        self.checkpoint_message.value = message_html(
-            "Run the cells below to use it (on a page without cells: reload the page).", error=False
-        )
+        said = "Run the cells below to use it (on a page without cells: reload the page)."
+        self.checkpoint_message.value = message_html(said, error=False)
         self.workspace.remember(self.checkpoint)
         self.folder_picker.path.value = str(self.workspace.converted_folder(self.checkpoint) or "")
 
     def _on_folder_change(self, change=None) -> None:
         value = self.folder_picker.value
         if value and not looks_converted(Path(value).expanduser()):
-            self.folder_message.value = message_html(
-                "No converted model here (no config.json beside weights).", error=True
-            )
+            said = "No converted model here (no config.json beside weights)."
+            self.folder_message.value = message_html(said, error=True)
             return
         self.folder_message.value = ""
         if value:

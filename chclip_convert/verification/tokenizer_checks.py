@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,8 @@ class TokenDifference:
 
 def compare_vocab(folder_tokens: list[str | None], reference_tokens: list[str]) -> list[TokenDifference]:
     """Every id whose token differs, including ids only one side has."""
-    size = max(len(folder_tokens), len(reference_tokens))
-    return [
-        TokenDifference(index, _at(folder_tokens, index), _at(reference_tokens, index))
-        for index in range(size)
-        if _at(folder_tokens, index) != _at(reference_tokens, index)
-    ]
+    pairs = enumerate(itertools.zip_longest(folder_tokens, reference_tokens))
+    return [TokenDifference(index, ours, theirs) for index, (ours, theirs) in pairs if ours != theirs]
 
 
 def tokenizer_json_tokens(path: Path) -> list[str | None]:
@@ -113,10 +110,6 @@ def compare_ids(folder_ids: torch.Tensor, reference_ids: torch.Tensor, captions:
 
 def _ids(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenize_captions(tokenizer, captions)["input_ids"]
-
-
-def _at(tokens: list, index: int):
-    return tokens[index] if index < len(tokens) else None
 
 
 def _token(token: str | None) -> str:

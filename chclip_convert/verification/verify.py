@@ -1,19 +1,8 @@
-"""Verification of a converted folder against its original checkpoint.
+"""Verification of a converted folder against its original checkpoint; docs/verification.md lists every check.
 
-Nothing on the reference side comes from the folder under test. Without the original code, every file is
-checked: every tensor key both ways against what the table derives from the checkpoint (missing,
-unexpected, shape, dtype, bytes), a strict reload, ``config.json``, ``preprocessor_config.json`` and
-``tokenizer_config.json`` field by field against what the checkpoint and the options given to verify imply
-(head counts are invisible in the weights, so the folder's own record of them is never trusted), the
-tokenizer entry by entry and the captions' token ids id by id against a reference vocabulary, both round
-trips and the recorded source weights digest.
-Folders as transformers 4.2x wrote them (the official ones on the Hub) are judged on their merits: saved buffers
-that hold what transformers rebuilds, a missing ``tokenizer.json`` beside a faithful ``vocab.txt``, config fields
-that shape nothing and an uncapped tokenizer length are notes, not failures; captions are always tokenized at
-cn_clip's context length, 52.
-With cn_clip installed, both models also run on the same photo and captions, each through its own
-preprocessing and tokenizer, and their outputs are compared against stated tolerances.
-Every failing check names the keys, fields or entries at fault.
+Nothing on the reference side comes from the folder under test: the expected values come from the checkpoint, the
+name table, the options given to verify and a reference vocabulary (head counts are invisible in the weights, so
+the folder's own record of them is never trusted). Every failing check names the keys, fields or entries at fault.
 """
 
 from __future__ import annotations
@@ -39,12 +28,20 @@ from chclip_convert.conversion.state_dict import (
 from chclip_convert.errors import ConversionError
 from chclip_convert.files.assets import find_vocab, vocab_tokens
 from chclip_convert.files.checkpoint import load_checkpoint
-from chclip_convert.files.folder import CONFIG_FILE, REPORT_FILE, load_folder_state, read_overrides
+from chclip_convert.files.folder import load_config, load_folder_state, read_overrides
 from chclip_convert.files.records import read_json, read_report
 from chclip_convert.files.safetensors_writer import TensorSpec
 from chclip_convert.mapping.architecture import Architecture
 from chclip_convert.mapping.table import IGNORED, REVERSE_IGNORED, is_flash_layout
-from chclip_convert.names import DTYPE_CHOICES, PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE
+from chclip_convert.names import (
+    CONFIG_FILE,
+    DTYPE_CHOICES,
+    PREPROCESSOR_FILE,
+    REPORT_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
+)
 from chclip_convert.verification.config_checks import (
     ABSENT,
     FieldDifference,
@@ -275,8 +272,6 @@ def _conversion_options(folder: Path, vision_heads, text_heads, config) -> tuple
     """The options to expect, and notes. Head counts and a config come only from the caller: they are
     invisible in the weights, so the folder under test cannot vouch for them. The dtype, which the tensors
     show anyway, is taken as the folder records it."""
-    from chclip_convert.files.folder import load_config
-
     try:
         recorded = read_overrides(folder)
     except ConversionError:  # named by the provenance check, which reads the same file
@@ -331,13 +326,8 @@ def _precision(plan: ConversionPlan, source: dict[str, torch.Tensor]) -> str:
 
 
 def _check_weights(comparison: FolderComparison) -> Check:
-    return Check(
-        "weights equal source",
-        comparison.ok,
-        comparison.describe(),
-        "every key both ways; same shape, dtype, bytes",
-        keys=comparison.keys,
-    )
+    requirement = "every key both ways; same shape, dtype, bytes"
+    return Check("weights equal source", comparison.ok, comparison.describe(), requirement, keys=comparison.keys)
 
 
 def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Check]:
@@ -411,9 +401,9 @@ def _check_config(folder: Path, expected: ChineseCLIPConfig, notes: list[str]) -
     try:
         written = read_json(folder, CONFIG_FILE)
     except ConversionError as error:
-        return Check(name, False, error.message, requirement, fields=["config.json"])
+        return Check(name, False, error.message, requirement, fields=[CONFIG_FILE])
     if written is None:
-        return Check(name, False, "config.json is absent", requirement, fields=["config.json"])
+        return Check(name, False, f"{CONFIG_FILE} is absent", requirement, fields=[CONFIG_FILE])
     found = compare_config(written, expected)
     passed = "every field as implied (architectures included)"
     return _fields_check(CONFIG_FILE, Check(name, True, passed, requirement), found, notes)
@@ -448,15 +438,11 @@ def _check_tokenizer(
     folder: Path, reference: Path | None, captions: list[str], original: bool, notes: list[str]
 ) -> list[Check]:
     if reference is None:
-        return [
-            Check(
-                "tokenizer equals reference",
-                False,
-                "no reference vocabulary: pass --vocab (the vocab.txt the model was trained with), put vocab.txt "
-                "beside the checkpoint, or install cn_clip",
-                "a reference vocabulary",
-            )
-        ]
+        why = (
+            "no reference vocabulary: pass --vocab (the vocab.txt the model was trained with), put vocab.txt "
+            "beside the checkpoint, or install cn_clip"
+        )
+        return [Check("tokenizer equals reference", False, why, "a reference vocabulary")]
     reference_tokens = vocab_tokens(reference)
     vocabularies = folder_vocabularies(folder)
     checks = {file: _check_vocabulary(file, tokens, reference_tokens) for file, tokens in vocabularies.items()}
@@ -475,9 +461,8 @@ def _check_vocabulary(file: str, tokens: list[str | None] | str, reference_token
     if isinstance(tokens, str):
         return Check(name, False, f"{file} is {tokens}", "every entry", fields=[file])
     found = compare_vocab(tokens, reference_tokens)
-    value = f"{len(reference_tokens)} entries equal" if not found else _first([str(d) for d in found])
-    if found:
-        value = f"{len(found)} entries differ: {value}"
+    listed = _first([str(d) for d in found])
+    value = f"{len(found)} entries differ: {listed}" if found else f"{len(reference_tokens)} entries equal"
     return Check(name, not found, value, "every entry", [f"{file} id {d.id}" for d in found[:100]])
 
 
@@ -556,18 +541,14 @@ def _compare_outputs(
     try:
         converted = run_converted(folder, images, captions, model=model)
     except Exception as error:  # a folder that does not run is the finding itself
-        report.checks.append(
-            Check("outputs compared", False, _one_line(f"the folder does not run: {type(error).__name__}: {error}"))
-        )
+        why = _one_line(f"the folder does not run: {type(error).__name__}: {error}")
+        report.checks.append(Check("outputs compared", False, why))
         return
     report.original_outputs, report.converted_outputs = original, converted
-    found = differences(original, converted)
-    report.details = found
+    found = report.details = differences(original, converted)
     limits = TOLERANCES[report.precision]
-    pixel = found["pixel max abs diff"]
-    report.checks.append(
-        Check("pixel max abs diff", pixel <= PIXEL_TOLERANCE, f"{pixel:.2e}", f"≤ {PIXEL_TOLERANCE:.0e}")
-    )
+    pixel, relative_limit, cosine_limit = found["pixel max abs diff"], limits["relative"], limits["cosine"]
+    checks = [Check("pixel max abs diff", pixel <= PIXEL_TOLERANCE, f"{pixel:.2e}", f"≤ {PIXEL_TOLERANCE:.0e}")]
     for kind, measured, reference in (
         ("image", "image feature max abs diff", original.image_features),
         ("text", "text feature max abs diff", original.text_features),
@@ -575,29 +556,22 @@ def _compare_outputs(
     ):
         absolute = found[measured]
         relative = absolute / max(reference.float().abs().max().item(), 1e-12)
-        report.checks.append(
-            Check(
-                f"{kind} max abs diff (relative)",
-                relative <= limits["relative"],
-                f"{absolute:.2e} ({relative:.2e})",
-                f"relative ≤ {limits['relative']:.0e}",
-            )
-        )
+        value, need = f"{absolute:.2e} ({relative:.2e})", f"relative ≤ {relative_limit:.0e}"
+        checks.append(Check(f"{kind} max abs diff (relative)", relative <= relative_limit, value, need))
     for kind in ("image", "text"):
         cosine = found[f"{kind} feature min cosine"]
-        report.checks.append(
-            Check(f"{kind} feature min cosine", cosine >= limits["cosine"], f"{cosine:.7f}", f"≥ {limits['cosine']}")
-        )
-    report.checks.append(Check("top-1 agrees", bool(found["top-1 agrees"]), str(found["top-1 agrees"]), "True"))
+        checks.append(Check(f"{kind} feature min cosine", cosine >= cosine_limit, f"{cosine:.7f}", f"≥ {cosine_limit}"))
+    agrees = bool(found["top-1 agrees"])
+    report.checks += [*checks, Check("top-1 agrees", agrees, str(agrees), "True")]
     try:
         report.info.append(_default_backend_note(folder, images, original.pixel_values))
     except Exception as error:  # the note is advisory; a processor that does not load already failed above
         report.info.append(f"the default image processor does not load: {type(error).__name__}")
 
 
-def _first(items: list[str], limit: int = SHOWN) -> str:
-    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
-    return "; ".join(items[:limit]) + more
+def _first(items: list[str]) -> str:
+    more = f" … and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return "; ".join(items[:SHOWN]) + more
 
 
 def _one_line(text: str) -> str:

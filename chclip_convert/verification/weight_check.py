@@ -4,12 +4,8 @@ What a folder must hold comes from the source checkpoint through the mapping tab
 (:func:`chclip_convert.conversion.state_dict.apply_steps`); every key is then either equal or named under one kind of
 difference: missing, unexpected, shape, dtype or bytes — verify's report words for the statuses of
 :mod:`chclip_convert.tensor_stats` (:data:`STATUS_OF`), compared bit for bit. Verification, the weight statistics
-and the tests use it.
-
-Buffers that older transformers versions saved beside the weights (``position_ids``; see
-:data:`chclip_convert.mapping.table.REVERSE_IGNORED`) are not weights: transformers rebuilds them at load. Where the
-caller names them, one that holds exactly what transformers rebuilds is set aside; one that holds anything
-else is a difference naming its key.
+and the tests use it. Buffers that older transformers versions saved beside the weights are set aside when
+they hold what transformers rebuilds (see :func:`compare_state`).
 """
 
 from __future__ import annotations
@@ -51,11 +47,6 @@ class KeyDifference:
     written: str = ""
     expected: str = ""
 
-    @property
-    def status(self) -> str:
-        """The kind in the one vocabulary (:data:`STATUS_OF`)."""
-        return STATUS_OF[self.kind]
-
     def __str__(self) -> str:
         if self.kind in (MISSING, UNEXPECTED):
             side = self.expected if self.kind == MISSING else self.written
@@ -84,14 +75,6 @@ class FolderComparison:
         return [difference for difference in self.differences if difference.kind == kind]
 
     @property
-    def missing(self) -> list[str]:
-        return [d.key for d in self.of_kind(MISSING)]
-
-    @property
-    def unexpected(self) -> list[str]:
-        return [d.key for d in self.of_kind(UNEXPECTED)]
-
-    @property
     def keys(self) -> list[str]:
         """Every key that differs, sorted."""
         return sorted(difference.key for difference in self.differences)
@@ -116,14 +99,6 @@ class FolderComparison:
         if self.set_aside:
             parts.append(f"{len(self.set_aside)} rebuilt buffer(s) set aside: {', '.join(sorted(self.set_aside))}")
         return "; ".join(parts)
-
-    def to_dict(self) -> dict:
-        return {
-            "ok": self.ok,
-            "equal": len(self.equal),
-            **{kind: [vars(d) for d in self.of_kind(kind)] for kind in KINDS},
-            "set_aside": dict(self.set_aside),
-        }
 
 
 def compare_state(
@@ -154,13 +129,10 @@ def compare_state(
         else:
             comparison.differences.append(difference)
     for key in (key for key in written if key not in seen):
-        why = (buffers or {}).get(key)
-        if why is None:
-            difference = _difference(key, None, written[key], False)
-        else:
-            difference = _buffer_difference(key, written[key])
+        why, tensor = (buffers or {}).get(key), written[key]
+        difference = _difference(key, None, tensor, False) if why is None else _buffer_difference(key, tensor)
         if difference is None:
-            comparison.set_aside[key] = f"holds exactly {_rebuilt(key, written[key])[0]}, a {why}"
+            comparison.set_aside[key] = f"holds exactly {_rebuilt(key, tensor)[0]}, a {why}"
         else:
             comparison.differences.append(difference)
     comparison.equal.sort()

@@ -3,11 +3,8 @@
 projections, ``logit_scale``) one row each, named on the axis — the layout of
 :func:`chclip_convert.notebook.plotting.weights.plot_outside_layers`.
 
-The value axes are symmetric-log: linear up to
-:data:`chclip_convert.notebook.plotting.weights.LINTHRESH`, so a part left bit-identical sits exactly on
-the zero line, and logarithmic above, so float16 rounding (~1e-4) and fine-tuning (~1e-2) both show. Names
-that could not be compared (only in A, only in B, shape differs) are red crosses along the far edge, at their
-layer or row."""
+The value axes are difference axes (:func:`chclip_convert.notebook.plotting.weights.zero_symlog_axis`). Names
+that could not be compared (only in A, only in B, shape differs) are red crosses along the far edge."""
 
 from __future__ import annotations
 
@@ -32,7 +29,6 @@ TOWER_STYLES = {
     TEXT: {"linestyle": "-", "marker": "o", "markersize": 5},
     SHARED: {"linestyle": ":", "marker": "^", "markersize": 7},
 }
-ZERO_COLOUR = "#999999"
 
 
 class DiffFigure(NamedTuple):
@@ -83,8 +79,8 @@ def draw_diff(figure: Figure, diff: CheckpointDiff) -> DiffFigure:
 
 def plot_layer_changes(ax, diff: CheckpointDiff) -> dict[str, object]:
     """A line per tower: each layer's relative change (its tensors together); an unchanged layer at 0."""
-    lines = {}
-    for tower, changes in layer_changes(diff).items():
+    lines, by_tower = {}, layer_changes(diff)
+    for tower, changes in by_tower.items():
         moved = sum(1 for change in changes if change.differing)
         (lines[tower],) = ax.plot(
             [change.part.layer for change in changes], [_clipped(change.relative_change) for change in changes],
@@ -93,7 +89,7 @@ def plot_layer_changes(ax, diff: CheckpointDiff) -> dict[str, object]:
         )  # fmt: skip
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
-    _scale(ax, [change.relative_change for changes in layer_changes(diff).values() for change in changes], True)
+    _scale(ax, [change.relative_change for changes in by_tower.values() for change in changes], True)
     ax.set_title(f"per layer: {QUANTITY}", fontsize=10)
     if lines:
         ax.legend(fontsize=8, loc="upper left", handlelength=2.5)
@@ -127,15 +123,14 @@ def _layer_problems(ax, diff: CheckpointDiff) -> list:
 
 
 def _problems(ax, positions: list[float], *, horizontal: bool):
-    return edge_crosses(
-        ax, positions, horizontal=horizontal, label=f"only in A or B / shape differs ({len(positions)})"
-    )
+    label = f"only in A or B / shape differs ({len(positions)})"
+    return edge_crosses(ax, positions, horizontal=horizontal, label=label)
 
 
 def _scale(ax, values: list[float], vertical: bool) -> None:
     """Symlog from just below 0 (so points at 0 are whole), up to at least 1e-2."""
     finite = [_clipped(v) for v in values if not math.isnan(v)]
-    zero_symlog_axis(ax, finite, vertical=vertical, zero_colour=ZERO_COLOUR)
+    zero_symlog_axis(ax, finite, vertical=vertical)
     (ax.set_ylabel if vertical else ax.set_xlabel)(f"{QUANTITY}  (0: bit-identical)", fontsize=8)
     ax.grid(alpha=0.3)
 

@@ -13,8 +13,6 @@ from matplotlib.figure import Figure
 from chclip_convert.changes.weight_stats import TensorComparison
 from chclip_convert.notebook.plotting.weights import Hover, draw_comparisons
 
-STATIC_DPI = 192  # a static figure is rendered at twice its display size: sharp on high-density screens
-
 
 def is_interactive() -> bool:
     """Whether matplotlib draws into ipympl's widget canvas (``%matplotlib widget``)."""
@@ -41,7 +39,6 @@ def figure_widget(figure: Figure) -> W.Box:
     """The figure in a box: its live canvas, or an SVG image of it (sharp at any size)."""
     if isinstance(figure.canvas, W.DOMWidget):
         return W.VBox([figure.canvas])
-
     width = f"{int(figure.get_figwidth() * 96)}px"
     return W.VBox([W.Image(value=svg(figure), format="svg+xml", layout=W.Layout(width=width))])
 

@@ -22,11 +22,6 @@ COMPARISONS = (("from the reference", "vs_reference"), ("from the epoch before",
 CURVE_SECTIONS = (EMBEDDINGS, PROJECTION, LOGIT_SCALE)
 
 
-def epoch_labels(drift: Drift) -> list[str]:
-    """``e1``, ``e2``, … (the file's stem for a checkpoint without an epoch)."""
-    return [f"e{info.epoch}" if info.epoch is not None else info.path.stem for info in drift.epochs]
-
-
 def tower_parts(drift: Drift, tower: str) -> list[Part]:
     return [part for part in drift.parts if part.tower == tower]
 
@@ -65,7 +60,7 @@ def _heatmap(ax, drift: Drift, tower: str, which: str, norm, cmap, title: str):
     for (row, column), value in np.ndenumerate(values):
         if value == 0:
             ax.text(column, row, "=", ha="center", va="center", fontsize=7, color="#555555")
-    ax.set_xticks(range(len(drift.epochs)), epoch_labels(drift), fontsize=8)
+    ax.set_xticks(range(len(drift.epochs)), [info.label for info in drift.epochs], fontsize=8)
     ax.set_yticks(range(len(parts)), [part.label for part in parts], fontsize=7)
     ax.set_title(f"{tower} tower, {title}", fontsize=10)
     return image
@@ -98,7 +93,7 @@ def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
         ax.set_yscale("symlog", linthresh=LINTHRESH)
         ax.set_ylabel("‖ΔW‖ / ‖W‖  (0: bit-identical)", fontsize=8)
         ax.set_ylim(bottom=0)
-        ax.set_xticks(list(x), epoch_labels(drift), fontsize=8)
+        ax.set_xticks(list(x), [info.label for info in drift.epochs], fontsize=8)
         ax.set_title(f"relative change {title}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -105,7 +105,7 @@ def edge_crosses(ax, positions: list[float], *, horizontal: bool, label: str):
     return ax.scatter(*xy, transform=edge, marker="X", s=60, color=PROBLEM_COLOUR, label=label, zorder=4)
 
 
-def zero_symlog_axis(ax, values: list[float], *, vertical: bool, zero_colour: str = "#999999") -> None:
+def zero_symlog_axis(ax, values: list[float], *, vertical: bool) -> None:
     """Make ``ax``'s value axis a difference axis: symlog (see :data:`LINTHRESH`) from just below 0, so points at 0
     are whole, up to at least 1e-2 and past the largest of ``values``, with a line at 0."""
     set_scale, set_limits, line = (
@@ -113,7 +113,7 @@ def zero_symlog_axis(ax, values: list[float], *, vertical: bool, zero_colour: st
     )
     set_scale("symlog", linthresh=LINTHRESH)
     set_limits(-0.4 * LINTHRESH, max([1e-2, *values]) * 4)
-    line(0.0, color=zero_colour, lw=0.8, zorder=1)
+    line(0.0, color="#999999", lw=0.8, zorder=1)
 
 
 def _scale(ax, values: list[float | None], quantity: str, *, vertical: bool) -> None:
@@ -197,8 +197,7 @@ class Hover:
         for annotation in self.annotations.values():
             annotation.set_visible(False)
         if found:
-            artist = found[0]
-            annotation = self._annotation(artist.axes)
+            annotation = self._annotation(found[0].axes)
             annotation.xy = (event.xdata, event.ydata)
             annotation.set_text(text)
             annotation.set_visible(True)
@@ -260,7 +259,7 @@ def plot_histogram(
         if side in present:
             counts = torch.histc(present[side], bins=bins, min=low, max=high).numpy()
             drawn[side] = ax.stairs(counts, edges, label=side, **style)
-    missing = [side for side, t in (("source", source), ("converted", converted)) if t is None]
+    missing = [side for side, tensor in sides if tensor is None]
     notes = [f"no {' / '.join(missing)} tensor"] * bool(missing)
     notes += [f"{non_finite} NaN/Inf not drawn"] * bool(non_finite)
     ax.set_title(_short(name) + (f"  ({'; '.join(notes)})" if notes else ""), fontsize=9)
