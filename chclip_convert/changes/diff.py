@@ -10,7 +10,7 @@ and their fp32 copy are equal).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from chclip_convert.tensor_stats import (
     ONLY_IN_A,
     ONLY_IN_B,
     SHAPE_DIFFERS,
+    PairStats,
     grouped_change,
     json_number,
     one_thread,
@@ -36,18 +37,10 @@ SHOWN = 20  # names listed per heading of the text before "… and N more"
 
 
 @dataclass(frozen=True)
-class TensorChange:
-    """One tensor both sides hold with one shape: how B differs from A, over the whole tensor."""
+class TensorChange(PairStats):
+    """One tensor both sides hold with one shape: how B differs from A (:class:`PairStats`), under its name."""
 
-    key: str
-    equal: bool  # bit-identical in float64
-    relative_change: float  # ‖B − A‖ / ‖A‖ (0 if equal; inf if A is all zero and B is not)
-    max_abs: float  # max |B − A|
-    cosine: float | None  # ⟨A, B⟩ / (‖A‖ ‖B‖); None if either side is all zero
-    norm_a: float
-    norm_b: float
-    norm_diff: float  # ‖B − A‖
-    count: int = 0  # elements
+    key: str = ""
 
     @property
     def status(self) -> str:
@@ -70,10 +63,7 @@ def measure_change(key: str, a: torch.Tensor, b: torch.Tensor) -> TensorChange:
     (:func:`chclip_convert.tensor_stats.pair_stats`)."""
     with one_thread():  # the passes are short: a second thread waiting for a busy core only slows them
         found = pair_stats(a, b)
-    return TensorChange(
-        key, found.equal, found.relative_change, found.max_abs, found.cosine, found.norm_a, found.norm_b,
-        found.norm_diff, found.count,
-    )  # fmt: skip
+    return TensorChange(**{field.name: getattr(found, field.name) for field in fields(found)}, key=key)
 
 
 @dataclass(frozen=True)
