@@ -320,3 +320,12 @@ def test_a_folder_the_user_may_not_enter_is_said_not_raised():
         locked.chmod(0o755)
         shutil.rmtree(base)
     assert listing == [] and "cannot be read: Permission denied" in problems["checkpoint"]
+
+
+def test_converting_the_demo_on_the_side_keeps_the_users_choice(workspace, demo_checkpoint):
+    """03's damaged-copy section converts the embedded demo; the checkpoint the user chose stays chosen."""
+    workspace.remember(demo_checkpoint)  # a checkpoint outside the work folder, picked by the user
+    demo = workspace.demo_checkpoint()
+    folder = workspace.ensure_converted(demo)
+    assert workspace.checkpoint() == (demo_checkpoint, False)
+    assert workspace.converted_folder(demo) == folder  # the side conversion is remembered for next time

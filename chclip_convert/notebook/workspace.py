@@ -55,15 +55,18 @@ class Workspace:
             warnings.warn(f"{self.settings_path}: unreadable settings ({problem}); starting afresh.", stacklevel=2)
         return data
 
-    def remember(self, checkpoint: str | Path, converted: str | Path | None = None, *, environment: str = "") -> None:
-        """Record ``checkpoint`` as the current choice and, if given, the folder it was converted into (and the
-        ``$CHCLIP_CHECKPOINT`` it came from). A settings file that cannot be written is reported (a warning
-        naming it), never raised."""
+    def remember(
+        self, checkpoint: str | Path, converted: str | Path | None = None, *, environment: str = "", choose: bool = True
+    ) -> None:
+        """Record ``checkpoint`` as the current choice (unless ``choose`` is false) and, if given, the folder it was
+        converted into (and the ``$CHCLIP_CHECKPOINT`` it came from). A settings file that cannot be written is
+        reported (a warning naming it), never raised."""
 
         def change(data: dict) -> None:
-            data["checkpoint"] = str(Path(checkpoint).absolute())
+            if choose:
+                data["checkpoint"] = str(Path(checkpoint).absolute())
             if converted is not None:
-                data.setdefault("converted", {})[data["checkpoint"]] = str(Path(converted).absolute())
+                data.setdefault("converted", {})[str(Path(checkpoint).absolute())] = str(Path(converted).absolute())
             if environment:
                 data["environment"] = environment
 
@@ -153,7 +156,7 @@ class Workspace:
 
             folder = self.new_output(checkpoint)
             convert_checkpoint(checkpoint, folder)
-            self.remember(checkpoint, folder)
+            self.remember(checkpoint, folder, choose=False)  # converted on the side: the user's choice stays
         return folder
 
     def output_for(self, checkpoint: str | Path) -> Path:
