@@ -79,6 +79,7 @@ def test_fine_tuned_resolution_read_from_position_embedding():
     assert arch.image_size == 448
     assert arch.name is None
     assert "fine-tuned at 448 px" in arch.notes[0]
+    assert arch.description == "ViT-B-16, fine-tuned at 448 px"
 
 
 def test_unknown_width_falls_back_to_head_width_64_and_says_so():
@@ -164,7 +165,7 @@ def test_the_model_table_names_real_config_fields_tensors_and_every_size():
             assert any(key.startswith(entry.shown_by.removesuffix(LAYERS)) for key in state), entry
         else:
             assert entry.dim < len(state[entry.shown_by].shape), entry
-    sizes = {field.name for field in fields(Architecture)} - {"name", "notes"}
+    sizes = {field.name for field in fields(Architecture)} - {"name", "fine_tuned_from", "notes"}
     assert {entry.attribute for entry in MODEL_FIELDS} == sizes
 
 

@@ -74,12 +74,16 @@ class Architecture:
     type_vocab_size: int
     projection_dim: int
     name: str | None = None  # a known model's name, or None for a custom one
+    fine_tuned_from: str | None = None  # the known model this one is, but for its image size
     notes: tuple[str, ...] = field(default=())
 
     @property
     def description(self) -> str:
+        """What the model is: a known model's name, one fine-tuned at another image size, or its sizes."""
         if self.name:
             return self.name
+        if self.fine_tuned_from:
+            return f"{self.fine_tuned_from}, fine-tuned at {self.image_size} px"
         return (
             f"custom (ViT {self.vision_layers} layers × {self.vision_width}, patch {self.patch_size}, "
             f"{self.image_size} px; text {self.text_layers} layers × {self.text_hidden}; "
@@ -134,8 +138,9 @@ def infer_architecture(
     vision = _heads("vision", sizes["vision_width"], vision_heads, VISION_HEADS_BY_WIDTH, notes, path, configured[0])
     text = _heads("text", sizes["text_hidden"], text_heads, TEXT_HEADS_BY_HIDDEN, notes, path, configured[1])
     arch = Architecture(**sizes, vision_heads=vision, text_heads=text)
-    name, name_notes = _match_known(arch)
-    return Architecture(**{**asdict(arch), "name": name, "notes": tuple(notes + name_notes)})
+    name, fine_tuned_from, name_notes = _match_known(arch)
+    known = {"name": name, "fine_tuned_from": fine_tuned_from, "notes": tuple(notes + name_notes)}
+    return Architecture(**{**asdict(arch), **known})
 
 
 def _grid(positions: int, path) -> int:
@@ -227,9 +232,10 @@ def _heads(
             path=path,
         )
     heads = width // FALLBACK_HEAD_WIDTH
+    counted = f"{heads} head" + ("s" if heads != 1 else "")
     notes.append(
         f"{tower} width {width} matches no known Chinese-CLIP model: assumed head width "
-        f"{FALLBACK_HEAD_WIDTH} ({heads} heads). Head counts are invisible in the weights; if yours differ, "
+        f"{FALLBACK_HEAD_WIDTH} ({counted}). Head counts are invisible in the weights; if yours differ, "
         f"pass --{tower}-heads."
     )
     return heads
@@ -240,22 +246,24 @@ _SAME_WIDTHS = ("vision_width", "patch_size", "text_hidden")
 _SAME_MODEL = (*_SAME_DEPTHS, "projection_dim", "image_size", "text_intermediate")
 
 
-def _match_known(arch: Architecture) -> tuple[str | None, list[str]]:
-    """The known model ``arch`` is, or notes on the one it resembles."""
+def _match_known(arch: Architecture) -> tuple[str | None, str | None, list[str]]:
+    """The known model ``arch`` is; else the one it is fine-tuned from at another image size; and notes on the
+    one it resembles."""
 
     def matches(model: KnownModel, names: tuple[str, ...]) -> bool:
         return all(getattr(arch, name) == getattr(model, name) for name in names)
 
     for model in KNOWN_MODELS:
         if matches(model, _SAME_MODEL) and arch.vision_intermediate == 4 * arch.vision_width:
-            return model.name, []
+            return model.name, None, []
     for model in KNOWN_MODELS:
         if matches(model, _SAME_DEPTHS):
-            return None, [f"{model.name}-like, fine-tuned at {arch.image_size} px (positions interpolated)."]
+            said = f"{model.name} fine-tuned at {arch.image_size} px: its position embeddings were interpolated"
+            return None, model.name, [f"{said} from {model.image_size} px."]
     for model in KNOWN_MODELS:
         if matches(model, _SAME_WIDTHS):
-            return None, [f"has the widths of {model.name} with a different depth or image size."]
-    return None, []
+            return None, None, [f"has the widths of {model.name} with a different depth or image size."]
+    return None, None, []
 
 
 def expected_shapes(config: ChineseCLIPConfig) -> dict[str, tuple[int, ...]]:
