@@ -399,4 +399,4 @@ def test_a_missing_tensor_stops_the_conversion_before_any_weight_is_written(good
     with pytest.raises(MappingError) as caught:
         convert_checkpoint(source, tmp_path / "out", progress=written.append)
     assert "vision_model.encoder.layers.1.mlp.fc2.bias" in str(caught.value)
-    assert written == [] and not (tmp_path / "out").exists()
+    assert [event for event in written if event.counted] == [] and not (tmp_path / "out").exists()

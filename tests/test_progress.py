@@ -9,8 +9,9 @@ import pytest
 
 from chclip_convert import convert_checkpoint
 from chclip_convert.cli.progress_bar import ProgressBar, describe
+from chclip_convert.conversion.pipeline import FINISHING, READING
 from chclip_convert.notebook.background import BackgroundTask
-from chclip_convert.progress import Progress
+from chclip_convert.progress import WRITING, Progress
 
 
 def test_fraction_is_done_over_total_capped_and_whole_when_there_is_nothing_to_do():
@@ -92,15 +93,18 @@ def test_cancel_stops_the_work_at_its_next_event():
     assert not task.cancel() and task.cancel_requested  # nothing left to cancel; the request was the last task's
 
 
-@pytest.mark.parametrize("cancel_at", [1, 5])
+@pytest.mark.parametrize("cancel_at", [0, 1, 5])  # 0: as the conversion begins, before any tensor is written
 def test_cancel_stops_a_running_conversion_and_leaves_nothing_behind(demo_checkpoint, tmp_path, cancel_at):
     before = sorted(tmp_path.rglob("*"))
     shown = []
 
     def on_progress(progress: Progress) -> None:
-        shown.append(progress.index)
-        if progress.index == cancel_at:
+        if progress.stage == READING and cancel_at == 0:
             task.cancel()
+        elif progress.stage == WRITING:
+            shown.append(progress.index)
+            if progress.index == cancel_at:
+                task.cancel()
 
     def convert(progress):
         return convert_checkpoint(demo_checkpoint, tmp_path / "out", progress=progress)
@@ -111,3 +115,23 @@ def test_cancel_stops_a_running_conversion_and_leaves_nothing_behind(demo_checkp
     assert task.cancelled and task.result is None and shown == list(range(1, cancel_at + 1))
     assert sorted(tmp_path.rglob("*")) == before  # no folder, partial or not, and no lock file
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("chclip-")]
+
+
+def test_a_conversion_says_each_stage_in_order(demo_checkpoint, tmp_path):
+    events = []
+    convert_checkpoint(demo_checkpoint, tmp_path / "out", progress=events.append)
+    stages = [event.stage for event in events]
+    assert stages[0] == READING and not events[0].counted and events[0].fraction == 0.0  # nothing counted yet
+    assert set(stages[1:-1]) == {WRITING} and stages[-1] == FINISHING
+    assert events[-1].fraction == 1.0 and events[-1].total == events[-2].total  # the weights' bytes, all written
+
+
+def test_the_bar_waits_for_a_count_and_then_names_each_stage():
+    out = io.StringIO()
+    bar = ProgressBar(file=out)
+    bar.update(Progress.starting(READING))
+    assert out.getvalue() == ""  # a stage that only begins draws no empty bar
+    bar.update(Progress(5, 10, "B", WRITING))
+    bar.update(Progress(10, 10, "B", FINISHING))
+    bar.close()
+    assert WRITING in out.getvalue() and FINISHING in out.getvalue().splitlines()[-1]

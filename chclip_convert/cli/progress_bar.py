@@ -26,6 +26,11 @@ class ProgressBar:
         from tqdm import tqdm  # here, not at import: the command line starts without it
 
         described = describe(progress)
+        if not progress.counted:  # a stage begins: said once the bar is open; before, nothing to draw
+            if self._bar is not None:
+                self._bar.set_description(described)
+            self._described = described
+            return
         if self._bar is None:
             self._bar = tqdm(
                 total=progress.total, unit=progress.unit, unit_scale=progress.unit == "B", desc=described,

@@ -33,12 +33,15 @@ from chclip_convert.files import assets
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import load_config
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock
-from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, write_weights
+from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, spec_nbytes, write_weights
 from chclip_convert.names import CARD_FILE, CONFIG_FILE, REPORT_FILE
-from chclip_convert.progress import OnProgress
+from chclip_convert.progress import OnProgress, Progress
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
+
+READING = "reading the checkpoint and checking every key"  # the stages a conversion reports, after its start
+FINISHING = "writing the config and tokenizer, checking the folder"  # the weights' stage is the writer's
 
 
 def convert_checkpoint(
@@ -68,8 +71,9 @@ def convert_checkpoint(
             (units KB, MB, GB, TB) or an int of bytes.
         vision_heads, text_heads: head counts, if the known-model values do not apply.
         strict: with ``False``, unused source keys are dropped (and reported) instead of stopping.
-        progress: called with a :class:`~chclip_convert.progress.Progress` after each tensor is written: the
-            bytes written of all (stage ``"writing weights"``), and the tensors written as ``index`` of ``count``.
+        progress: called with a :class:`~chclip_convert.progress.Progress` as each stage begins (:data:`READING`,
+            uncounted), after each tensor is written — the bytes written of all (stage ``"writing weights"``), and
+            the tensors written as ``index`` of ``count`` — and once the weights are written (:data:`FINISHING`).
             An exception it raises (a cancel button's, say) stops the conversion, and nothing is left behind.
         file_sha256: also hash the whole file (optimizer state included), beside the conversion. The folder
             always records the digest of the weights read (see :mod:`chclip_convert.conversion.provenance`), which
@@ -91,6 +95,8 @@ def convert_checkpoint(
     with contextlib.ExitStack() as stack:  # the file's hash, if asked for, runs beside and ends with the rest
         stack.enter_context(output_lock(output_dir))  # one writer, from this check to the rename
         output_dir = check_output_dir(output_dir, input_path=checkpoint, overwrite=overwrite)
+        if progress is not None:
+            progress(Progress.starting(READING))
         sha256 = stack.enter_context(file_sha256_beside(Path(checkpoint))) if file_sha256 else None
         source = load_checkpoint(checkpoint)
         options = {"dtype": dtype, "strict": strict, "vision_heads": vision_heads, "text_heads": text_heads}
@@ -105,6 +111,9 @@ def convert_checkpoint(
             try:
                 side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
+                if progress is not None:
+                    total = sum(spec_nbytes(spec) for spec in specs)
+                    progress(Progress(total, total, "B", FINISHING))
                 plan, side_files = side.result()
             except KeyboardInterrupt:
                 interrupted = True

@@ -25,7 +25,7 @@ from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
 from huggingface_hub.serialization._base import parse_size_to_int
 
 from chclip_convert.errors import ConversionError
-from chclip_convert.progress import OnProgress, Progress
+from chclip_convert.progress import WRITING, OnProgress, Progress
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",
@@ -41,8 +41,6 @@ SAFETENSORS_DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-
-WRITING = "writing weights"  # the stage the writer's progress reports
 
 
 class TensorSpec(NamedTuple):
