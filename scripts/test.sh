@@ -8,11 +8,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_core.sh
 VENV="${CHCLIP_VENV:-.venv}"
-# The browser tests drive Debian's Chromium (test tools cannot download browsers here).
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "installing Debian's chromium for the browser tests ..."
+# The browser tests drive Debian's Chromium (test tools cannot download browsers here), with Debian's Noto Sans
+# CJK so that their pictures show real characters where the notebooks send no font of their own (a path typed).
+MISSING=()
+command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || MISSING+=(fonts-noto-cjk)
+if [ ${#MISSING[@]} -gt 0 ]; then
+    echo "installing Debian's ${MISSING[*]} for the browser tests ..."
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

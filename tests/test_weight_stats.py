@@ -18,7 +18,7 @@ from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_co
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import FolderTensors, load_folder_state
 from chclip_convert.notebook.histogram import HistogramUI
-from chclip_convert.notebook.plotting.fonts import CJK_FAMILY, use_cjk_font
+from chclip_convert.notebook.fonts import CJK_FAMILY, use_cjk_font
 from chclip_convert.notebook.plotting.weights import RATIO, draw_comparisons, plot_layers, plot_similarity
 from chclip_convert.tensor_stats import COMPARED, DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS
 

@@ -23,6 +23,7 @@ from chclip_convert.errors import ConversionError
 from chclip_convert.files.preflight import converted_name, looks_converted
 from chclip_convert.files.records import read_report
 from chclip_convert.names import DEMO_FILE
+from chclip_convert.notebook.fonts import cjk_html
 
 WORK_ENV = "CHCLIP_WORK"
 CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
@@ -174,8 +175,8 @@ class Workspace:
         return candidate
 
     def header_html(self) -> str:
-        """The line each notebook shows at its top."""
-        return (
+        """The line each notebook shows at its top (in a font for any Chinese of the work folder's path)."""
+        return cjk_html(
             f"<b>Work folder</b> <code>{html.escape(str(self.root))}</code>: everything these notebooks write goes "
             f"here (set <code>{WORK_ENV}</code> to change it; <code>{CHECKPOINT_ENV}</code> chooses the checkpoint)."
         )

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from chclip_convert.changes.diff import CheckpointDiff, PartChange
 from chclip_convert.mapping.parts import LAYER, SHARED, TEXT, VISION, Part, part_of
-from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.notebook.fonts import use_cjk_font
 from chclip_convert.notebook.plotting.weights import edge_crosses, zero_symlog_axis
 
 QUANTITY = "‖B − A‖ / ‖A‖"

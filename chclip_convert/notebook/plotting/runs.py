@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from chclip_convert.changes.drift import Drift
 from chclip_convert.mapping.parts import EMBEDDINGS, LOGIT_SCALE, PROJECTION, TEXT, VISION, Part
 from chclip_convert.notebook.plotting.diffs import TOWER_STYLES
-from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.notebook.fonts import use_cjk_font
 from chclip_convert.notebook.plotting.weights import LINTHRESH
 
 UNCHANGED_COLOUR = "#d9d9d9"

@@ -14,7 +14,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from chclip_convert.changes.weight_stats import TensorComparison
-from chclip_convert.notebook.plotting.fonts import use_cjk_font
+from chclip_convert.notebook.fonts import use_cjk_font
 from chclip_convert.tensor_stats import COMPARED
 
 DIFFERENCE, RATIO = "difference", "ratio"
