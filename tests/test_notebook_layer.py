@@ -3,24 +3,24 @@ state — driven as a person would (set values, click), without a browser."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
-from pathlib import Path
 
 import pytest
 from support import ROOT
-from support.files import tree_sha256
+from support.files import locked_folder, tree_sha256
 
 from chclip_convert.conversion.demo import DEMO_FILE, write_demo_checkpoint
-from chclip_convert.notebook.converter import ConvertUI
+from chclip_convert.conversion.pipeline import FINISHING, READING
+from chclip_convert.notebook.converter import LOADING, ConvertUI
 from chclip_convert.notebook.picker import PathPicker, folder_entries
 from chclip_convert.notebook.workspace import Workspace
+from chclip_convert.progress import WRITING
 
 
 def test_without_a_choice_the_workspace_offers_the_demo_written_into_it(workspace):
@@ -146,10 +146,14 @@ def test_cancel_stops_the_conversion_and_leaves_nothing_behind(demo_checkpoint, 
 def test_progress_counts_tensors_and_bytes_and_the_result_belongs_to_its_inputs(demo_checkpoint, tmp_path):
     workspace = Workspace(tmp_path / "work")
     ui = ConvertUI(demo_checkpoint, tmp_path / "out", workspace=workspace)
-    seen = []
-    ui.progress_text.observe(lambda change: seen.append(change["new"]), names="value")
+    seen, said = [], []
+    ui.progress_text.observe(lambda change: seen.append(re.sub("<[^>]+>", "", change["new"])), names="value")
+    ui.status.observe(lambda change: said.append(html.unescape(re.sub("<[^>]+>", "", change["new"]))), names="value")
     ui.convert_button.click()
     assert ui.wait(timeout=60) is not None
+    # Each stage is said while it lasts, in order, then the summary replaces them.
+    stages = [LOADING, READING, WRITING, FINISHING]
+    assert said[:-1] == [stage[0].upper() + stage[1:] + "…" for stage in stages] and "OK: source keys" in said[-1]
     counts = [re.match(r"(\d+) / (\d+) tensors · ", text) for text in seen[:-1]]
     assert all(counts) and [int(m[1]) for m in counts] == list(range(1, len(counts) + 1))
     assert int(counts[-1][2]) == len(counts) and "left" in seen[-2] and seen[-1].startswith("done in")
@@ -303,22 +307,9 @@ def test_a_folder_the_user_may_not_enter_is_said_not_raised():
     field's observer."""
     from chclip_convert.notebook.converter import validate_inputs
 
-    base = Path(tempfile.mkdtemp(prefix="chclip-locked-"))  # not under pytest's root-only folder
-    locked = base / "locked"
-    (locked / "inner").mkdir(parents=True)
-    base.chmod(0o755)
-    locked.chmod(0o000)
-    as_root = os.geteuid() == 0
-    try:
-        if as_root:
-            os.seteuid(65534)
+    with locked_folder("inner") as (base, locked):
         listing = folder_entries(base, "checkpoint")[0]
         problems = validate_inputs(str(locked / "inner" / "a.pt"), str(base / "out"), "", False)
-    finally:
-        if as_root:
-            os.seteuid(0)
-        locked.chmod(0o755)
-        shutil.rmtree(base)
     assert listing == [] and "cannot be read: Permission denied" in problems["checkpoint"]
 
 

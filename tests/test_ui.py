@@ -61,7 +61,7 @@ def test_bad_paths_show_inline_messages_and_disable_convert(demo_checkpoint, tmp
     assert ui.convert_button.disabled and "input checkpoint" in ui.output_message.value
     ui.output.value = str(tmp_path / "fine")
     ui.vocab.value = str(tmp_path / "nope.txt")
-    assert ui.convert_button.disabled and "No such vocabulary" in ui.vocab_message.value
+    assert ui.convert_button.disabled and "no such vocabulary file" in ui.vocab_message.value
     ui.vocab.value = ""
     assert not ui.convert_button.disabled and ui.checkpoint_message.value == ui.output_message.value == ""
 

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
+from chclip_convert.notebook.elements import in_voila, in_widget_terms, say_in_notebook
 from chclip_convert.notebook.session import Page, Session
 from chclip_convert.notebook.workspace import Workspace
 
@@ -66,16 +67,11 @@ def picture(path: str | Path, *, of_demo: bool = True) -> Image | None:
 
     Nothing is shown on a Voila page (it shows the live widgets and no code), nor when the widget shows another
     checkpoint than the demo (``of_demo=False``), where the demo's picture would contradict it."""
-    if _in_voila() or not of_demo:
+    if in_voila() or not of_demo:
         return None
     from IPython.display import Image
 
     return Image(filename=str(path))
-
-
-def _in_voila() -> bool:
-    """Whether this kernel serves a Voila page (Voila names itself in the CGI variables it gives its kernels)."""
-    return os.environ.get("SERVER_SOFTWARE", "").startswith("voila/") or "VOILA_BASE_URL" in os.environ
 
 
 def _quiet_libraries() -> None:
@@ -93,4 +89,4 @@ def _quiet_libraries() -> None:
         disable_progress_bars()
 
 
-__all__ = ["Page", "picture", "start"]
+__all__ = ["Page", "in_widget_terms", "picture", "say_in_notebook", "start"]

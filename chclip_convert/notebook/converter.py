@@ -23,14 +23,17 @@ from chclip_convert.files.output import check_output_dir
 from chclip_convert.files.preflight import check_checkpoint_path, looks_converted
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
+from chclip_convert.notebook.elements import LinkedHTML, Panel, in_widget_terms, notebook_link
+from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.workspace import Workspace
-from chclip_convert.progress import OnProgress, Progress
+from chclip_convert.progress import WRITING, OnProgress, Progress
 from chclip_convert.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from chclip_convert.conversion.summary import ConversionSummary
 
+LOADING = "loading the converter's libraries (torch, transformers)"  # what a first conversion waits for
 # The notebooks that take a converted folder, in the order a user would open them.
 NEXT_STEPS = {
     "02_inspect_keys.ipynb": "what happened to every key",
@@ -48,13 +51,13 @@ def validate_inputs(checkpoint: str, output: str, vocab: str, overwrite: bool, c
 
 
 def checkpoint_problem(checkpoint: str) -> str:
-    """Why the path typed in a checkpoint field cannot be converted; ``""`` if it may be."""
+    """Why the path typed in a checkpoint field cannot be converted, naming it (in full); ``""`` if it may be."""
     if not checkpoint.strip():
         return "Enter the path of an original Chinese-CLIP .pt checkpoint, or Browse for it."
     try:
-        check_checkpoint_path(Path(checkpoint.strip()).expanduser())
+        check_checkpoint_path(Path(checkpoint.strip()).expanduser().absolute())
     except ConversionError as error:
-        return error.message
+        return str(error)  # "<path>: <message>"
     return ""
 
 
@@ -68,23 +71,23 @@ def _problems(checkpoint: str, output: str, vocab: str, overwrite: bool, config:
         problems["output"] = "Enter the folder to write the converted model to."
     elif occupied and not overwrite:
         problems["output"] = (
-            "This folder exists and is not empty: choose another, or tick Overwrite to replace what it holds."
+            f"{target}: exists and is not empty: choose another, or tick Overwrite to replace what it holds."
         )
     else:
         try:
             check_output_dir(output.strip(), input_path=checkpoint.strip() or None, overwrite=overwrite)
         except ConversionError as error:
-            problems["output"] = error.message
+            problems["output"] = in_widget_terms(str(error))
         else:
             if occupied and not looks_converted(target):
                 problems["output"] = (
-                    "This folder holds files but no converted model (config.json and weights): Overwrite replaces "
+                    f"{target}: holds files but no converted model (config.json and weights): Overwrite replaces "
                     "only a converted folder, so that nothing else is lost. Choose another folder."
                 )
     if vocab.strip() and not Path(vocab.strip()).expanduser().is_file():
-        problems["vocab"] = "No such vocabulary file."
+        problems["vocab"] = f"{Path(vocab.strip()).expanduser()}: no such vocabulary file."
     if config.strip() and not Path(config.strip()).expanduser().exists():
-        problems["config"] = "No such config file."
+        problems["config"] = f"{Path(config.strip()).expanduser()}: no such config file."
     return problems
 
 
@@ -120,13 +123,17 @@ class ConvertUI:
         self.config_message = W.HTML()
         self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
         self.overwrite = W.Checkbox(False, description="Overwrite a non-empty output folder", indent=False)
+        self.drop_unused = W.Checkbox(False, description="Drop unused source keys", indent=False)
+        self._fields = (  # the inputs, which the result belongs to and which a conversion locks
+            self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype, self.drop_unused,
+        )  # fmt: skip
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.header = W.HTML(workspace.header_html() if workspace else "")
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Writing", style=DESCRIPTION)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress", style=DESCRIPTION)
         self.progress_text = W.HTML()
         self.status = W.HTML()
-        self.next_steps = W.HTML()
+        self.next_steps = LinkedHTML()
         self.summary: ConversionSummary | None = None
         self.error: BaseException | None = None
         self._result_for: tuple | None = None  # the inputs the shown result or error came from
@@ -138,7 +145,7 @@ class ConvertUI:
         self.checkpoint.observe(self._on_checkpoint_change, names="value")
         for field in (self.checkpoint, self.output):  # after the output follows a new checkpoint, before validating
             field.observe(self._on_target_change, names="value")
-        for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
+        for field in self._fields:
             field.observe(self._on_input_change, names="value")
         self.convert_button.on_click(self._on_convert_click)
         self.cancel_button.on_click(self._on_cancel_click)
@@ -161,9 +168,9 @@ class ConvertUI:
     def outcome(self) -> str:
         """What the widget shows, as plain text: the summary, the error, or why Convert cannot run."""
         if self.summary is not None:
-            return self.summary.to_text()
+            return in_widget_terms(self.summary.to_text())
         if self.error is not None:
-            return str(self.error)
+            return failure_text(self.error)
         if self._result_for is not None:  # cancelled
             return "Cancelled: nothing was written."
         before = self._remembered_output()
@@ -207,7 +214,7 @@ class ConvertUI:
         if self.task.busy or self._validate() or self.convert_button.disabled:  # a click queued before it was disabled
             return
         self._clear_result()
-        self.status.value = "<i>Reading the checkpoint and checking every key…</i>"
+        self._show_stage(LOADING)
         inputs = self._inputs()
         self.task.start(partial(self._convert, inputs), partial(self._on_convert_end, inputs))
 
@@ -218,26 +225,37 @@ class ConvertUI:
         self.status.value = "<i>Cancelling…</i>"
 
     def _on_progress(self, progress: Progress) -> None:
+        self._show_stage(progress.stage)
+        if progress.stage != WRITING:
+            return
         if progress.index == 1:  # the time left counts from the first tensor, after reading and planning
             self._started = time.monotonic()
         elapsed = time.monotonic() - self._started
         left = elapsed * (1 - progress.fraction) / progress.fraction if progress.fraction else 0.0
         self.progress.value = progress.fraction
-        self.progress_text.value = (
-            f"{progress.index} / {progress.count} tensors · {human_size(progress.done)} of "
-            f"{human_size(progress.total)} · about {human_duration(left)} left"
+        counts = (
+            f"{progress.index} / {progress.count} tensors",
+            f"{human_size(progress.done)} of {human_size(progress.total)}",
+            f"about {human_duration(left)} left",
         )
+        self.progress_text.value = " · ".join(f"<span style='white-space:nowrap'>{part}</span>" for part in counts)
+
+    def _show_stage(self, stage: str) -> None:
+        """Say what the conversion is doing now (each stage once)."""
+        said = f"<i>{html.escape(stage[:1].upper() + stage[1:])}…</i>"
+        if self.status.value != said:
+            self.status.value = said
 
     # the work, in the conversion's thread
     def _convert(self, inputs: tuple, progress: OnProgress) -> ConversionSummary:
-        from chclip_convert.conversion.pipeline import convert_checkpoint
+        from chclip_convert.conversion.pipeline import convert_checkpoint  # the first takes seconds: LOADING
         from chclip_convert.verification.model_outputs import quiet_transformers
 
         quiet_transformers()  # transformers is imported here, not when the page loads
-        checkpoint, output, vocab, config, dtype, overwrite = inputs
+        checkpoint, output, vocab, config, dtype, overwrite, drop_unused = inputs
         return convert_checkpoint(
             checkpoint, output, dtype=dtype, vocab=vocab or None, config=config or None, overwrite=overwrite,
-            progress=progress,
+            strict=not drop_unused, progress=progress,
         )  # fmt: skip
 
     def _on_convert_end(self, inputs: tuple, task: BackgroundTask) -> None:
@@ -255,7 +273,7 @@ class ConvertUI:
             self.workspace.remember(summary.source, summary.output_dir)
         self.progress.value, self.progress.bar_style = 1.0, "success"
         self.progress_text.value = f"done in {human_duration(summary.seconds)}"
-        self.status.value = summary.to_html()
+        self.status.value = cjk_html(in_widget_terms(summary.to_html()))
         self.next_steps.value = next_steps_html(summary.source, summary.output_dir)
 
     def _show_failure(self, error: BaseException | None, message: str) -> None:
@@ -271,7 +289,7 @@ class ConvertUI:
     def _show_busy(self, busy: bool) -> None:
         if busy:  # an open folder listing could change a path mid-run
             self.checkpoint_picker.browse.value = self.output_picker.browse.value = False
-        for field in (self.checkpoint, self.output, self.vocab, self.config, self.overwrite, self.dtype):
+        for field in self._fields:
             field.disabled = busy
         self.checkpoint_picker.browse.disabled = self.output_picker.browse.disabled = busy
         self.cancel_button.disabled = not busy
@@ -282,7 +300,7 @@ class ConvertUI:
     def _inputs(self) -> tuple:
         return (
             self.checkpoint.value.strip(), self.output.value.strip(), self.vocab.value.strip(),
-            self.config.value.strip(), self.dtype.value, self.overwrite.value,
+            self.config.value.strip(), self.dtype.value, self.overwrite.value, self.drop_unused.value,
         )  # fmt: skip
 
     def _validate(self) -> dict[str, str]:
@@ -323,25 +341,29 @@ class ConvertUI:
     def widget(self) -> W.VBox:
         paths = [self.checkpoint_picker.widget, self.checkpoint_message, self.output_picker.widget, self.output_message]
         files = [self.vocab, self.vocab_message, self.config, self.config_message]
-        options = W.HBox([self.dtype, self.overwrite])
+        options = W.HBox([self.dtype, self.overwrite, self.drop_unused])
         run = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
-        return W.VBox([self.header, *paths, *files, options, run, self.status, self.next_steps])
+        parts = [self.header, *paths, *files, options, run, self.status, self.next_steps.widget]
+        return Panel(parts, name="The converter")
 
 
 def next_steps_html(checkpoint: Path, folder: Path) -> str:
     """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
     same steps on the command line."""
-    style = "color:#1565c0;text-decoration:underline"  # JupyterLab and Voila draw plain links as plain text
-    links = " · ".join(f'<a href="{name}" style="{style}">{name}</a> ({what})' for name, what in NEXT_STEPS.items())
+    links = " · ".join(f"{notebook_link(name)} ({what})" for name, what in NEXT_STEPS.items())
     command = f"chclip-convert verify {checkpoint} {folder}"
     return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
 
 
 def failure_text(error: Exception) -> str:
-    """A :class:`ConversionError`'s own message (it names the file); anything else with its type, as a bug."""
-    return str(error) if isinstance(error, ConversionError) else f"Unexpected error ({type(error).__name__}): {error}"
+    """A :class:`ConversionError`'s own message (it names the file, and what to change in the widgets' terms);
+    anything else with its type, as a bug."""
+    if isinstance(error, ConversionError):
+        return in_widget_terms(str(error))
+    return f"Unexpected error ({type(error).__name__}): {error}"
 
 
 def message_html(text: str, *, error: bool) -> str:
+    """``text`` as a message under a field, red for an ``error``, in a font for any Chinese of it (a path's)."""
     colour = "#b71c1c" if error else "#1b5e20"
-    return f"<pre style='color:{colour};white-space:pre-wrap;margin:0'>{html.escape(text)}</pre>"
+    return cjk_html(f"<pre style='color:{colour};white-space:pre-wrap;margin:0'>{html.escape(text)}</pre>")

@@ -19,6 +19,8 @@ from chclip_convert.files.output import check_output_file
 from chclip_convert.files.safetensors_writer import INDEX_FILE, shard_size_bytes
 from chclip_convert.names import DTYPE_CHOICES, WEIGHTS_SUFFIX
 from chclip_convert.notebook.converter import failure_text, message_html, validate_inputs
+from chclip_convert.notebook.elements import Panel
+from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker
 from chclip_convert.progress import Progress
 from chclip_convert.units import human_size
@@ -49,7 +51,7 @@ def _files_list(folder: Path, files: list[str]) -> str:
     rows = "".join(
         f"<li><code>{html.escape(name)}</code> {human_size((folder / name).stat().st_size)}</li>" for name in files
     )
-    return f"<ul style='margin:0'>{rows}</ul>"
+    return cjk_html(f"<ul style='margin:0'>{rows}</ul>")
 
 
 def _problems_html(problems: dict[str, str]) -> str:
@@ -127,7 +129,7 @@ class SaveUI:
     def _show(self, summary: ConversionSummary) -> None:
         folder, files = summary.output_dir, list(summary.files)
         self.progress.value, self.progress.bar_style = 1.0, "success"
-        self.result.value = (
+        self.result.value = cjk_html(
             f"Saved <code>{html.escape(str(folder))}</code>: {describe_files(folder, files)} "
             f"({html.escape(', '.join(f'{n} {d}' for d, n in summary.dtypes_written.items()))} tensors)"
         )
@@ -159,7 +161,7 @@ class SaveUI:
     def widget(self) -> W.VBox:
         options = W.HBox([self.dtype, self.shard_size, self.overwrite])
         run = W.HBox([self.save_button, self.progress])
-        return W.VBox([self.folder_picker.widget, options, self.message, run, self.result, self.files])
+        return Panel([self.folder_picker.widget, options, self.message, run, self.result, self.files], name="Save")
 
 
 class ReverseUI:
@@ -225,4 +227,5 @@ class ReverseUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        return W.VBox([W.HBox([self.output, self.overwrite]), self.message, self.reverse_button, self.result])
+        parts = [W.HBox([self.output, self.overwrite]), self.message, self.reverse_button, self.result]
+        return Panel(parts, name="Back to the original format")

@@ -11,6 +11,7 @@ import ipywidgets as W
 from chclip_convert.errors import CheckpointReadError
 from chclip_convert.files.preflight import looks_converted
 from chclip_convert.notebook.converter import checkpoint_problem, message_html
+from chclip_convert.notebook.elements import RUN_BELOW_HINT, Panel, notebook_hint, run_again
 from chclip_convert.notebook.picker import PathPicker, standard_places
 from chclip_convert.notebook.workspace import Workspace
 
@@ -42,7 +43,7 @@ class Session:
             self.workspace.converted_folder(checkpoint) or "",
             description="Converted folder",
             kind="converted",
-            placeholder="none yet: the next cell converts the checkpoint into the work folder",
+            placeholder="none yet: the checkpoint is converted into the work folder when needed",
             places=places,
         )
         self.folder_message = W.HTML()
@@ -76,15 +77,14 @@ class Session:
         if problem := checkpoint_problem(self.checkpoint_picker.value):
             self.checkpoint_message.value = message_html(problem, error=True)
             return
-        said = "Run the cells below to use it (on a page without cells: reload the page)."
-        self.checkpoint_message.value = message_html(said, error=False)
+        self.checkpoint_message.value = message_html(run_again("use it"), error=False)
         self.workspace.remember(self.checkpoint)
         self.folder_picker.path.value = str(self.workspace.converted_folder(self.checkpoint) or "")
 
     def _on_folder_change(self, change=None) -> None:
         value = self.folder_picker.value
         if value and not looks_converted(Path(value).expanduser()):
-            said = "No converted model here (no config.json beside weights)."
+            said = f"{Path(value).expanduser()}: no converted model here (no config.json beside weights)."
             self.folder_message.value = message_html(said, error=True)
             return
         self.folder_message.value = ""
@@ -97,4 +97,5 @@ class Session:
         parts = [self.header, self.checkpoint_picker.widget, self.checkpoint_message]
         if self.needs_folder:
             parts += [self.folder_picker.widget, self.folder_message]
-        return W.VBox(parts)
+        parts += notebook_hint(RUN_BELOW_HINT)
+        return Panel(parts, name="The checkpoint" + (" and its converted folder" if self.needs_folder else ""))

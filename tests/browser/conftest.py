@@ -1,5 +1,6 @@
-"""The browser tests' fixtures: Voila serves the notebooks on 127.0.0.1 from a work folder of its own, and Debian's
-Chromium, driven by Playwright, opens them. Every test in this folder is marked ``browser``."""
+"""The browser tests' fixtures: Voila serves the notebooks on 127.0.0.1 from a work folder of its own, JupyterLab
+serves a copy of them, and Debian's Chromium, driven by Playwright, opens them. Every test in this folder is marked
+``browser``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from support import ROOT
 from support.browser import CHROMIUM_FLAGS, SHOTS
 from support.project import free_port
 
-VOILA_START_S = 120
+SERVER_START_S = 120
 
 
 def pytest_itemcollected(item):
@@ -41,20 +42,50 @@ def voila_url(tmp_path_factory, voila_work):
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CHCLIP_WORK": str(voila_work)}
     env.pop("CHCLIP_CHECKPOINT", None)
+    # From the checkout's root, where voila.json is: progressive rendering.
     server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + VOILA_START_S
+    yield from _serving(server, f"http://127.0.0.1:{port}", log)
+
+
+@pytest.fixture(scope="session")
+def lab_url(tmp_path_factory):
+    """The address of a JupyterLab server, started once for the session, on a copy of the notebooks (its saves and
+    checkpoints never touch the checkout), with a work folder, settings and workspaces of its own, autosave off
+    (as scripts/run.sh has it), and the application object exposed as ``window.jupyterapp`` for the tests."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "docs", root / "docs")  # the notebooks' stored pictures
+    settings = root / "settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
+    port = free_port()
+    command = [
+        sys.executable, "-m", "jupyter", "lab", f"--port={port}", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={root / 'notebooks'}", "--IdentityProvider.token=", "--ServerApp.password=",
+        f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True", "--ServerApp.allow_root=True",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CHCLIP_WORK": str(root / "chclip-convert-work")}
+    env.pop("CHCLIP_CHECKPOINT", None)
+    log = (root / "lab.log").open("w")
+    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    yield from _serving(server, f"http://127.0.0.1:{port}", log)
+
+
+def _serving(server: subprocess.Popen, url: str, log):
+    """Wait until ``server`` answers on ``url``, yield the address, and stop the server at the end."""
+    deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:  # poll the port until the server answers
         try:
             urllib.request.urlopen(url, timeout=2)
             break
         except OSError:
             if server.poll() is not None:
-                pytest.fail(f"voila exited early; see {log.name}")
+                pytest.fail(f"the server exited early; see {log.name}")
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail(f"voila did not answer on {url} within {VOILA_START_S} s; see {log.name}")
+        pytest.fail(f"the server did not answer on {url} within {SERVER_START_S} s; see {log.name}")
     yield url
     server.terminate()
     server.wait(timeout=30)
@@ -76,8 +107,17 @@ def browser():
 @pytest.fixture
 def page(browser):
     """A fresh browser page (its own context) 1300 × 1000 px, closed after the test."""
+    yield from _page(browser, 1300, 1000)
+
+
+@pytest.fixture
+def laptop_page(browser):
+    """A fresh browser page (its own context) at a laptop's 1400 × 900 px, closed after the test."""
+    yield from _page(browser, 1400, 900)
+
+
+def _page(browser, width: int, height: int):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    opened = context.new_page()
-    yield opened
+    context = browser.new_context(viewport={"width": width, "height": height})
+    yield context.new_page()
     context.close()

@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.browser import PAGE_TIMEOUT_MS, SHOTS, field, open_notebook
+from support.browser import PAGE_TIMEOUT_MS, PENDING_CELL, SHOTS, field, open_notebook
 from support.converted import reload_strictly
 
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_vocabulary, source_shapes, write_demo_checkpoint
+
+# Records each new text of an <i> status line under the converter (the stage shown, in italics) in
+# window.chclipStages, as the page changes.
+STAGES_RECORDER = """() => {
+    window.chclipStages = [];
+    new MutationObserver(() => {
+        for (const line of document.querySelectorAll('.widget-html i')) {
+            const text = line.textContent;
+            if (window.chclipStages[window.chclipStages.length - 1] !== text) window.chclipStages.push(text);
+        }
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +61,13 @@ def test_the_app_opens_clean_and_converts_a_checkpoint_picked_by_browsing(voila_
     field(page, "Output folder").fill(str(output))
     convert = page.locator("button:has-text('Convert')")
     page.wait_for_function("b => !b.disabled", arg=convert.element_handle(), timeout=30_000)
+    # Every stage is said while it lasts (the first conversion loads torch and transformers before anything shows
+    # in the bar): what the status line says is recorded from the click on.
+    page.evaluate(STAGES_RECORDER)
     convert.click()
     page.locator(".progress-bar-success").wait_for(timeout=120_000)
+    said = page.evaluate("() => window.chclipStages")
+    assert [stage.split(" ")[0] for stage in said] == ["Loading", "Reading", "Writing", "Writing"], said
     assert "OK: source keys" in page.locator(f".widget-html:has-text('{output}')").first.inner_text()
     assert "tensors" in page.inner_text("body") and "done in" in page.inner_text("body")
     # The folder just written is the result, not a problem; the next steps are offered.
@@ -59,15 +76,33 @@ def test_the_app_opens_clean_and_converts_a_checkpoint_picked_by_browsing(voila_
     )
     page.screenshot(path=SHOTS / "app_converted.png", full_page=True)
     reload_strictly(output)
-    # The next notebook opens in place, on the checkpoint chosen here.
-    page.locator("a:has-text('02_inspect_keys.ipynb')").click()
-    page.wait_for_url("**/voila/render/02_inspect_keys.ipynb", timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_function(
+    # The next notebook opens in a tab of its own, on the checkpoint chosen here; the app stays as it is.
+    with page.context.expect_page() as opened:
+        page.locator("a:has-text('02_inspect_keys.ipynb')").click()
+    following = opened.value
+    following.wait_for_url("**/voila/render/02_inspect_keys.ipynb", timeout=PAGE_TIMEOUT_MS)
+    following.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
+    following.wait_for_function(
         "v => [...document.querySelectorAll('.widget-text input')].some(i => i.value === v)",
         arg=str(checkpoint),
         timeout=PAGE_TIMEOUT_MS,
     )
+    assert "OK: source keys" in page.locator(f".widget-html:has-text('{output}')").first.inner_text()
+
+
+@pytest.mark.parametrize("name", ["02_inspect_keys.ipynb", "04_verify_and_save.ipynb"])
+def test_a_voila_page_shows_itself_while_it_loads_and_says_nothing_of_cells(voila_url, laptop_page, name):
+    page = laptop_page
+    page.goto(f"{voila_url}/voila/render/{name}", timeout=PAGE_TIMEOUT_MS)
+    # The top (the checkpoint's picker) shows while later cells still run, each a placeholder until it has.
+    page.wait_for_selector(".widget-text input", timeout=PAGE_TIMEOUT_MS)
+    still_running = page.locator(PENDING_CELL).count()
+    page.screenshot(path=SHOTS / f"voila_loading_{name.removesuffix('.ipynb')}.png")
+    page.wait_for_selector(PENDING_CELL, state="detached", timeout=PAGE_TIMEOUT_MS)
+    text = page.inner_text("body").lower()
+    assert still_running > 0, "the page showed only once every cell had run"
+    for said in ("run the cells", "run this cell", "the next cell", "run all"):
+        assert said not in text, said  # a page without cells says nothing of them
 
 
 def test_cancel_in_the_browser_leaves_nothing_behind(voila_url, page, slow_checkpoint, tmp_path):

@@ -16,14 +16,17 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Voila runs each notebook's cells before the page shows its widgets; the statistics notebook takes longest.
+# Voila shows each cell's output as it runs (voila.json: progressive rendering), a placeholder until then; the
+# statistics notebook takes longest.
 PAGE_TIMEOUT_MS = 180_000
+PENDING_CELL = ".voila-skeleton-container"  # Voila's placeholder of a cell that has not run yet
 
 
 def open_notebook(page, url: str, name: str) -> None:
-    """Open notebook ``name`` as Voila renders it, and wait until its widgets show."""
+    """Open notebook ``name`` as Voila renders it, and wait until every cell has run and its widgets show."""
     page.goto(f"{url}/voila/render/{name}", timeout=PAGE_TIMEOUT_MS)
     page.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(PENDING_CELL, state="detached", timeout=PAGE_TIMEOUT_MS)
 
 
 def field(page, label: str):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -28,3 +32,29 @@ def present_pages(tensor: torch.Tensor) -> tuple[int, int]:
         entries = pagemap.read((last - first + 1) * 8)
     present = sum(int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, len(entries), 8))
     return present, last - first + 1
+
+
+@contextlib.contextmanager
+def locked_folder(*inner: str) -> Iterator[tuple[Path, Path]]:
+    """``(base, locked)``: a fresh folder and, inside it, ``locked`` (mode 000, holding the ``inner`` subfolders),
+    seen while the block runs as a user other than its owner — root looks as nobody, through its effective uid.
+    Made outside pytest's root-only temporary folder, which nobody could not reach; removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="chclip-locked-"))
+    locked = base / "locked"
+    locked.mkdir()
+    for name in inner:
+        (locked / name).mkdir(parents=True)
+    base.chmod(0o755)
+    locked.chmod(0o000)
+    as_root = os.geteuid() == 0
+    try:
+        if as_root:
+            os.seteuid(65534)
+        try:
+            yield base, locked
+        finally:
+            if as_root:
+                os.seteuid(0)
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(base)
