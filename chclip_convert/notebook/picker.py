@@ -2,7 +2,8 @@
 
 JupyterLab's own file browser cannot reach a checkpoint outside the server's folder, and the one widget
 package for this (ipyfilechooser) has had no release since 2021 and cannot tell a converted folder from any
-other. This one lists what matters here: checkpoints with their sizes, converted folders marked as such.
+other. This one lists what matters here: checkpoints with their sizes, converted folders marked as such, and
+hidden ones (``~/.cache/…``) on request. A folder typed into the field while the listing is open is listed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class PathPicker:
     converted model), ``"source"`` (either), ``"output"`` (a folder to write: the listing picks where, the name
     typed stays) or ``"folder"`` (the folder listed, with *Use this folder*).
     ``places`` are shortcut buttons (label → folder), such as the work folder and the home folder.
+    *Show hidden* lists the entries whose names start with a dot. While the listing is open, a path typed into
+    the field that names an existing folder (or a file in one) lists that folder, hidden or not.
     """
 
     def __init__(
@@ -58,6 +61,9 @@ class PathPicker:
         self.browse = W.ToggleButton(False, description="Browse…", icon="folder-open", layout=W.Layout(width="100px"))
         self.location = W.HTML()
         self.up = W.Button(description="Up", icon="arrow-up", layout=W.Layout(width="70px"))
+        self.hidden = W.Checkbox(
+            False, description="Show hidden", indent=False, layout=W.Layout(width="auto", margin="2px 16px 0 8px")
+        )
         self.place_buttons = [W.Button(description=label, layout=W.Layout(width="auto")) for label in self.places]
         here = "Use this folder" if kind == "folder" else "Write here"
         self.here = W.Button(description=here, icon="check", layout=W.Layout(width="auto"))
@@ -66,6 +72,8 @@ class PathPicker:
         self.folder = next(iter(self.places.values()))  # the folder listed; set by open() when browsing starts
         # connections
         self.browse.observe(self._on_browse_change, names="value")
+        self.path.observe(self._on_path_change, names="value")
+        self.hidden.observe(self._on_hidden_change, names="value")
         self.up.on_click(self._on_up_click)
         for button, place in zip(self.place_buttons, self.places.values(), strict=True):
             button.on_click(lambda _button, place=place: self.open(place))
@@ -79,7 +87,7 @@ class PathPicker:
     def open(self, folder: Path) -> None:
         """List ``folder`` in the browser."""
         self.folder = Path(folder).expanduser().absolute()
-        entries, note = folder_entries(self.folder, self.kind)
+        entries, note = folder_entries(self.folder, self.kind, hidden=self.hidden.value)
         said = f" — {html.escape(note)}" if note else ""
         self.location.value = f"<code>{html.escape(str(self.folder))}</code>{said}"
         self.listing.unobserve(self._on_listing_change, names="value")
@@ -92,6 +100,19 @@ class PathPicker:
         self.panel.layout.display = "flex" if self.browse.value else "none"
         if self.browse.value:
             self.open(self._start_folder())
+
+    def _on_path_change(self, change=None) -> None:
+        """While browsing, list the folder the field now names; a path that does not exist (one being typed)
+        changes nothing, so typing goes on undisturbed."""
+        if not (self.browse.value and self.value and os.path.exists(Path(self.value).expanduser())):
+            return
+        named = self._named_folder()
+        if named is not None and named != self.folder:
+            self.open(named)
+
+    def _on_hidden_change(self, change=None) -> None:
+        if self.browse.value:
+            self.open(self.folder)
 
     def _on_up_click(self, button=None) -> None:
         self.open(self.folder.parent)
@@ -114,31 +135,36 @@ class PathPicker:
         self.browse.value = False
 
     def _start_folder(self) -> Path:
-        """Where browsing starts: the folder the field names (for an output or a converted model, the one it is
-        in, so that it is listed), else the folder of the file it names, else the first place."""
-        current = Path(self.value).expanduser().absolute() if self.value else None
-        inside = self.kind == "output" or (
-            self.kind in PICKS_CONVERTED and current is not None and looks_converted(current)
-        )
-        candidates = [] if current is None else [current.parent] if inside else [current, current.parent]
-        return next((folder for folder in candidates if folder.is_dir()), next(iter(self.places.values())))
+        """Where browsing starts: the folder the field names, else the first place."""
+        return self._named_folder() or next(iter(self.places.values()))
+
+    def _named_folder(self) -> Path | None:
+        """The existing folder to list for the field's path, or ``None``: the folder it names (for an output or
+        a converted model, the one it is in, so that it is listed), else the folder of the file it names."""
+        if not self.value:
+            return None
+        current = Path(self.value).expanduser().absolute()
+        inside = self.kind == "output" or (self.kind in PICKS_CONVERTED and looks_converted(current))
+        candidates = [current.parent] if inside else [current, current.parent]
+        return next((folder for folder in candidates if os.path.isdir(folder)), None)
 
     # layout
     @property
     def widget(self) -> W.VBox:
-        buttons = [self.up, *self.place_buttons] + ([self.here] if self.kind in ("output", "folder") else [])
-        self.panel.children = [W.HBox([*buttons, self.location]), self.listing]
+        here = [self.here] if self.kind in ("output", "folder") else []
+        self.panel.children = [W.HBox([self.up, *self.place_buttons, *here, self.hidden, self.location]), self.listing]
         return W.VBox([W.HBox([self.path, self.browse]), self.panel])
 
 
-def folder_entries(folder: Path, kind: str) -> tuple[list[tuple[str, Path]], str]:
+def folder_entries(folder: Path, kind: str, *, hidden: bool = False) -> tuple[list[tuple[str, Path]], str]:
     """The listing's rows (label, path) for ``folder`` — folders first, then checkpoints for the kinds that
-    choose files — and a note (unreadable folder, entries left out)."""
+    choose files; names starting with a dot only with ``hidden`` — and a note (unreadable folder, naming it;
+    entries left out)."""
     try:
-        shown = (child for child in folder.iterdir() if not child.name.startswith(".") and _readable(child))
+        shown = (c for c in folder.iterdir() if (hidden or not c.name.startswith(".")) and _readable(c))
         children = sorted(shown, key=lambda p: (not p.is_dir(), p.name.lower()))
     except OSError as error:
-        return [], f"cannot list this folder: {error.strerror or error}"
+        return [], f"cannot list this folder ({folder}): {error.strerror or error}"
     rows = []
     for child in children:
         if child.is_dir():
