@@ -188,8 +188,9 @@ def _add_inspect(command: cli_run.AddCommand) -> None:
         "--name",
         default="",
         metavar="TEXT",
-        help="show only keys whose name or counterpart contains TEXT (case-insensitive); a number at either end "
-        "matches whole layer numbers: resblocks.1 is not resblocks.10",
+        help="show only keys whose name or counterpart (original or transformers name) holds every word of TEXT "
+        "(case-insensitive); a number at either end of a word matches whole layer numbers: resblocks.1 is not "
+        "resblocks.10",
     )
     sub.add_argument("--regex", action="store_true", help="TEXT of --name is a regular expression")
     _add_heads(sub)
@@ -292,10 +293,11 @@ def _resolve_convert_paths(sub: argparse.ArgumentParser, args: argparse.Namespac
 
 
 def _check_name_filter(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from chclip_convert.conversion.inspection import NameFilterError, name_pattern
+    """Refuse, as a usage error, a ``--name`` regular expression that does not compile."""
+    from chclip_convert.conversion.inspection import NameFilterError, name_filter
 
     try:
-        name_pattern(args.name, regex=args.regex)
+        name_filter(args.name, regex=args.regex)
     except NameFilterError as error:
         sub.error(f"--name {args.name!r}: {error}")
 
@@ -395,8 +397,9 @@ def _report_text(report: ConversionReport, args: argparse.Namespace) -> str:
     rows = _shown_rows(report, args)
     lines = [f"{args.checkpoint}: {report.summary()}", *(f"note: {note}" for note in report.notes)]
     if args.status != "all" or args.name.strip():
-        lines.append(f"{len(rows)} of {len(report.rows())} keys shown ({_filters(args)})")
-    lines += ["", rows_to_text(rows)]
+        counted = f"{len(rows)} of {len(report.rows())} keys shown ({_filters(args)})"
+        lines.append(counted if rows else f"no key matches: 0 of {len(report.rows())} keys ({_filters(args)})")
+    lines += ["", rows_to_text(rows)] if rows else []
     if not report.ok:
         lines += ["", report.format_problems()]
     return "\n".join(lines)

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 import ipywidgets as W
 import pandas as pd
 from itables import JavascriptFunction
-from itables.widget import ITable
 
 from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
-from chclip_convert.conversion.inspection import name_pattern, shape_text
+from chclip_convert.conversion.inspection import name_filter, other_names, shape_text
 from chclip_convert.mapping.parts import LAYER, part_of
 from chclip_convert.notebook.converter import failure_text, message_html
-from chclip_convert.notebook.data_grid import grid_options
+from chclip_convert.notebook.data_grid import DataGrid, grid_options
+from chclip_convert.notebook.elements import Panel, nothing_found
 from chclip_convert.notebook.picker import PathPicker, standard_places
 from chclip_convert.notebook.plotting.diffs import draw_diff
-from chclip_convert.notebook.plotting.figures import figure_widget, is_interactive, new_figure
+from chclip_convert.notebook.plotting.figures import DIFF_SIZE, figure_widget, is_interactive, new_figure
 from chclip_convert.progress import Progress
 from chclip_convert.tensor_stats import DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS
 
@@ -49,7 +49,6 @@ STATUS_COLOURS = {
     SHAPE_DIFFERS: "#fce4ec",
 }
 CSV_NAME = "chclip-diff"  # the export downloads as chclip-diff.csv
-FIGSIZE = (9.5, 6.5)
 SOURCE_HINT = "an original checkpoint (.pt) or a converted folder"
 NARROW = {"description_width": "70px"}
 PROGRESS_STEPS = 100  # the bar is redrawn at most this often a comparison
@@ -83,10 +82,11 @@ def _row(key: str, status: str, change=None, note: str = "") -> dict:
 
 def filter_diff_rows(rows: list[dict], *, status: str = "all", text: str = "") -> list[dict]:
     """Rows of ``status`` (any, for ``"all"``; all but the equal ones, for ``"not equal"``) whose key matches
-    ``text`` (:func:`chclip_convert.conversion.inspection.name_pattern`: a number at an end matches whole numbers)."""
-    pattern = name_pattern(text)
+    ``text`` (:func:`chclip_convert.conversion.inspection.name_filter`: words, a number at an end matches whole
+    numbers), under the key's own naming or the other one (original or transformers, by the mapping table)."""
     wanted = {"all": STATUSES, NOT_EQUAL: tuple(s for s in STATUSES if s != EQUAL)}.get(status, (status,))
-    return [row for row in rows if row["status"] in wanted and (pattern is None or pattern.search(row["key"]))]
+    found = name_filter(text).filter(rows, lambda row: (row["key"], *other_names(row["key"])))
+    return [row for row in found if row["status"] in wanted]
 
 
 def number_text(value: float | None, column: str) -> str:
@@ -113,14 +113,19 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 def diff_grid_options() -> dict:
     """The shared grid (:func:`.data_grid.grid_options`); the number columns sort as numbers (empty first),
-    the layer column numbers first."""
+    the layer column numbers first; the key and the note wrap."""
     numeric = [COLUMNS.index(column) for column in NUMERIC]
     column_defs = [
         {"targets": numeric, "type": "num", "className": "dt-right"},
         {"targets": COLUMNS.index("layer"), "render": JavascriptFunction(_LAYER_SORT)},
     ]
     return grid_options(
-        colours=STATUS_COLOURS, status_column=COLUMNS.index("status"), csv_name=CSV_NAME, column_defs=column_defs
+        colours=STATUS_COLOURS,
+        status_column=COLUMNS.index("status"),
+        csv_name=CSV_NAME,
+        column_defs=column_defs,
+        names=[COLUMNS.index("key")],
+        texts=[COLUMNS.index("note")],
     )
 
 
@@ -147,7 +152,7 @@ class DiffUI:
         self.status_filter = W.Dropdown(options=FILTERS, value="all", description="status")
         self.name_filter = W.Text("", description="name", placeholder="part of a key, e.g. layer.11")
         self.count = W.HTML()
-        self.grid = ITable(rows_frame([]), **diff_grid_options())
+        self.grid = DataGrid(rows_frame([]), **diff_grid_options())
         self.plot = W.VBox()
         self.results = W.VBox(layout=W.Layout(display="none"))
         self.diff: CheckpointDiff | None = None
@@ -206,7 +211,10 @@ class DiffUI:
 
     def _on_filter_change(self, change=None) -> None:
         rows = self.rows()
-        self.count.value = f"<b>{len(rows)}</b> of {len(self.all_rows)} tensors"
+        if rows:
+            self.count.value = f"<b>{len(rows)}</b> of {len(self.all_rows)} tensors"
+        else:
+            self.count.value = nothing_found("tensor", self.name_filter.value, 0, len(self.all_rows))
         self.grid.update(rows_frame(rows), **diff_grid_options())  # update() resets options it is not given
 
     def _on_progress(self, progress: Progress) -> None:
@@ -228,7 +236,7 @@ class DiffUI:
             f"after mapping, compared in float64{html.escape(left_out)}</small>"
         )
         self._on_filter_change()
-        self._figure = new_figure(FIGSIZE)
+        self._figure = new_figure(DIFF_SIZE)
         draw_diff(self._figure, diff)
         self.plot.children = [figure_widget(self._figure)]
         self.results.layout.display = "flex"
@@ -264,6 +272,6 @@ class DiffUI:
     def widget(self) -> W.VBox:
         self.results.children = [W.HBox([self.status_filter, self.name_filter]), self.count, self.grid, self.plot]
         run = W.HBox([self.compare_button, self.progress, self.progress_text])
-        box = W.VBox([self.a_picker.widget, self.b_picker.widget, run, self.status, self.results])
+        box = Panel([self.a_picker.widget, self.b_picker.widget, run, self.status, self.results], name="The comparison")
         box.add_class("chclip-diff")  # the handle pages and browser tests find the comparison by
         return box

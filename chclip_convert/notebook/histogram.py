@@ -1,4 +1,5 @@
-"""Pick one tensor by searching its name; see its values, source and converted, as overlaid histograms.
+"""Pick one tensor by searching its name (transformers' or the original one it is made from); see its values,
+source and converted, as overlaid histograms.
 
 Only the chosen tensor is read, from each side: the source through the memory-mapped checkpoint and the
 mapping step that makes it (a q slice of the fused attention weight), the converted one from its safetensors
@@ -12,13 +13,16 @@ from pathlib import Path
 import ipywidgets as W
 
 from chclip_convert.changes.weight_stats import TensorComparison, compare_tensor
+from chclip_convert.conversion.inspection import name_filter
 from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
+from chclip_convert.notebook.elements import Panel
 from chclip_convert.notebook.picker import WIDE
 from chclip_convert.tensor_stats import COMPARED, one_thread
 
 
 class HistogramUI:
-    """A search field narrows the list of tensors; the chosen one is drawn (SVG) with what differs."""
+    """A search field narrows the list of tensors; the chosen one is drawn (SVG) with what differs; a search
+    that finds nothing empties the list and clears the drawing."""
 
     def __init__(
         self,
@@ -31,8 +35,9 @@ class HistogramUI:
         # widgets
         self.source = MappedCheckpoint(checkpoint)
         self.converted = ConvertedFolder(folder)
-        targets = {target for step in self.source.steps for target in step.outputs}
-        self.names = sorted(targets | set(self.converted.names()))
+        # each transformers name with the original name(s) it is made from, which the search also finds it by
+        self.sources = {target: step.inputs for step in self.source.steps for target in step.outputs}
+        self.names = sorted(set(self.sources) | set(self.converted.names()))
         self.known = {c.target: c for c in comparisons or []}
         flagged = [c.target for c in self.known.values() if not c.agrees]
         self.search = W.Text("", description="search", placeholder="parts of a name, e.g. layers.3 q_proj", layout=WIDE)
@@ -49,23 +54,35 @@ class HistogramUI:
         self._on_tensor_change()
 
     def matching(self, text: str) -> list[str]:
-        """The names holding every word of ``text`` (any case), in order."""
-        words = text.lower().split()
-        return [name for name in self.names if all(word in name.lower() for word in words)]
+        """The names, in order, that the name filter ``text`` finds
+        (:func:`chclip_convert.conversion.inspection.name_filter`), by their own or their source's name."""
+        return name_filter(text).filter(self.names, lambda name: (name, *self.sources.get(name, ())))
 
     # handlers
     def _on_search_change(self, change=None) -> None:
         found = self.matching(self.search.value)
         if list(self.tensor.options) != found:
             self.tensor.options = found  # keeps the value if it still matches, else takes the first
-        self.count.value = f"{len(found)} of {len(self.names)} tensors"
+        if found and self.tensor.value is None:  # after a search that found nothing, Select takes none
+            self.tensor.value = found[0]
+        total = len(self.names)
+        if found:
+            self.count.value = f"{len(found)} of {total} tensors"
+        else:
+            self.count.value = f"no tensor matches {html.escape(self.search.value.strip())} (0 of {total})"
+            self._clear()
 
     def _on_tensor_change(self, change=None) -> None:
         name = self.tensor.value
         if name is None:
+            self._clear()
             return
         with one_thread():
             self._draw(name, *self._read(name))
+
+    def _clear(self) -> None:
+        """No tensor chosen: no drawing, no caption, no comparison."""
+        self.comparison, self.image.value, self.caption.value = None, b"", ""
 
     def _read(self, name: str):
         # the one source tensor, through its step (a q slice of the fused attention weight)
@@ -76,12 +93,12 @@ class HistogramUI:
     def _draw(self, name: str, step, source, converted) -> None:
         from matplotlib.figure import Figure
 
-        from chclip_convert.notebook.plotting.figures import svg
+        from chclip_convert.notebook.plotting.figures import HISTOGRAM_SIZE, svg
         from chclip_convert.notebook.plotting.weights import plot_histogram
 
         # The comparison the notebook already made, if it was given; else made here, from the tensors just read.
         self.comparison = self.known.get(name) or compare_tensor(name, step, source, converted)
-        figure = Figure(figsize=(6.25, 3))
+        figure = Figure(figsize=HISTOGRAM_SIZE)
         plot_histogram(figure.subplots(), source, converted, name)
         figure.tight_layout()
         self.image.value = svg(figure)
@@ -90,7 +107,11 @@ class HistogramUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        return W.VBox([self.search, self.count, self.tensor, self.caption, self.image])
+        box = Panel(
+            [self.search, self.count, self.tensor, self.caption, self.image], name="The histogram of one tensor"
+        )
+        box.add_class("chclip-histogram")  # the handle browser tests find the picker by
+        return box
 
 
 def _verdict(comparison: TensorComparison) -> str:
