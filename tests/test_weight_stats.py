@@ -17,9 +17,9 @@ from chclip_convert.changes.weight_stats import compare_weights
 from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import FolderTensors, load_folder_state
-from chclip_convert.notebook.histogram import HistogramUI
 from chclip_convert.notebook.fonts import CJK_FAMILY, use_cjk_font
-from chclip_convert.notebook.plotting.weights import RATIO, draw_comparisons, plot_layers, plot_similarity
+from chclip_convert.notebook.histogram import HistogramUI
+from chclip_convert.notebook.plotting.weights import RATIO, draw_comparisons, hover_label, plot_layers, plot_similarity
 from chclip_convert.tensor_stats import COMPARED, DIFFERS, EQUAL, ONLY_IN_A, ONLY_IN_B, SHAPE_DIFFERS
 
 # Both sides are summed in float64, over the whole tensor here and over chunks in the code: the results differ
@@ -162,7 +162,8 @@ def test_layer_plots_have_integer_ticks_and_name_tensors_on_hover(demo_checkpoin
     move(figure, x, y)
     assert hover.text.startswith(altered) and "norm ratio" in hover.text
     visible = [a for a in hover.annotations.values() if a.get_visible()]
-    assert len(visible) == 1 and visible[0].get_text() == hover.text
+    (comparison,) = [c for c in comparisons if c.target == altered]
+    assert len(visible) == 1 and visible[0].get_text() == hover_label(comparison)  # hover.text, wrapped
     move(figure, 1, 1)  # off every axes: the label goes
     assert hover.text == "" and not any(a.get_visible() for a in hover.annotations.values())
 

@@ -20,12 +20,12 @@ from chclip_convert.changes.drift import (
 )
 from chclip_convert.changes.epochs import CONVERTED, FAILED, UP_TO_DATE
 from chclip_convert.errors import ConversionError
-from chclip_convert.mapping.parts import TOWERS
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import message_html
+from chclip_convert.notebook.elements import RUN_BELOW_HINT, Panel, in_voila, notebook_hint, run_again
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
-from chclip_convert.notebook.plotting.figures import figure_widget, new_figure
+from chclip_convert.notebook.plotting.figures import RUN_CURVES_SIZE, RUN_HEATMAPS_SIZE, figure_widget, new_figure
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps
 from chclip_convert.notebook.workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
 from chclip_convert.progress import OnProgress, Progress
@@ -73,7 +73,8 @@ class RunSession:
                 return epochs
             except ConversionError as error:
                 problem = str(error)
-        print(f"problem: {problem}\nChoose another reference or run folder above, then run the cells again.")
+        then = "reload the page" if in_voila() else "run the cells again"
+        print(f"problem: {problem}\nChoose another reference or run folder above, then {then}.")
         return []
 
     def problem(self) -> str:
@@ -97,12 +98,14 @@ class RunSession:
             self.message.value = message_html(problem, error=True)
             return
         self.workspace.remember_run(self.reference, self.run_folder)
-        self.message.value = message_html("Run the cells below to look at this run.", error=False)
+        self.message.value = message_html(run_again("look at this run"), error=False)
 
     # layout
     @property
     def widget(self) -> W.VBox:
-        return W.VBox([self.header, self.reference_picker.widget, self.run_picker.widget, self.message])
+        parts = [self.header, self.reference_picker.widget, self.run_picker.widget, self.message]
+        parts += notebook_hint(RUN_BELOW_HINT)
+        return Panel(parts, name="The reference checkpoint and the run folder")
 
 
 def print_epochs(infos: list[EpochInfo]) -> None:
@@ -136,8 +139,7 @@ def heatmap_view(drift: Drift | None) -> W.Box:
     """The per-layer heatmaps, per tower, from the reference and epoch to epoch (nothing without a drift)."""
     if drift is None:
         return W.VBox()
-    parts = max(sum(part.tower == tower for part in drift.parts) for tower in TOWERS)
-    figure = new_figure((9.5, max(5.0, 0.22 * parts * 2 + 1.5)))
+    figure = new_figure(RUN_HEATMAPS_SIZE)
     draw_heatmaps(figure, drift)
     return figure_widget(figure)
 
@@ -146,7 +148,7 @@ def curves_view(drift: Drift | None) -> W.Box:
     """The embeddings', projections' and ``logit_scale``'s relative change, per epoch (nothing without a drift)."""
     if drift is None:
         return W.VBox()
-    figure = new_figure((9.5, 3.6))
+    figure = new_figure(RUN_CURVES_SIZE)
     draw_curves(figure, drift)
     return figure_widget(figure)
 
@@ -254,7 +256,8 @@ class EpochConvertUI:
     @property
     def widget(self) -> W.VBox:
         buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
-        return W.VBox([self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results])
+        parts = [self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results]
+        return Panel(parts, name="The epochs' converter")
 
 
 def _option_label(info: EpochInfo) -> str:

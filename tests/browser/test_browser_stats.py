@@ -30,7 +30,7 @@ def test_statistics_notebook_shows_interactive_figures_that_name_tensors(voila_u
     canvas = figures.first.locator("canvas").last  # the topmost layer of the first figure: it takes the pointer
     named = page.locator(".hovered-tensor").first
     box = page.locator(".jupyter-matplotlib-canvas-div").first.bounding_box()
-    x = box["x"] + 0.30 * box["width"]  # inside the vision tower's difference axes, around layer 5
+    x = box["x"] + 0.16 * box["width"]  # inside the vision tower's difference axes (the first of three columns)
     for step in range(0, int(box["height"]), 3):  # down the axes until the pointer is over one of the dots
         page.mouse.move(x, box["y"] + step)
         if step % 30 == 0:

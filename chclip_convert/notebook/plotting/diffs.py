@@ -17,7 +17,17 @@ from matplotlib.ticker import MaxNLocator
 from chclip_convert.changes.diff import CheckpointDiff, PartChange
 from chclip_convert.mapping.parts import LAYER, SHARED, TEXT, VISION, Part, part_of
 from chclip_convert.notebook.fonts import use_cjk_font
-from chclip_convert.notebook.plotting.weights import edge_crosses, zero_symlog_axis
+from chclip_convert.notebook.plotting.weights import (
+    NAME_CHARS,
+    NAMES_PT,
+    TEXT_PT,
+    TITLE_PT,
+    constrained_layout,
+    edge_crosses,
+    freeze_layout,
+    shorten,
+    zero_symlog_axis,
+)
 
 QUANTITY = "‖B − A‖ / ‖A‖"
 CLIP = 1e6  # an infinite change (A all zero, B not) is drawn here
@@ -63,17 +73,19 @@ def outside_parts(diff: CheckpointDiff) -> list[Part]:
 
 
 def draw_diff(figure: Figure, diff: CheckpointDiff) -> DiffFigure:
-    """The whole picture in ``figure``: the layers on top (a line per tower), the rest below."""
+    """The whole picture in ``figure``, laid out once by matplotlib's constrained layout so that no text leaves
+    it: the layers on top (a line per tower), the rest below."""
     use_cjk_font()  # the title names no file, but a key may be anything: never draw empty boxes
     rows = outside_parts(diff)
-    grid = figure.add_gridspec(2, 1, height_ratios=[3, 0.6 + 0.35 * max(len(rows), 1)], hspace=0.45)
+    constrained_layout(figure)
+    grid = figure.add_gridspec(2, 1, height_ratios=[3, 0.6 + 0.35 * max(len(rows), 1)])
     layers_ax, outside_ax = figure.add_subplot(grid[0]), figure.add_subplot(grid[1])
     lines = plot_layer_changes(layers_ax, diff)
     outside, problems = plot_outside_changes(outside_ax, diff, rows)
     problems = [*_layer_problems(layers_ax, diff), *problems]
     compared, differing = len(diff.changes), len(diff.differs)
-    figure.suptitle(f"B against A: {differing} of {compared} tensors differ", fontsize=11)
-    figure.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.08)
+    figure.suptitle(f"B against A: {differing} of {compared} tensors differ", fontsize=TITLE_PT + 1)
+    freeze_layout(figure)
     return DiffFigure(lines, outside, rows, problems)
 
 
@@ -88,11 +100,11 @@ def plot_layer_changes(ax, diff: CheckpointDiff) -> dict[str, object]:
             **TOWER_STYLES.get(tower, {}),
         )  # fmt: skip
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("layer")
+    ax.set_xlabel("layer", fontsize=TEXT_PT)
     _scale(ax, [change.relative_change for changes in by_tower.values() for change in changes], True)
-    ax.set_title(f"per layer: {QUANTITY}", fontsize=10)
+    ax.set_title(f"per layer: {QUANTITY}", fontsize=TITLE_PT)
     if lines:
-        ax.legend(fontsize=8, loc="upper left", handlelength=2.5)
+        ax.legend(fontsize=TEXT_PT, loc="center right", handlelength=2.5)  # clear of 0 and of a real change
     return lines
 
 
@@ -109,10 +121,12 @@ def plot_outside_changes(ax, diff: CheckpointDiff, rows: list[Part] | None = Non
         )  # fmt: skip
     positions = [rows.index(part) for part in map(part_of, problem_names(diff)) if part in rows]
     problems = [_problems(ax, positions, horizontal=False)] if positions else []
-    ax.set_yticks(range(len(rows)), [f"{part.tower} {part.label}" for part in rows], fontsize=8)
+    ax.set_yticks(
+        range(len(rows)), [shorten(f"{part.tower} {part.label}", NAME_CHARS) for part in rows], fontsize=NAMES_PT
+    )
     ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
     _scale(ax, [change.relative_change for _, change in compared], False)
-    ax.set_title(f"outside the layers: {QUANTITY}", fontsize=10)
+    ax.set_title(f"outside the layers: {QUANTITY}", fontsize=TITLE_PT)
     return scatter, problems
 
 
@@ -131,7 +145,7 @@ def _scale(ax, values: list[float], vertical: bool) -> None:
     """Symlog from just below 0 (so points at 0 are whole), up to at least 1e-2."""
     finite = [_clipped(v) for v in values if not math.isnan(v)]
     zero_symlog_axis(ax, finite, vertical=vertical)
-    (ax.set_ylabel if vertical else ax.set_xlabel)(f"{QUANTITY}  (0: bit-identical)", fontsize=8)
+    (ax.set_ylabel if vertical else ax.set_xlabel)(f"{QUANTITY}  (0: bit-identical)", fontsize=TEXT_PT)
     ax.grid(alpha=0.3)
 
 

@@ -6,15 +6,17 @@ tower move at all?" is answered by colour, not by reading a scale."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from chclip_convert.changes.drift import Drift
 from chclip_convert.mapping.parts import EMBEDDINGS, LOGIT_SCALE, PROJECTION, TEXT, VISION, Part
-from chclip_convert.notebook.plotting.diffs import TOWER_STYLES
 from chclip_convert.notebook.fonts import use_cjk_font
-from chclip_convert.notebook.plotting.weights import LINTHRESH
+from chclip_convert.notebook.plotting.diffs import TOWER_STYLES
+from chclip_convert.notebook.plotting.weights import LINTHRESH, NAMES_PT, TEXT_PT, TITLE_PT, constrained_layout
 
 UNCHANGED_COLOUR = "#d9d9d9"
 CMAP = "viridis"
@@ -42,7 +44,7 @@ def draw_heatmaps(figure: Figure, drift: Drift) -> dict:
     if moved.size and moved.min() == moved.max():
         norm = LogNorm(moved.min() / 10, moved.max() * 10)
     cmap = _colormap()
-    figure.set_layout_engine("constrained")  # the text tower's layer names clear the vision heatmap
+    constrained_layout(figure)  # the text tower's layer names clear the vision heatmap
     axes = figure.subplots(2, 2, squeeze=False)
     images = {}
     for row, (title, which) in enumerate(COMPARISONS):
@@ -59,11 +61,18 @@ def _heatmap(ax, drift: Drift, tower: str, which: str, norm, cmap, title: str):
     image = ax.imshow(shown, aspect="auto", norm=norm, cmap=cmap, interpolation="nearest")
     for (row, column), value in np.ndenumerate(values):
         if value == 0:
-            ax.text(column, row, "=", ha="center", va="center", fontsize=7, color="#555555")
-    ax.set_xticks(range(len(drift.epochs)), [info.label for info in drift.epochs], fontsize=8)
-    ax.set_yticks(range(len(parts)), [part.label for part in parts], fontsize=7)
-    ax.set_title(f"{tower} tower, {title}", fontsize=10)
+            ax.text(column, row, "=", ha="center", va="center", fontsize=TEXT_PT, color="#333333")
+    ax.set_xticks(range(len(drift.epochs)), [info.label for info in drift.epochs], fontsize=TEXT_PT)
+    step = math.ceil(len(parts) / _rows_named(ax.figure))  # every part named if they fit, else every step-th
+    ax.set_yticks(range(0, len(parts), step), [part.label for part in parts][::step], fontsize=NAMES_PT)
+    ax.set_title(f"{tower} tower, {title}", fontsize=TITLE_PT)
     return image
+
+
+def _rows_named(figure: Figure) -> int:
+    """How many names fit, without touching, down one heatmap: a row of heatmaps has under half the figure's
+    height (titles and epochs take the rest), a name a line and a quarter."""
+    return max(int(figure.get_figheight() * 72 * 0.38 / (NAMES_PT * 1.25)), 1)
 
 
 def _colormap():
@@ -80,7 +89,7 @@ def curve_parts(drift: Drift) -> list[Part]:
 def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
     """Two panels (from the reference, epoch to epoch), a line per curve part; returns the lines by part."""
     use_cjk_font()
-    figure.set_layout_engine("constrained")
+    constrained_layout(figure)
     axes = figure.subplots(1, 2, squeeze=False)[0]
     lines: dict[Part, list] = {}
     x = range(len(drift.epochs))
@@ -91,10 +100,11 @@ def draw_curves(figure: Figure, drift: Drift) -> dict[Part, list]:
             (line,) = ax.plot(x, values[part], label=f"{part.tower} {part.label}", **style)
             lines.setdefault(part, []).append(line)
         ax.set_yscale("symlog", linthresh=LINTHRESH)
-        ax.set_ylabel("‖ΔW‖ / ‖W‖  (0: bit-identical)", fontsize=8)
+        ax.set_ylabel("‖ΔW‖ / ‖W‖  (0: bit-identical)", fontsize=TEXT_PT)
         ax.set_ylim(bottom=0)
-        ax.set_xticks(list(x), [info.label for info in drift.epochs], fontsize=8)
-        ax.set_title(f"relative change {title}", fontsize=10)
+        ax.set_xticks(list(x), [info.label for info in drift.epochs], fontsize=TEXT_PT)
+        ax.tick_params(axis="y", labelsize=TEXT_PT)
+        ax.set_title(f"relative change {title}", fontsize=TITLE_PT)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=TEXT_PT)
     return lines
