@@ -351,8 +351,12 @@ def next_steps_html(checkpoint: Path, folder: Path) -> str:
     """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
     same steps on the command line."""
     links = " · ".join(f"{notebook_link(name)} ({what})" for name, what in NEXT_STEPS.items())
-    command = f"chclip-convert verify {checkpoint} {folder}"
-    return f"<b>Next:</b> {links}<br>or in a terminal: <code>{html.escape(command)}</code>"
+    # each path kept whole: a line breaks between the command's words, never at a hyphen inside a path
+    command = " ".join(
+        f"<span style='white-space:nowrap'>{html.escape(str(word))}</span>"
+        for word in ("chclip-convert verify", checkpoint, folder)
+    )
+    return f"<b>Next:</b> {links}<br>or in a terminal: <code>{command}</code>"
 
 
 def failure_text(error: Exception) -> str:
