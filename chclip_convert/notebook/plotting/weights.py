@@ -223,6 +223,9 @@ def freeze_layout(figure: Figure) -> None:
     figure.set_layout_engine("none")
 
 
+COLUMNS = {"vision": "left", "text": "middle"}  # where each tower's layers are, for its legend's title
+
+
 def tower_legend(figure: Figure, tower: str, drawn: dict[str, Drawn], problems: int, place: str) -> Legend:
     """A legend of one tower's layer dots, outside the axes on the right (``place`` "upper" or "lower"): one
     line per module, its weight's dot and its bias's triangle side by side; with ``problems``, the red cross."""
@@ -238,8 +241,9 @@ def tower_legend(figure: Figure, tower: str, drawn: dict[str, Drawn], problems: 
         handles.append(Line2D([], [], linestyle="none", marker="X", markersize=8, color=PROBLEM_COLOUR))
         labels.append(f"one side only /\nshape differs ({problems})")
     return figure.legend(
-        handles, labels, loc=f"outside right {place}", title=f"{tower} layers\n● weight  ▲ bias", frameon=False,
-        fontsize=TEXT_PT, title_fontsize=TEXT_PT, handlelength=1.6, handler_map={tuple: HandlerTuple(ndivide=None)},
+        handles, labels, loc=f"outside right {place}", title=f"{tower} layers ({COLUMNS[tower]})\n● weight  ▲ bias",
+        frameon=False, fontsize=TEXT_PT, title_fontsize=TEXT_PT, handlelength=1.6,
+        handler_map={tuple: HandlerTuple(ndivide=None)},
     )  # fmt: skip
 
 
