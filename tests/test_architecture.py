@@ -82,6 +82,14 @@ def test_fine_tuned_resolution_read_from_position_embedding():
     assert arch.description == "ViT-B-16, fine-tuned at 448 px"
 
 
+@pytest.mark.parametrize("override", [{"embed_dim": 768}, {"image_resolution": 448, "embed_dim": 768}])
+def test_a_model_with_other_shapes_is_not_called_a_fine_tuned_known_one(override):
+    # ViT-B-16's towers with another projection width: not ViT-B-16, at its own size or another
+    arch = infer_architecture(meta_state_dict(FULL["ViT-B-16"], **override))
+    assert arch.name is None and arch.fine_tuned_from is None
+    assert "fine-tuned" not in arch.description and not any("fine-tuned" in note for note in arch.notes)
+
+
 def test_unknown_width_falls_back_to_head_width_64_and_says_so():
     arch = infer_architecture(meta_state_dict(REDUCED["ViT-B-16"], vision_width=512))
     assert arch.vision_heads == 8

@@ -243,7 +243,8 @@ def _heads(
 
 _SAME_DEPTHS = ("vision_layers", "vision_width", "patch_size", "text_layers", "text_hidden")
 _SAME_WIDTHS = ("vision_width", "patch_size", "text_hidden")
-_SAME_MODEL = (*_SAME_DEPTHS, "projection_dim", "image_size", "text_intermediate")
+_SAME_SHAPES = (*_SAME_DEPTHS, "projection_dim", "text_intermediate")  # all but the image size
+_SAME_MODEL = (*_SAME_SHAPES, "image_size")
 
 
 def _match_known(arch: Architecture) -> tuple[str | None, str | None, list[str]]:
@@ -253,11 +254,12 @@ def _match_known(arch: Architecture) -> tuple[str | None, str | None, list[str]]
     def matches(model: KnownModel, names: tuple[str, ...]) -> bool:
         return all(getattr(arch, name) == getattr(model, name) for name in names)
 
+    standard_mlp = arch.vision_intermediate == 4 * arch.vision_width
     for model in KNOWN_MODELS:
-        if matches(model, _SAME_MODEL) and arch.vision_intermediate == 4 * arch.vision_width:
+        if matches(model, _SAME_MODEL) and standard_mlp:
             return model.name, None, []
-    for model in KNOWN_MODELS:
-        if matches(model, _SAME_DEPTHS):
+    for model in KNOWN_MODELS:  # the same model at another image size: only its position embeddings differ
+        if matches(model, _SAME_SHAPES) and standard_mlp and arch.image_size != model.image_size:
             said = f"{model.name} fine-tuned at {arch.image_size} px: its position embeddings were interpolated"
             return None, model.name, [f"{said} from {model.image_size} px."]
     for model in KNOWN_MODELS:
