@@ -183,7 +183,7 @@ def test_the_run_figures_fit(workspace):
             assert not any(a.overlaps(b) for a, b in itertools.pairwise(extents)), size
 
 
-def test_the_histogram_fits(comparisons):
+def test_the_histogram_fits():
     figure = Figure(figsize=HISTOGRAM_SIZE)
     tensor = torch.linspace(-1, 1, 1000)
     plot_histogram(figure.subplots(), tensor, None, "text_model.encoder.layer.11.attention.output.LayerNorm.weight")

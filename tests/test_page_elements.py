@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import html
 import re
+import shlex
+from pathlib import Path
 
 import ipywidgets as W
 import pytest
+from support import ROOT
 
-from chclip_convert.errors import ConversionError
 from chclip_convert.files.checkpoint import load_checkpoint
-from chclip_convert.files.output import check_output_dir
 from chclip_convert.mapping.architecture import infer_architecture
 from chclip_convert.mapping.report import FIXES
+from chclip_convert.notebook.converter import next_steps_html
 from chclip_convert.notebook.elements import (
     LinkedHTML,
     Panel,
@@ -26,6 +30,7 @@ from chclip_convert.notebook.session import Session
 from chclip_convert.notebook.workspace import Workspace
 
 OPTION = re.compile(r"--[a-z][a-z-]+")
+COMMAND = re.compile(r"chclip-convert [a-z]+ [^.;)]*")
 
 
 @pytest.fixture
@@ -82,20 +87,58 @@ def test_a_session_in_a_notebook_says_to_run_the_cells_below(monkeypatch, tmp_pa
         assert "run the cells below" in shown
 
 
-def test_every_option_the_core_tells_users_to_pass_has_a_widget_term(demo_checkpoint, tmp_path):
-    occupied = tmp_path / "occupied"
-    occupied.mkdir()
-    (occupied / "x").write_text("x")
-    with pytest.raises(ConversionError) as refused:
-        check_output_dir(occupied, input_path=demo_checkpoint, overwrite=False)
-    messages = [  # the core's own messages that name an option (the demo's widths are no known model's)
-        *FIXES.values(),
-        *infer_architecture(load_checkpoint(demo_checkpoint).state_dict).notes,
-        str(refused.value),
-    ]
-    assert all(OPTION.search(message) for message in messages[:1] + messages[-1:])
-    for message in messages:
-        said = in_widget_terms(message)
-        assert not OPTION.search(said), said
+# The modules whose messages the converter and 05's epochs show, through in_widget_terms.
+SHOWN_BY_THE_CONVERTERS = (
+    "changes/epochs.py", "conversion/state_dict.py", "files/assets.py", "files/output.py", "mapping/architecture.py",
+    "mapping/report.py",
+)  # fmt: skip
+
+
+def test_every_option_the_converters_messages_name_is_said_as_a_widget_control():
+    # every string of those modules that names an option (f-strings with sample values), from the source itself,
+    # so that a message added later is covered too
+    advice = [text for module in SHOWN_BY_THE_CONVERTERS for text in option_texts(ROOT / "chclip_convert" / module)]
+    assert len(advice) >= 10 and any("Pass --overwrite" in text for text in advice)
+    for text in advice:
+        for said in (in_widget_terms(text), in_widget_terms(text, overwrite="Replace converted folders")):
+            assert not OPTION.search(COMMAND.sub("", said)), (text, said)  # an option only in a command to run
+    assert in_widget_terms("Pass --overwrite (overwrite=True) to replace it.") == 'Tick "Overwrite" to replace it.'
     assert 'tick "Drop unused source keys"' in in_widget_terms(FIXES["unused"])
-    assert "(1 head)" in messages[-2] and "(1 heads)" not in messages[-2]
+
+
+def test_the_notes_on_a_model_of_one_head_say_head(demo_checkpoint):
+    notes = infer_architecture(load_checkpoint(demo_checkpoint).state_dict).notes
+    assert any("(1 head)" in note for note in notes) and not any("(1 heads)" in note for note in notes)
+
+
+def option_texts(module: Path) -> list[str]:
+    """The strings of ``module`` (not docstrings) that name a command-line option; an f-string's fields filled
+    with a sample value (``vision`` for a tower, ``--vision-heads`` for an option, else 16)."""
+
+    def sample(field: ast.FormattedValue) -> str:
+        code = ast.unparse(field.value)
+        return "vision" if "tower" in code else "--vision-heads" if "option" in code else "16"
+
+    tree = ast.parse(module.read_text())
+    with_docstrings = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, with_docstrings) and ast.get_docstring(node, clean=False) is not None
+    }
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            texts.append("".join(v.value if isinstance(v, ast.Constant) else sample(v) for v in node.values))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            texts.append(node.value)
+    return [text for text in texts if OPTION.search(text) and " " in text]  # a sentence, not an option's name
+
+
+def test_the_summarys_terminal_command_is_quoted_for_the_shell_and_breaks_only_after_slashes(tmp_path):
+    checkpoint, folder = tmp_path / "my models" / "epoch 3.pt", tmp_path / "out-hf"
+    said = next_steps_html(checkpoint, folder)
+    command = html.unescape(re.sub(r"<[^>]+>", "", said.split("or in a terminal:")[1]))
+    assert shlex.split(command) == ["chclip-convert", "verify", str(checkpoint), str(folder)]
+    for piece in re.findall(r"white-space:nowrap'>([^<]*)<", said):  # unbroken pieces: only a slash ends one early
+        assert "/" not in piece[:-1]

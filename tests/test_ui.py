@@ -8,11 +8,13 @@ from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.changes.weight_stats import compare_weights
 from chclip_convert.conversion.demo import DAMAGE, DEMO_ARCHITECTURE, damaged_copy, demo_state_dict
 from chclip_convert.conversion.inspection import filter_rows, inspect_checkpoint
+from chclip_convert.conversion.pipeline import READING
 from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.mapping.report import FIXES
 from chclip_convert.notebook.converter import ConvertUI
 from chclip_convert.notebook.histogram import HistogramUI
 from chclip_convert.notebook.key_grid import KeyInspectorUI
+from chclip_convert.progress import WRITING, Progress
 
 DEMO = demo_state_dict()
 # The demo's mapping, from its architecture: each vision layer's fused q/k/v weight and bias are split (three
@@ -45,6 +47,17 @@ def test_convert_ui_converts_and_shows_summary(demo_checkpoint, tmp_path):
     assert ui.status.value == summary and not ui.task.cancel_requested
     ui.overwrite.value = True
     assert not ui.convert_button.disabled and ui.summary is None and ui.status.value == ui.next_steps.value == ""
+
+
+def test_a_stage_reported_after_cancel_leaves_cancelling_on_screen(demo_checkpoint, tmp_path):
+    ui = ConvertUI(str(demo_checkpoint), str(tmp_path / "out"))
+    ui._on_progress(Progress.starting(READING))
+    assert "Reading" in ui.status.value
+    # Cancel clicked (what its handler does) while the conversion's thread was past its cancel check
+    ui.task._cancel.set()
+    ui.status.value = "<i>Cancelling…</i>"
+    ui._on_progress(Progress(1, 10, "B", WRITING, index=1, count=3))
+    assert ui.status.value == "<i>Cancelling…</i>"
 
 
 def test_bad_paths_show_inline_messages_and_disable_convert(demo_checkpoint, tmp_path):

@@ -12,9 +12,9 @@ from chclip_convert.progress import Progress
 class ProgressBar:
     """A tqdm bar that follows :class:`Progress` events: pass :meth:`update` as ``progress=``, then :meth:`close`.
 
-    The first event opens the bar with its total and unit (bytes scaled to kB, MB, …); each moves it to
-    ``done`` and describes it as :func:`describe` does. Nothing is drawn until an event arrives, so a task
-    that fails before its first one leaves no empty bar behind.
+    The first counted event opens the bar with its total and unit (bytes scaled to kB, MB, …); each moves it to
+    ``done`` and describes it as :func:`describe` does. Nothing is drawn until then (a stage's start is not
+    counted), so a task that fails before its first count leaves no empty bar behind.
     """
 
     def __init__(self, file: TextIO | None = None) -> None:
@@ -22,7 +22,7 @@ class ProgressBar:
         self._bar, self._described = None, ""
 
     def update(self, progress: Progress) -> None:
-        """Move the bar to ``progress.done``, opening it on the first event."""
+        """Move the bar to ``progress.done``, opening it on the first counted event."""
         from tqdm import tqdm  # here, not at import: the command line starts without it
 
         described = describe(progress)

@@ -11,6 +11,8 @@ it ends (for *Run all*).
 from __future__ import annotations
 
 import html
+import re
+import shlex
 import time
 from functools import partial
 from pathlib import Path
@@ -225,6 +227,8 @@ class ConvertUI:
         self.status.value = "<i>Cancelling…</i>"
 
     def _on_progress(self, progress: Progress) -> None:
+        if self.task.cancel_requested:  # an event already past the cancel check: "Cancelling…" stays
+            return
         self._show_stage(progress.stage)
         if progress.stage != WRITING:
             return
@@ -351,12 +355,15 @@ def next_steps_html(checkpoint: Path, folder: Path) -> str:
     """Links to the notebooks that take the folder next (they find it in the work folder's settings), and the
     same steps on the command line."""
     links = " · ".join(f"{notebook_link(name)} ({what})" for name, what in NEXT_STEPS.items())
-    # each path kept whole: a line breaks between the command's words, never at a hyphen inside a path
-    command = " ".join(
-        f"<span style='white-space:nowrap'>{html.escape(str(word))}</span>"
-        for word in ("chclip-convert verify", checkpoint, folder)
-    )
-    return f"<b>Next:</b> {links}<br>or in a terminal: <code>{command}</code>"
+    # quoted for the shell; a line breaks after a slash or between words, never at a hyphen inside a name
+    words = ["chclip-convert", "verify", *(shlex.quote(str(path)) for path in (checkpoint, folder))]
+    command = " ".join("<wbr>".join(map(_unbroken, re.split(r"(?<=/)", word))) for word in words)
+    return cjk_html(f"<b>Next:</b> {links}<br>or in a terminal: <code>{command}</code>")
+
+
+def _unbroken(text: str) -> str:
+    """``text`` as HTML that never breaks across lines."""
+    return f"<span style='white-space:nowrap'>{html.escape(text)}</span>"
 
 
 def failure_text(error: Exception) -> str:

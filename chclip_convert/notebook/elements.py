@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from functools import partial
 
 import ipywidgets as W
 
@@ -40,34 +41,47 @@ def say_in_notebook(text: str) -> None:
         print(text)
 
 
-# What the core's messages tell a command-line user to pass, said as the converter widget's controls.
+# What the core's messages tell a command-line user to pass, said as the converter widget's controls; "{overwrite}"
+# is the checkbox that replaces a folder (its label differs between the converter and 05's epochs).
 WIDGET_TERMS = (
     (r"\bpass --no-strict\b", 'tick "Drop unused source keys" in the converter'),
     (r"\(--no-strict\)", '("Drop unused source keys" ticked)'),
+    (
+        r"\bpass (--(?:vision|text)-heads \d+) to force it\.",
+        r"the converter has no head-count field: to force it, run chclip-convert convert \1.",
+    ),
     (r"\bpass --(vision|text)-heads\b", r"give a config.json with the \1 head count in the converter's Config field"),
     (
         r"\bgive the head count with --(vision|text)-heads\b",
         r"give a config.json with the \1 head count (Config field)",
     ),
-    (r"\b[Pp]ass --overwrite \(overwrite=True\)", 'tick "Overwrite"'),
+    (r"\bpass --overwrite \(overwrite=True\)", 'tick "{overwrite}"'),
     (r"\bpass --vocab\b", "give it in the converter's Vocabulary field"),
     (r"\(--vocab\)", "(the converter's Vocabulary field)"),
     (r"\bdrop --config\b", "clear the Config field"),
+    (r"\(chclip-convert --report\)", "(which 02_inspect_keys.ipynb shows)"),
 )
 
 
-def in_widget_terms(text: str) -> str:
+def in_widget_terms(text: str, *, overwrite: str = "Overwrite") -> str:
     """``text`` (a message of the core's, which names command-line options) with each option it tells the user to
-    pass said as the widget control that does the same (:data:`WIDGET_TERMS`)."""
+    pass said as the widget control that does the same (:data:`WIDGET_TERMS`; ``overwrite`` the label of the
+    checkbox that replaces a folder). A sentence that began with "Pass" begins with a capital still."""
     for pattern, replacement in WIDGET_TERMS:
-        text = re.sub(pattern, replacement, text)
+        text = re.sub(pattern, partial(_said_as, replacement.replace("{overwrite}", overwrite)), text, flags=re.I)
     return text
 
 
-def nothing_found(what: str, text: str, shown: int, total: int) -> str:
+def _said_as(replacement: str, match: re.Match) -> str:
+    """``replacement`` for ``match``, with its first letter a capital where the match's was."""
+    said = match.expand(replacement)
+    return said[:1].upper() + said[1:] if match.group(0)[:1].isupper() else said
+
+
+def nothing_found(what: str, text: str, total: int) -> str:
     """The count line of a search that found nothing, as HTML: ``no key matches resblocks.99 (0 of 399 keys)``;
-    with no name text, only the count."""
-    count = f"<b>{shown}</b> of {total} {what}s"
+    with no name text (another filter found nothing), only the count."""
+    count = f"<b>0</b> of {total} {what}s"
     return f"no {what} matches <code>{html.escape(text.strip())}</code> ({count})" if text.strip() else count
 
 

@@ -16,6 +16,7 @@ import ipywidgets as W
 
 from chclip_convert.files.preflight import looks_converted
 from chclip_convert.names import CHECKPOINT_SUFFIXES
+from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.units import human_size
 
 WIDE = W.Layout(width="640px")
@@ -89,7 +90,7 @@ class PathPicker:
         self.folder = Path(folder).expanduser().absolute()
         entries, note = folder_entries(self.folder, self.kind, hidden=self.hidden.value)
         said = f" — {html.escape(note)}" if note else ""
-        self.location.value = f"<code>{html.escape(str(self.folder))}</code>{said}"
+        self.location.value = cjk_html(f"<code>{html.escape(str(self.folder))}</code>{said}")
         self.listing.unobserve(self._on_listing_change, names="value")
         self.listing.options = entries
         self.listing.value = None

@@ -23,13 +23,16 @@ from chclip_convert.errors import ConversionError
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import message_html
-from chclip_convert.notebook.elements import RUN_BELOW_HINT, Panel, in_voila, notebook_hint, run_again
+from chclip_convert.notebook.elements import RUN_BELOW_HINT, Panel, in_voila, in_widget_terms, notebook_hint, run_again
+from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.plotting.figures import RUN_CURVES_SIZE, RUN_HEATMAPS_SIZE, figure_widget, new_figure
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps
 from chclip_convert.notebook.workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
 from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_size
+
+REPLACE_LABEL = "Replace converted folders of other checkpoints"  # 05's overwrite checkbox
 
 
 class RunSession:
@@ -167,7 +170,7 @@ class EpochConvertUI:
         self.into = W.Text(str(into), description="Into folder", layout=WIDE, style=DESCRIPTION)
         self.dtype = W.Dropdown(options=DTYPE_CHOICES, value=dtype, description="dtype", style=DESCRIPTION)
         self.overwrite = W.Checkbox(
-            False, description="Replace converted folders of other checkpoints", indent=False,
+            False, description=REPLACE_LABEL, indent=False,
             layout=W.Layout(width="auto"),
         )  # fmt: skip
         self.convert_button = W.Button(description="Convert", button_style="primary", icon="play")
@@ -272,10 +275,11 @@ def outcomes_html(outcomes) -> str:
     rows = "".join(
         f"<tr><td style='padding:2px 8px'>{html.escape(o.checkpoint.name)}</td>"
         f"<td style='padding:2px 8px;color:{colours.get(o.outcome, '#000')}'><b>{html.escape(o.outcome)}</b></td>"
-        f"<td style='padding:2px 8px'><code>{html.escape(str(o.folder))}</code><br>{html.escape(o.detail)}</td></tr>"
+        f"<td style='padding:2px 8px'><code>{html.escape(str(o.folder))}</code><br>"
+        f"{html.escape(in_widget_terms(o.detail, overwrite=REPLACE_LABEL))}</td></tr>"
         for o in outcomes
     )
-    return f"<table class='epoch-outcomes'>{rows}</table>"
+    return cjk_html(f"<table class='epoch-outcomes'>{rows}</table>")
 
 
 def default_into(workspace: Workspace) -> Path:

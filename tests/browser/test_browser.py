@@ -13,6 +13,9 @@ from support.browser import PAGE_TIMEOUT_MS, PENDING_CELL, SHOTS, field, open_no
 from support.converted import reload_strictly
 
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, demo_vocabulary, source_shapes, write_demo_checkpoint
+from chclip_convert.conversion.pipeline import FINISHING, READING
+from chclip_convert.notebook.converter import LOADING
+from chclip_convert.progress import WRITING
 
 # Records each new text of an <i> status line under the converter (the stage shown, in italics) in
 # window.chclipStages, as the page changes.
@@ -67,7 +70,8 @@ def test_the_app_opens_clean_and_converts_a_checkpoint_picked_by_browsing(voila_
     convert.click()
     page.locator(".progress-bar-success").wait_for(timeout=120_000)
     said = page.evaluate("() => window.chclipStages")
-    assert [stage.split(" ")[0] for stage in said] == ["Loading", "Reading", "Writing", "Writing"], said
+    stages = [LOADING, READING, WRITING, FINISHING]  # as the status line says them: "Loading the converter's …"
+    assert said == [f"{stage[:1].upper()}{stage[1:]}…" for stage in stages], said
     assert "OK: source keys" in page.locator(f".widget-html:has-text('{output}')").first.inner_text()
     assert "tensors" in page.inner_text("body") and "done in" in page.inner_text("body")
     # The folder just written is the result, not a problem; the next steps are offered.

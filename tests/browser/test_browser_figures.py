@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from matplotlib.figure import Figure
 from support.browser import PAGE_TIMEOUT_MS, SHOTS, open_notebook
 
@@ -17,7 +16,6 @@ from chclip_convert.conversion.demo import write_demo_checkpoint
 from chclip_convert.notebook.plotting.figures import COMPARISON_SIZE, MAX_PIXELS, keep_toolbar_strip
 from chclip_convert.notebook.plotting.weights import draw_comparisons
 
-VIEWPORT = {"width": 1400, "height": 900}
 IN_VIEW_PX = 700  # of a 900 px window, what JupyterLab's notebook area shows below its bars
 
 # The figure's size and place, its output area's, in CSS pixels, and whether that area scrolls sideways.
@@ -48,16 +46,8 @@ def assert_inside_its_area(size: dict) -> None:
     assert size["left"] >= 0 and size["right"] >= 0 and not size["scrolls"], size
 
 
-@pytest.fixture
-def laptop(browser):
-    """A fresh page (its own context) with a laptop's 1400 × 900 px window, closed after the test."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport=VIEWPORT)
-    yield context.new_page()
-    context.close()
-
-
-def test_the_statistics_figure_fits_a_laptop_window(voila_url, laptop, tmp_path):
+def test_the_statistics_figure_fits_a_laptop_window(voila_url, laptop_page, tmp_path):
+    laptop = laptop_page
     open_notebook(laptop, voila_url, "03_weight_stats.ipynb")
     widget = laptop.locator(".jupyter-matplotlib").first  # a block as wide as the page: the toolbar and canvas
     canvas = widget.locator(".jupyter-matplotlib-canvas-div")
@@ -87,7 +77,8 @@ def test_the_statistics_figure_fits_a_laptop_window(voila_url, laptop, tmp_path)
     laptop.screenshot(path=SHOTS / "03_weight_stats_hover_1400x900.png", clip=clip_of(laptop, canvas))
 
 
-def test_the_similarity_heatmaps_are_shown(voila_url, laptop):
+def test_the_similarity_heatmaps_are_shown(voila_url, laptop_page):
+    laptop = laptop_page
     open_notebook(laptop, voila_url, "04_verify_and_save.ipynb")
     heatmaps = laptop.locator(".jp-RenderedImage img").first  # the photo and the two heatmaps, one image
     heatmaps.wait_for(timeout=PAGE_TIMEOUT_MS)

@@ -20,7 +20,7 @@ from chclip_convert.notebook.plotting.weights import Hover, draw_comparisons, re
 # the left, an SVG image shows 96 px an inch. Every figure is at most 880 × 640 px.
 WIDTH = 8.8
 COMPARISON_SIZE = (WIDTH, 6.4)  # 03's statistics: two rows of three axes, the legends on the right
-DIFF_SIZE = (WIDTH, 6.2)  # 05's comparison of two checkpoints (diff_view.FIGSIZE)
+DIFF_SIZE = (WIDTH, 6.2)  # 02 and 05: the comparison of two checkpoints (diff_view)
 SIMILARITY_SIZE = (WIDTH, 3.2)  # 04's photo and its two heatmaps (weights.draw_similarities)
 HISTOGRAM_SIZE = (WIDTH * 0.75, 3.0)  # 03's histogram of one tensor (histogram.HistogramUI)
 RUN_HEATMAPS_SIZE = (WIDTH, 6.4)  # 05's four heatmaps (run_view.heatmap_view): 16 rows each for ViT-B-16

@@ -239,7 +239,7 @@ def tower_legend(figure: Figure, tower: str, drawn: dict[str, Drawn], problems: 
     handles, labels = [tuple(artists) for artists in modules.values()], list(modules)
     if problems:
         handles.append(Line2D([], [], linestyle="none", marker="X", markersize=8, color=PROBLEM_COLOUR))
-        labels.append(f"one side only /\nshape differs ({problems})")
+        labels.append(f"one side only /\nshape differs\n({problems}, all columns)")
     return figure.legend(
         handles, labels, loc=f"outside right {place}", title=f"{tower} layers ({COLUMNS[tower]})\n● weight  ▲ bias",
         frameon=False, fontsize=TEXT_PT, title_fontsize=TEXT_PT, handlelength=1.6,
