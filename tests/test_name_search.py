@@ -82,6 +82,9 @@ def test_the_key_grids_filter_takes_words_over_key_and_counterparts():
     assert filter_rows(rows, text="resblocks.3 q_proj") == rows[:2]
     assert filter_rows(rows, text=r"k_proj\.weight$", regex=True) == rows[:1]
     assert filter_rows(rows, text="layers.3", status="filled") == rows[1:2]
+    # a missing target key has no counterpart in the report: the table still names the source it needs
+    missing = {"key": "vision_model.encoder.layers.1.mlp.fc2.bias", "status": "missing", "counterpart": ""}
+    assert filter_rows([*rows, missing], text="resblocks.1.mlp.c_proj.bias") == [missing]
 
 
 def test_the_histogram_finds_tensors_by_their_original_name(histogram):
@@ -102,7 +105,8 @@ def test_a_histogram_search_with_no_match_clears_the_old_result(histogram):
     histogram.search.value = "resblocks.99"
     assert list(histogram.tensor.options) == [] and histogram.tensor.value is None
     assert histogram.image.value == b"" and histogram.caption.value == "" and histogram.comparison is None
-    assert histogram.count.value == f"no tensor matches resblocks.99 (0 of {len(histogram.names)})"
+    said = f"no tensor matches <code>resblocks.99</code> (<b>0</b> of {len(histogram.names)} tensors)"
+    assert histogram.count.value == said
     histogram.search.value = "resblocks.3 q_proj"  # found again: drawn again
     assert histogram.tensor.value in (Q, Q.replace("weight", "bias")) and b"<svg" in bytes(histogram.image.value)
 

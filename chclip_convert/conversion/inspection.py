@@ -40,10 +40,6 @@ class NameFilter:
     def __init__(self, patterns: tuple[re.Pattern[str], ...]) -> None:
         self.patterns = patterns
 
-    def __bool__(self) -> bool:
-        """Whether the filter asks for anything (an empty one matches every name)."""
-        return bool(self.patterns)
-
     def matches(self, names: Iterable[str]) -> bool:
         """Whether every word matches one of ``names`` (empty names are skipped)."""
         names = [name for name in names if name]
@@ -97,9 +93,15 @@ def filter_rows(rows: list[dict], *, status: str = "all", text: str = "", regex:
     return [row for row in wanted if _status_matches(row["status"], status)]
 
 
+def key_names(key: str) -> tuple[str, ...]:
+    """``key`` and its names under the other naming (:func:`other_names`): what a name search matches."""
+    return (key, *other_names(key))
+
+
 def row_names(row: dict) -> list[str]:
-    """A report row's names: its key and each counterpart (a source key's targets are joined by commas)."""
-    return [row["key"], *row["counterpart"].split(", ")]
+    """A report row's names: its key under both namings, and each counterpart the report found (a source key's
+    targets are joined by commas; a missing target key has none, but the table still names its source)."""
+    return [*key_names(row["key"]), *filter(None, row["counterpart"].split(", "))]
 
 
 def _status_matches(row_status: str, status: str) -> bool:

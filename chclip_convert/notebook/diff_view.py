@@ -21,7 +21,7 @@ import pandas as pd
 from itables import JavascriptFunction
 
 from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
-from chclip_convert.conversion.inspection import name_filter, other_names, shape_text
+from chclip_convert.conversion.inspection import key_names, name_filter, shape_text
 from chclip_convert.mapping.parts import LAYER, part_of
 from chclip_convert.notebook.converter import failure_text, message_html
 from chclip_convert.notebook.data_grid import DataGrid, grid_options
@@ -85,7 +85,7 @@ def filter_diff_rows(rows: list[dict], *, status: str = "all", text: str = "") -
     ``text`` (:func:`chclip_convert.conversion.inspection.name_filter`: words, a number at an end matches whole
     numbers), under the key's own naming or the other one (original or transformers, by the mapping table)."""
     wanted = {"all": STATUSES, NOT_EQUAL: tuple(s for s in STATUSES if s != EQUAL)}.get(status, (status,))
-    found = name_filter(text).filter(rows, lambda row: (row["key"], *other_names(row["key"])))
+    found = name_filter(text).filter(rows, lambda row: key_names(row["key"]))
     return [row for row in found if row["status"] in wanted]
 
 
@@ -214,7 +214,7 @@ class DiffUI:
         if rows:
             self.count.value = f"<b>{len(rows)}</b> of {len(self.all_rows)} tensors"
         else:
-            self.count.value = nothing_found("tensor", self.name_filter.value, 0, len(self.all_rows))
+            self.count.value = nothing_found("tensor", self.name_filter.value, len(self.all_rows))
         self.grid.update(rows_frame(rows), **diff_grid_options())  # update() resets options it is not given
 
     def _on_progress(self, progress: Progress) -> None:

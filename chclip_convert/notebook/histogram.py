@@ -15,7 +15,7 @@ import ipywidgets as W
 from chclip_convert.changes.weight_stats import TensorComparison, compare_tensor
 from chclip_convert.conversion.inspection import name_filter
 from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
-from chclip_convert.notebook.elements import Panel
+from chclip_convert.notebook.elements import Panel, nothing_found
 from chclip_convert.notebook.picker import WIDE
 from chclip_convert.tensor_stats import COMPARED, one_thread
 
@@ -69,7 +69,7 @@ class HistogramUI:
         if found:
             self.count.value = f"{len(found)} of {total} tensors"
         else:
-            self.count.value = f"no tensor matches {html.escape(self.search.value.strip())} (0 of {total})"
+            self.count.value = nothing_found("tensor", self.search.value, total)
             self._clear()
 
     def _on_tensor_change(self, change=None) -> None:

@@ -103,7 +103,7 @@ class KeyInspectorUI:
         if problem:
             self.count.value = f"<span style='color:#b71c1c'>name: {html.escape(problem)}</span>"
         elif not rows:
-            self.count.value = f"{nothing_found('key', self.name_filter.value, 0, total)} — {self._summary()}"
+            self.count.value = f"{nothing_found('key', self.name_filter.value, total)} — {self._summary()}"
         else:
             self.count.value = f"<b>{len(rows)}</b> of {total} keys — {self._summary()}"
         self.grid.update(rows_frame(rows), **grid_options())  # update() resets options it is not given
