@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_core.sh
 VENV="${CHCLIP_VENV:-.venv}"
+# matplotlib's font cache names font files inside the venv that built it: one per venv, not one per user that a
+# deleted checkout's venv leaves naming files that are gone (findfont warnings on stderr, which nbval fails on).
+export MPLCONFIGDIR="$PWD/$VENV/matplotlib-config"
 # The browser tests drive Debian's Chromium (test tools cannot download browsers here), with Debian's Noto Sans
 # CJK so that their pictures show real characters where the notebooks send no font of their own (a path typed).
 MISSING=()
