@@ -21,9 +21,9 @@ import torch
 from chclip_convert.conversion.state_dict import Step, TensorLike, apply_steps, dtype_name
 from chclip_convert.conversion.summary import TRAINING_FIELD, TRAINING_LABELS, describe_training
 from chclip_convert.errors import CheckpointReadError, MappingError
-from chclip_convert.files.checkpoint import TRAINING_KEYS
+from chclip_convert.files.checkpoint import TRAINING_KEYS, checkpoint_writer
 from chclip_convert.files.folder import folder_tensor_specs, load_folder_state, read_config
-from chclip_convert.files.output import atomic_output, check_output_file, output_lock
+from chclip_convert.files.output import check_output_file, output_lock
 from chclip_convert.files.records import read_report
 from chclip_convert.mapping.architecture import expected_shapes
 from chclip_convert.mapping.parts import LAYER, TEXT, VISION, part_of
@@ -247,11 +247,11 @@ def _reverse_into(folder: Path, output: Path, bare: bool, overwrite: bool) -> Re
     plan = plan_reverse(folder_tensor_specs(folder), expected=folder_expected_shapes(folder), path=folder)
     state = plan.apply(load_folder_state(folder))
     training = None if bare else recorded_training(folder)
-    payload: dict = (
-        state if training is None else {**training.values, "state_dict": {f"module.{k}": v for k, v in state.items()}}
-    )
-    with atomic_output(output, overwrite=overwrite, folder=False) as partial:
-        torch.save(payload, partial)  # a failed write, torch's RuntimeError too, is worded by atomic_output
+    with checkpoint_writer(output, overwrite=overwrite) as writer:
+        writer.bare, writer.prefix = training is None, "" if training is None else writer.prefix
+        writer.metadata = training.values if training is not None else {}
+        for key, tensor in state.items():
+            writer.add(key, tensor)
     return ReverseSummary(output, folder, len(state), sum(t.numel() for t in state.values()), bare, training)
 
 

@@ -1,16 +1,22 @@
-"""Reading original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place.
+"""Reading and writing original Chinese-CLIP checkpoints: every wrapper and prefix removed in one place, and
+put back in one place.
 
 Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
 dict, with or without DistributedDataParallel's ``module.`` prefix. One reader: ``torch.load`` with
 ``weights_only=True`` and memory-mapping, so a tensor's bytes sit in the page cache, not in the process's own
-memory, and are read only when something touches them.
+memory, and are read only when something touches them. One writer (:func:`checkpoint_writer`), whose new
+tensors live in files beside the output until ``torch.save`` copies them, so writing is as flat in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
 import pickle
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +25,12 @@ import torch
 
 from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
 from chclip_convert.files.archive import check_storage_spans
+from chclip_convert.files.output import atomic_output
 from chclip_convert.files.preflight import check_checkpoint_path
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
+TRAINING_DICT, BARE = "training dict", "bare state dict"
 
 
 @dataclass
@@ -117,11 +125,11 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
             f"holds a {type(loaded).__name__}, not a state dict or a training checkpoint dict.", path=path
         )
     if isinstance(loaded.get("state_dict"), dict):
-        raw, wrapper = loaded["state_dict"], "training dict"
+        raw, wrapper = loaded["state_dict"], TRAINING_DICT
         metadata = {key: loaded[key] for key in TRAINING_KEYS if key in loaded}
         skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
     else:
-        raw, wrapper, metadata, skipped = loaded, "bare state dict", {}, []
+        raw, wrapper, metadata, skipped = loaded, BARE, {}, []
     not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
     if not_tensors:
         shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
@@ -150,3 +158,56 @@ def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
         except TypeError:
             result[key] = repr(value)
     return result
+
+
+class CheckpointWriter:
+    """The tensors and metadata of a checkpoint being written (see :func:`checkpoint_writer`)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.state_dict: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, Any] = {}  # epoch, step, name, …: a training dict; empty with ``bare``
+        self.bare = False
+        self.prefix = MODULE_PREFIX  # put before every key, as cn_clip's training (DistributedDataParallel) writes
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        """Write ``tensor`` as it is: meant for a memory-mapped view of an input, which costs no memory."""
+        self.state_dict[key] = tensor
+
+    def new(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor to fill for ``key``, backed by a file beside the output rather than by this process's memory.
+
+        Its disk space is reserved at once, so a full disk raises ``OSError`` here, never a crash on a write.
+        """
+        path = self.scratch / f"{len(self.state_dict)}.bin"
+        numel = math.prod(shape)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if numel:
+                os.posix_fallocate(fd, 0, numel * dtype.itemsize)
+        finally:
+            os.close(fd)
+        tensor = torch.from_file(str(path), shared=True, size=numel, dtype=dtype).view(shape)
+        self.state_dict[key] = tensor
+        return tensor
+
+    def payload(self) -> dict[str, Any]:
+        """What ``torch.save`` writes: the state dict, inside a training dict unless ``bare``."""
+        state = {f"{self.prefix}{key}": tensor for key, tensor in self.state_dict.items()}
+        return state if self.bare else {**self.metadata, "state_dict": state}
+
+
+@contextlib.contextmanager
+def checkpoint_writer(output: str | Path, *, overwrite: bool) -> Iterator[CheckpointWriter]:
+    """Yield a :class:`CheckpointWriter`; when the block ends without error, save what it holds to ``output``
+    atomically (:func:`~chclip_convert.files.output.atomic_output`), loadable with ``weights_only=True``.
+
+    The file-backed tensors of :meth:`CheckpointWriter.new` lie in the output's temporary folder, so the disk
+    briefly holds them beside the file being written (twice the new tensors' size); they go with that folder.
+    """
+    with atomic_output(output, overwrite=overwrite, folder=False) as partial:
+        scratch = partial.parent / "tensors"
+        scratch.mkdir()
+        writer = CheckpointWriter(scratch)
+        yield writer
+        torch.save(writer.payload(), partial)  # a failed write, torch's RuntimeError too, is worded by atomic_output

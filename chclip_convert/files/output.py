@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from chclip_convert.errors import ConversionError, OutputError
@@ -52,14 +52,23 @@ def check_output_dir(output_dir: str | Path, *, input_path: str | Path | None, o
     return output_dir
 
 
-def check_output_file(output: str | Path, *, input_folder: str | Path, overwrite: bool) -> Path:
-    """Refuse a file output that is a folder, exists without ``overwrite``, or lies inside the input folder."""
+def check_output_file(
+    output: str | Path,
+    *,
+    input_folder: str | Path | None = None,
+    input_files: Sequence[str | Path] = (),
+    overwrite: bool,
+) -> Path:
+    """Refuse a file output that is a folder, exists without ``overwrite``, lies inside the input folder or is one
+    of the input files."""
     output = Path(output).expanduser()
     if output.is_dir():
         raise OutputError("is a folder; give the path of the .pt file to write.", path=output)
+    if any(output.resolve() == Path(path).expanduser().resolve() for path in input_files):
+        raise OutputError("is one of the inputs, which are never written to; choose another path.", path=output)
     if output.exists() and not overwrite:
         raise OutputError("exists; pass --overwrite (overwrite=True) to replace it.", path=output)
-    if output.resolve().is_relative_to(Path(input_folder).resolve()):
+    if input_folder is not None and output.resolve().is_relative_to(Path(input_folder).resolve()):
         raise OutputError(
             f"lies inside the folder being reversed ({input_folder}), which is never written to; choose a path "
             "outside it.",
