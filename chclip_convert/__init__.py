@@ -9,11 +9,12 @@ The public surface, one function per thing the tool does:
 - :func:`inspect_checkpoint` — the key-by-key report, also for a checkpoint that does not convert;
 - :func:`diff_checkpoints` — any two checkpoints or folders compared tensor by tensor; :func:`measure_drift` — a
   training run's per-layer change by epoch; :func:`convert_epochs` — several checkpoints converted and checked;
+- :func:`average_checkpoints` — chosen epochs averaged into one checkpoint;
 - :func:`infer_architecture`, :func:`load_config`, :func:`source_weights_digest` — the pieces users reach for;
 - the errors, all subclasses of :class:`ConversionError`.
 
-The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs``) calls the same
-functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
+The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average``) calls
+the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
 command line's start) does not wait for torch and transformers. The notebook layer lives in
 :mod:`chclip_convert.notebook`.
 """
@@ -47,6 +48,9 @@ _LAZY = {
     "CheckpointDiff": "chclip_convert.changes.diff",
     "diff_checkpoints": "chclip_convert.changes.diff",
     "convert_epochs": "chclip_convert.changes.epochs",
+    "AverageSummary": "chclip_convert.changes.average",
+    "average_checkpoints": "chclip_convert.changes.average",
+
     "Drift": "chclip_convert.changes.drift",
     "measure_drift": "chclip_convert.changes.drift",
     "load_config": "chclip_convert.files.folder",
@@ -63,6 +67,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from chclip_convert.changes.average import AverageSummary, average_checkpoints
     from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
     from chclip_convert.changes.drift import Drift, measure_drift
     from chclip_convert.changes.epochs import convert_epochs
@@ -89,6 +94,7 @@ def __getattr__(name: str):
 __all__ = [
     "Architecture",
     "ArchitectureError",
+    "AverageSummary",
     "CheckpointDiff",
     "CheckpointReadError",
     "ConfigMismatchError",
@@ -103,6 +109,7 @@ __all__ = [
     "UnsupportedCheckpointError",
     "VerifyReport",
     "__version__",
+    "average_checkpoints",
     "convert_checkpoint",
     "convert_epochs",
     "convert_state_dict",

@@ -1,4 +1,5 @@
-"""The training-run commands ``diff``, ``drift`` and ``convert-epochs``, added by :mod:`chclip_convert.cli.main`."""
+"""The training-run commands ``diff``, ``drift``, ``convert-epochs`` and ``average``, added by
+:mod:`chclip_convert.cli.main`."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ class AddCommand(Protocol):
 
 
 def add_commands(command: AddCommand) -> None:
-    """Add the three subcommands with ``command``, which makes a subcommand's parser."""
-    for add in (_add_diff, _add_drift, _add_convert_epochs):
+    """Add the four subcommands with ``command``, which makes a subcommand's parser."""
+    for add in (_add_diff, _add_drift, _add_convert_epochs, _add_average):
         add(command)
 
 
@@ -79,6 +80,27 @@ def _add_convert_epochs(command: AddCommand) -> None:
     sub.add_argument("--json", action="store_true", help="print the outcomes as JSON on stdout")
 
 
+def _add_average(command: AddCommand) -> None:
+    summary = "average checkpoints of one architecture into one, in float64, without optimizer state"
+    examples = (
+        "chclip-convert average --into avg.pt run/checkpoints/epoch3.pt run/checkpoints/epoch4.pt",
+        "chclip-convert average --into avg.pt epoch4.pt epoch5.pt --weights 1 2    (1/3 and 2/3)",
+    )
+    usage = "%(prog)s --into OUT.pt CHECKPOINT... [--weights W...] [options]"
+    sub = command("average", summary, _average, examples, usage=usage)
+    sub.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="the checkpoints to average (never changed)")
+    sub.add_argument("--into", required=True, metavar="OUT.pt", help="the checkpoint to write")
+    sub.add_argument(
+        "--weights",
+        nargs="+",
+        type=float,
+        metavar="W",
+        help="one weight per checkpoint, as proportions: divided by their sum (default: equal)",
+    )
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing OUT.pt")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
 def _diff(args: argparse.Namespace) -> int:
     from chclip_convert.changes.diff import diff_checkpoints
 
@@ -119,3 +141,19 @@ def _convert_epochs(args: argparse.Namespace) -> int:
         for result in results:
             print(f"{result.checkpoint.name}: {result.outcome} → {result.folder}\n  {result.detail}")
     return EXIT_FAILED if any(r.outcome == FAILED for r in results) else 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from chclip_convert.changes.average import average_checkpoints
+    from chclip_convert.cli.progress_bar import ProgressBar
+
+    bar = ProgressBar() if args.progress else None
+    try:
+        summary = average_checkpoints(args.checkpoints, args.into, weights=args.weights, overwrite=args.overwrite,
+                                      progress=bar.update if bar else None)  # fmt: skip
+    finally:
+        if bar:
+            bar.close()
+    print(summary.to_text())
+    return 0
+

@@ -18,7 +18,7 @@ import torch
 from chclip_convert.errors import ConversionError, MappingError
 from chclip_convert.files.safetensors_writer import TensorSpec
 from chclip_convert.mapping.architecture import Architecture, check_config, expected_shapes, infer_architecture
-from chclip_convert.mapping.ops import Op
+from chclip_convert.mapping.ops import IDENTITY, Op
 from chclip_convert.mapping.report import (
     CONFLICT,
     FILLED,
@@ -32,7 +32,7 @@ from chclip_convert.mapping.report import (
     TargetRecord,
 )
 from chclip_convert.mapping.report import IGNORED as IGNORED_STATUS
-from chclip_convert.mapping.table import IGNORED, find_rule, standard_rules_by_layer
+from chclip_convert.mapping.table import FLASH, IGNORED, find_reverse_rule, find_rule, standard_rules_by_layer
 from chclip_convert.names import DTYPE_CHOICES
 
 if TYPE_CHECKING:
@@ -127,6 +127,32 @@ def table_steps(keys: Iterable[str]) -> list[Step]:
         if found is not None:
             rule, index = found
             steps.append(Step((key,), rule.op, rule.expand(index)[1]))
+    return steps
+
+
+def standard_layout_steps(keys: Iterable[str]) -> list[Step]:
+    """A step per key, in sorted order, that gives the key's tensor(s) in the standard layout training saves.
+
+    A flash-attention tensor goes through the table: its rule's transformers names are the ones a standard rule
+    fills, so the fused vision ``attn.Wqkv`` becomes ``attn.in_proj`` (the same tensor), the fused text
+    ``attention.self.Wqkv`` splits into ``query``, ``key`` and ``value``, and ``attention.self.out_proj``
+    becomes ``attention.output.dense``. Every other key is kept as it is.
+    """
+    steps = []
+    for key in sorted(keys):
+        found = find_rule(key)
+        if found is None or found[0].layout != FLASH:
+            steps.append(Step((key,), IDENTITY, (key,)))
+            continue
+        rule, index = found
+        targets = rule.expand(index)[1]
+        standard = [find_reverse_rule(target) for target in targets]
+        first, _ = standard[0]
+        if all(found_rule == first for found_rule, _ in standard) and first.expand(index)[1] == targets:
+            steps.append(Step((key,), IDENTITY, (first.expand(index)[0],)))  # one standard tensor, renamed
+        else:  # one standard tensor per part, each a plain rename of its transformers name
+            assert all(found_rule.op == IDENTITY for found_rule, _ in standard), key
+            steps.append(Step((key,), rule.op, tuple(r.expand(i)[0] for r, i in standard)))
     return steps
 
 

@@ -30,6 +30,7 @@ from chclip_convert.files.preflight import check_checkpoint_path
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
+AVERAGE_KEY = "average"  # what an average records of its inputs (chclip_convert.changes.average), read back too
 TRAINING_DICT, BARE = "training dict", "bare state dict"
 
 
@@ -126,8 +127,9 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
         )
     if isinstance(loaded.get("state_dict"), dict):
         raw, wrapper = loaded["state_dict"], TRAINING_DICT
-        metadata = {key: loaded[key] for key in TRAINING_KEYS if key in loaded}
-        skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in TRAINING_KEYS)
+        kept = (*TRAINING_KEYS, AVERAGE_KEY)
+        metadata = {key: loaded[key] for key in kept if key in loaded}
+        skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in kept)
     else:
         raw, wrapper, metadata, skipped = loaded, BARE, {}, []
     not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))

@@ -4,6 +4,7 @@ that the widgets' light side reads them too. Every problem is a :class:`Checkpoi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,12 @@ def read_report(folder: str | Path) -> dict[str, Any] | None:
         CheckpointReadError: naming the folder, if the file cannot be read or is not a JSON object.
     """
     return read_json(folder, REPORT_FILE)
+
+
+def shareable_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` as a record meant for sharing holds it: relative to ``folder`` when the two share a folder below
+    the filesystem's root (``../run/checkpoints/epoch3.pt``), else the file's name alone; never absolute."""
+    path, folder = Path(os.path.abspath(Path(path).expanduser())), Path(os.path.abspath(Path(folder).expanduser()))
+    common = os.path.commonpath([path, folder])
+    return path.name if common == path.anchor else os.path.relpath(path, folder)
+
