@@ -9,11 +9,12 @@ The public surface, one function per thing the tool does:
 - :func:`inspect_checkpoint` — the key-by-key report, also for a checkpoint that does not convert;
 - :func:`diff_checkpoints` — any two checkpoints or folders compared tensor by tensor; :func:`measure_drift` — a
   training run's per-layer change by epoch; :func:`convert_epochs` — several checkpoints converted and checked;
-- :func:`average_checkpoints` — chosen epochs averaged into one checkpoint;
+- :func:`average_checkpoints` — chosen epochs averaged into one checkpoint; :func:`slim_checkpoint` — a checkpoint
+  without its optimizer state;
 - :func:`infer_architecture`, :func:`load_config`, :func:`source_weights_digest` — the pieces users reach for;
 - the errors, all subclasses of :class:`ConversionError`.
 
-The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average``) calls
+The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average|slim``) calls
 the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
 command line's start) does not wait for torch and transformers. The notebook layer lives in
 :mod:`chclip_convert.notebook`.
@@ -50,7 +51,8 @@ _LAZY = {
     "convert_epochs": "chclip_convert.changes.epochs",
     "AverageSummary": "chclip_convert.changes.average",
     "average_checkpoints": "chclip_convert.changes.average",
-
+    "SlimSummary": "chclip_convert.changes.slim",
+    "slim_checkpoint": "chclip_convert.changes.slim",
     "Drift": "chclip_convert.changes.drift",
     "measure_drift": "chclip_convert.changes.drift",
     "load_config": "chclip_convert.files.folder",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
     from chclip_convert.changes.drift import Drift, measure_drift
     from chclip_convert.changes.epochs import convert_epochs
+    from chclip_convert.changes.slim import SlimSummary, slim_checkpoint
     from chclip_convert.conversion.inspection import inspect_checkpoint
     from chclip_convert.conversion.pipeline import convert_checkpoint
     from chclip_convert.conversion.provenance import source_weights_digest
@@ -106,6 +109,7 @@ __all__ = [
     "MappingError",
     "OutputError",
     "ReverseSummary",
+    "SlimSummary",
     "UnsupportedCheckpointError",
     "VerifyReport",
     "__version__",
@@ -120,6 +124,7 @@ __all__ = [
     "measure_drift",
     "reverse_folder",
     "reverse_state_dict",
+    "slim_checkpoint",
     "source_weights_digest",
     "verify_folder",
 ]

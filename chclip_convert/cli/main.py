@@ -64,7 +64,7 @@ class CommandLine(argparse.ArgumentParser):
 
 
 def build_parser() -> CommandLine:
-    """The parser: ``--version`` and the seven subcommands."""
+    """The parser: ``--version`` and the subcommands."""
     parser = CommandLine(
         prog=PROG,
         description="Convert original Chinese-CLIP (cn_clip) checkpoints into transformers ChineseCLIPModel folders\n"

@@ -1,4 +1,4 @@
-"""The training-run commands ``diff``, ``drift``, ``convert-epochs`` and ``average``, added by
+"""The training-run commands ``diff``, ``drift``, ``convert-epochs``, ``average`` and ``slim``, added by
 :mod:`chclip_convert.cli.main`."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class AddCommand(Protocol):
 
 
 def add_commands(command: AddCommand) -> None:
-    """Add the four subcommands with ``command``, which makes a subcommand's parser."""
-    for add in (_add_diff, _add_drift, _add_convert_epochs, _add_average):
+    """Add the five subcommands with ``command``, which makes a subcommand's parser."""
+    for add in (_add_diff, _add_drift, _add_convert_epochs, _add_average, _add_slim):
         add(command)
 
 
@@ -101,6 +101,24 @@ def _add_average(command: AddCommand) -> None:
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _add_slim(command: AddCommand) -> None:
+    summary = "write a checkpoint without its optimizer state: the weights, epoch, step and run name"
+    examples = (
+        "chclip-convert slim run/checkpoints/epoch_latest.pt epoch5-slim.pt",
+        "chclip-convert slim epoch_latest.pt epoch5-fp16.pt --dtype float16",
+    )
+    sub = command("slim", summary, _slim, examples, usage="%(prog)s CHECKPOINT OUT.pt [options]")
+    sub.add_argument("checkpoint", metavar="CHECKPOINT", help="an original .pt checkpoint (never changed)")
+    sub.add_argument("output", metavar="OUT.pt", help="the checkpoint to write")
+    sub.add_argument(
+        "--dtype",
+        choices=[choice for choice in DTYPE_CHOICES if choice != "auto"],
+        help="cast every floating-point tensor (default: keep them bit-identical)",
+    )
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing OUT.pt")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
 def _diff(args: argparse.Namespace) -> int:
     from chclip_convert.changes.diff import diff_checkpoints
 
@@ -157,3 +175,17 @@ def _average(args: argparse.Namespace) -> int:
     print(summary.to_text())
     return 0
 
+
+def _slim(args: argparse.Namespace) -> int:
+    from chclip_convert.changes.slim import slim_checkpoint
+    from chclip_convert.cli.progress_bar import ProgressBar
+
+    bar = ProgressBar() if args.progress else None
+    try:
+        summary = slim_checkpoint(args.checkpoint, args.output, dtype=args.dtype, overwrite=args.overwrite,
+                                  progress=bar.update if bar else None)  # fmt: skip
+    finally:
+        if bar:
+            bar.close()
+    print(summary.to_text())
+    return 0
