@@ -19,13 +19,13 @@ from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
 from chclip_convert.changes.drift import describe
 from chclip_convert.conversion.pipeline import convert_checkpoint
 from chclip_convert.conversion.provenance import weights_digest
-from chclip_convert.conversion.summary import TRAINING_FIELD
+from chclip_convert.conversion.summary import TRAINING_FIELD, CardOptions
 from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
 from chclip_convert.errors import ConversionError, OutputError
 from chclip_convert.files.checkpoint import TRAINING_KEYS
 from chclip_convert.files.output import output_lock
 from chclip_convert.files.preflight import converted_name, looks_converted
-from chclip_convert.files.records import read_report
+from chclip_convert.files.records import read_report, recorded_source
 from chclip_convert.progress import OnProgress, Progress
 
 CONVERTED, UP_TO_DATE, FAILED = "converted", "up to date", "failed"
@@ -69,6 +69,7 @@ def convert_epochs(
     overwrite: bool = False,
     progress: OnProgress | None = None,
     on_result: Callable[[EpochConversion], None] | None = None,
+    card: CardOptions | None = None,
 ) -> list[EpochConversion]:
     """Convert each checkpoint into ``into/<run>-<name>-hf`` (see :func:`folder_for`), skipping folders that
     still match, and check each written folder with :func:`chclip_convert.changes.diff.diff_checkpoints`.
@@ -77,7 +78,7 @@ def convert_epochs(
     its stage: ``"checking"``, ``"converting"``, ``"verifying"``, then ``"done"``. A problem with one checkpoint
     is reported in its :class:`EpochConversion` (also passed to ``on_result`` as each ends) and the others go
     on. An exception raised by ``progress`` (a cancel button's) stops the batch: the folder being written or
-    checked is removed, those done are kept.
+    checked is removed, those done are kept. ``card`` is what each folder's model card tells the Hub.
     """
     into = check_into(into)
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in checkpoints]  # the folders record where from
@@ -101,7 +102,7 @@ def convert_epochs(
                     "that do not tell them apart; convert them into different folders.",
                     path=folder,
                 )
-            result = _convert_one(path, folder, size, dtype, overwrite, report)
+            result = _convert_one(path, folder, size, dtype, overwrite, report, card or CardOptions())
         except _Stopped as stopped:
             raise stopped.error from None
         except ConversionError as error:
@@ -128,21 +129,21 @@ class _Stopped(BaseException):
         self.error = error
 
 
-def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
+def _convert_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report, card) -> EpochConversion:
     """One checkpoint: left as it is if its folder still matches (no lock needed, so a read-only place of up to
     date folders works), else converted and checked holding the folder's lock, its state checked again under it."""
     report("checking", 0)
     if _folder_state(folder, path, dtype) == UP_TO_DATE:
         return _up_to_date(path, folder)
     with output_lock(folder):  # one writer, from this check to the folder's own check
-        return _write_one(path, folder, size, dtype, overwrite, report)
+        return _write_one(path, folder, size, dtype, overwrite, report, card)
 
 
 def _up_to_date(path: Path, folder: Path) -> EpochConversion:
     return EpochConversion(path, folder, UP_TO_DATE, "still matches its checkpoint; left as it is")
 
 
-def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report) -> EpochConversion:
+def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool, report, card) -> EpochConversion:
     state = _folder_state(folder, path, dtype)
     if state == UP_TO_DATE:  # written by another writer meanwhile
         return _up_to_date(path, folder)
@@ -164,7 +165,8 @@ def _write_one(path: Path, folder: Path, size: int, dtype: str, overwrite: bool,
 
     with warnings.catch_warnings():  # said in this checkpoint's outcome instead, where it is clear what they are about
         warnings.simplefilter("ignore")
-        summary = convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written)
+        summary = convert_checkpoint(path, folder, dtype=dtype, overwrite=state != ABSENT, progress=written,
+                                     license=card.license, base_model=card.base_model)  # fmt: skip
     try:
         checked = _checked(path, folder, dtype, lambda step: report("verifying", size))
     except BaseException:  # stopped while checking: a folder no check vouches for is not left to be skipped later
@@ -195,8 +197,8 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
         record = read_report(folder) or {}
     except ConversionError:  # unreadable: not a folder this checkpoint's conversion can claim
         return OTHER
-    source = record.get("source")
-    if not isinstance(source, str) or Path(source).resolve() != checkpoint.resolve():  # as given, maybe relative
+    source = recorded_source(folder, record)
+    if source is None or source.resolve() != checkpoint.resolve():
         return OTHER
     if (record.get("overrides") or {}).get("dtype", "auto") != dtype:
         return OTHER

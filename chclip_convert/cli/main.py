@@ -132,6 +132,12 @@ def _add_convert(command: cli_run.AddCommand) -> None:
         "--sha256", action="store_true", help="also record the whole file's SHA-256 (reads every byte, optimizer too)"
     )
     sub.add_argument("--verify", action="store_true", help="after converting, check the folder against the original")
+    cli_run.add_card_options(sub)
+    sub.add_argument(
+        "--record-paths",
+        action="store_true",
+        help="record absolute paths in conversion_report.json (default: the checkpoint relative to the folder)",
+    )
 
 
 def _add_verify(command: cli_run.AddCommand) -> None:
@@ -322,6 +328,9 @@ def _convert(args: argparse.Namespace) -> int:
             strict=args.strict,
             progress=bar.update if bar else None,
             file_sha256=args.sha256,
+            license=args.license,
+            base_model=args.base_model,
+            record_paths=args.record_paths,
         )
     except MappingError as error:
         if error.report is not None and args.report:

@@ -34,6 +34,16 @@ def add_commands(command: AddCommand) -> None:
         add(command)
 
 
+def add_card_options(sub: argparse.ArgumentParser) -> None:
+    """The model card's options for the Hub, on every command that writes a folder."""
+    sub.add_argument("--license", metavar="ID", help="the licence in the model card, as a Hub id (apache-2.0, mit, …)")
+    sub.add_argument(
+        "--base-model",
+        metavar="REPO_ID",
+        help="the Hub model these weights were fine-tuned from (e.g. OFA-Sys/chinese-clip-vit-base-patch16)",
+    )
+
+
 def _add_diff(command: AddCommand) -> None:
     examples = (
         "chclip-convert diff pretrained.pt checkpoints/epoch3.pt           what fine-tuning changed",
@@ -78,6 +88,7 @@ def _add_convert_epochs(command: AddCommand) -> None:
     sub.add_argument("--overwrite", action="store_true", help="replace converted folders of other checkpoints")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     sub.add_argument("--json", action="store_true", help="print the outcomes as JSON on stdout")
+    add_card_options(sub)
 
 
 def _add_average(command: AddCommand) -> None:
@@ -139,6 +150,7 @@ def _convert_epochs(args: argparse.Namespace) -> int:
     from chclip_convert.changes.drift import run_checkpoints, skipped_checkpoints, without_repeats
     from chclip_convert.changes.epochs import FAILED, check_into, convert_epochs
     from chclip_convert.cli.progress_bar import ProgressBar
+    from chclip_convert.conversion.summary import CardOptions
 
     check_into(args.into)  # before anything is said about the checkpoints
     paths, repeats = without_repeats(run_checkpoints(args.checkpoints))
@@ -149,7 +161,8 @@ def _convert_epochs(args: argparse.Namespace) -> int:
     bar = ProgressBar() if args.progress else None
     try:
         results = convert_epochs(paths, args.into, dtype=args.dtype, overwrite=args.overwrite,
-                                 progress=bar.update if bar else None)  # fmt: skip
+                                 progress=bar.update if bar else None,
+                                 card=CardOptions(args.license, args.base_model))  # fmt: skip
     finally:
         if bar:
             bar.close()

@@ -27,7 +27,7 @@ import torch
 
 from chclip_convert.conversion.provenance import file_sha256_beside
 from chclip_convert.conversion.state_dict import ConversionPlan, confirm_plan, dtype_name, plan_conversion
-from chclip_convert.conversion.summary import ConversionSummary
+from chclip_convert.conversion.summary import CardOptions, ConversionSummary
 from chclip_convert.conversion.tensor_checks import TensorChecks
 from chclip_convert.files import assets
 from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
@@ -58,6 +58,9 @@ def convert_checkpoint(
     strict: bool = True,
     progress: OnProgress | None = None,
     file_sha256: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
+    record_paths: bool = False,
 ) -> ConversionSummary:
     """Convert an original Chinese-CLIP checkpoint into a folder ``ChineseCLIPModel`` loads offline.
 
@@ -78,6 +81,11 @@ def convert_checkpoint(
         file_sha256: also hash the whole file (optimizer state included), beside the conversion. The folder
             always records the digest of the weights read (see :mod:`chclip_convert.conversion.provenance`), which
             costs no extra read; the file's SHA-256 reads every byte, and is off by default.
+        license, base_model: what the model card tells the Hub (see
+            :class:`~chclip_convert.conversion.summary.CardOptions`).
+        record_paths: record the checkpoint's and the folder's absolute paths in ``conversion_report.json``; by
+            default it holds the folder's name and the checkpoint's path relative to the folder (or its name
+            alone), so that a folder to share names nothing of this machine.
 
     Returns:
         A :class:`ConversionSummary`.
@@ -140,6 +148,8 @@ def convert_checkpoint(
                 warnings=tuple(vocab_warnings + _non_finite_warning(streamed.non_finite)),
                 overrides=conversion_overrides(dtype, vision_heads, text_heads, user_config),
                 training=source.metadata,
+                card=CardOptions(license, base_model),
+                record_paths=record_paths,
             )
             _write_card_and_report(folder, summary)
     for warning in summary.warnings:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chclip_convert.conversion.provenance import ALGORITHM, card_section
-from chclip_convert.files.checkpoint import TRAINING_KEYS
+from chclip_convert.files.checkpoint import AVERAGE_KEY, TRAINING_KEYS
+from chclip_convert.files.records import ABSOLUTE, PATHS_FIELD, RELATIVE, shareable_path
 from chclip_convert.mapping.architecture import Architecture
 from chclip_convert.mapping.report import ConversionReport
 
@@ -21,14 +22,67 @@ model = ChineseCLIPModel.from_pretrained("path/to/this/folder")
 processor = ChineseCLIPProcessor.from_pretrained("path/to/this/folder", backend="pil")
 ```"""
 
+# The Hub's example for a zero-shot image classifier: a public sample image and Chinese labels to choose from.
+WIDGET = {
+    "src": "https://huggingface.co/datasets/mishig/sample_images/resolve/main/cat-dog-music.png",
+    "candidate_labels": "猫和狗, 演奏音乐, 运动",
+    "example_title": "猫和狗",
+}
+UPLOAD = """## Sharing this folder
+
+With huggingface_hub's `hf` command (it creates the repository if it does not exist; add `--private` for a
+private one):
+
+```bash
+hf auth login                                   # once, with a token that may write
+hf upload YOUR-NAME/MODEL-NAME path/to/this/folder .
+```
+
+`conversion_report.json` records the checkpoint's path relative to this folder, never this machine's own paths."""
+
 TRAINING_FIELD = "training"  # conversion_report.json: the source's epoch, step and run name (null where absent)
 TRAINING_LABELS = {"epoch": "epoch", "step": "step", "name": "run"}
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    """What the folder's model card says for the Hub beyond the conversion: a licence and the model fine-tuned.
+
+    ``license`` is a Hub licence id (``apache-2.0``, ``mit``, ``other``, …); ``base_model`` the Hub id of the
+    model the weights were fine-tuned from (``OFA-Sys/chinese-clip-vit-base-patch16``), recorded with
+    ``base_model_relation: finetune``."""
+
+    license: str | None = None
+    base_model: str | None = None
+
+    def front_matter(self) -> str:
+        """The card's YAML front matter, as huggingface_hub's ``ModelCardData`` writes it."""
+        from huggingface_hub import ModelCardData
+
+        data = ModelCardData(
+            library_name="transformers", pipeline_tag="zero-shot-image-classification", language="zh",
+            license=self.license, base_model=self.base_model,
+            tags=["chinese-clip", "clip", "vision", "converted"], widget=[WIDGET],
+            **({"base_model_relation": "finetune"} if self.base_model else {}),
+        )  # fmt: skip
+        return data.to_yaml() + "\n"
 
 
 def describe_training(training: dict) -> str:
     """The training metadata present in ``training``, in words: ``epoch 1, step 1000, run muge_finetune``."""
     present = [key for key in TRAINING_KEYS if training.get(key) is not None]
     return ", ".join(f"{TRAINING_LABELS[key]} {training[key]}" for key in present)
+
+
+def describe_average(training: dict) -> str:
+    """The inputs of an average and their weights, in words (``epoch4.pt × 0.5, epoch5.pt × 0.5``); else ``""``."""
+    record = training.get(AVERAGE_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), list):
+        return ""
+    weights = record.get("weights") if isinstance(record.get("weights"), list) else []
+    named = [Path(str(name)).name for name in record["inputs"]]
+    weights = [*weights, *[None] * len(named)][: len(named)]
+    return ", ".join(f"{n} × {w:.3g}" if isinstance(w, float) else n for n, w in zip(named, weights, strict=True))
 
 
 @dataclass(frozen=True)
@@ -52,6 +106,8 @@ class ConversionSummary:
     warnings: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)  # options that shape the folder, read back by verify
     training: dict = field(default_factory=dict)  # a training dict's epoch, step and name; {} for a bare one
+    card: CardOptions = field(default_factory=CardOptions)
+    record_paths: bool = False  # the report holds absolute paths; by default relative to the folder
 
     def facts(self, *, shareable: bool = False) -> list[tuple[str, str]]:
         """(label, value) rows; ``shareable`` leaves out what only this machine knows (paths, time)."""
@@ -60,6 +116,7 @@ class ConversionSummary:
         rows = [
             ("source", f"{self.source.name} ({self.wrapper}{not_read})"),
             *([("training", trained)] if (trained := describe_training(self.training)) else []),
+            *([("average of", averaged)] if (averaged := describe_average(self.training)) else []),
             ("weights digest", self.source_weights_digest),
             *([("file SHA-256", self.source_sha256)] if self.source_sha256 else []),
             ("architecture", self.architecture.description),
@@ -101,12 +158,7 @@ class ConversionSummary:
             [*(f"- {note}" for note in self.report.notes), *(f"- warning: {warning}" for warning in self.warnings)]
         )
         return f"""---
-library_name: transformers
-pipeline_tag: zero-shot-image-classification
-tags:
-- chinese-clip
-- converted
----
+{self.card.front_matter()}---
 
 # Chinese-CLIP ({self.architecture.description})
 
@@ -121,12 +173,16 @@ Notes:
 
 {USAGE}
 
+{UPLOAD}
+
 {card_section(self.source.name, self.source_sha256 is not None)}"""
 
     def to_dict(self) -> dict:
+        source = str(self.source.absolute()) if self.record_paths else shareable_path(self.source, self.output_dir)
         return {
-            "output_dir": str(self.output_dir),
-            "source": str(self.source),
+            "output_dir": str(self.output_dir) if self.record_paths else self.output_dir.name,
+            "source": source,
+            PATHS_FIELD: ABSOLUTE if self.record_paths else RELATIVE,
             "source_weights_digest": self.source_weights_digest,
             "source_weights_digest_algorithm": ALGORITHM,
             "source_sha256": self.source_sha256,
@@ -137,10 +193,16 @@ Notes:
             "config_dtype": self.config_dtype,
             "dtypes_written": self.dtypes_written,
             "files": list(self.files),
-            "vocabulary": self.vocabulary,
+            "vocabulary": self.vocabulary if self.record_paths else _file_name_first(self.vocabulary),
             "seconds": self.seconds,
             "warnings": list(self.warnings),
             "overrides": self.overrides,
             TRAINING_FIELD: {key: self.training.get(key) for key in TRAINING_KEYS},  # read back by reverse
             "report": self.report.to_dict(),
         }
+
+
+def _file_name_first(text: str) -> str:
+    """``/a/b/vocab.txt (beside the checkpoint)`` → ``vocab.txt (beside the checkpoint)``: no folder of this machine."""
+    path, sep, rest = text.partition(" (")
+    return f"{Path(path).name}{sep}{rest}" if Path(path).is_absolute() else text

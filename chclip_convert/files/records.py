@@ -45,3 +45,21 @@ def shareable_path(path: str | Path, folder: str | Path) -> str:
     common = os.path.commonpath([path, folder])
     return path.name if common == path.anchor else os.path.relpath(path, folder)
 
+
+PATHS_FIELD = "paths"  # conversion_report.json: "relative" (to the folder) or "absolute"; older reports lack it
+RELATIVE, ABSOLUTE = "relative", "absolute"
+
+
+def recorded_source(folder: str | Path, report: dict[str, Any] | None) -> Path | None:
+    """The checkpoint ``report`` (the folder's ``conversion_report.json``) names as its source, or ``None``.
+
+    A path recorded relative to the folder is taken from the folder; an absolute one (``--record-paths``, and
+    folders written before paths were recorded relative) as it is, and so is an older report's relative path,
+    which was relative to where the conversion ran.
+    """
+    source = (report or {}).get("source")
+    if not isinstance(source, str) or not source:
+        return None
+    if (report or {}).get(PATHS_FIELD) == RELATIVE:
+        return Path(os.path.normpath(Path(os.path.abspath(folder)) / source))
+    return Path(source)

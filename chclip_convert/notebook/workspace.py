@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chclip_convert.errors import ConversionError
 from chclip_convert.files.preflight import converted_name, looks_converted
-from chclip_convert.files.records import read_report
+from chclip_convert.files.records import read_report, recorded_source
 from chclip_convert.names import DEMO_FILE
 from chclip_convert.notebook.fonts import cjk_html
 
@@ -234,10 +234,10 @@ class Workspace:
 def converted_from(folder: Path) -> str | None:
     """The checkpoint a folder's ``conversion_report.json`` says it was converted from, if it says."""
     try:
-        source = (read_report(folder) or {}).get("source")
+        source = recorded_source(folder, read_report(folder))
     except ConversionError:  # unreadable: it names no checkpoint
         return None
-    return str(Path(source).absolute()) if isinstance(source, str) else None
+    return str(source.absolute()) if source is not None else None
 
 
 __all__ = ["CHECKPOINT_ENV", "WORK_ENV", "Workspace", "default_work_folder"]
