@@ -20,6 +20,7 @@ from pathlib import Path
 from chclip_convert.conversion.state_dict import dtype_elements, dtype_name
 from chclip_convert.conversion.views import CHECKPOINT, TensorSource, open_tensors
 from chclip_convert.errors import CheckpointReadError, ConversionError
+from chclip_convert.files.checkpoint import AVERAGE_KEY
 from chclip_convert.files.preflight import looks_converted
 from chclip_convert.mapping.parts import TOWERS, Part, fold_layers, part_of, span_label
 from chclip_convert.names import CHECKPOINT_SUFFIXES, RUN_SUBFOLDER
@@ -43,6 +44,7 @@ class EpochInfo:
     file_bytes: int
     dtype: str  # by element count, largest first: "float32", "float16 + float32"
     same_as: str | None = None  # the file this one repeats (same epoch and step), if any
+    average_of: tuple[str, ...] = ()  # an average's inputs, by file name (chclip_convert.changes.average)
 
     @property
     def name(self) -> str:
@@ -50,14 +52,15 @@ class EpochInfo:
 
     @property
     def label(self) -> str:
-        """A column's head in the tables and figures: ``e3``, or the file's stem for a file without an epoch."""
-        return f"e{self.epoch}" if self.epoch is not None else self.path.stem
+        """A column's head in the tables and figures: ``e3``, or the file's stem for an average or a file without an
+        epoch."""
+        return f"e{self.epoch}" if self.epoch is not None and not self.average_of else self.path.stem
 
     def to_dict(self) -> dict:
         return {
             "path": str(self.path), "name": self.name, "kind": self.kind, "epoch": self.epoch, "step": self.step,
             "run_name": self.run_name, "weight_bytes": self.weight_bytes, "file_bytes": self.file_bytes,
-            "dtype": self.dtype, "same_as": self.same_as,
+            "dtype": self.dtype, "same_as": self.same_as, "average_of": list(self.average_of),
         }  # fmt: skip
 
 
@@ -78,7 +81,15 @@ def describe_source(source: TensorSource) -> EpochInfo:
         run_name=meta.get("name") if isinstance(meta.get("name"), str) else None,
         weight_bytes=sum(math.prod(spec.shape) * spec.dtype.itemsize for spec in specs), file_bytes=size,
         dtype=" + ".join(dtype_name(dtype) for dtype, _ in dtype_elements(specs).most_common()),
+        average_of=_averaged(meta),
     )  # fmt: skip
+
+
+def _averaged(meta: dict) -> tuple[str, ...]:
+    """The file names an average's record lists as its inputs; ``()`` for any other checkpoint."""
+    record = meta.get(AVERAGE_KEY)
+    inputs = record.get("inputs") if isinstance(record, dict) else None
+    return tuple(Path(str(name)).name for name in inputs) if isinstance(inputs, list) else ()
 
 
 def _int(value) -> int | None:
@@ -169,7 +180,7 @@ def mark_repeats(infos) -> list[EpochInfo]:
     seen: dict[tuple, str] = {}
     result = []
     for info in sorted(infos, key=_training_order):
-        key = (info.run_name, info.epoch, info.step, info.weight_bytes)
+        key = (info.run_name, info.epoch, info.step, info.weight_bytes, info.average_of)
         if info.epoch is not None and info.step is not None and key in seen:
             info = replace(info, same_as=seen[key])
         elif info.epoch is not None and info.step is not None:
@@ -199,7 +210,8 @@ def is_run_folder(path: str | Path) -> bool:
 
 def _training_order(info: EpochInfo) -> tuple:
     latest = info.path.stem.endswith("latest")  # with no metadata, epoch_latest.pt comes last
-    return (info.epoch is None, info.epoch or 0, info.step or 0, latest, natural_key(info.name))
+    averaged = bool(info.average_of)  # after every epoch: its change "from the epoch before" is from the last one
+    return (averaged, info.epoch is None, info.epoch or 0, info.step or 0, latest, natural_key(info.name))
 
 
 def natural_key(name: str) -> list:
