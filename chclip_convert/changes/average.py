@@ -239,11 +239,12 @@ def _average_into(out: torch.Tensor, tensors: list[torch.Tensor], weights: list[
                 )
         flat_out.copy_(flats[0])
         return
+    buffer = torch.empty(min(CHUNK, flat_out.numel()), dtype=torch.float64)  # the one sum, reused slice after slice
     for start in range(0, flat_out.numel(), CHUNK):
         stop = min(start + CHUNK, flat_out.numel())
-        total = torch.zeros(stop - start, dtype=torch.float64)
+        total = buffer[: stop - start].zero_()
         for flat, weight in zip(flats, weights, strict=True):
-            total.add_(flat[start:stop].to(torch.float64), alpha=weight)
+            total.add_(flat[start:stop], alpha=weight)  # promoted to float64 element by element, no copy
         flat_out[start:stop].copy_(total.div_(math.fsum(weights)))
 
 
