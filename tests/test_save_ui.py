@@ -118,3 +118,15 @@ def test_reverse_writes_the_original_format_once_asked(demo_checkpoint, tmp_path
     assert not ui.reverse_button.disabled and ui.result.value == ""
     ui.output.value = str(tmp_path / "hf" / "inside.pt")
     assert ui.reverse_button.disabled and "inside the folder" in ui.message.value
+
+
+def test_save_writes_the_licence_and_base_model_into_the_card(demo_checkpoint, tmp_path):
+    from huggingface_hub import ModelCard
+
+    ui = SaveUI(demo_checkpoint, tmp_path / "card")
+    ui.license.value, ui.base_model.value = " mit ", "OFA-Sys/chinese-clip-vit-base-patch16"
+    ui.save_button.click()
+    data = ModelCard.load(tmp_path / "card" / "README.md").data
+    assert (data.license, data.base_model, data.base_model_relation) == (
+        "mit", "OFA-Sys/chinese-clip-vit-base-patch16", "finetune",
+    )  # fmt: skip

@@ -59,8 +59,9 @@ def _problems_html(problems: dict[str, str]) -> str:
 
 
 class SaveUI:
-    """Folder, dtype, shard size and overwrite; a Save button writing a new conversion of ``checkpoint``; a
-    progress bar; the result as a count and a total size, with the file names in a collapsed list."""
+    """Folder, dtype, shard size and overwrite, and what the model card tells the Hub (licence, base model); a Save
+    button writing a new conversion of ``checkpoint``; a progress bar; the result as a count and a total size,
+    with the file names in a collapsed list."""
 
     def __init__(
         self, checkpoint: str | Path, folder: str | Path, *, dtype: str = "auto", shard_size: str = NO_SHARDING
@@ -79,6 +80,10 @@ class SaveUI:
             style=DESCRIPTION,
         )
         self.overwrite = W.Checkbox(False, description="Overwrite a non-empty folder", indent=False)
+        self.license = W.Text("", description="Licence", placeholder="for the Hub's card: apache-2.0, mit, …",
+                              style=DESCRIPTION)  # fmt: skip
+        self.base_model = W.Text("", description="Base model", placeholder="fine-tuned from, on the Hub: OFA-Sys/…",
+                                 style=DESCRIPTION)  # fmt: skip
         self.message = W.HTML()
         self.save_button = W.Button(description="Save", button_style="primary", icon="save")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Writing", style=DESCRIPTION)
@@ -88,7 +93,7 @@ class SaveUI:
         self.summary: ConversionSummary | None = None
         self.error: Exception | None = None
         # connections
-        for field in (self.folder, self.dtype, self.shard_size, self.overwrite):
+        for field in (self.folder, self.dtype, self.shard_size, self.overwrite, self.license, self.base_model):
             field.observe(self._on_field_change, names="value")
         self.save_button.on_click(self._on_save_click)
         self._validate()
@@ -114,6 +119,8 @@ class SaveUI:
                 max_shard_size=shard_bytes(self.shard_size.value),
                 overwrite=self.overwrite.value,
                 progress=self._on_progress,
+                license=self.license.value.strip() or None,
+                base_model=self.base_model.value.strip() or None,
             )
         except Exception as error:  # the converter's refusal, or anything unexpected: shown, never left "Saving…"
             self.error, self.progress.bar_style = error, "danger"
@@ -160,8 +167,10 @@ class SaveUI:
     @property
     def widget(self) -> W.VBox:
         options = W.HBox([self.dtype, self.shard_size, self.overwrite])
+        card = W.HBox([self.license, self.base_model])
         run = W.HBox([self.save_button, self.progress])
-        return Panel([self.folder_picker.widget, options, self.message, run, self.result, self.files], name="Save")
+        parts = [self.folder_picker.widget, options, card, self.message, run, self.result, self.files]
+        return Panel(parts, name="Save")
 
 
 class ReverseUI:
