@@ -7,9 +7,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from chclip_convert.names import DTYPE_CHOICES
+
+if TYPE_CHECKING:
+    from chclip_convert.progress import OnProgress
+
+T = TypeVar("T")
 
 EXIT_DIFFERS = 5  # diff --exit-code: the two differ
 EXIT_FAILED = 1  # convert-epochs: a checkpoint failed (the others were still done)
@@ -149,7 +154,6 @@ def _drift(args: argparse.Namespace) -> int:
 def _convert_epochs(args: argparse.Namespace) -> int:
     from chclip_convert.changes.drift import run_checkpoints, skipped_checkpoints, without_repeats
     from chclip_convert.changes.epochs import FAILED, check_into, convert_epochs
-    from chclip_convert.cli.progress_bar import ProgressBar
     from chclip_convert.conversion.summary import CardOptions
 
     check_into(args.into)  # before anything is said about the checkpoints
@@ -158,14 +162,9 @@ def _convert_epochs(args: argparse.Namespace) -> int:
         print(f"skipped: {entry}", file=sys.stderr)
     for info in repeats:
         print(f"{info.name}: the same epoch and step as {info.same_as}; not converted again", file=sys.stderr)
-    bar = ProgressBar() if args.progress else None
-    try:
-        results = convert_epochs(paths, args.into, dtype=args.dtype, overwrite=args.overwrite,
-                                 progress=bar.update if bar else None,
-                                 card=CardOptions(args.license, args.base_model))  # fmt: skip
-    finally:
-        if bar:
-            bar.close()
+    results = with_progress_bar(args.progress, lambda progress: convert_epochs(
+        paths, args.into, dtype=args.dtype, overwrite=args.overwrite, progress=progress,
+        card=CardOptions(args.license, args.base_model)))  # fmt: skip
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
     else:
@@ -176,29 +175,29 @@ def _convert_epochs(args: argparse.Namespace) -> int:
 
 def _average(args: argparse.Namespace) -> int:
     from chclip_convert.changes.average import average_checkpoints
-    from chclip_convert.cli.progress_bar import ProgressBar
 
-    bar = ProgressBar() if args.progress else None
-    try:
-        summary = average_checkpoints(args.checkpoints, args.into, weights=args.weights, overwrite=args.overwrite,
-                                      progress=bar.update if bar else None)  # fmt: skip
-    finally:
-        if bar:
-            bar.close()
+    summary = with_progress_bar(args.progress, lambda progress: average_checkpoints(
+        args.checkpoints, args.into, weights=args.weights, overwrite=args.overwrite, progress=progress))  # fmt: skip
     print(summary.to_text())
     return 0
 
 
 def _slim(args: argparse.Namespace) -> int:
     from chclip_convert.changes.slim import slim_checkpoint
+
+    summary = with_progress_bar(args.progress, lambda progress: slim_checkpoint(
+        args.checkpoint, args.output, dtype=args.dtype, overwrite=args.overwrite, progress=progress))  # fmt: skip
+    print(summary.to_text())
+    return 0
+
+
+def with_progress_bar(shown: bool, work: Callable[[OnProgress | None], T]) -> T:
+    """``work(progress)`` with the command line's progress bar (``None`` when not ``shown``), closed however it ends."""
     from chclip_convert.cli.progress_bar import ProgressBar
 
-    bar = ProgressBar() if args.progress else None
+    bar = ProgressBar() if shown else None
     try:
-        summary = slim_checkpoint(args.checkpoint, args.output, dtype=args.dtype, overwrite=args.overwrite,
-                                  progress=bar.update if bar else None)  # fmt: skip
+        return work(bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-    print(summary.to_text())
-    return 0
