@@ -11,7 +11,15 @@ from matplotlib.figure import Figure
 from chclip_convert.changes.drift import measure_drift, moved_lines
 from chclip_convert.mapping.parts import LAYER, PROJECTION, TEXT, VISION
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps, heatmap_values, tower_parts
-from chclip_convert.notebook.run_view import EpochConvertUI, RunSession, curves_view, heatmap_view, measure
+from chclip_convert.notebook.run_view import (
+    EpochAverageUI,
+    EpochConvertUI,
+    RunSession,
+    curves_view,
+    default_average,
+    heatmap_view,
+    measure,
+)
 
 
 @pytest.fixture
@@ -158,3 +166,44 @@ def test_cancel_while_an_up_to_date_epoch_is_checked_leaves_the_widget_ready(wor
     assert ui.progress_text.value.startswith("Cancelled after 2 of 2")
     assert [o.outcome for o in done] == ["up to date", "up to date"]
     assert not ui.task.busy and not ui.convert_button.disabled
+
+
+def test_averaging_chosen_epochs_writes_one_checkpoint_that_drift_shows_as_its_own_column(workspace, tmp_path):
+    session = RunSession(workspace)
+    epochs = session.epochs()
+    ui = EpochAverageUI(epochs, default_average(workspace, epochs))
+    assert [label for label, _ in ui.epochs.options] == [
+        "epoch1.pt — epoch 1 · step 125",
+        "epoch2.pt — epoch 2 · step 250",
+        "epoch3.pt — epoch 3 · step 375",
+    ]  # epoch_latest.pt repeats epoch3.pt: not offered
+    ui.epochs.value = tuple(path for _, path in ui.epochs.options)
+    ui.weights.value = "1 2"
+    ui.average_button.click()
+    assert "2 weight(s) for 3 epoch(s)" in ui.results.value and ui.written is None
+    ui.weights.value = "1 1 2"
+    ui.average_button.click()
+    written = ui.wait(120)
+    assert written == workspace.root / "averaged" / "demo-run-avg.pt" and ui.progress.bar_style == "success"
+    assert "0.5000 ×" in ui.results.value
+    drift = measure(session, epochs, also=written)
+    assert [info.label for info in drift.epochs] == ["e1", "e2", "e3", "avg"]
+    assert all(len(values) == 4 for values in drift.vs_reference.values())
+    ui.average_button.click()  # the file exists now: refused, said, and the file kept
+    ui.wait(120)
+    assert "exists" in ui.results.value and ui.written is None and written.exists()
+
+
+def test_cancel_while_averaging_leaves_nothing(workspace, tmp_path):
+    epochs = RunSession(workspace).epochs()
+    ui = EpochAverageUI(epochs, tmp_path / "out" / "avg.pt")
+    ui.epochs.value = tuple(path for _, path in ui.epochs.options)
+
+    def click_cancel(change) -> None:
+        if "averaging" in change["new"]:
+            ui.cancel_button.click()
+
+    ui.progress_text.observe(click_cancel, names="value")
+    ui.average_button.click()
+    assert ui.wait(120) is None and ui.progress_text.value == "Cancelled: nothing was written."
+    assert not (tmp_path / "out").exists()  # no file, no partial, no lock, not even the folder made for them

@@ -28,6 +28,7 @@ from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.tensor_stats import grouped_change, json_number, one_thread, pair_names, pair_stats
 from chclip_convert.units import human_size
 
+AVERAGE_LABEL = "avg"  # an average's column
 UNCHANGED = "0"  # bit-identical, in the text's tables: shown apart from a small change
 
 
@@ -52,9 +53,11 @@ class EpochInfo:
 
     @property
     def label(self) -> str:
-        """A column's head in the tables and figures: ``e3``, or the file's stem for an average or a file without an
-        epoch."""
-        return f"e{self.epoch}" if self.epoch is not None and not self.average_of else self.path.stem
+        """A column's head in the tables and figures: ``e3``, ``avg`` for an average, or the file's stem for a file
+        without an epoch."""
+        if self.average_of:
+            return AVERAGE_LABEL
+        return f"e{self.epoch}" if self.epoch is not None else self.path.stem
 
     def to_dict(self) -> dict:
         return {

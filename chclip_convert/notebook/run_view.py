@@ -1,5 +1,5 @@
 """Notebook 05's widgets: the run to look at (a reference and a run folder), the epochs as their metadata
-describe them, the drift figures, and converting the chosen epochs in one go."""
+describe them, the drift figures, converting the chosen epochs in one go, and averaging them into one."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from chclip_convert.changes.drift import (
 )
 from chclip_convert.changes.epochs import CONVERTED, FAILED, UP_TO_DATE
 from chclip_convert.errors import ConversionError
+from chclip_convert.files.preflight import cn_clip_run
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import message_html
@@ -28,7 +29,7 @@ from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.plotting.figures import RUN_CURVES_SIZE, RUN_HEATMAPS_SIZE, figure_widget, new_figure
 from chclip_convert.notebook.plotting.runs import draw_curves, draw_heatmaps
-from chclip_convert.notebook.workspace import CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
+from chclip_convert.notebook.workspace import AVERAGED_DIR, CONVERTED_DIR, DEMO_RUN_SUBDIR, Workspace
 from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_size
 
@@ -116,8 +117,11 @@ def print_epochs(infos: list[EpochInfo]) -> None:
     print("\n".join(epoch_table(infos)))
 
 
-def measure(session: RunSession, epochs: list[EpochInfo]) -> Drift | None:
-    """Measure the run's drift, showing a progress bar while it reads; ``None`` (said so) with no epochs."""
+def measure(session: RunSession, epochs: list[EpochInfo], *, also: Path | None = None) -> Drift | None:
+    """Measure the run's drift, showing a progress bar while it reads; ``None`` (said so) with no epochs.
+
+    ``also`` is one more checkpoint to show, an average of the epochs, say: it comes after them, a column of
+    its own."""
     from IPython.display import display
 
     if not epochs:
@@ -125,12 +129,20 @@ def measure(session: RunSession, epochs: list[EpochInfo]) -> Drift | None:
         return None
     bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Reading", style=DESCRIPTION)
     display(bar)
-    drift = measure_drift(
-        session.reference, [info.path for info in epochs if info.same_as is None],
-        progress=lambda step: _advance(bar, step),
-    )  # fmt: skip
+    paths = [info.path for info in epochs if info.same_as is None] + ([also] if also is not None else [])
+    drift = measure_drift(session.reference, paths, progress=lambda step: _advance(bar, step))
     bar.value, bar.bar_style = 1.0, "success"
     return drift
+
+
+def average_between_epochs(drift: Drift) -> bool:
+    """Whether, in ``drift`` whose last column is an average of the epochs before it, the average's change from the
+    reference lies between the epochs' smallest and largest, in every part that moved."""
+    return all(
+        min(values[:-1]) <= values[-1] <= max(values[:-1])
+        for part, values in drift.vs_reference.items()
+        if drift.moved(part)
+    )
 
 
 def _advance(bar: W.FloatProgress, step: Progress) -> None:
@@ -261,6 +273,122 @@ class EpochConvertUI:
         buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
         parts = [self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results]
         return Panel(parts, name="The epochs' converter")
+
+
+class EpochAverageUI:
+    """Choose epochs (and, if not equal, their weights) and average them into one checkpoint, cn_clip's training
+    dict without optimizer (:func:`chclip_convert.changes.average.average_checkpoints`). Runs in a thread, with
+    progress and Cancel; nothing is left of a cancelled or failed average. ``written`` is the file, once made."""
+
+    def __init__(self, infos: list[EpochInfo], output: str | Path) -> None:
+        options = [(_option_label(info), info.path) for info in infos if info.same_as is None]
+        # widgets
+        rows = min(8, max(3, len(options)))
+        self.epochs = W.SelectMultiple(options=options, rows=rows, description="Epochs", layout=WIDE, style=DESCRIPTION)
+        self.weights = W.Text("", placeholder="equal; or one per epoch chosen, as proportions: 1 1 2",
+                              description="Weights", layout=WIDE, style=DESCRIPTION)  # fmt: skip
+        self.output = W.Text(str(output), description="Into file", layout=WIDE, style=DESCRIPTION)
+        self.overwrite = W.Checkbox(False, description="Replace the file if it exists", indent=False,
+                                    layout=W.Layout(width="auto"))  # fmt: skip
+        self.average_button = W.Button(description="Average", button_style="primary", icon="play")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0)
+        self.progress_text = W.HTML()
+        self.results = W.HTML()
+        self.task = BackgroundTask(self._on_progress, self._show_busy)
+        # connections
+        self.average_button.on_click(self._on_average_click)
+        self.cancel_button.on_click(self._on_cancel_click)
+        for field in (self.epochs, self.weights, self.output, self.overwrite):
+            field.observe(self._on_input_change, names="value")
+
+    @property
+    def written(self) -> Path | None:
+        """The average written by the last click, if it ended well."""
+        summary = self.task.result
+        return summary.output if summary is not None and not self.task.busy else None
+
+    def wait(self, timeout: float | None = None) -> Path | None:
+        """Block until the running average ends; the file written, or ``None``."""
+        self.task.wait(timeout)
+        return self.written
+
+    # handlers
+    def _on_input_change(self, change=None) -> None:
+        if not self.task.busy:
+            self.results.value, self.progress_text.value = "", ""
+            self.progress.value, self.progress.bar_style = 0.0, ""
+
+    def _on_average_click(self, button=None) -> None:
+        if self.task.busy or self.average_button.disabled:
+            return
+        problem, weights = _weights(self.weights.value, len(self.epochs.value))
+        if not self.epochs.value or problem:
+            self.results.value = message_html(problem or "Choose one or more epochs first.", error=True)
+            return
+        inputs = (list(self.epochs.value), self.output.value.strip(), weights, self.overwrite.value)
+        self.task.start(partial(self._average, *inputs), self._on_average_end)
+
+    def _on_cancel_click(self, button=None) -> None:
+        if self.task.cancel():
+            self.cancel_button.disabled = True
+            self.progress_text.value = "<i>Cancelling…</i>"
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.progress.value = progress.fraction
+        self.progress_text.value = html.escape(
+            f"{progress.stage} · {human_size(progress.done)} of {human_size(progress.total)}"
+        )
+
+    # the work, in the task's thread
+    @staticmethod
+    def _average(chosen: list[Path], output: str, weights, overwrite: bool, progress: OnProgress):
+        from chclip_convert.changes.average import average_checkpoints
+
+        return average_checkpoints(chosen, output, weights=weights, overwrite=overwrite, progress=progress)
+
+    def _on_average_end(self, task: BackgroundTask) -> None:
+        if task.error is not None:
+            self.progress.bar_style = "danger"
+            self.results.value = message_html(str(task.error), error=True)
+        elif task.cancelled:
+            self.progress.bar_style, self.progress_text.value = "warning", "Cancelled: nothing was written."
+        else:
+            self.progress.value, self.progress.bar_style, self.progress_text.value = 1.0, "success", "done"
+            self.results.value = f"<pre>{html.escape(task.result.to_text())}</pre>"
+
+    def _show_busy(self, busy: bool) -> None:
+        for field in (self.epochs, self.weights, self.output, self.overwrite, self.average_button):
+            field.disabled = busy
+        self.cancel_button.disabled = not busy
+
+    # layout
+    @property
+    def widget(self) -> W.VBox:
+        buttons = W.HBox([self.average_button, self.cancel_button, self.progress, self.progress_text])
+        parts = [self.epochs, self.weights, self.output, self.overwrite, buttons, self.results]
+        return Panel(parts, name="The epochs' averager")
+
+
+def _weights(text: str, count: int) -> tuple[str, list[float] | None]:
+    """The weights typed (``""``: equal), or why they cannot be used."""
+    words = text.replace(",", " ").split()
+    if not words:
+        return "", None
+    try:
+        weights = [float(word) for word in words]
+    except ValueError:
+        return f"Weights are numbers, one per epoch chosen: {text!r} is not.", None
+    if len(weights) != count:
+        return f"{len(weights)} weight(s) for {count} epoch(s) chosen: give one per epoch, or none.", None
+    return "", weights
+
+
+def default_average(workspace: Workspace, infos: list[EpochInfo]) -> Path:
+    """Where an average of the run's epochs goes by default: ``averaged/<run>-avg.pt`` in the work folder."""
+    first = next((info.path for info in infos), None)
+    run = (cn_clip_run(first) or first.parent).name if first is not None else "run"
+    return workspace.root / AVERAGED_DIR / f"{run}-avg.pt"
 
 
 def _option_label(info: EpochInfo) -> str:

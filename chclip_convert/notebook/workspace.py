@@ -30,6 +30,7 @@ CHECKPOINT_ENV = "CHCLIP_CHECKPOINT"
 DEFAULT_WORK = "chclip-convert-work"
 SETTINGS_FILE = "settings.json"
 CONVERTED_DIR = "converted"
+AVERAGED_DIR = "averaged"  # averages of chosen epochs (notebook 05)
 DEMO_SUBDIR = "demo"
 DEMO_RUN_SUBDIR = "demo-run"
 
