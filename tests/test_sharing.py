@@ -3,13 +3,14 @@ as its training and its ``--resume`` load them, and bad inputs refused by name w
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import pytest
 import torch
 from cn_clip.clip.model import CLIP, resize_pos_embed
 from cn_clip.clip.model import convert_state_dict as to_flash_layout
-from support.files import present_pages, tree_sha256
+from support.files import in_small_disk, present_pages, tree_sha256
 from support.original import NARROW, REDUCED, build_model, model_kwargs, save
 
 from chclip_convert import average_checkpoints, convert_checkpoint, diff_checkpoints, slim_checkpoint
@@ -282,3 +283,19 @@ def test_slim_of_a_wide_model_with_adamw_is_bit_exact(tmp_path):
     slim_checkpoint(path, tmp_path / "slim.pt")
     data = written(tmp_path / "slim.pt")["state_dict"]
     assert all(torch.equal(data[f"module.{k}"], v) for k, v in state.items())
+
+
+@pytest.mark.slow  # other Python processes
+def test_a_full_disk_ends_average_and_slim_in_one_paragraph_leaving_nothing(tmp_path):
+    # 1 MiB holds none of the demo's 4.4 MB of weights: the average fails reserving them, slim in torch.save.
+    _, files = write_demo_run(tmp_path / "run")
+    epochs, first = " ".join(shlex.quote(str(p)) for p in files[:3]), shlex.quote(str(files[0]))
+    for command, fails in ((f'$PY average --into "$DISK/avg.pt" {epochs} --no-progress', "avg.pt"),
+                           (f'$PY slim {first} "$DISK/slim.pt" --no-progress', "slim.pt")):  # fmt: skip
+        before = [tree_sha256(f) for f in files]
+        (tmp_path / fails).mkdir()
+        done = in_small_disk(tmp_path / fails, "1m", command)
+        assert done.stdout.splitlines()[-1] == "rc=1", done.stdout + done.stderr  # and `ls -A` listed nothing
+        assert f"/disk/{fails}: writing failed: No space left on device; nothing was changed" in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert [tree_sha256(f) for f in files] == before

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.files import in_small_disk
 from support.original import REDUCED, build_model, save, training_checkpoint
 
 from chclip_convert import OutputError, convert_checkpoint, reverse_folder
@@ -160,18 +161,6 @@ def test_a_library_error_while_writing_is_a_clean_error_and_the_batch_goes_on(
     assert [r.outcome for r in results] == [FAILED, CONVERTED], [r.detail for r in results]
     assert f"{results[0].folder}: writing failed: No space left on device; nothing was changed" in results[0].detail
     assert [p.name for p in (tmp_path / "into").iterdir()] == [results[1].folder.name]
-
-
-def in_small_disk(tmp_path: Path, size: str, script: str) -> subprocess.CompletedProcess:
-    """Run ``script`` (sh) with ``$DISK`` a fresh tmpfs of ``size`` in a mount namespace of its own (as root, or
-    as a user mapped to root), then list what the disk holds afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    wrapped = f'mount -t tmpfs -o size={size} tmpfs "$DISK" && {{ {script}; }}; echo "rc=$?"; ls -A "$DISK"'
-    return subprocess.run(
-        ["unshare", "--map-root-user", "--mount", "sh", "-c", wrapped],
-        env={**ENV, "DISK": str(disk), "PY": shlex.join(CLI)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.mark.slow  # another Python process

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +61,15 @@ def locked_folder(*inner: str) -> Iterator[tuple[Path, Path]]:
     finally:
         locked.chmod(0o755)
         shutil.rmtree(base)
+
+
+def in_small_disk(tmp_path: Path, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` (sh) with ``$DISK`` a fresh tmpfs of ``size`` in a mount namespace of its own (as root, or
+    as a user mapped to root), then list what the disk holds afterwards. ``$PY`` runs the command line."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    wrapped = f'mount -t tmpfs -o size={size} tmpfs "$DISK" && {{ {script}; }}; echo "rc=$?"; ls -A "$DISK"'
+    command = shlex.join([sys.executable, "-m", "chclip_convert"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISK": str(disk), "PY": command}
+    return subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", wrapped],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
