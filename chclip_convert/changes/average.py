@@ -163,11 +163,13 @@ def average_checkpoints(
         last = _last_in_training(views)
         total = sum(math.prod(views[0].spec(n)[0]) * views[0].spec(n)[1].itemsize for n in names)
         done = 0
+        buffer = torch.empty(2, CHUNK, dtype=torch.float64)  # a slice's sum and one input's slice, reused throughout
         with checkpoint_writer(target, overwrite=overwrite) as writer:
             writer.metadata = _metadata(views, shares, last, target)
             for name in names:
                 shape, dtype = views[0].spec(name)
-                _average_into(writer.new(name, shape, dtype), [view.read(name) for view in views], raw, name, views)
+                tensors = [view.read(name) for view in views]
+                _average_into(writer.new(name, shape, dtype), tensors, raw, buffer, name, views)
                 done += math.prod(shape) * dtype.itemsize
                 if progress is not None:
                     progress(Progress(done, total, "B", AVERAGING))
@@ -224,10 +226,16 @@ def _check_names(view: StandardView, first: StandardView, names: set[str]) -> No
             )
 
 
-def _average_into(out: torch.Tensor, tensors: list[torch.Tensor], weights: list[float], name: str, views) -> None:
+def _average_into(
+    out: torch.Tensor, tensors: list[torch.Tensor], weights: list[float], buffer: torch.Tensor, name: str, views
+) -> None:
     """Fill ``out`` with Σ wᵢ·xᵢ / Σ wᵢ over ``tensors``, a slice at a time, summed in float64 in the inputs' order
     and cast back to the dtype. A non-float tensor (a count, a mask) is not averaged: every input must hold the same
-    values."""
+    values. ``buffer`` holds two float64 slices of :data:`CHUNK` elements: the sum, and an input's slice cast.
+
+    Nothing is allocated here: ``add_`` of a float32 tensor into a float64 one would make a float64 copy of it
+    first (torch casts a CPU operand that way), and those short-lived 16 MiB copies made the process's memory
+    grow to 3.5 GiB over five ViT-B-16 inputs (measured; malloc did not give them back)."""
     flat_out, flats = out.view(-1), [tensor.reshape(-1) for tensor in tensors]
     if not out.is_floating_point():
         for view, flat in zip(views[1:], flats[1:], strict=True):
@@ -239,12 +247,11 @@ def _average_into(out: torch.Tensor, tensors: list[torch.Tensor], weights: list[
                 )
         flat_out.copy_(flats[0])
         return
-    buffer = torch.empty(min(CHUNK, flat_out.numel()), dtype=torch.float64)  # the one sum, reused slice after slice
     for start in range(0, flat_out.numel(), CHUNK):
         stop = min(start + CHUNK, flat_out.numel())
-        total = buffer[: stop - start].zero_()
+        total, cast = buffer[0, : stop - start].zero_(), buffer[1, : stop - start]
         for flat, weight in zip(flats, weights, strict=True):
-            total.add_(flat[start:stop], alpha=weight)  # promoted to float64 element by element, no copy
+            total.add_(cast.copy_(flat[start:stop]), alpha=weight)
         flat_out[start:stop].copy_(total.div_(math.fsum(weights)))
 
 
