@@ -285,29 +285,32 @@ def drift_table(results: dict[int, Sample]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run_sections(description: str, keep_help: str, sections: dict[str, tuple[str, Callable[..., list[str]]]]) -> None:
+    """The benchmarks' command line: ``--runs``, ``--cache``, ``--only NAME`` and ``--keep``; then each section
+    (name → its title and ``bench(cache, runs, keep)``) run in turn and printed as Markdown under the machine."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "chclip-convert-bench")
-    parser.add_argument("--only", choices=("diff", "drift"))
-    parser.add_argument("--keep", action="store_true", help="keep drift's 23 GB of epoch files in the cache")
+    parser.add_argument("--only", choices=tuple(sections))
+    parser.add_argument("--keep", action="store_true", help=keep_help)
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     line = machine()
     log(line)
-    sections = []
-    if args.only in (None, "diff"):
-        sections.append(
-            ("diff of two ViT-B-16 fp32 checkpoints (B with AdamW state)", bench_diff(args.cache, args.runs))
-        )
-    if args.only in (None, "drift"):
-        sections.append(
-            ("drift over ViT-B-16 fp32 epochs with AdamW state", bench_drift(args.cache, args.runs, args.keep))
-        )
+    results = [(title, bench(args.cache, args.runs, args.keep))
+               for name, (title, bench) in sections.items() if args.only in (None, name)]  # fmt: skip
     print(f"\n{line}\nmedian of {args.runs} runs after a warm-up run of each command (page cache warm)")
-    for title, lines in sections:
+    for title, lines in results:
         print(f"\n### {title}\n")
         print("\n".join(lines))
+
+
+def main() -> None:
+    run_sections(__doc__.split("\n")[0], "keep drift's 23 GB of epoch files in the cache", {
+        "diff": ("diff of two ViT-B-16 fp32 checkpoints (B with AdamW state)",
+                 lambda cache, runs, keep: bench_diff(cache, runs)),
+        "drift": ("drift over ViT-B-16 fp32 epochs with AdamW state", bench_drift),
+    })  # fmt: skip
 
 
 if __name__ == "__main__":
