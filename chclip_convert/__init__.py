@@ -11,11 +11,12 @@ The public surface, one function per thing the tool does:
   training run's per-layer change by epoch; :func:`convert_epochs` — several checkpoints converted and checked;
 - :func:`average_checkpoints` — chosen epochs averaged into one checkpoint; :func:`slim_checkpoint` — a checkpoint
   without its optimizer state;
+- :func:`export_onnx` — a folder or checkpoint into verified ONNX files (needs the ``export`` extra);
 - :func:`infer_architecture`, :func:`load_config`, :func:`source_weights_digest` — the pieces users reach for;
 - the errors, all subclasses of :class:`ConversionError`.
 
-The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average|slim``) calls
-the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
+The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average|slim|export-onnx``)
+calls the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
 command line's start) does not wait for torch and transformers. The notebook layer lives in
 :mod:`chclip_convert.notebook`.
 """
@@ -31,7 +32,9 @@ from chclip_convert.errors import (
     CheckpointReadError,
     ConfigMismatchError,
     ConversionError,
+    ExportCheckError,
     MappingError,
+    MissingExtraError,
     OutputError,
     UnsupportedCheckpointError,
 )
@@ -66,6 +69,8 @@ _LAZY = {
     "ConversionSummary": "chclip_convert.conversion.summary",
     "VerifyReport": "chclip_convert.verification.verify",
     "verify_folder": "chclip_convert.verification.verify",
+    "ExportReport": "chclip_convert.export.report",
+    "export_onnx": "chclip_convert.export.pipeline",
 }
 
 if TYPE_CHECKING:
@@ -80,6 +85,8 @@ if TYPE_CHECKING:
     from chclip_convert.conversion.reverse import ReverseSummary, reverse_folder, reverse_state_dict
     from chclip_convert.conversion.state_dict import ConversionResult, convert_state_dict
     from chclip_convert.conversion.summary import ConversionSummary
+    from chclip_convert.export.pipeline import export_onnx
+    from chclip_convert.export.report import ExportReport
     from chclip_convert.files.folder import load_config
     from chclip_convert.mapping.architecture import Architecture, infer_architecture
     from chclip_convert.mapping.report import ConversionReport
@@ -106,7 +113,10 @@ __all__ = [
     "ConversionResult",
     "ConversionSummary",
     "Drift",
+    "ExportCheckError",
+    "ExportReport",
     "MappingError",
+    "MissingExtraError",
     "OutputError",
     "ReverseSummary",
     "SlimSummary",
@@ -118,6 +128,7 @@ __all__ = [
     "convert_epochs",
     "convert_state_dict",
     "diff_checkpoints",
+    "export_onnx",
     "infer_architecture",
     "inspect_checkpoint",
     "load_config",

@@ -44,3 +44,15 @@ class MappingError(ConversionError):
 
 class OutputError(ConversionError):
     """The output location is unusable: it exists, is a file, is the input, or cannot be written."""
+
+
+class MissingExtraError(ConversionError):
+    """A task needs packages of an optional extra that is not installed; the message says what to install."""
+
+
+class ExportCheckError(ConversionError):
+    """An exported model failed its check against the PyTorch model; ``report`` holds every check."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, report=None) -> None:
+        super().__init__(message, path=path)
+        self.report = report

@@ -1,0 +1,182 @@
+"""Every exported file run by onnxruntime on the packaged photo and captions, against the PyTorch folder.
+
+Two cases: batch 1 (the photo, the first caption) and a larger batch (three images, all captions), so that
+the dynamic axes are exercised too. Each output is compared with what the PyTorch model gives; the limits
+depend on the variant (:data:`TOLERANCES`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chclip_convert.export.graphs import GraphSpec, run_torch
+from chclip_convert.export.writer import FP16, FP32, INT8, Variant
+from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a variant must match: max abs difference as a fraction of the reference's largest magnitude
+    (``None``: reported, not checked), and the least cosine of each embedding with PyTorch's."""
+
+    max_abs: float | None
+    min_cosine: float
+
+
+TOLERANCES = {
+    # float32: the same arithmetic as PyTorch in another order (fused attention, other sum orders). Rounding at
+    # ~1e-7 a step, grown over up to 32 layers, stays near 1e-6 of the output's scale; 1e-4 leaves room for that
+    # and still catches a wrong weight, head count or op, which moves outputs by whole percents.
+    FP32.name: Tolerance(max_abs=1e-4, min_cosine=0.99999),
+    # float16: weights and activations rounded to an 11-bit significand (~5e-4 relative each), so a few 1e-3 of
+    # the scale after a dozen layers; cosines stay above 0.999 where the model is sound.
+    FP16.name: Tolerance(max_abs=2e-2, min_cosine=0.999),
+    # int8: weights quantized to 256 levels a tensor and activations a batch, an error of about 1% a layer that
+    # does not shrink; only the direction of the embeddings is checked, at the 0.99 cosine deployment needs.
+    INT8.name: Tolerance(max_abs=None, min_cosine=0.99),
+}
+EMBEDDINGS = ("text_embeds", "image_embeds")
+LOGITS = "logits_per_image"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measured value of one output of one file, in one batch case, and whether it is within its limit."""
+
+    file: str
+    variant: str
+    case: str
+    output: str
+    metric: str
+    value: float | str
+    limit: float | str | None
+    ok: bool
+
+    def describe(self) -> str:
+        """``model_quantized.onnx image_embeds (batch 3×5): min cosine 0.93, needs ≥ 0.99``."""
+        value = f"{self.value:.3g}" if isinstance(self.value, float) else str(self.value)
+        need = "" if self.limit is None else f", needs {self.limit}"
+        return f"{self.file} {self.output} ({self.case}): {self.metric} {value}{need}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_cases(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The inputs of each case, made by the folder's own processor (PIL backend, as cn_clip resizes)."""
+    from PIL import ImageOps
+    from transformers import ChineseCLIPProcessor
+
+    processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+    photo = sample_image()
+    images = [photo, ImageOps.mirror(photo), ImageOps.grayscale(photo).convert("RGB")]
+
+    def case(images: list, captions: list[str]) -> dict[str, torch.Tensor]:
+        text = tokenize_captions(processor.tokenizer, captions)
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
+
+    return {
+        "batch 1": case(images[:1], SAMPLE_CAPTIONS[:1]),
+        f"batch {len(images)}×{len(SAMPLE_CAPTIONS)}": case(images, SAMPLE_CAPTIONS),
+    }
+
+
+def check_file(
+    path: Path, graph: GraphSpec, variant: Variant, cases: dict[str, dict], references: dict[str, dict]
+) -> list[Check]:
+    """Load ``path`` in onnxruntime, check its input and output names, run every case and compare its outputs
+    with ``references`` (case → output → PyTorch's tensor)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    checks = [_names_check(path.name, variant, graph, session)]
+    if not checks[0].ok:
+        return checks
+    for case, inputs in cases.items():
+        feeds = {name: inputs[name].numpy() for name in graph.inputs}
+        outputs = dict(zip(graph.outputs, session.run(list(graph.outputs), feeds), strict=True))
+        for name in graph.outputs:
+            checks += compare(path.name, variant, case, name, outputs[name], references[case][name])
+    return checks
+
+
+def _names_check(file: str, variant: Variant, graph: GraphSpec, session) -> Check:
+    found = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    wanted = list(graph.inputs), list(graph.outputs)
+    text = f"{', '.join(found[0])} → {', '.join(found[1])}"
+    return Check(file, variant.name, "loading", "inputs → outputs", "names", text, None, found == wanted)
+
+
+def compare(
+    file: str, variant: Variant, case: str, output: str, got: np.ndarray, reference: torch.Tensor
+) -> list[Check]:
+    """The checks of one output: shape, max abs difference (relative to the reference's scale), and for the
+    embeddings the least row cosine, for the logits whether each image's best caption is the same."""
+    tolerance = TOLERANCES[variant.name]
+    want = reference.float().numpy()
+    check = _checker(file, variant, case, output)
+    if got.shape != want.shape:
+        return [check("shape", str(got.shape), str(want.shape), False)]
+    scale = max(float(np.abs(want).max()), 1e-12)
+    difference = float(np.abs(got.astype(np.float64) - want).max())
+    relative = difference / scale
+    limit = tolerance.max_abs
+    checks = [
+        check("max abs diff / scale", relative, None if limit is None else f"≤ {limit:g}", _within(relative, limit))
+    ]
+    if output in EMBEDDINGS:
+        cosine = _min_cosine(got, want)
+        checks.append(check("min cosine", cosine, f"≥ {tolerance.min_cosine:g}", cosine >= tolerance.min_cosine))
+    if output == LOGITS:
+        agree, count = _top1(got, want, difference)
+        checks.append(check("top-1 agrees", f"{agree}/{count}", f"{count}/{count}", agree == count))
+    return checks
+
+
+def _checker(file: str, variant: Variant, case: str, output: str):
+    def check(metric: str, value, limit, ok: bool) -> Check:
+        return Check(file, variant.name, case, output, metric, value, limit, bool(ok))
+
+    return check
+
+
+def _within(value: float, limit: float | None) -> bool:
+    return math.isfinite(value) and (limit is None or value <= limit)
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    cosines = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
+    return float(np.nan_to_num(cosines, nan=-1.0).min())
+
+
+def _top1(got: np.ndarray, want: np.ndarray, difference: float) -> tuple[int, int]:
+    """Images whose best caption agrees, of all. A swap of two captions whose reference scores differ by no more
+    than twice the largest logit difference measured is within the variant's error, and counts as agreeing."""
+    agree = 0
+    for row_got, row_want in zip(got, want, strict=True):
+        best, chosen = int(row_want.argmax()), int(row_got.argmax())
+        agree += best == chosen or row_want[best] - row_want[chosen] <= 2 * difference
+    return agree, len(want)
+
+
+def check_exported(
+    model, cases: dict[str, dict], onnx_dir: Path, files: list[tuple[GraphSpec, Variant, str]]
+) -> list[Check]:
+    """Every file of ``files`` (graph, variant, file name in ``onnx_dir``) against ``model``, the folder's
+    ``ChineseCLIPModel`` in float32, on ``cases`` (:func:`sample_cases`)."""
+    graphs = {graph.name: graph for graph, _, _ in files}
+    references = {
+        name: {case: run_torch(model, graph, inputs) for case, inputs in cases.items()}
+        for name, graph in graphs.items()
+    }
+    checks: list[Check] = []
+    for graph, variant, name in files:
+        checks += check_file(onnx_dir / name, graph, variant, cases, references[graph.name])
+    return checks

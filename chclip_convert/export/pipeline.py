@@ -1,0 +1,235 @@
+"""``export_onnx``: a converted folder (or an original checkpoint, converted first) in, verified ONNX files out.
+
+The files are written into a temporary folder beside the target, checked there by onnxruntime against the
+PyTorch model, and moved into place only when every check passes (or ``keep_failed`` says to keep them). From
+a checkpoint, the converted folder and its ``onnx/`` are built together in one temporary folder, so a refusal
+at any step leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chclip_convert.errors import CheckpointReadError, ExportCheckError, OutputError, UnsupportedCheckpointError
+from chclip_convert.export import card as export_card
+from chclip_convert.export.graphs import GRAPHS
+from chclip_convert.export.parity import check_exported, sample_cases
+from chclip_convert.export.report import ExportReport
+from chclip_convert.export.requirements import require_export_packages
+from chclip_convert.export.writer import FP16, FP32, INT8, OPSET, Variant, export_graph, write_fp16, write_int8
+from chclip_convert.files.folder import weight_files
+from chclip_convert.files.output import atomic_output, check_output_dir, output_lock, output_path
+from chclip_convert.files.records import read_json
+from chclip_convert.names import BIN_FILE, CARD_FILE, CONFIG_FILE
+from chclip_convert.progress import OnProgress, Progress
+
+ONNX_DIR = "onnx"  # where transformers.js and optimum look for a folder's ONNX files
+EXPORT_REPORT_FILE = "export_report.json"
+EXPORT_DTYPES = ("float32", "float16")
+DERIVED = {FP16.name: write_fp16, INT8.name: write_int8}  # variant → how it is made from the float32 file
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every step of one export is told: the variants, the opset, what to keep, whom to tell."""
+
+    variants: tuple[Variant, ...]
+    opset: int
+    keep_failed: bool
+    progress: OnProgress | None
+
+
+def export_onnx(
+    source: str | Path,
+    output: str | Path | None = None,
+    *,
+    dtype: str = "float32",
+    quantize: bool = False,
+    overwrite: bool = False,
+    keep_failed: bool = False,
+    opset: int = OPSET,
+    progress: OnProgress | None = None,
+) -> ExportReport:
+    """Export a Chinese-CLIP model to ONNX files onnxruntime, optimum and transformers.js load, checked.
+
+    Writes ``model.onnx`` (both towers, logits), ``text_model.onnx`` and ``vision_model.onnx`` (the projected
+    embeddings), with dynamic batch and text length, and ``export_report.json``; then adds a section on them to
+    the folder's ``README.md``. Each file is run by onnxruntime on the packaged photo and captions at batch 1
+    and a larger batch, and compared with the PyTorch model (see :mod:`chclip_convert.export.parity`).
+
+    Args:
+        source: a converted ``ChineseCLIPModel`` folder, or an original cn_clip checkpoint (converted first).
+        output: from a folder, where the ONNX files go (default ``SOURCE/onnx``); from a checkpoint, the
+            transformers folder to create, the ONNX files in its ``onnx/`` (default ``<checkpoint stem>-hf``
+            beside the checkpoint).
+        dtype: ``"float16"`` adds ``*_fp16.onnx`` (float16 inside, float32 inputs and outputs).
+        quantize: adds ``*_quantized.onnx``, int8 dynamic quantization by onnxruntime.
+        overwrite: replace an existing, non-empty output once the new one is complete and checked.
+        keep_failed: keep files that fail their check (the report says which); by default nothing is left.
+        opset: the ONNX opset (at least 17; default 18, as optimum exports ``chinese_clip``).
+        progress: called with a :class:`~chclip_convert.progress.Progress` at each step.
+
+    Returns:
+        An :class:`~chclip_convert.export.report.ExportReport`; ``ok`` is false only with ``keep_failed``.
+
+    Raises:
+        MissingExtraError: onnx, onnxruntime or onnxscript is not installed (the export extra).
+        ExportCheckError: a file failed its check; nothing was written (its ``report`` holds every check).
+        ConversionError: (a subclass) any other problem with the input or the output; nothing is written.
+
+    It does not export RN50 models (transformers has no ResNet tower for Chinese-CLIP), nor compare with cn_clip.
+    """
+    started = time.perf_counter()
+    require_export_packages()
+    options = Options(_variants(dtype, quantize), _opset(opset), keep_failed, progress)
+    source = Path(source).expanduser()
+    if source.is_dir():
+        report = _export_folder(source, output, overwrite, options)
+    elif source.is_file():
+        report = _export_checkpoint(source, output, overwrite, options)
+    else:
+        raise CheckpointReadError("no such file or folder.", path=source)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _variants(dtype: str, quantize: bool) -> tuple[Variant, ...]:
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}")
+    return (FP32, *([FP16] if dtype == "float16" else []), *([INT8] if quantize else []))
+
+
+def _opset(opset: int) -> int:
+    if opset < 17:  # LayerNormalization is an ONNX op from 17 on; below, PyTorch 2's attention does not export
+        raise ValueError(f"opset must be 17 or later, not {opset}")
+    return opset
+
+
+def _export_folder(folder: Path, output: str | Path | None, overwrite: bool, options: Options) -> ExportReport:
+    """Into ``output`` (default ``folder/onnx``); the section goes into the folder's card, or the output's own."""
+    require_chinese_clip_folder(folder)
+    target = output_path(output if output is not None else folder / ONNX_DIR)
+    if output_path(folder).is_relative_to(target):
+        raise OutputError(f"would hold or replace the folder being exported ({folder}); choose another.", path=target)
+    inside = target.parent == output_path(folder)
+    with output_lock(target):
+        check_output_dir(target, input_path=None, overwrite=overwrite)
+        with atomic_output(target, overwrite=overwrite) as partial:
+            report = _export_into(folder, partial, options, shown=(folder, target, False))
+            if not inside:
+                export_card.write_section(partial / CARD_FILE, export_card.onnx_section(report, "."))
+    if inside:
+        _write_card(folder / CARD_FILE, export_card.onnx_section(report, target.name))
+    return report
+
+
+def _export_checkpoint(checkpoint: Path, output: str | Path | None, overwrite: bool, options: Options) -> ExportReport:
+    """Convert into a temporary folder, export into its ``onnx/``, and move the whole into place."""
+    from chclip_convert.conversion.pipeline import convert_checkpoint
+
+    target = output_path(output if output is not None else checkpoint.with_name(f"{checkpoint.stem}-hf"))
+    with output_lock(target):
+        check_output_dir(target, input_path=checkpoint, overwrite=overwrite)
+        with atomic_output(target, overwrite=overwrite) as holder:
+            convert_checkpoint(checkpoint, holder, progress=options.progress)
+            onnx_dir = holder / ONNX_DIR
+            with atomic_output(onnx_dir, overwrite=False) as partial:
+                report = _export_into(holder, partial, options, shown=(target, target / ONNX_DIR, True))
+            report.source = checkpoint
+            _write_card(holder / CARD_FILE, export_card.onnx_section(report, ONNX_DIR))
+    return report
+
+
+def require_chinese_clip_folder(folder: Path) -> None:
+    """Raise, naming ``folder``, unless it holds a ``chinese_clip`` config.json and weights."""
+    config = read_json(folder, CONFIG_FILE)
+    if config is None:
+        raise UnsupportedCheckpointError(
+            "has no config.json, so it is no transformers model folder; give a ChineseCLIPModel folder, or an "
+            "original Chinese-CLIP checkpoint (.pt) to convert first.",
+            path=folder,
+        )
+    kind = config.get("model_type")
+    if kind != "chinese_clip":
+        raise UnsupportedCheckpointError(
+            f"config.json is for model_type {kind!r}, not 'chinese_clip'; export-onnx exports ChineseCLIPModel "
+            "folders only.",
+            path=folder,
+        )
+    if not weight_files(folder) and not (folder / BIN_FILE).is_file():
+        raise CheckpointReadError("holds no weights (*.safetensors or pytorch_model.bin); convert again.", path=folder)
+
+
+def _export_into(folder: Path, onnx_dir: Path, options: Options, *, shown: tuple[Path, Path, bool]) -> ExportReport:
+    """Write and check every file in ``onnx_dir``; ``shown`` is (folder, output, converted) as the report names
+    them. Raises :class:`ExportCheckError` when a check fails, unless ``options.keep_failed``."""
+    from transformers import ChineseCLIPModel
+
+    from chclip_convert.verification.model_outputs import quiet_transformers
+
+    quiet_transformers()
+    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    cases = sample_cases(folder)
+    steps = _Steps(len(GRAPHS) * len(options.variants) + 1, options.progress)
+    files = []
+    for graph in GRAPHS:  # the largest case as the example: batch sizes above 1 stay dynamic
+        steps.next(f"exporting {graph.file_name()}")
+        export_graph(model, graph, cases[list(cases)[-1]], onnx_dir / graph.file_name(), opset=options.opset)
+        files.append((graph, FP32, graph.file_name()))
+    gc.collect()
+    for variant in options.variants[1:]:
+        for graph in GRAPHS:
+            steps.next(f"writing {graph.file_name(variant.suffix)}")
+            DERIVED[variant.name](onnx_dir / graph.file_name(), onnx_dir / graph.file_name(variant.suffix))
+            files.append((graph, variant, graph.file_name(variant.suffix)))
+    steps.next("checking with onnxruntime")
+    checks = check_exported(model, cases, onnx_dir, files)
+    del model
+    report = ExportReport(
+        source=shown[0], folder=shown[0], output_dir=shown[1], converted=shown[2], opset=options.opset, checks=checks
+    )
+    report.kept_failed = not report.ok and options.keep_failed
+    if not report.ok and not options.keep_failed:
+        raise ExportCheckError(_failure_message(report), path=shown[1], report=report)
+    report.files = {path.name: path.stat().st_size for path in sorted(onnx_dir.iterdir()) if path.is_file()}
+    _write_json(onnx_dir / EXPORT_REPORT_FILE, report.to_dict())
+    return report
+
+
+def _failure_message(report: ExportReport) -> str:
+    shown = report.failures[:5]
+    more = f" (and {len(report.failures) - len(shown)} more)" if len(report.failures) > len(shown) else ""
+    named = "; ".join(check.describe() for check in shown)
+    return (
+        f"the exported models do not match the PyTorch model: {named}{more}. Nothing was written; pass "
+        "--keep-failed (keep_failed=True) to keep the files for a look."
+    )
+
+
+class _Steps:
+    """Progress over a known number of steps, each named as it starts."""
+
+    def __init__(self, total: int, progress: OnProgress | None) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def next(self, stage: str) -> None:
+        if self.progress is not None:
+            self.progress(Progress(done=self.done, total=self.total, unit="steps", stage=stage))
+        self.done += 1
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_card(card: Path, section: str) -> None:
+    try:
+        export_card.write_section(card, section)
+    except OSError as error:
+        raise OutputError(f"cannot update the model card: {error.strerror or error}.", path=card) from error

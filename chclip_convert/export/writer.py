@@ -1,0 +1,137 @@
+"""ONNX files written: each graph exported from PyTorch at float32, then the float16 and int8 variants made from it.
+
+Protobuf caps one file at 2 GiB, so a model whose weights pass :data:`EXTERNAL_DATA_BYTES` keeps them in one
+file beside it, ``model.onnx_data``: the name transformers.js asks for (``use_external_data_format``) and
+optimum writes. Smaller models are one self-contained file, which every loader takes as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chclip_convert.export.graphs import GraphSpec, wrap
+
+OPSET = 18  # optimum's default for chinese_clip; every onnxruntime since 1.14 runs it
+EXTERNAL_DATA_BYTES = 2**31 - 2**26  # the 2 GiB protobuf cap, less room for the graph itself
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A precision of the exported files: its name in reports, and the suffix transformers.js's ``dtype`` reads."""
+
+    name: str
+    suffix: str
+
+
+FP32, FP16, INT8 = Variant("fp32", ""), Variant("fp16", "_fp16"), Variant("int8", "_quantized")
+VARIANTS = (FP32, FP16, INT8)
+
+
+def data_file_name(onnx_file: str) -> str:
+    """The external-data file beside ``onnx_file``: ``model.onnx`` → ``model.onnx_data``."""
+    return f"{onnx_file}_data"
+
+
+def export_graph(model, graph: GraphSpec, example: dict[str, torch.Tensor], path: Path, *, opset: int = OPSET) -> None:
+    """Export ``graph`` of ``model`` (float32, eval) to ``path``, with its batch (and text length) axes dynamic.
+
+    ``example`` holds an input of each name, batch 2 or more (torch.export treats a size of 1 as fixed)."""
+    dims = _dims(graph, model.config.text_config.max_position_embeddings)
+    shapes = {
+        name: {axis: dims[axis_name] for axis, axis_name in graph.dynamic_axes[name].items()} for name in graph.inputs
+    }
+    with _quiet():
+        program = torch.onnx.export(
+            wrap(model, graph),
+            tuple(example[name] for name in graph.inputs),
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(graph.inputs),
+            output_names=list(graph.outputs),
+            dynamic_shapes=shapes,
+            optimize=True,
+            verbose=False,
+        )
+    save_ir(program.model, path)
+
+
+def _dims(graph: GraphSpec, max_length: int) -> dict[str, torch.export.Dim]:
+    """One ``Dim`` per axis name, shared by the inputs that name it (``input_ids`` and ``attention_mask``)."""
+    names = {axis for axes in graph.dynamic_axes.values() for axis in axes.values()}
+    return {name: torch.export.Dim(name, max=max_length if name == "sequence_length" else None) for name in names}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's progress lines and advisory warnings (axis names merged, and the like) kept from the user."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def save_ir(model, path: Path) -> None:
+    """Save an ``onnx_ir`` model at ``path``; weights beyond :data:`EXTERNAL_DATA_BYTES` in ``<name>_data``."""
+    import onnx_ir
+
+    weights = sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value)
+    external = data_file_name(path.name) if weights > EXTERNAL_DATA_BYTES else None
+    onnx_ir.save(model, path, external_data=external)
+
+
+def write_fp16(source: Path, target: Path) -> None:
+    """A float16 copy of ``source`` with float32 inputs and outputs (``keep_io_types``), as transformers.js's
+    ``model_fp16.onnx`` files are: a caller feeds and reads the same arrays as for the float32 file."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(source)
+    large = _weight_bytes(model) > EXTERNAL_DATA_BYTES
+    # Shape inference serialises the model, which protobuf refuses above 2 GiB; the converter works without it.
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=large)
+    del model
+    _save_proto(half, target)
+
+
+def write_int8(source: Path, target: Path) -> None:
+    """``source`` with int8 weights and dynamically quantized activations (onnxruntime's ``quantize_dynamic``)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice to pre-process
+    # int8 weights take a quarter of float32's room: only a model four times past the cap needs external data.
+    large = source.stat().st_size + _data_size(source) > 4 * EXTERNAL_DATA_BYTES
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, use_external_data_format=large)
+    if large:  # onnxruntime names the data file <name>.data; move it to the name transformers.js asks for
+        import onnx
+
+        _save_proto(onnx.load(target), target)
+        target.with_name(f"{target.name}.data").unlink(missing_ok=True)
+
+
+def _data_size(path: Path) -> int:
+    data = path.with_name(data_file_name(path.name))
+    return data.stat().st_size if data.is_file() else 0
+
+
+def _weight_bytes(model) -> int:
+    return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
+
+
+def _save_proto(model, path: Path) -> None:
+    import onnx
+
+    large = _weight_bytes(model) > EXTERNAL_DATA_BYTES
+    location = data_file_name(path.name)
+    onnx.save_model(model, path, save_as_external_data=large, all_tensors_to_one_file=True, location=location)
+
+
+def written_files(folder: Path, onnx_file: str) -> list[str]:
+    """``onnx_file`` and, if it has one, its external-data file, as they lie in ``folder``."""
+    return [name for name in (onnx_file, data_file_name(onnx_file)) if (folder / name).is_file()]
