@@ -154,7 +154,7 @@ def test_a_first_argument_that_is_no_command_means_convert():
         (["hf", "o.pt", "--reverse", "--bare"], "--reverse was removed; use: chclip-convert reverse hf o.pt --bare"),
         (
             [],
-            "give a command (convert, verify, reverse, inspect, diff, drift, convert-epochs, average, slim), or",
+            "give a command (convert, verify, reverse, inspect, diff, drift, convert-epochs, average, slim, export-",
         ),
         (["--verify-only", "--reverse", "a", "b"], "--verify-only and --reverse were removed; use one command"),
         (["convert", "--verify-only", "a.pt", "hf"], "--verify-only was removed; use: chclip-convert verify a.pt hf"),
@@ -176,7 +176,7 @@ def test_a_removed_mode_flag_says_which_command_to_use(argv, says, capsys):
         (["verify", "a.pt", "hf", "--bare"], "chclip-convert verify: error: --bare is an option of reverse, not of"),
         (
             ["verify", "a.pt", "hf", "--dtype=float16"],
-            "--dtype is an option of convert, convert-epochs and slim, not of",
+            "--dtype is an option of convert, convert-epochs, slim and export-onnx, not of",
         ),
         (["verify", "a.pt", "hf", "--verify"], "--verify is an option of convert, not of verify"),
         (["a.pt", "out", "--json"], "--json is an option of inspect, diff, drift and convert-epochs, not of convert"),

@@ -42,7 +42,7 @@ Without a COMMAND it converts: {PROG} CHECKPOINT OUTPUT_DIR [options].
 
 exit codes:
   0 done, 1 an error in the input or output (one paragraph), 2 a usage error,
-  3 verification failed, 4 inspect found problems, 5 diff --exit-code found differences,
+  3 verification (or an exported model's check) failed, 4 inspect found problems, 5 diff --exit-code found differences,
   130 stopped by Ctrl-C (nothing half-written is left), 141 the reader went away (| head)
 """
 
@@ -74,7 +74,7 @@ def build_parser() -> CommandLine:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND", title="commands")
-    for add in (_add_convert, _add_verify, _add_reverse, _add_inspect, cli_run.add_commands):
+    for add in (_add_convert, _add_verify, _add_reverse, _add_inspect, cli_run.add_commands, _add_export_onnx):
         add(functools.partial(_command, commands))
     parser.commands = dict(commands.choices)
     return parser
@@ -200,6 +200,39 @@ def _add_inspect(command: cli_run.AddCommand) -> None:
     )
     sub.add_argument("--regex", action="store_true", help="TEXT of --name is a regular expression")
     _add_heads(sub)
+
+
+def _add_export_onnx(command: cli_run.AddCommand) -> None:
+    summary = "export a folder (or a checkpoint, converted first) to ONNX files, checked by onnxruntime (exit 3 if not)"
+    examples = (
+        f"{PROG} export-onnx chinese-clip-hf                          (writes chinese-clip-hf/onnx/)",
+        f"{PROG} export-onnx epoch_latest.pt chinese-clip-hf          (converts, then exports into its onnx/)",
+        f"{PROG} export-onnx chinese-clip-hf --dtype float16 --quantize --report export.json",
+    )
+    sub = command("export-onnx", summary, _export_onnx, examples, usage="%(prog)s SOURCE [OUTPUT] [options]")
+    sub.add_argument("source", metavar="SOURCE", help="a ChineseCLIPModel folder, or an original .pt checkpoint")
+    sub.add_argument(
+        "output",
+        nargs="?",
+        metavar="OUTPUT",
+        help="from a folder: where the .onnx files go (default SOURCE/onnx); from a checkpoint: the folder to "
+        "convert into, the .onnx files in its onnx/ (default <checkpoint name>-hf beside it)",
+    )
+    sub.add_argument(
+        "--dtype", choices=("float32", "float16"), default="float32", help="float16 adds *_fp16.onnx files"
+    )
+    sub.add_argument("--quantize", action="store_true", help="add *_quantized.onnx files (int8 dynamic quantization)")
+    sub.add_argument("--opset", type=_opset, default=18, metavar="N", help="ONNX opset, 17 or later (default 18)")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT once the new one passes")
+    sub.add_argument("--keep-failed", action="store_true", help="keep files that fail their check (exit 3)")
+    sub.add_argument("--report", metavar="REPORT.json", help="also write every check's verdict to this file")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _opset(text: str) -> int:
+    if not text.isdigit() or int(text) < 17:  # LayerNormalization and PyTorch 2's attention need 17 or later
+        raise argparse.ArgumentTypeError(f"{text!r} is not an opset of 17 or later")
+    return int(text)
 
 
 def _add_config(sub: argparse.ArgumentParser, text: str) -> None:
@@ -374,6 +407,40 @@ def _reverse(args: argparse.Namespace) -> int:
 
     print(reverse_folder(args.folder, args.output, bare=args.bare, overwrite=args.overwrite).to_text())
     return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    """Export and print the verdict; --report holds it, also when a check failed and nothing was kept."""
+    from chclip_convert.errors import ExportCheckError
+    from chclip_convert.export.requirements import require_export_packages
+
+    require_export_packages()  # before torch and transformers load: one line, at once
+    from chclip_convert.cli.progress_bar import ProgressBar
+    from chclip_convert.export.pipeline import export_onnx
+
+    bar = ProgressBar() if args.progress else None
+    options = {"dtype": args.dtype, "quantize": args.quantize, "overwrite": args.overwrite, "opset": args.opset}
+    try:
+        report = export_onnx(
+            args.source, args.output, keep_failed=args.keep_failed, progress=bar.update if bar else None, **options
+        )
+    except ExportCheckError as error:
+        if bar:
+            bar.close()
+            bar = None
+        if error.report is not None:
+            print(error.report.to_text())
+            if args.report:
+                _write_json(args.report, error.report.to_dict())
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_VERIFY_FAILED
+    finally:
+        if bar:
+            bar.close()
+    print(report.to_text())
+    if args.report:
+        _write_json(args.report, report.to_dict())
+    return 0 if report.ok else EXIT_VERIFY_FAILED
 
 
 def _inspect(args: argparse.Namespace) -> int:
