@@ -1,0 +1,257 @@
+"""ONNX export against the real thing: cn_clip models with seeded weights, converted, exported and run by
+onnxruntime beside transformers' PyTorch model; every bad input refused with one error naming its path, and
+nothing left behind.
+
+The fast tier exports one narrow ViT-B-16 (full vocabulary, two layers a tower) once, in every variant, and
+reads it from several sides; the other architectures at reduced depth and the full-size ViT-B-16 are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cn_clip.clip.model import CLIP
+from support.files import tree_sha256
+from support.original import FULL_B16, NARROW, REDUCED, build_model, save, training_checkpoint
+
+from chclip_convert import (
+    ExportCheckError,
+    OutputError,
+    UnsupportedCheckpointError,
+    convert_checkpoint,
+    export_onnx,
+)
+from chclip_convert.cli.main import main
+from chclip_convert.export import card, pipeline, requirements
+from chclip_convert.export.graphs import GRAPHS
+from chclip_convert.files import output as output_module
+
+onnx = pytest.importorskip("onnx", reason="the export extra is not installed")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+
+FILES = [graph.file_name(suffix) for graph in GRAPHS for suffix in ("", "_fp16", "_quantized")]
+
+
+@pytest.fixture(scope="module")
+def narrow_checkpoint(tmp_path_factory) -> Path:
+    return save(training_checkpoint(build_model(NARROW, seed=21)), tmp_path_factory.mktemp("narrow") / "narrow.pt")
+
+
+@pytest.fixture(scope="module")
+def exported(narrow_checkpoint, tmp_path_factory) -> tuple[Path, int, dict]:
+    """The narrow checkpoint converted and exported in every variant by the command line: (folder, exit code,
+    --report JSON)."""
+    work = tmp_path_factory.mktemp("exported")
+    folder, report = work / "narrow-hf", work / "export.json"
+    argv = ["export-onnx", str(narrow_checkpoint), str(folder), "--dtype", "float16", "--quantize", "--no-progress"]
+    code = main([*argv, "--report", str(report)])
+    return folder, code, json.loads(report.read_text(encoding="utf-8"))
+
+
+def session(path: Path):
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_export_from_a_checkpoint_writes_every_file_verified(exported):
+    folder, code, report = exported
+    assert code == 0 and report["ok"], report["failures"]
+    assert sorted(report["files"]) == sorted(FILES)
+    assert sorted(p.name for p in (folder / "onnx").iterdir()) == sorted([*FILES, "export_report.json"])
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()  # transformers.js needs both
+    checked = {(check["file"], check["case"]) for check in report["checks"]}
+    assert {case for _, case in checked} == {"loading", "batch 1", "batch 3×5"}
+    assert {file for file, _ in checked} == set(FILES)
+    assert not list(folder.parent.glob("*chclip-partial*")) and not list(folder.glob("*chclip-partial*"))
+
+
+def test_inputs_outputs_and_dynamic_axes_are_named_as_transformers_js_expects(exported):
+    folder = exported[0]
+    for graph in GRAPHS:
+        for suffix in ("", "_fp16", "_quantized"):
+            model = session(folder / "onnx" / graph.file_name(suffix))
+            assert [i.name for i in model.get_inputs()] == list(graph.inputs)
+            assert [o.name for o in model.get_outputs()] == list(graph.outputs)
+            for given in model.get_inputs():  # symbolic (named) where dynamic, a number where fixed
+                for axis, name in graph.dynamic_axes[given.name].items():
+                    assert given.shape[axis] == name, (graph.name, given.name, given.shape)
+            assert all(
+                i.type == ("tensor(float)" if i.name == "pixel_values" else "tensor(int64)") for i in model.get_inputs()
+            )
+            assert all(o.type == "tensor(float)" for o in model.get_outputs())  # fp16 files keep float32 io
+        header = onnx.load(folder / "onnx" / graph.file_name(), load_external_data=False)
+        assert max(entry.version for entry in header.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+
+
+def test_outputs_match_pytorch_at_other_batch_sizes_and_text_lengths(exported):
+    from transformers import ChineseCLIPModel
+
+    folder = exported[0]
+    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(106, 21128, (4, 19), generator=generator)
+    mask = torch.ones_like(ids)
+    ids[2:, 11:], mask[2:, 11:] = 0, 0  # two captions padded: the mask must be honoured
+    pixels = torch.randn(2, 3, 224, 224, generator=generator)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        image = model.get_image_features(pixel_values=pixels).pooler_output
+        both = model(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+    onnx_dir = folder / "onnx"
+    got_text = session(onnx_dir / "text_model.onnx").run(
+        None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    )
+    got_image = session(onnx_dir / "vision_model.onnx").run(None, {"pixel_values": pixels.numpy()})
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "pixel_values": pixels.numpy()}
+    got_both = session(onnx_dir / "model.onnx").run(None, feeds)
+    # float32 on both sides, the same weights: only the order of sums differs (see export.parity.TOLERANCES)
+    np.testing.assert_allclose(got_text[0], text.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got_image[0], image.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got_both[0], both.logits_per_image.numpy(), atol=1e-3)
+    assert got_both[0].shape == (2, 4) and got_both[1].shape == (4, 2)
+    np.testing.assert_allclose(got_both[2], both.text_embeds.numpy(), atol=1e-5)
+
+
+def test_the_model_card_names_the_files_and_how_to_load_them(exported):
+    text = (exported[0] / "README.md").read_text(encoding="utf-8")
+    assert text.count(card.BEGIN) == 1 and text.count(card.END) == 1
+    assert "Converted from an original Chinese-CLIP checkpoint" in text  # the conversion's card is kept
+    assert all(f"`onnx/{name}`" in text for name in FILES)
+    assert "ChineseCLIPModel.from_pretrained" in text and "onnxruntime.InferenceSession" in text
+
+
+def test_exporting_again_replaces_the_card_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# A card\n\nkept\n", encoding="utf-8")
+    card.write_section(readme, f"{card.BEGIN}\nfirst\n{card.END}\n")
+    card.write_section(readme, f"{card.BEGIN}\nsecond\n{card.END}\n")
+    text = readme.read_text(encoding="utf-8")
+    assert "kept" in text and "second" in text and "first" not in text and text.count(card.BEGIN) == 1
+
+
+@pytest.fixture(scope="module")
+def other_folder(tmp_path_factory) -> Path:
+    """A converted folder of the narrow architecture with other weights (another seed)."""
+    work = tmp_path_factory.mktemp("other")
+    source = save(training_checkpoint(build_model(NARROW, seed=22)), work / "other.pt")
+    convert_checkpoint(source, work / "other-hf")
+    return work / "other-hf"
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    target = tmp_path / folder.name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_a_failing_check_names_the_model_output_and_difference_and_leaves_nothing(
+    exported, other_folder, tmp_path, monkeypatch, capsys
+):
+    """The files of one model checked against another's weights: what a wrong export looks like."""
+    folder = copy_of(other_folder, tmp_path)
+
+    def copy_exported(model, graph, example, path, *, opset):
+        shutil.copy(exported[0] / "onnx" / path.name, path)
+
+    monkeypatch.setattr(pipeline, "export_graph", copy_exported)
+    before = tree_sha256(folder)
+    with pytest.raises(ExportCheckError) as caught:
+        export_onnx(folder)
+    message = str(caught.value)
+    assert "model.onnx logits_per_image (batch 1): max abs diff / scale" in message and "needs ≤ 0.0001" in message
+    assert str(folder / "onnx") in message and caught.value.report.failures
+    assert tree_sha256(folder) == before, "a failed export changed the folder"
+    assert main(["export-onnx", str(folder), "--no-progress", "--report", str(tmp_path / "r.json")]) == 3
+    captured = capsys.readouterr()
+    assert "FAIL  model.onnx text_embeds (batch 1): min cosine" in captured.out and "Traceback" not in captured.err
+    assert json.loads((tmp_path / "r.json").read_text())["ok"] is False
+    assert tree_sha256(folder) == before
+    assert main(["export-onnx", str(folder), "--no-progress", "--keep-failed"]) == 3
+    assert sorted(p.name for p in (folder / "onnx").iterdir()) == sorted([*FILES[::3], "export_report.json"])
+    assert "checks FAILED (kept with --keep-failed)" in (folder / "README.md").read_text(encoding="utf-8")
+
+
+def assert_refused(argv: list[str], says: str, path: Path, capsys, unchanged: Path) -> None:
+    before = tree_sha256(unchanged)
+    assert main([*argv, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and str(path) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert tree_sha256(unchanged) == before
+    assert not list(unchanged.rglob("*chclip-partial*")) and not list(unchanged.parent.glob("*chclip-partial*"))
+
+
+def test_a_folder_of_another_model_is_refused(other_folder, tmp_path, capsys):
+    folder = copy_of(other_folder, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "clip"}))
+    assert_refused(["export-onnx", str(folder)], "model_type 'clip', not 'chinese_clip'", folder, capsys, folder)
+    with pytest.raises(UnsupportedCheckpointError, match="not 'chinese_clip'"):
+        export_onnx(folder)
+    (folder / "config.json").unlink()
+    assert_refused(["export-onnx", str(folder)], "has no config.json", folder, capsys, folder)
+
+
+def test_an_rn50_checkpoint_is_refused_saying_why(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = CLIP(
+        embed_dim=16, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=8, vision_patch_size=None,
+        vocab_size=32, text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
+        text_hidden_size=16, text_initializer_range=0.02, text_intermediate_size=32, text_max_position_embeddings=16,
+        text_num_attention_heads=2, text_num_hidden_layers=1, text_type_vocab_size=2,
+    )  # fmt: skip
+    source = save(training_checkpoint(model), tmp_path / "run" / "clip_cn_rn50.pt")
+    assert_refused(["export-onnx", str(source)], "no ResNet vision tower", source, capsys, source.parent)
+
+
+def test_an_existing_onnx_folder_is_kept_without_overwrite(other_folder, tmp_path, capsys):
+    folder = copy_of(other_folder, tmp_path)
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"someone else's")
+    assert_refused(["export-onnx", str(folder)], "exists and is not empty", folder / "onnx", capsys, folder)
+
+
+def test_an_output_holding_the_folder_is_refused(other_folder, tmp_path, capsys):
+    folder = copy_of(other_folder, tmp_path)
+    assert_refused(["export-onnx", str(folder), str(tmp_path)], "would hold or replace", tmp_path, capsys, folder)
+
+
+def test_an_unwritable_output_is_refused_naming_it(other_folder, tmp_path, capsys, monkeypatch):
+    # Tests run as root here, which ignores permission bits; the permission check itself is simulated.
+    folder = copy_of(other_folder, tmp_path)
+    monkeypatch.setattr(output_module.os, "access", lambda path, mode: False)
+    assert_refused(["export-onnx", str(folder)], "permission denied", folder / "onnx", capsys, folder)
+    with pytest.raises(OutputError, match="permission denied"):
+        export_onnx(folder)
+
+
+def test_without_the_export_extra_one_line_says_what_to_install(tmp_path, capsys, monkeypatch):
+    real = requirements.importlib.util.find_spec
+    monkeypatch.setattr(requirements.importlib.util, "find_spec", lambda name: None if "onnx" in name else real(name))
+    assert main(["export-onnx", str(tmp_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "error: exporting to ONNX needs onnx, onnxruntime, onnxscript, which are not installed; install the export "
+        "extra: pip install 'chclip-convert[export]'\n"
+    )
+
+
+@pytest.mark.slow  # 0.2–0.4 GB of tensors each, exported three times
+@pytest.mark.parametrize("name", list(REDUCED))
+def test_every_architecture_exports_and_matches(name, reduced_checkpoints, tmp_path):
+    report = export_onnx(reduced_checkpoints[name], tmp_path / "hf")
+    assert report.ok, report.to_text()
+    assert sorted(report.files) == sorted(graph.file_name() for graph in GRAPHS)
+
+
+@pytest.mark.slow  # the full-size ViT-B-16: 0.75 GB of weights, every variant
+def test_full_size_vit_b_16_exports_in_every_variant(tmp_path):
+    source = save(training_checkpoint(build_model(FULL_B16, seed=5)), tmp_path / "vit-b-16.pt")
+    report = export_onnx(source, tmp_path / "hf", dtype="float16", quantize=True)
+    assert report.ok, report.to_text()
+    assert sorted(report.files) == sorted(FILES)
+    source.unlink()
