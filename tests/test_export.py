@@ -9,7 +9,9 @@ reads it from several sides; the other architectures at reduced depth and the fu
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from chclip_convert import (
     export_onnx,
 )
 from chclip_convert.cli.main import main
-from chclip_convert.export import card, pipeline, requirements
+from chclip_convert.export import card, pipeline, requirements, writer
 from chclip_convert.export.graphs import GRAPHS
 from chclip_convert.files import output as output_module
 
@@ -248,6 +250,24 @@ def test_every_architecture_exports_and_matches(name, reduced_checkpoints, tmp_p
     assert sorted(report.files) == sorted(graph.file_name() for graph in GRAPHS)
 
 
+@pytest.mark.slow  # another export of the narrow model
+def test_weights_past_the_size_cap_go_beside_the_model_as_transformers_js_names_them(
+    narrow_checkpoint, tmp_path, monkeypatch
+):
+    """As ViT-H-14's 3.8 GB in float32 would: the cap lowered to 1 MB, so every file takes the external-data path."""
+    monkeypatch.setattr(writer, "EXTERNAL_DATA_BYTES", 2**20)
+    report = export_onnx(narrow_checkpoint, tmp_path / "hf", dtype="float16", quantize=True)
+    assert report.ok, report.to_text()
+    names = set(report.files)  # each file whose weights pass the cap has them beside it, and no other file is
+    assert {f"{graph.file_name()}_data" for graph in GRAPHS} <= names <= {*FILES, *(f"{name}_data" for name in FILES)}
+    assert "model_quantized.onnx_data" in names  # int8 takes a quarter of the room: past 4× the cap, beside too
+    header = onnx.load(tmp_path / "hf" / "onnx" / "model.onnx", load_external_data=False)
+    locations = {
+        entry.value for tensor in header.graph.initializer for entry in tensor.external_data if entry.key == "location"
+    }
+    assert locations == {"model.onnx_data"}
+
+
 @pytest.mark.slow  # the full-size ViT-B-16: 0.75 GB of weights, every variant
 def test_full_size_vit_b_16_exports_in_every_variant(tmp_path):
     source = save(training_checkpoint(build_model(FULL_B16, seed=5)), tmp_path / "vit-b-16.pt")
@@ -255,3 +275,42 @@ def test_full_size_vit_b_16_exports_in_every_variant(tmp_path):
     assert report.ok, report.to_text()
     assert sorted(report.files) == sorted(FILES)
     source.unlink()
+
+
+TRANSFORMERS_JS = "@huggingface/transformers@4.3.2"
+NODE_CACHE = Path(os.environ.get("CHCLIP_NODE_CACHE", Path.home() / ".cache" / "chclip-convert-node"))
+
+
+def transformers_js() -> Path:
+    """A folder whose node_modules holds transformers.js, installed from the npm registry on first use.
+
+    Its dependency onnxruntime-node would fetch CUDA binaries from outside the registry in an install script;
+    its CPU binaries ship in the package, so that script is skipped."""
+    if not (NODE_CACHE / "node_modules" / "@huggingface" / "transformers" / "package.json").is_file():
+        NODE_CACHE.mkdir(parents=True, exist_ok=True)
+        (NODE_CACHE / "package.json").write_text('{"name": "chclip-convert-tests", "private": true}\n')
+        command = ["npm", "install", "--no-audit", "--no-fund", TRANSFORMERS_JS]
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+        subprocess.run(command, cwd=NODE_CACHE, env=env, check=True, capture_output=True, timeout=600)
+    return NODE_CACHE
+
+
+@pytest.mark.slow  # installs transformers.js on first use, then starts Node
+def test_transformers_js_loads_the_folder_offline_and_ranks_captions_as_pytorch(exported):
+    from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, SAMPLE_IMAGE, run_converted, sample_image
+
+    folder = exported[0]
+    cache = transformers_js()
+    script = cache / "rank_captions.mjs"  # beside node_modules, where Node resolves the package from
+    shutil.copy(Path(__file__).parent / "support" / "rank_captions.mjs", script)
+    command = ["node", str(script), f"{folder.parent}/", folder.name, str(SAMPLE_IMAGE), *SAMPLE_CAPTIONS]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    got = np.array(json.loads(result.stdout.splitlines()[-1])["logits"])
+    want = run_converted(folder, [sample_image()], SAMPLE_CAPTIONS).logits_per_image[0].numpy()
+    # transformers.js resizes with sharp, PyTorch's processor with PIL (both bicubic): pixels differ slightly,
+    # so the logits agree to about 1e-3 of their scale, and the ranking is the same.
+    np.testing.assert_allclose(got, want, atol=1e-2 * np.abs(want).max())
+    assert list(np.argsort(-got)) == list(np.argsort(-want)), (got, want)

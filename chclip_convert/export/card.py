@@ -46,13 +46,15 @@ logits_per_image = session.run(["logits_per_image"], feeds)[0]
 ```
 
 ```js
-import {{ env, AutoProcessor, AutoTokenizer, ChineseCLIPModel, RawImage }} from "@huggingface/transformers";
+import {{ env, AutoTokenizer, ChineseCLIPFeatureExtractor, ChineseCLIPModel, RawImage }}
+  from "@huggingface/transformers";
 env.allowRemoteModels = false;
 env.localModelPath = "path/to/";  // the folder that holds this one
 const model = await ChineseCLIPModel.from_pretrained("this-folder", {{ dtype: "fp32" }});  // or "fp16", "q8"
 const tokenizer = await AutoTokenizer.from_pretrained("this-folder");
-const processor = await AutoProcessor.from_pretrained("this-folder");
-const text = tokenizer(["一只猫", "一只狗"], {{ padding: true, truncation: true }});
+// AutoProcessor does not know the name ChineseCLIPImageProcessor (transformers 5's); this class reads the same file
+const processor = await ChineseCLIPFeatureExtractor.from_pretrained("this-folder");
+const text = tokenizer(["一只猫", "一只狗"], {{ padding: "max_length", max_length: 52, truncation: true }});
 const {{ logits_per_image }} = await model({{ ...text, ...(await processor(await RawImage.read("photo.jpg"))) }});
 ```
 {END}
