@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chclip_convert.export.graphs import GraphSpec, run_torch
+from chclip_convert.export.graphs import GRAPHS, GraphSpec, run_torch
 from chclip_convert.export.writer import FP16, FP32, INT8, Variant
 from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
 
@@ -166,16 +166,16 @@ def _top1(got: np.ndarray, want: np.ndarray, difference: float) -> tuple[int, in
     return agree, len(want)
 
 
+def reference_outputs(model, cases: dict[str, dict]) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
+    """graph name → case → output name → what ``model`` (the folder's float32 ``ChineseCLIPModel``) gives."""
+    return {graph.name: {case: run_torch(model, graph, inputs) for case, inputs in cases.items()} for graph in GRAPHS}
+
+
 def check_exported(
-    model, cases: dict[str, dict], onnx_dir: Path, files: list[tuple[GraphSpec, Variant, str]]
+    references: dict[str, dict], cases: dict[str, dict], onnx_dir: Path, files: list[tuple[GraphSpec, Variant, str]]
 ) -> list[Check]:
-    """Every file of ``files`` (graph, variant, file name in ``onnx_dir``) against ``model``, the folder's
-    ``ChineseCLIPModel`` in float32, on ``cases`` (:func:`sample_cases`)."""
-    graphs = {graph.name: graph for graph, _, _ in files}
-    references = {
-        name: {case: run_torch(model, graph, inputs) for case, inputs in cases.items()}
-        for name, graph in graphs.items()
-    }
+    """Every file of ``files`` (graph, variant, file name in ``onnx_dir``) against :func:`reference_outputs`, on
+    ``cases`` (:func:`sample_cases`). One onnxruntime session at a time, so memory holds one model's."""
     checks: list[Check] = []
     for graph, variant, name in files:
         checks += check_file(onnx_dir / name, graph, variant, cases, references[graph.name])

@@ -19,7 +19,7 @@ import torch
 from chclip_convert.errors import CheckpointReadError, ExportCheckError, OutputError, UnsupportedCheckpointError
 from chclip_convert.export import card as export_card
 from chclip_convert.export.graphs import GRAPHS
-from chclip_convert.export.parity import check_exported, sample_cases
+from chclip_convert.export.parity import check_exported, reference_outputs, sample_cases
 from chclip_convert.export.report import ExportReport
 from chclip_convert.export.requirements import require_export_packages
 from chclip_convert.export.writer import FP16, FP32, INT8, OPSET, Variant, export_graph, write_fp16, write_int8
@@ -176,21 +176,24 @@ def _export_into(folder: Path, onnx_dir: Path, options: Options, *, shown: tuple
     quiet_transformers()
     model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
     cases = sample_cases(folder)
+    references = reference_outputs(model, cases)
     steps = _Steps(len(GRAPHS) * len(options.variants) + 1, options.progress)
     files = []
     for graph in GRAPHS:  # the largest case as the example: batch sizes above 1 stay dynamic
         steps.next(f"exporting {graph.file_name()}")
         export_graph(model, graph, cases[list(cases)[-1]], onnx_dir / graph.file_name(), opset=options.opset)
         files.append((graph, FP32, graph.file_name()))
+        gc.collect()  # the exporter's copy of the weights, before the next graph's
+    del model  # the references hold what the checks need; the variants and sessions get its room
     gc.collect()
     for variant in options.variants[1:]:
         for graph in GRAPHS:
             steps.next(f"writing {graph.file_name(variant.suffix)}")
             DERIVED[variant.name](onnx_dir / graph.file_name(), onnx_dir / graph.file_name(variant.suffix))
             files.append((graph, variant, graph.file_name(variant.suffix)))
+            gc.collect()
     steps.next("checking with onnxruntime")
-    checks = check_exported(model, cases, onnx_dir, files)
-    del model
+    checks = check_exported(references, cases, onnx_dir, files)
     report = ExportReport(
         source=shown[0], folder=shown[0], output_dir=shown[1], converted=shown[2], opset=options.opset, checks=checks
     )
