@@ -22,7 +22,17 @@ from chclip_convert.export.graphs import GRAPHS
 from chclip_convert.export.parity import check_exported, reference_outputs, sample_cases
 from chclip_convert.export.report import ExportReport
 from chclip_convert.export.requirements import require_export_packages
-from chclip_convert.export.writer import FP16, FP32, INT8, OPSET, Variant, export_graph, write_fp16, write_int8
+from chclip_convert.export.writer import (
+    FP16,
+    FP32,
+    INT8,
+    OPSET,
+    Variant,
+    export_graph,
+    inline_weights,
+    write_fp16,
+    write_int8,
+)
 from chclip_convert.files.folder import weight_files
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock, output_path
 from chclip_convert.files.records import read_json
@@ -184,8 +194,10 @@ def _export_into(folder: Path, onnx_dir: Path, options: Options, *, shown: tuple
         export_graph(model, graph, cases[list(cases)[-1]], onnx_dir / graph.file_name(), opset=options.opset)
         files.append((graph, FP32, graph.file_name()))
         gc.collect()  # the exporter's copy of the weights, before the next graph's
-    del model  # the references hold what the checks need; the variants and sessions get its room
+    del model  # the references hold what the checks need; the single files, variants and sessions get its room
     gc.collect()
+    for graph in GRAPHS:
+        inline_weights(onnx_dir / graph.file_name())
     for variant in options.variants[1:]:
         for graph in GRAPHS:
             steps.next(f"writing {graph.file_name(variant.suffix)}")

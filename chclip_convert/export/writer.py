@@ -78,12 +78,28 @@ def _quiet() -> Iterator[None]:
 
 
 def save_ir(model, path: Path) -> None:
-    """Save an ``onnx_ir`` model at ``path``; weights beyond :data:`EXTERNAL_DATA_BYTES` in ``<name>_data``."""
+    """Save an ``onnx_ir`` model at ``path``, its weights streamed one tensor at a time into ``<name>_data``
+    beside it (:func:`inline_weights` folds them back in where protobuf allows)."""
     import onnx_ir
 
-    weights = sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value)
-    external = data_file_name(path.name) if weights > EXTERNAL_DATA_BYTES else None
-    onnx_ir.save(model, path, external_data=external)
+    onnx_ir.save(model, path, external_data=data_file_name(path.name))
+
+
+def inline_weights(path: Path) -> None:
+    """Fold the weights of ``path`` back into it, removing ``<name>_data``, unless they pass
+    :data:`EXTERNAL_DATA_BYTES`: one self-contained file is what every loader takes as it is.
+
+    Done after the PyTorch model is released, so that the serialised copy (the whole model, once in protobuf
+    and once as bytes) does not sit beside it: that copy set the export's peak memory."""
+    import onnx
+
+    data = path.with_name(data_file_name(path.name))
+    if not data.is_file() or data.stat().st_size > EXTERNAL_DATA_BYTES:
+        return
+    model = onnx.load(path)
+    onnx.save_model(model, path)
+    del model
+    data.unlink()
 
 
 def write_fp16(source: Path, target: Path) -> None:
@@ -104,15 +120,30 @@ def write_int8(source: Path, target: Path) -> None:
     """``source`` with int8 weights and dynamically quantized activations (onnxruntime's ``quantize_dynamic``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice to pre-process
     # int8 weights take a quarter of float32's room: only a model four times past the cap needs external data.
     large = source.stat().st_size + _data_size(source) > 4 * EXTERNAL_DATA_BYTES
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8, use_external_data_format=large)
+    with _root_logging_quiet():  # its advice to pre-process the model, logged on the root logger
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, use_external_data_format=large)
     if large:  # onnxruntime names the data file <name>.data; move it to the name transformers.js asks for
         import onnx
 
         _save_proto(onnx.load(target), target)
         target.with_name(f"{target.name}.data").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _root_logging_quiet() -> Iterator[None]:
+    """The root logger at ERROR with a handler of its own for the block, so that ``logging.warning`` neither
+    prints nor installs a handler (``basicConfig``) that would stay; both restored after."""
+    root, handler = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
 
 
 def _data_size(path: Path) -> int:
@@ -130,8 +161,3 @@ def _save_proto(model, path: Path) -> None:
     large = _weight_bytes(model) > EXTERNAL_DATA_BYTES
     location = data_file_name(path.name)
     onnx.save_model(model, path, save_as_external_data=large, all_tensors_to_one_file=True, location=location)
-
-
-def written_files(folder: Path, onnx_file: str) -> list[str]:
-    """``onnx_file`` and, if it has one, its external-data file, as they lie in ``folder``."""
-    return [name for name in (onnx_file, data_file_name(onnx_file)) if (folder / name).is_file()]
