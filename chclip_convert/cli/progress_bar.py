@@ -22,7 +22,8 @@ class ProgressBar:
         self._bar, self._described = None, ""
 
     def update(self, progress: Progress) -> None:
-        """Move the bar to ``progress.done``, opening it on the first counted event."""
+        """Move the bar to ``progress.done``, opening it on the first counted event, and anew when the unit changes
+        (a task of two parts: ``export-onnx`` from a checkpoint writes weights in bytes, then counts its steps)."""
         from tqdm import tqdm  # here, not at import: the command line starts without it
 
         described = describe(progress)
@@ -31,6 +32,9 @@ class ProgressBar:
                 self._bar.set_description(described)
             self._described = described
             return
+        if self._bar is not None and self._bar.unit != progress.unit:
+            self.close()
+            self._bar = None
         if self._bar is None:
             self._bar = tqdm(
                 total=progress.total, unit=progress.unit, unit_scale=progress.unit == "B", desc=described,

@@ -53,7 +53,8 @@ class ExportReport:
         for check in self.checks:
             if check.case != "loading":
                 rows.setdefault((check.file, check.case), []).append(check)
-        return [_summary_line(file, case, checks) for (file, case), checks in rows.items()]
+        width = max((len(file) for file, _ in rows), default=0)
+        return [_summary_line(file, case, checks, width) for (file, case), checks in rows.items()]
 
     def to_dict(self) -> dict:
         return {
@@ -72,7 +73,7 @@ class ExportReport:
         }
 
 
-def _summary_line(file: str, case: str, checks: list[Check]) -> str:
+def _summary_line(file: str, case: str, checks: list[Check], width: int) -> str:
     relative = max(
         (c.value for c in checks if c.metric.startswith("max abs") and isinstance(c.value, float)), default=0.0
     )
@@ -82,4 +83,4 @@ def _summary_line(file: str, case: str, checks: list[Check]) -> str:
     parts += [f"cosine {min(cosines):.6f}"] if cosines else []
     parts += [f"top-1 {top1}"] if top1 is not None else []
     mark = "PASS" if all(c.ok for c in checks) else "FAIL"
-    return f"{mark}  {file:24} {case:12} {', '.join(parts)}"
+    return f"{mark}  {file:{width}}  {case:10} {', '.join(parts)}"
