@@ -87,6 +87,16 @@ def test_core_install_converts_reloads_verifies_and_reverses(core_python, tmp_pa
     assert checked.returncode == 0, checked.stderr
 
 
+def test_the_core_install_says_what_export_onnx_needs(core_python, tmp_path):
+    """onnx, onnxruntime and onnxscript are the export extra's, not the core's: one line says what to install."""
+    result = cli(core_python, "export-onnx", "hf", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: exporting to ONNX needs onnx, onnxruntime, onnxscript, which are not installed; install the export "
+        "extra: pip install 'chclip-convert[export]'"
+    ]
+
+
 def test_the_core_never_imports_the_notebook_side(tmp_path):
     """In the full environment, where widgets and matplotlib are installed, converting, verifying (cn_clip
     left out) and reversing import none of them."""
