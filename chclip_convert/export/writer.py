@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,17 +90,61 @@ def inline_weights(path: Path) -> None:
     """Fold the weights of ``path`` back into it, removing ``<name>_data``, unless they pass
     :data:`EXTERNAL_DATA_BYTES`: one self-contained file is what every loader takes as it is.
 
-    Done after the PyTorch model is released, so that the serialised copy (the whole model, once in protobuf
-    and once as bytes) does not sit beside it: that copy set the export's peak memory."""
+    Written one tensor at a time: the graph first, then each weight as a message of its own. Protobuf merges
+    repeated occurrences of a message field when it parses, so the file reads as one model, and memory holds
+    one tensor, not the whole model serialised twice (which set the export's peak before)."""
     import onnx
 
     data = path.with_name(data_file_name(path.name))
     if not data.is_file() or data.stat().st_size > EXTERNAL_DATA_BYTES:
         return
-    model = onnx.load(path)
-    onnx.save_model(model, path)
-    del model
+    model = onnx.load(path, load_external_data=False)  # the graph, and where each weight lies in the data file
+    external = [tensor for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL]
+    if len(external) != _external_count(model):  # weights elsewhere (attributes, subgraphs): the plain way
+        onnx.save_model(onnx.load(path), path)
+        data.unlink()
+        return
+    inline = [tensor for tensor in model.graph.initializer if tensor.data_location != onnx.TensorProto.EXTERNAL]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inline)
+    partial = path.with_name(f"{path.name}.partial")
+    with open(data, "rb") as weights, open(partial, "wb") as out:
+        out.write(model.SerializeToString())
+        for tensor in external:
+            out.write(_inlined(tensor, weights).SerializeToString())
+    os.replace(partial, path)
     data.unlink()
+
+
+def _inlined(tensor, weights):
+    """A ``ModelProto`` holding only ``tensor`` as an initializer, its bytes read from the open data file."""
+    import onnx
+
+    where = {entry.key: entry.value for entry in tensor.external_data}
+    weights.seek(int(where.get("offset", 0)))
+    raw = weights.read(int(where["length"]))
+    tensor.ClearField("external_data")
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    tensor.raw_data = raw
+    return onnx.ModelProto(graph=onnx.GraphProto(initializer=[tensor]))
+
+
+def _external_count(model) -> int:
+    """Tensors of ``model`` stored outside the file: initializers and node attributes, subgraphs included."""
+    import onnx
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                yield from [attribute.t] if attribute.HasField("t") else []
+                yield from attribute.tensors
+                for subgraph in [attribute.g] if attribute.HasField("g") else []:
+                    yield from tensors(subgraph)
+                for subgraph in attribute.graphs:
+                    yield from tensors(subgraph)
+
+    return sum(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors(model.graph))
 
 
 def write_fp16(source: Path, target: Path) -> None:
