@@ -16,8 +16,8 @@ The public surface, one function per thing the tool does:
 - the errors, all subclasses of :class:`ConversionError`.
 
 The command line (``chclip-convert convert|verify|reverse|inspect|diff|drift|convert-epochs|average|slim|export-onnx``)
-calls the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert`` (and the
-command line's start) does not wait for torch and transformers. The notebook layer lives in
+calls the same functions. Names other than the errors are imported on first use, so that ``import chclip_convert``
+(and the command line's start) does not wait for torch and transformers. The notebook layer lives in
 :mod:`chclip_convert.notebook`.
 """
 
