@@ -10,15 +10,16 @@ def test_the_run_page_shows_what_moved_and_converts_chosen_epochs(voila_url, pag
     open_notebook(page, voila_url, "05_training_run.ipynb")
     # The demo converts its last epoch as the page loads; by then every figure above it is drawn.
     page.locator(".epoch-outcomes:has-text('epoch3.pt')").wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert page.locator("text=vision: unchanged in every epoch").count() == 1
-    assert page.locator("text=text: moved: layers 9–11, projection").count() == 1
-    assert page.locator(".widget-image").count() == 2  # the heatmaps and the curves
+    # the run's summary, said twice: for the epochs, and again with the demo's average beside them
+    assert page.locator("text=vision: unchanged in every epoch").count() == 2
+    assert page.locator("text=text: moved: layers 9–11, projection").count() == 2
+    assert page.locator(".widget-image").count() == 3  # the heatmaps, the curves, the heatmaps with the average
     heatmaps = page.locator(".widget-image").first.bounding_box()
     assert heatmaps["width"] > 600 and heatmaps["height"] > 400  # drawn at its size, not collapsed
     page.screenshot(path=SHOTS / "05_training_run.png", full_page=True)
     page.locator(".widget-image").first.screenshot(path=SHOTS / "05_heatmaps.png")
 
-    page.locator(".widget-select-multiple select").select_option(
+    page.locator(".widget-select-multiple select").first.select_option(  # the converter's; the averager's is below
         label=["epoch1.pt — epoch 1 · step 125", "epoch2.pt — epoch 2 · step 250"]
     )
     page.locator(".epoch-outcomes").wait_for(state="detached", timeout=30_000)  # a new choice clears the result
