@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cn_clip.clip.model import CLIP
 from safetensors.torch import load_file, save_file
 from support.files import tree_sha256
-from support.original import REDUCED, build_model, save, training_checkpoint
+from support.original import REDUCED, build_model, save, tiny_rn50, training_checkpoint
 
 from chclip_convert import (
     ArchitectureError,
@@ -124,13 +123,7 @@ def _bert_only(work, good):
 
 
 def _rn50(work, good):
-    torch.manual_seed(0)
-    model = CLIP(
-        embed_dim=16, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=8, vision_patch_size=None,
-        vocab_size=32, text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
-        text_hidden_size=16, text_initializer_range=0.02, text_intermediate_size=32, text_max_position_embeddings=16,
-        text_num_attention_heads=2, text_num_hidden_layers=1, text_type_vocab_size=2,
-    )  # fmt: skip
+    model = tiny_rn50()
     return save(training_checkpoint(model), work / "clip_cn_rn50.pt"), work / "out", []
 
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cn_clip.clip.model import CLIP
 from support.files import tree_sha256
-from support.original import FULL_B16, NARROW, REDUCED, build_model, save, training_checkpoint
+from support.original import FULL_B16, NARROW, REDUCED, build_model, save, tiny_rn50, training_checkpoint
 
 from chclip_convert import (
     ExportCheckError,
@@ -199,13 +198,7 @@ def test_a_folder_of_another_model_is_refused(other_folder, tmp_path, capsys):
 
 
 def test_an_rn50_checkpoint_is_refused_saying_why(tmp_path, capsys):
-    torch.manual_seed(0)
-    model = CLIP(
-        embed_dim=16, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=8, vision_patch_size=None,
-        vocab_size=32, text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
-        text_hidden_size=16, text_initializer_range=0.02, text_intermediate_size=32, text_max_position_embeddings=16,
-        text_num_attention_heads=2, text_num_hidden_layers=1, text_type_vocab_size=2,
-    )  # fmt: skip
+    model = tiny_rn50()
     source = save(training_checkpoint(model), tmp_path / "run" / "clip_cn_rn50.pt")
     assert_refused(["export-onnx", str(source)], "no ResNet vision tower", source, capsys, source.parent)
 

@@ -89,6 +89,17 @@ def build_model(variant: Variant, seed: int = 0) -> CLIP:
     return seeded_original_model(model_kwargs(variant), seed=seed)
 
 
+def tiny_rn50() -> CLIP:
+    """A seeded cn_clip ``CLIP`` with a ResNet vision tower (RN50's kind), as small as cn_clip allows."""
+    torch.manual_seed(0)
+    return CLIP(
+        embed_dim=16, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=8, vision_patch_size=None,
+        vocab_size=32, text_attention_probs_dropout_prob=0.1, text_hidden_act="gelu", text_hidden_dropout_prob=0.1,
+        text_hidden_size=16, text_initializer_range=0.02, text_intermediate_size=32, text_max_position_embeddings=16,
+        text_num_attention_heads=2, text_num_hidden_layers=1, text_type_vocab_size=2,
+    )  # fmt: skip
+
+
 def training_checkpoint(model: CLIP, *, optimizer: bool = False, fp16: bool = False) -> dict:
     """The dict cn_clip's training writes: a ``module.``-prefixed state dict, epoch, step, name, optimizer."""
     if fp16:
