@@ -34,14 +34,13 @@ from bench_diff import (
     READ_BOTH,
     TIME_TARGET,
     Sample,
-    adamw_state,
     load_state,
     log,
     move_epoch,
     reference_checkpoint,
     run_sections,
     run_turns,
-    save_atomically,
+    save_epoch,
     timed,
 )
 
@@ -53,7 +52,6 @@ SLIM_INPUT = "vit-h-14-fp16-adamw"
 
 def build_epochs(cache: Path) -> list[Path]:
     """Epochs 1..5 from bench_diff's reference, reusing the complete ones already there."""
-    import torch
 
     paths = [cache / RUN_FOLDER / "checkpoints" / f"epoch{n}.pt" for n in range(1, EPOCHS + 1)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +63,7 @@ def build_epochs(cache: Path) -> list[Path]:
         if state is None:
             state = load_state(paths[epoch - 2] if epoch > 1 else reference_checkpoint(cache))
         state = move_epoch(state, epoch)
-        log(f"building {path} …")
-        checkpoint = {"epoch": epoch, "step": 1000 * epoch, "name": RUN_FOLDER, "state_dict": state}
-        checkpoint["optimizer"] = adamw_state(state, torch.Generator().manual_seed(3000 + epoch), 1000 * epoch)
-        save_atomically(checkpoint, path)
+        save_epoch(state, epoch, path, name=RUN_FOLDER, seed=3000 + epoch)
     return paths
 
 

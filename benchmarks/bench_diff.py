@@ -103,6 +103,15 @@ def save_atomically(checkpoint: dict, path: Path) -> None:
     partial.rename(path)
 
 
+def save_epoch(state: dict[str, torch.Tensor], epoch: int, path: Path, *, name: str, seed: int) -> None:
+    """Save ``state`` as epoch ``epoch`` of run ``name``, as cn_clip's training writes it: with AdamW moments drawn
+    from ``seed`` (per epoch, so every file's optimizer state differs)."""
+    log(f"building {path} …")
+    checkpoint = {"epoch": epoch, "step": 1000 * epoch, "name": name, "state_dict": state}
+    checkpoint["optimizer"] = adamw_state(state, torch.Generator().manual_seed(seed), 1000 * epoch)
+    save_atomically(checkpoint, path)
+
+
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
 
@@ -243,10 +252,7 @@ def build_run(cache: Path, reference: Path) -> list[Path]:
     for epoch, path in enumerate(paths[first:], first + 1):
         state = move_epoch(state, epoch)
         if not path.exists():
-            log(f"building {path} …")
-            checkpoint = {"epoch": epoch, "step": 1000 * epoch, "name": RUN_FOLDER, "state_dict": state}
-            checkpoint["optimizer"] = adamw_state(state, torch.Generator().manual_seed(2000 + epoch), 1000 * epoch)
-            save_atomically(checkpoint, path)
+            save_epoch(state, epoch, path, name=RUN_FOLDER, seed=2000 + epoch)
     return paths
 
 
