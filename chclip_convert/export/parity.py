@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from chclip_convert.export.graphs import GRAPHS, GraphSpec, run_torch
+from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import FP16, FP32, INT8, Variant
 from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
 
@@ -70,21 +71,28 @@ class Check:
 def sample_cases(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """The inputs of each case, made by the folder's own processor (PIL backend, as cn_clip resizes)."""
     from PIL import ImageOps
-    from transformers import ChineseCLIPProcessor
 
-    processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+    processor = folder_processor(folder)
     photo = sample_image()
     images = [photo, ImageOps.mirror(photo), ImageOps.grayscale(photo).convert("RGB")]
-
-    def case(images: list, captions: list[str]) -> dict[str, torch.Tensor]:
-        text = tokenize_captions(processor.tokenizer, captions)
-        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
-
     return {
-        "batch 1": case(images[:1], SAMPLE_CAPTIONS[:1]),
-        f"batch {len(images)}×{len(SAMPLE_CAPTIONS)}": case(images, SAMPLE_CAPTIONS),
+        "batch 1": model_inputs(processor, images[:1], SAMPLE_CAPTIONS[:1]),
+        f"batch {len(images)}×{len(SAMPLE_CAPTIONS)}": model_inputs(processor, images, SAMPLE_CAPTIONS),
     }
+
+
+def folder_processor(folder: str | Path):
+    """The folder's own ``ChineseCLIPProcessor``, with the PIL backend (which resizes as cn_clip does)."""
+    from transformers import ChineseCLIPProcessor
+
+    return ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+
+
+def model_inputs(processor, images: list, captions: list[str]) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and ``pixel_values`` of ``images`` and ``captions``, by ``processor``."""
+    text = tokenize_captions(processor.tokenizer, captions)
+    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
 
 
 def check_file(
@@ -92,15 +100,12 @@ def check_file(
 ) -> list[Check]:
     """Load ``path`` in onnxruntime, check its input and output names, run every case and compare its outputs
     with ``references`` (case → output → PyTorch's tensor)."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path)
     checks = [_names_check(path.name, variant, graph, session)]
     if not checks[0].ok:
         return checks
     for case, inputs in cases.items():
-        feeds = {name: inputs[name].numpy() for name in graph.inputs}
-        outputs = dict(zip(graph.outputs, session.run(list(graph.outputs), feeds), strict=True))
+        outputs = run_session(session, graph, inputs)
         for name in graph.outputs:
             checks += compare(path.name, variant, case, name, outputs[name], references[case][name])
     return checks
@@ -134,7 +139,7 @@ def compare(
         cosine = _min_cosine(got, want)
         checks.append(check("min cosine", cosine, f"≥ {tolerance.min_cosine:g}", cosine >= tolerance.min_cosine))
     if output == LOGITS:
-        agree, count = _top1(got, want, difference)
+        agree, count = top1_agreement(got, want, difference)
         checks.append(check("top-1 agrees", f"{agree}/{count}", f"{count}/{count}", agree == count))
     return checks
 
@@ -156,7 +161,7 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nan_to_num(cosines, nan=-1.0).min())
 
 
-def _top1(got: np.ndarray, want: np.ndarray, difference: float) -> tuple[int, int]:
+def top1_agreement(got: np.ndarray, want: np.ndarray, difference: float) -> tuple[int, int]:
     """Images whose best caption agrees, of all. A swap of two captions whose reference scores differ by no more
     than twice the largest logit difference measured is within the variant's error, and counts as agreeing."""
     agree = 0

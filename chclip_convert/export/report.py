@@ -49,12 +49,17 @@ class ExportReport:
         return "\n".join(lines)
 
     def _summary_lines(self) -> list[str]:
+        rows = self.summary_rows()
+        width = max((len(row.file) for row in rows), default=0)
+        return [row.to_text(width) for row in rows]
+
+    def summary_rows(self) -> list[SummaryRow]:
+        """One row per file and batch case, with its worst figures: the parity table."""
         rows: dict[tuple[str, str], list[Check]] = {}
         for check in self.checks:
             if check.case != "loading":
                 rows.setdefault((check.file, check.case), []).append(check)
-        width = max((len(file) for file, _ in rows), default=0)
-        return [_summary_line(file, case, checks, width) for (file, case), checks in rows.items()]
+        return [SummaryRow.of(file, case, checks) for (file, case), checks in rows.items()]
 
     def to_dict(self) -> dict:
         return {
@@ -73,14 +78,31 @@ class ExportReport:
         }
 
 
-def _summary_line(file: str, case: str, checks: list[Check], width: int) -> str:
-    relative = max(
-        (c.value for c in checks if c.metric.startswith("max abs") and isinstance(c.value, float)), default=0.0
-    )
-    cosines = [c.value for c in checks if c.metric == "min cosine" and isinstance(c.value, float)]
-    top1 = next((c.value for c in checks if c.metric == "top-1 agrees"), None)
-    parts = [f"diff {relative:.1e}"]
-    parts += [f"cosine {min(cosines):.6f}"] if cosines else []
-    parts += [f"top-1 {top1}"] if top1 is not None else []
-    mark = "PASS" if all(c.ok for c in checks) else "FAIL"
-    return f"{mark}  {file:{width}}  {case:10} {', '.join(parts)}"
+@dataclass(frozen=True)
+class SummaryRow:
+    """A file's worst figures in one batch case: max abs difference relative to the output's scale, least cosine
+    of its embeddings (``None``: it has none), images whose best caption agrees (``None``: no logits)."""
+
+    file: str
+    variant: str
+    case: str
+    relative_difference: float
+    min_cosine: float | None
+    top1: str | None
+    ok: bool
+
+    @classmethod
+    def of(cls, file: str, case: str, checks: list[Check]) -> SummaryRow:
+        relative = max(
+            (c.value for c in checks if c.metric.startswith("max abs") and isinstance(c.value, float)), default=0.0
+        )
+        cosines = [c.value for c in checks if c.metric == "min cosine" and isinstance(c.value, float)]
+        top1 = next((str(c.value) for c in checks if c.metric == "top-1 agrees"), None)
+        ok = all(c.ok for c in checks)
+        return cls(file, checks[0].variant, case, relative, min(cosines) if cosines else None, top1, ok)
+
+    def to_text(self, width: int = 0) -> str:
+        parts = [f"diff {self.relative_difference:.1e}"]
+        parts += [f"cosine {self.min_cosine:.6f}"] if self.min_cosine is not None else []
+        parts += [f"top-1 {self.top1}"] if self.top1 is not None else []
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.file:{width}}  {self.case:10} {', '.join(parts)}"
