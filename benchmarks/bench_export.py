@@ -28,20 +28,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_convert import cpu_model, has_sha_ni, measure
 
-from chclip_convert.verification.model_outputs import (
-    SAMPLE_CAPTIONS,
-    original_architecture,
-    sample_image,
-    tokenize_captions,
-    write_seeded_original,
-)
+from chclip_convert.export.latency import PYTORCH, TOWERS, batch_inputs, measure_latency, runtime_name
+from chclip_convert.export.parity import folder_processor
+from chclip_convert.export.runtime import open_session, run_session
+from chclip_convert.export.writer import FP32, INT8
+from chclip_convert.verification.model_outputs import original_architecture, write_seeded_original
 
 EXPORTS = (  # (row label, export-onnx options)
     ("ViT-B-16 export, float32 (3 files, checked)", []),
@@ -85,52 +82,20 @@ def export_rows(folder: Path, runs: int, kinds: tuple = EXPORTS) -> tuple[list[t
     return rows, out
 
 
-def median_ms(call, repeats: int, *args, **kwargs) -> float:
-    """Median milliseconds of ``call(*args, **kwargs)`` over ``repeats`` calls, after two warm-ups."""
-    for _ in range(2):
-        call(*args, **kwargs)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call(*args, **kwargs)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
 def latency_rows(folder: Path, onnx_dir: Path, repeats: int) -> tuple[list[tuple], float]:
     """Rows (tower, batch, PyTorch ms, onnxruntime fp32 ms, int8 ms) and the int8 image-feature cosine."""
-    import onnxruntime
-    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
-
-    processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
-    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
-    names = ("text_model", "vision_model", "text_model_quantized", "vision_model_quantized")
-    sessions = {
-        name: onnxruntime.InferenceSession(str(onnx_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        for name in names
-    }
-    rows, cosine = [], 1.0
+    figures = measure_latency(folder, onnx_dir, batches=(1, 8), repeats=repeats)
+    ms = {(f.tower, f.batch, f.runtime): f.milliseconds for f in figures}
+    runtimes = (PYTORCH, runtime_name(FP32), runtime_name(INT8))
+    rows = [(tower, batch, *(ms[tower, batch, r] for r in runtimes)) for batch in (1, 8) for tower in TOWERS]
+    processor = folder_processor(folder)
+    graph, cosine = TOWERS["image"], 1.0
+    sessions = [open_session(onnx_dir / graph.file_name(variant.suffix)) for variant in (FP32, INT8)]
     for batch in (1, 8):
-        pixels, ids, mask = batch_inputs(processor, batch)
-        image, text = {"pixel_values": pixels.numpy()}, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-        with torch.no_grad():
-            torch_image = median_ms(model.get_image_features, repeats, pixel_values=pixels)
-            torch_text = median_ms(model.get_text_features, repeats, input_ids=ids, attention_mask=mask)
-        onnx_image = [median_ms(sessions[name].run, repeats, None, image) for name in names[1::2]]
-        onnx_text = [median_ms(sessions[name].run, repeats, None, text) for name in names[0::2]]
-        rows += [("image", batch, torch_image, *onnx_image), ("text", batch, torch_text, *onnx_text)]
-        fp32, int8 = (sessions[name].run(None, image)[0] for name in names[1::2])
+        fp32, int8 = (run_session(s, graph, batch_inputs(processor, batch))["image_embeds"] for s in sessions)
         cosines = (fp32 * int8).sum(-1) / (np.linalg.norm(fp32, axis=-1) * np.linalg.norm(int8, axis=-1))
         cosine = min(cosine, float(cosines.min()))
     return rows, cosine
-
-
-def batch_inputs(processor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``batch`` images (the photo, each with its own slight noise) and captions (the samples, repeated)."""
-    pixels = processor.image_processor(images=[sample_image()] * batch, return_tensors="pt")["pixel_values"]
-    pixels = pixels + 0.05 * torch.randn(pixels.shape, generator=torch.Generator().manual_seed(batch))
-    text = tokenize_captions(processor.tokenizer, (SAMPLE_CAPTIONS * 2)[:batch])
-    return pixels, text["input_ids"], text["attention_mask"]
 
 
 def main() -> None:
