@@ -22,6 +22,7 @@ PICTURES = {
     "weight_stats.png": "03_weight_stats.png",
     "save.png": "04_verify_and_save.png",
     "training_run.png": "05_heatmaps.png",
+    "deploy.png": "06_exporter.png",
 }
 
 

@@ -89,8 +89,8 @@ def test_a_session_in_a_notebook_says_to_run_the_cells_below(monkeypatch, tmp_pa
 
 # The modules whose messages the converter and 05's epochs show, through in_widget_terms.
 SHOWN_BY_THE_CONVERTERS = (
-    "changes/epochs.py", "conversion/state_dict.py", "files/assets.py", "files/output.py", "mapping/architecture.py",
-    "mapping/report.py",
+    "changes/epochs.py", "conversion/state_dict.py", "export/pipeline.py", "files/assets.py", "files/output.py",
+    "mapping/architecture.py", "mapping/report.py",
 )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import html
 from collections.abc import Sequence
 
 import ipywidgets as W
+import numpy as np
 
 from chclip_convert.notebook.fonts import cjk_html
 
@@ -22,3 +23,40 @@ class CaptionRanking(W.HTML):
 
     def __repr__(self) -> str:
         return "\n".join(f"{rank} {caption}" for rank, caption in enumerate(self.ranked, start=1))
+
+
+class RankingComparison(W.HBox):
+    """A :class:`CaptionRanking` per runtime side by side (``reference`` first), titled; as text, the reference's
+    ranking and for each other runtime whether its best caption agrees — the same on every CPU, where an int8
+    model's order of two near-tied captions need not be."""
+
+    def __init__(self, captions: Sequence[str], logits: dict[str, np.ndarray], reference: str) -> None:
+        from chclip_convert.export.zero_shot import best_caption_agrees
+
+        self.rankings = {name: CaptionRanking(captions, _softmax(values)) for name, values in logits.items()}
+        self.agrees = {
+            name: best_caption_agrees(values, logits[reference]) for name, values in logits.items() if name != reference
+        }
+        self.reference = reference
+        columns = [
+            W.VBox([W.HTML(f"<b>{html.escape(name)}</b>"), ranking], layout=W.Layout(margin="0 32px 8px 0"))
+            for name, ranking in self.rankings.items()
+        ]
+        super().__init__(columns, layout=W.Layout(flex_flow="row wrap"))
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)  # whole: ipywidgets cuts a widget's text at 110 characters
+        return bundle
+
+    def __repr__(self) -> str:
+        lines = [f"{self.reference}:", repr(self.rankings[self.reference])]
+        lines += [
+            f"{name}: {'the same best caption' if ok else 'ANOTHER best caption'}" for name, ok in self.agrees.items()
+        ]
+        return "\n".join(lines)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()

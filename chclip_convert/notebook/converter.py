@@ -41,6 +41,7 @@ NEXT_STEPS = {
     "02_inspect_keys.ipynb": "what happened to every key",
     "03_weight_stats.ipynb": "weights before and after, per layer",
     "04_verify_and_save.ipynb": "outputs against the original model; save in another dtype",
+    "06_deploy.ipynb": "ONNX files for onnxruntime and transformers.js",
 }
 
 

@@ -56,6 +56,7 @@ WIDGET_TERMS = (
         r"give a config.json with the \1 head count (Config field)",
     ),
     (r"\bpass --overwrite \(overwrite=True\)", 'tick "{overwrite}"'),
+    (r"\bpass --keep-failed \(keep_failed=True\)", 'tick "Keep files that fail their check"'),
     (r"\bpass --vocab\b", "give it in the converter's Vocabulary field"),
     (r"\(--vocab\)", "(the converter's Vocabulary field)"),
     (r"\bdrop --config\b", "clear the Config field"),

@@ -22,11 +22,11 @@ PAGE_TIMEOUT_MS = 180_000
 PENDING_CELL = ".voila-skeleton-container"  # Voila's placeholder of a cell that has not run yet
 
 
-def open_notebook(page, url: str, name: str) -> None:
+def open_notebook(page, url: str, name: str, *, timeout_ms: int = PAGE_TIMEOUT_MS) -> None:
     """Open notebook ``name`` as Voila renders it, and wait until every cell has run and its widgets show."""
     page.goto(f"{url}/voila/render/{name}", timeout=PAGE_TIMEOUT_MS)
     page.wait_for_selector(".jupyter-widgets", timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_selector(PENDING_CELL, state="detached", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(PENDING_CELL, state="detached", timeout=timeout_ms)
 
 
 def field(page, label: str):

@@ -25,6 +25,7 @@ SIMILARITY_SIZE = (WIDTH, 3.2)  # 04's photo and its two heatmaps (weights.draw_
 HISTOGRAM_SIZE = (WIDTH * 0.75, 3.0)  # 03's histogram of one tensor (histogram.HistogramUI)
 RUN_HEATMAPS_SIZE = (WIDTH, 6.4)  # 05's four heatmaps (run_view.heatmap_view): 16 rows each for ViT-B-16
 RUN_CURVES_SIZE = (WIDTH, 3.4)  # 05's curves (run_view.curves_view)
+LATENCY_SIZE = (WIDTH, 3.4)  # 06's latency of each tower (latency.draw_latency)
 MAX_PIXELS = (950, 650)  # what the notebook area shows at 100 % zoom without scrolling
 
 
