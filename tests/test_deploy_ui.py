@@ -105,8 +105,9 @@ def test_the_demo_exports_and_the_table_gives_every_file_its_verdict(exported):
     names = [f"{graph.name}{suffix}.onnx" for suffix in ("", "_quantized") for graph in TOWERS.values()]
     for name in [*names, "model.onnx", "model_quantized.onnx"]:
         assert (folder / "onnx" / name).is_file() and f"<code>{name}</code>" in ui.table.value
-    assert ui.table.value.count("<tr>") == 1 + 6 * 2  # the head, then 6 files × 2 cases
-    assert ui.outcome() == "6 files, each in 2 cases: every check passes"
+    assert ui.table.value.count("<tr>") == 1 + 6 * 3  # the head, then 6 files × 3 cases (the last against cn_clip)
+    assert ui.outcome() == "6 files, each in 3 cases: every check passes"
+    assert "vs cn_clip" in ui.table.value
     assert ui.progress.bar_style == "success" and ui.export_button.disabled  # exported here: the result
     assert "Exported here" in ui.message.value
 

@@ -65,7 +65,7 @@ def test_export_from_a_checkpoint_writes_every_file_verified(exported):
     assert sorted(p.name for p in (folder / "onnx").iterdir()) == sorted([*FILES, "export_report.json"])
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()  # transformers.js needs both
     checked = {(check["file"], check["case"]) for check in report["checks"]}
-    assert {case for _, case in checked} == {"loading", "batch 1", "batch 3×5"}
+    assert {case for _, case in checked} == {"loading", "batch 1", "batch 3×5", "batch 3×5 vs cn_clip"}
     assert {file for file, _ in checked} == set(FILES)
     assert not list(folder.parent.glob("*chclip-partial*")) and not list(folder.glob("*chclip-partial*"))
 
@@ -174,6 +174,61 @@ def test_a_failing_check_names_the_model_output_and_difference_and_leaves_nothin
     assert main(["export-onnx", str(folder), "--no-progress", "--keep-failed"]) == 3
     assert sorted(p.name for p in (folder / "onnx").iterdir()) == sorted([*FILES[::3], "export_report.json"])
     assert "checks FAILED (kept with --keep-failed)" in (folder / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_file_is_checked_against_cn_clip_too_and_the_record_names_no_absolute_path(exported, narrow_checkpoint):
+    folder, _, _ = exported
+    record = (folder / "onnx" / "export_report.json").read_text(encoding="utf-8")
+    saved = json.loads(record)
+    against = {check["file"] for check in saved["checks"] if check["case"] == "batch 3×5 vs cn_clip"}
+    assert against == set(FILES) and saved["ok"]
+    assert saved["paths"] == "relative" and str(narrow_checkpoint.parent.parent) not in record
+    assert (folder / "onnx" / saved["original"]["checkpoint"]).resolve() == narrow_checkpoint.resolve()
+
+
+def unexported_copy(folder: Path, tmp_path: Path, *, source: Path) -> Path:
+    """A copy of the exported ``folder`` without its ONNX files, its record naming ``source`` as its checkpoint."""
+    copy = copy_of(folder, tmp_path)
+    shutil.rmtree(copy / "onnx")
+    record = json.loads((copy / "conversion_report.json").read_text(encoding="utf-8"))
+    record.update(source=str(source), paths="absolute")
+    (copy / "conversion_report.json").write_text(json.dumps(record), encoding="utf-8")
+    return copy
+
+
+def test_files_that_match_the_folder_but_not_its_source_checkpoint_fail_against_cn_clip(
+    exported, other_folder, tmp_path, monkeypatch
+):
+    """A folder whose recorded source is another checkpoint (seed 22) than the one it holds (seed 21): the PyTorch
+    checks pass, the cn_clip ones name the difference."""
+    other = other_folder.parent / "other.pt"
+    folder = unexported_copy(exported[0], tmp_path, source=other)
+    monkeypatch.setattr(  # the files exported before, which match the folder
+        pipeline,
+        "export_graph",
+        lambda model, graph, example, path, *, opset: shutil.copy(exported[0] / "onnx" / path.name, path),
+    )
+    with pytest.raises(ExportCheckError) as caught:
+        export_onnx(folder)
+    failures = caught.value.report.failures
+    assert failures and all(check.case == "batch 3×5 vs cn_clip" for check in failures)
+    assert "model.onnx logits_per_image (batch 3×5 vs cn_clip)" in str(caught.value)
+    assert caught.value.report.original_checkpoint == other
+
+
+def test_without_cn_clip_the_report_says_it_was_not_compared(exported, narrow_checkpoint, tmp_path, monkeypatch):
+    from chclip_convert.verification import model_outputs
+
+    folder = unexported_copy(exported[0], tmp_path, source=narrow_checkpoint)
+    monkeypatch.setattr(model_outputs, "original_problem", lambda: "cn_clip is not installed")
+    monkeypatch.setattr(
+        pipeline,
+        "export_graph",
+        lambda model, graph, example, path, *, opset: shutil.copy(exported[0] / "onnx" / path.name, path),
+    )
+    report = export_onnx(folder)
+    assert report.ok and report.original == "not compared with cn_clip: cn_clip is not installed"
+    assert not any("cn_clip" in check.case for check in report.checks)
 
 
 def assert_refused(argv: list[str], says: str, path: Path, capsys, unchanged: Path) -> None:

@@ -18,11 +18,13 @@ def onnx_section(report: ExportReport, onnx_folder: str) -> str:
     """The section's Markdown; ``onnx_folder`` is the ONNX folder's path relative to the card (``onnx``)."""
     files = "\n".join(f"| `{onnx_folder}/{name}` | {human_size(size)} |" for name, size in sorted(report.files.items()))
     verdict = "every check passed" if report.ok else f"{len(report.failures)} checks FAILED (kept with --keep-failed)"
+    original = ", and against cn_clip's own model on the source checkpoint" if report.original_checkpoint else ""
     return f"""{BEGIN}
 ## ONNX
 
 Exported by chclip-convert at opset {report.opset}, and run by onnxruntime on a photo and five captions at
-batch 1 and a larger batch against this folder's PyTorch model: {verdict} (`{onnx_folder}/export_report.json`).
+batch 1 and a larger batch against this folder's PyTorch model{original}: {verdict}
+(`{onnx_folder}/export_report.json`).
 
 | file | size |
 |---|---|

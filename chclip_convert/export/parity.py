@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chclip_convert.export.graphs import GRAPHS, GraphSpec, run_torch
+from chclip_convert.export.graphs import COMBINED, GRAPHS, TEXT, VISION, GraphSpec, run_torch
 from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import FP16, FP32, INT8, Variant
 from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
@@ -70,15 +70,20 @@ class Check:
 
 def sample_cases(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """The inputs of each case, made by the folder's own processor (PIL backend, as cn_clip resizes)."""
-    from PIL import ImageOps
-
     processor = folder_processor(folder)
-    photo = sample_image()
-    images = [photo, ImageOps.mirror(photo), ImageOps.grayscale(photo).convert("RGB")]
+    images = sample_images()
     return {
         "batch 1": model_inputs(processor, images[:1], SAMPLE_CAPTIONS[:1]),
         f"batch {len(images)}×{len(SAMPLE_CAPTIONS)}": model_inputs(processor, images, SAMPLE_CAPTIONS),
     }
+
+
+def sample_images() -> list:
+    """The larger case's images: the photo, its mirror image and a grey copy."""
+    from PIL import ImageOps
+
+    photo = sample_image()
+    return [photo, ImageOps.mirror(photo), ImageOps.grayscale(photo).convert("RGB")]
 
 
 def folder_processor(folder: str | Path):
@@ -174,6 +179,45 @@ def top1_agreement(got: np.ndarray, want: np.ndarray, difference: float) -> tupl
 def reference_outputs(model, cases: dict[str, dict]) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
     """graph name → case → output name → what ``model`` (the folder's float32 ``ChineseCLIPModel``) gives."""
     return {graph.name: {case: run_torch(model, graph, inputs) for case, inputs in cases.items()} for graph in GRAPHS}
+
+
+ORIGINAL_SUFFIX = " vs cn_clip"  # the case of the larger batch checked against cn_clip's own model
+
+
+def original_case(cases: dict[str, dict]) -> str:
+    """The name of the case that checks the files against cn_clip: the larger batch's, so named."""
+    return f"{list(cases)[-1]}{ORIGINAL_SUFFIX}"
+
+
+def original_references(checkpoint: Path, folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """graph name → output name → what cn_clip's own model gives on the larger case's images and captions, each
+    through cn_clip's own preprocessing and tokenizer (:func:`~chclip_convert.verification.model_outputs.
+    run_original`), as the exported files name their outputs. Needs cn_clip."""
+    from chclip_convert.files.checkpoint import load_checkpoint
+    from chclip_convert.files.records import read_json
+    from chclip_convert.mapping.architecture import infer_architecture
+    from chclip_convert.names import CONFIG_FILE, VOCAB_FILE
+    from chclip_convert.verification.model_outputs import run_original
+
+    config = read_json(folder, CONFIG_FILE) or {}
+    heads = {  # the folder's own head counts, which the weights cannot show
+        f"{tower}_heads": config.get(f"{tower}_config", {}).get("num_attention_heads") for tower in ("vision", "text")
+    }
+    architecture = infer_architecture(load_checkpoint(checkpoint).state_dict, **heads, path=checkpoint)
+    original = run_original(
+        checkpoint, folder / VOCAB_FILE, sample_images(), SAMPLE_CAPTIONS, architecture=architecture
+    )
+    image, text = original.image_features.float(), original.text_features.float()
+    logits = original.logits_per_image.float()
+    normalised = {
+        "image_embeds": image / image.norm(dim=-1, keepdim=True),
+        "text_embeds": text / text.norm(dim=-1, keepdim=True),
+    }
+    return {
+        COMBINED: {"logits_per_image": logits, "logits_per_text": logits.T, **normalised},
+        TEXT: {"text_embeds": text},
+        VISION: {"image_embeds": image},
+    }
 
 
 def check_exported(

@@ -19,7 +19,13 @@ import torch
 from chclip_convert.errors import CheckpointReadError, ExportCheckError, OutputError, UnsupportedCheckpointError
 from chclip_convert.export import card as export_card
 from chclip_convert.export.graphs import GRAPHS
-from chclip_convert.export.parity import check_exported, reference_outputs, sample_cases
+from chclip_convert.export.parity import (
+    check_exported,
+    original_case,
+    original_references,
+    reference_outputs,
+    sample_cases,
+)
 from chclip_convert.export.report import ExportReport
 from chclip_convert.export.requirements import require_export_packages
 from chclip_convert.export.writer import (
@@ -35,7 +41,7 @@ from chclip_convert.export.writer import (
 )
 from chclip_convert.files.folder import weight_files
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock, output_path
-from chclip_convert.files.records import read_json
+from chclip_convert.files.records import read_json, read_report, recorded_source
 from chclip_convert.names import BIN_FILE, CARD_FILE, CONFIG_FILE
 from chclip_convert.progress import OnProgress, Progress
 
@@ -93,7 +99,9 @@ def export_onnx(
         ExportCheckError: a file failed its check; nothing was written (its ``report`` holds every check).
         ConversionError: (a subclass) any other problem with the input or the output; nothing is written.
 
-    It does not export RN50 models (transformers has no ResNet tower for Chinese-CLIP), nor compare with cn_clip.
+    With cn_clip installed and the source checkpoint at hand (given, or named by the folder's
+    ``conversion_report.json``), every file is checked against cn_clip's own model too. It does not export RN50
+    models (transformers has no ResNet tower for Chinese-CLIP).
     """
     started = time.perf_counter()
     require_export_packages()
@@ -131,7 +139,8 @@ def _export_folder(folder: Path, output: str | Path | None, overwrite: bool, opt
     with output_lock(target):
         check_output_dir(target, input_path=None, overwrite=overwrite)
         with atomic_output(target, overwrite=overwrite) as partial:
-            report = _export_into(folder, partial, options, shown=(folder, target, False))
+            source = _recorded_checkpoint(folder)
+            report = _export_into(folder, partial, options, shown=(folder, folder, target, False), checkpoint=source)
             if not inside:
                 export_card.write_section(partial / CARD_FILE, export_card.onnx_section(report, "."))
     if inside:
@@ -150,8 +159,8 @@ def _export_checkpoint(checkpoint: Path, output: str | Path | None, overwrite: b
             convert_checkpoint(checkpoint, holder, progress=options.progress)
             onnx_dir = holder / ONNX_DIR
             with atomic_output(onnx_dir, overwrite=False) as partial:
-                report = _export_into(holder, partial, options, shown=(target, target / ONNX_DIR, True))
-            report.source = checkpoint
+                shown = (checkpoint, target, target / ONNX_DIR, True)
+                report = _export_into(holder, partial, options, shown=shown, checkpoint=checkpoint)
             _write_card(holder / CARD_FILE, export_card.onnx_section(report, ONNX_DIR))
     return report
 
@@ -176,22 +185,37 @@ def require_chinese_clip_folder(folder: Path) -> None:
         raise CheckpointReadError("holds no weights (*.safetensors or pytorch_model.bin); convert again.", path=folder)
 
 
-def _export_into(folder: Path, onnx_dir: Path, options: Options, *, shown: tuple[Path, Path, bool]) -> ExportReport:
-    """Write and check every file in ``onnx_dir``; ``shown`` is (folder, output, converted) as the report names
-    them. Raises :class:`ExportCheckError` when a check fails, unless ``options.keep_failed``."""
+def _export_into(
+    folder: Path, onnx_dir: Path, options: Options, *, shown: tuple[Path, Path, Path, bool], checkpoint: Path | None
+) -> ExportReport:
+    """Write and check every file in ``onnx_dir``; ``shown`` is (source, folder, output, converted) as the report names
+    them; ``checkpoint``, the folder's source, is what cn_clip runs when installed. Raises
+    :class:`ExportCheckError` when a check fails, unless ``options.keep_failed``."""
     from transformers import ChineseCLIPModel
 
-    from chclip_convert.verification.model_outputs import quiet_transformers
+    from chclip_convert.verification.model_outputs import original_problem, quiet_transformers
 
     quiet_transformers()
-    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    unmatched = _why_not_original(checkpoint, original_problem())
+    steps = _Steps(len(GRAPHS) * len(options.variants) + 1 + (not unmatched), options.progress)
     cases = sample_cases(folder)
+    example = cases[list(cases)[-1]]  # the largest case: batch sizes above 1 stay dynamic
+    original = None
+    if not unmatched:  # first, so that cn_clip's model and transformers' are never in memory together
+        steps.next("running cn_clip's own model on the checkpoint")
+        original = original_references(checkpoint, folder)
+        gc.collect()
+    model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
     references = reference_outputs(model, cases)
-    steps = _Steps(len(GRAPHS) * len(options.variants) + 1, options.progress)
+    if original is not None:
+        name = original_case(cases)
+        cases[name] = example
+        for graph in GRAPHS:
+            references[graph.name][name] = original[graph.name]
     files = []
-    for graph in GRAPHS:  # the largest case as the example: batch sizes above 1 stay dynamic
+    for graph in GRAPHS:
         steps.next(f"exporting {graph.file_name()}")
-        export_graph(model, graph, cases[list(cases)[-1]], onnx_dir / graph.file_name(), opset=options.opset)
+        export_graph(model, graph, example, onnx_dir / graph.file_name(), opset=options.opset)
         files.append((graph, FP32, graph.file_name()))
         gc.collect()  # the exporter's copy of the weights, before the next graph's
     del model  # the references hold what the checks need; the single files, variants and sessions get its room
@@ -207,14 +231,28 @@ def _export_into(folder: Path, onnx_dir: Path, options: Options, *, shown: tuple
     steps.next("checking with onnxruntime")
     checks = check_exported(references, cases, onnx_dir, files)
     report = ExportReport(
-        source=shown[0], folder=shown[0], output_dir=shown[1], converted=shown[2], opset=options.opset, checks=checks
-    )
+        source=shown[0], folder=shown[1], output_dir=shown[2], converted=shown[3], opset=options.opset, checks=checks,
+        original_checkpoint=None if unmatched else checkpoint, original_skipped=unmatched,
+    )  # fmt: skip
     report.kept_failed = not report.ok and options.keep_failed
     if not report.ok and not options.keep_failed:
-        raise ExportCheckError(_failure_message(report), path=shown[1], report=report)
+        raise ExportCheckError(_failure_message(report), path=shown[2], report=report)
     report.files = {path.name: path.stat().st_size for path in sorted(onnx_dir.iterdir()) if path.is_file()}
-    _write_json(onnx_dir / EXPORT_REPORT_FILE, report.to_dict())
+    _write_json(onnx_dir / EXPORT_REPORT_FILE, report.to_dict(relative_to=shown[2]))  # shared with the folder
     return report
+
+
+def _recorded_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint the folder's ``conversion_report.json`` names as its source, if it is a file here."""
+    source = recorded_source(folder, read_report(folder))
+    return source if source is not None and source.is_file() else None
+
+
+def _why_not_original(checkpoint: Path | None, problem: str | None) -> str:
+    """Why the files cannot be checked against cn_clip's own model too (``""``: they can)."""
+    if checkpoint is None:
+        return "the folder names no source checkpoint that is here"
+    return problem or ""
 
 
 def _failure_message(report: ExportReport) -> str:

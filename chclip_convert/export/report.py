@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chclip_convert.export.parity import TOLERANCES, Check
+from chclip_convert.files.records import ABSOLUTE, PATHS_FIELD, RELATIVE, shareable_path
 from chclip_convert.units import human_size
 
 
@@ -22,6 +23,15 @@ class ExportReport:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     kept_failed: bool = False
+    original_checkpoint: Path | None = None  # what cn_clip's own model ran, the files checked against it too
+    original_skipped: str = ""  # or why they were not
+
+    @property
+    def original(self) -> str:
+        """How the files were compared with cn_clip's own model, or why they were not."""
+        if self.original_checkpoint is not None:
+            return f"compared with cn_clip's own model on {self.original_checkpoint}"
+        return f"not compared with cn_clip: {self.original_skipped}" if self.original_skipped else ""
 
     @property
     def ok(self) -> bool:
@@ -38,7 +48,11 @@ class ExportReport:
             lines.append(f"  converted first into {self.folder}")
         lines.append(f"  opset {self.opset}; {len(self.files)} files in {self.seconds:.1f} s:")
         lines += [f"    {name}  {human_size(size)}" for name, size in sorted(self.files.items())]
-        lines.append("  onnxruntime against PyTorch (max abs diff relative to the output's scale; least cosine):")
+        lines.append(
+            "  onnxruntime against PyTorch, and cn_clip where said (max abs diff / the output's scale; least cosine):"
+        )
+        if self.original:
+            lines.append(f"  {self.original}")
         lines += [f"    {line}" for line in self._summary_lines()]
         lines += [f"  FAIL  {check.describe()}" for check in self.failures]
         if self.ok:
@@ -51,7 +65,8 @@ class ExportReport:
     def _summary_lines(self) -> list[str]:
         rows = self.summary_rows()
         width = max((len(row.file) for row in rows), default=0)
-        return [row.to_text(width) for row in rows]
+        case_width = max((len(row.case) for row in rows), default=0)
+        return [row.to_text(width, case_width) for row in rows]
 
     def summary_rows(self) -> list[SummaryRow]:
         """One row per file and batch case, with its worst figures: the parity table."""
@@ -61,12 +76,21 @@ class ExportReport:
                 rows.setdefault((check.file, check.case), []).append(check)
         return [SummaryRow.of(file, case, checks) for (file, case), checks in rows.items()]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, relative_to: Path | None = None) -> dict:
+        """The report as JSON data; with ``relative_to`` (the folder the record goes into, to be shared) every
+        path relative to it, or a file's name, never one that names this machine."""
+
+        def shown(path: Path | None) -> str | None:
+            if path is None:
+                return None
+            return shareable_path(path, relative_to) if relative_to is not None else str(path)
+
         return {
             "ok": self.ok,
-            "source": str(self.source),
-            "folder": str(self.folder),
-            "output_dir": str(self.output_dir),
+            PATHS_FIELD: RELATIVE if relative_to is not None else ABSOLUTE,
+            "source": shown(self.source),
+            "folder": shown(self.folder),
+            "output_dir": shown(self.output_dir),
             "converted": self.converted,
             "opset": self.opset,
             "files": dict(sorted(self.files.items())),
@@ -74,6 +98,7 @@ class ExportReport:
             "checks": [check.to_dict() for check in self.checks],
             "failures": [check.describe() for check in self.failures],
             "kept_failed": self.kept_failed,
+            "original": {"checkpoint": shown(self.original_checkpoint), "skipped": self.original_skipped},
             "seconds": round(self.seconds, 3),
         }
 
@@ -101,8 +126,8 @@ class SummaryRow:
         ok = all(c.ok for c in checks)
         return cls(file, checks[0].variant, case, relative, min(cosines) if cosines else None, top1, ok)
 
-    def to_text(self, width: int = 0) -> str:
+    def to_text(self, width: int = 0, case_width: int = 10) -> str:
         parts = [f"diff {self.relative_difference:.1e}"]
         parts += [f"cosine {self.min_cosine:.6f}"] if self.min_cosine is not None else []
         parts += [f"top-1 {self.top1}"] if self.top1 is not None else []
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.file:{width}}  {self.case:10} {', '.join(parts)}"
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.file:{width}}  {self.case:{case_width}}  {', '.join(parts)}"

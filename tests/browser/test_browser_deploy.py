@@ -18,11 +18,11 @@ def test_the_deploy_page_exports_checks_ranks_and_times_and_cancel_keeps_the_fol
     open_notebook(page, voila_url, "06_deploy.ipynb", timeout_ms=DEPLOY_PAGE_TIMEOUT_MS)
     table = page.locator("table.parity-table")
     rows = table.locator("tbody tr")
-    assert rows.count() == 2 * 2 * len(FILES)  # float32 and int8, batch 1 and the larger batch
+    assert rows.count() == 2 * 3 * len(FILES)  # float32 and int8; batch 1, the larger batch, and it against cn_clip
     assert table.locator("td b:text-is('PASS')").count() == rows.count()
     for name in FILES:
-        assert table.locator(f"code:text-is('{name}.onnx')").count() == 2
-        assert table.locator(f"code:text-is('{name}_quantized.onnx')").count() == 2
+        assert table.locator(f"code:text-is('{name}.onnx')").count() == 3
+        assert table.locator(f"code:text-is('{name}_quantized.onnx')").count() == 3
     assert page.locator("text=Exported and verified").count() == 1
     assert "run the cells" not in page.inner_text("body").lower()
     # the rankings side by side, PyTorch's first; then the latency figure, drawn at its size
