@@ -4,6 +4,7 @@ no partial output left at the target."""
 
 from __future__ import annotations
 
+import errno
 import html
 import os
 import signal
@@ -32,11 +33,11 @@ from chclip_convert import (
     convert_checkpoint,
 )
 from chclip_convert.cli.main import main
-from chclip_convert.conversion import reverse as reverse_module
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
 from chclip_convert.conversion.reverse import reverse_folder
 from chclip_convert.files import output as output_module
 from chclip_convert.files import safetensors_writer
+from chclip_convert.files.archive import ArchiveWriter
 from chclip_convert.files.checkpoint import load_checkpoint
 from chclip_convert.notebook.converter import ConvertUI
 
@@ -372,15 +373,15 @@ def test_reverse_never_writes_into_its_folder_and_cleans_up_a_failed_write(good,
             reverse_folder(folder, inside, overwrite=True)
     assert tree_sha256(folder) == before, "the folder changed"
 
-    def disk_full(payload, path):  # torch.save writes part of the file, then reports the failure this way
-        Path(path).write_bytes(b"half a checkpoint")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    def failing_disk(writer, *parts):  # part of the file is written, then the disk reports an I/O error
+        writer.stream.write(b"half a checkpoint")
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(reverse_module.torch, "save", disk_full)
+    monkeypatch.setattr(ArchiveWriter, "_put", failing_disk)
     assert main(["reverse", str(folder), str(tmp_path / "back.pt")]) == 1
     stderr = capsys.readouterr().err
-    # the disk is not full here, so torch's own words are kept (a full one says "No space left": test_writers.py)
-    assert "writing failed: torch could not write the file ([enforce fail" in stderr and "Traceback" not in stderr
+    # an I/O error in the system's words (a full disk says "No space left": test_writers.py)
+    assert f"writing failed: {os.strerror(errno.EIO)}; nothing was changed" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "back.pt").exists() and not list(tmp_path.glob("*.chclip-partial*"))
 
 

@@ -287,7 +287,7 @@ def test_slim_of_a_wide_model_with_adamw_is_bit_exact(tmp_path):
 
 @pytest.mark.slow  # other Python processes
 def test_a_full_disk_ends_average_and_slim_in_one_paragraph_leaving_nothing(tmp_path):
-    # 1 MiB holds none of the demo's 4.4 MB of weights: the average fails reserving them, slim in torch.save.
+    # 1 MiB holds none of the demo's 4.4 MB of weights: average and slim both fail part way through writing them.
     _, files = write_demo_run(tmp_path / "run")
     epochs, first = " ".join(shlex.quote(str(p)) for p in files[:3]), shlex.quote(str(files[0]))
     for command, fails in ((f'$PY average --into "$DISK/avg.pt" {epochs} --no-progress', "avg.pt"),

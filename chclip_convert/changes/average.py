@@ -1,9 +1,10 @@
 """Average chosen checkpoints into one (docs/training-runs.md, "average"): each tensor's weighted mean over the
 inputs, summed in float64 and cast back to its dtype, as timm's ``avg_checkpoints.py`` does.
 
-Streaming: the inputs are memory-mapped and walked tensor by tensor, a slice of a tensor at a time, and the
-result is written into a file-backed tensor (:func:`~chclip_convert.files.checkpoint.checkpoint_writer`), so the
-process's own memory does not grow with the number of inputs or their size. The optimizer state is mapped but
+Streaming: the inputs are memory-mapped and walked tensor by tensor, a slice of a tensor at a time, and each slice
+of the mean goes straight into the output file as it is summed
+(:func:`~chclip_convert.files.checkpoint.checkpoint_writer`), so the process's own memory does not grow with the
+number of inputs or their size, and every byte is written once. The optimizer state is mapped but
 never read. The output is cn_clip's training dict without optimizer, in the standard layout, recording its inputs
 and weights under ``average``; it converts, diffs and drifts like any checkpoint.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def average_checkpoints(
             for name in names:
                 shape, dtype = views[0].spec(name)
                 tensors = [view.read(name) for view in views]
-                _average_into(writer.new(name, shape, dtype), tensors, raw, buffer, name, views)
+                writer.add_slices(name, shape, dtype, _mean_slices(dtype, tensors, raw, buffer, name, views))
                 done += math.prod(shape) * dtype.itemsize
                 if progress is not None:
                     progress(Progress(done, total, "B", AVERAGING))
@@ -226,33 +227,35 @@ def _check_names(view: StandardView, first: StandardView, names: set[str]) -> No
             )
 
 
-def _average_into(
-    out: torch.Tensor, tensors: list[torch.Tensor], weights: list[float], buffer: torch.Tensor, name: str, views
-) -> None:
-    """Fill ``out`` with Σ wᵢ·xᵢ / Σ wᵢ over ``tensors``, a slice at a time, summed in float64 in the inputs' order
-    and cast back to the dtype. A non-float tensor (a count, a mask) is not averaged: every input must hold the same
-    values. ``buffer`` holds two float64 slices of :data:`CHUNK` elements: the sum, and an input's slice cast.
+def _mean_slices(
+    dtype: torch.dtype, tensors: list[torch.Tensor], weights: list[float], buffer: torch.Tensor, name: str, views
+) -> Iterator[torch.Tensor]:
+    """Σ wᵢ·xᵢ / Σ wᵢ over ``tensors``, flat, a slice of :data:`CHUNK` elements at a time, summed in float64 in the
+    inputs' order (the writer casts each slice back to ``dtype``). A non-float tensor (a count, a mask) is not
+    averaged: every input must hold the same values, and the first input's are given. ``buffer`` holds two float64
+    slices: the sum, and an input's slice cast; each slice given is that sum, so it must be used before the next.
 
     Nothing is allocated here: ``add_`` of a float32 tensor into a float64 one would make a float64 copy of it
-    first (torch casts a CPU operand that way), and those short-lived 16 MiB copies made the process's memory
-    grow to 3.5 GiB over five ViT-B-16 inputs (measured; malloc did not give them back)."""
-    flat_out, flats = out.view(-1), [tensor.reshape(-1) for tensor in tensors]
-    if not out.is_floating_point():
+    first (torch casts a CPU operand that way), and those short-lived copies made the process's memory grow to
+    3.5 GiB over five ViT-B-16 inputs (measured; malloc did not give them back)."""
+    flats = [tensor.reshape(-1) for tensor in tensors]
+    if not dtype.is_floating_point:
         for view, flat in zip(views[1:], flats[1:], strict=True):
             if not torch.equal(flat, flats[0]):
                 raise UnsupportedCheckpointError(
-                    f"holds other values of {name} ({dtype_name(out.dtype)}, which is not averaged) than "
+                    f"holds other values of {name} ({dtype_name(dtype)}, which is not averaged) than "
                     f"{views[0].source.path}. Nothing was written.",
                     path=view.source.path,
                 )
-        flat_out.copy_(flats[0])
+        yield flats[0]
         return
-    for start in range(0, flat_out.numel(), CHUNK):
-        stop = min(start + CHUNK, flat_out.numel())
+    size, divisor = flats[0].numel(), math.fsum(weights)
+    for start in range(0, size, CHUNK):
+        stop = min(start + CHUNK, size)
         total, cast = buffer[0, : stop - start].zero_(), buffer[1, : stop - start]
         for flat, weight in zip(flats, weights, strict=True):
             total.add_(cast.copy_(flat[start:stop]), alpha=weight)
-        flat_out[start:stop].copy_(total.div_(math.fsum(weights)))
+        yield total.div_(divisor)
 
 
 def _last_in_training(views: Sequence[StandardView]) -> StandardView | None:

@@ -2,8 +2,9 @@
 
 cn_clip's training checkpoints hold the Adam moments beside the weights, about three times the model. Slim
 writes the same weights — bit-identical, or cast with ``dtype`` — under the same keys (``module.`` prefix
-included), with the epoch, step and run name, and nothing else. The input is memory-mapped and each tensor
-written as it lies in the file, so the optimizer state is never read and memory stays flat.
+included), with the epoch, step and run name, and nothing else. The input is memory-mapped and each tensor's
+bytes go from the file straight into the output, a slice at a time (cast on the way), so the optimizer state
+is never read and memory stays flat.
 """
 
 from __future__ import annotations
@@ -109,11 +110,9 @@ def slim_checkpoint(
             writer.bare, writer.metadata = source.wrapper == BARE, dict(source.metadata)
             writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
             for key, tensor in source.state_dict.items():
-                if _casts(tensor, cast):
-                    writer.new(key, tuple(tensor.shape), cast).copy_(tensor)
-                    changed += 1
-                else:
-                    writer.add(key, tensor)
+                casts = _casts(tensor, cast)
+                writer.add(key, tensor, cast if casts else None)
+                changed += casts
                 done += _nbytes(tensor, cast)
                 if progress is not None:
                     progress(Progress(done, total, "B", SLIMMING))

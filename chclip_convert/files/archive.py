@@ -1,18 +1,33 @@
-"""Where each storage of a torch zip checkpoint lies, and a check that every tensor fits in its record.
+"""torch's zip checkpoint format: where each storage of a file lies, a check that every tensor fits in its
+record, and the one writer of such files.
 
 ``torch.load(mmap=True)`` maps the whole file and makes each storage a slice of the mapping as long as the
 pickle says it is. In a damaged file that is still a well-formed zip — a storage record shorter than its
 tensors claim — that slice runs into the next record or past the end of the file, silently. This module
 compares every tensor's span with its record, from metadata only, before any tensor data is read.
+
+:class:`ArchiveWriter` writes the format record by record, laid out as torch's own writer lays it out (each
+record's data 64-byte aligned, followed by a data descriptor, zip64 where sizes or offsets need it), so that
+``torch.load`` reads it in every mode, memory-mapped or not. A record's data is streamed from its pieces and
+its CRC-32 computed on the way: each byte is written once, and nothing but the piece at hand is held.
+:func:`pickled_state` writes the ``data.pkl`` that tells ``torch.load`` which record holds which tensor.
 """
 
 from __future__ import annotations
 
+import collections
+import io
+import math
+import pickle
+import secrets
+import struct
+import sys
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -100,3 +115,170 @@ def _mapping_base(path: Path, loaded: Any, by_start: dict[int, Record]) -> int:
         if all(pointer - base in by_start for pointer in pointers):
             return base
     raise CheckpointReadError(f"is damaged: its tensors do not line up with its storage records. {DAMAGED}", path=path)
+
+
+ALIGNMENT = 64  # where each record's data starts, as torch writes (its ``.storage_alignment`` record)
+PIECE = 1 << 20  # bytes checksummed and written at a time, while they are in the cache
+ZIP64_FROM = 0xFFFFFFFF  # a size or an offset this large needs zip64: its 4-byte field then holds U32_MARK
+U32_MARK = 0xFFFFFFFF
+PADDING_FIELD = b"FB"  # the extra field torch pads a local header with, so that the data is aligned
+DESCRIPTOR, DESCRIPTOR64 = struct.Struct("<4sIII"), struct.Struct("<4sIQQ")
+LOCAL_FIELDS = struct.Struct("<4sHHHHHIIIHH")  # a local file header, then its name and extra field
+CENTRAL_FIELDS = struct.Struct("<4sHHHHHHIIIHHHHHII")  # a central directory entry
+END64, LOCATOR64, END = struct.Struct("<4sQHHIIQQQQ"), struct.Struct("<4sIQI"), struct.Struct("<4sHHHHIIH")
+UTF8, STREAMED = 0x800, 0x8  # general-purpose flags: UTF-8 names; sizes and CRC in a descriptor after the data
+# What torch.save writes beside data.pkl and the storages (torch/serialization.py, and its writer's last records).
+FORMAT_RECORDS = {
+    ".format_version": b"1",
+    ".storage_alignment": str(ALIGNMENT).encode(),
+    "byteorder": sys.byteorder.encode(),
+}
+VERSION_RECORD = ("version", b"3\n")
+SERIALIZATION_ID = ".data/serialization_id"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: bytes
+    offset: int
+    size: int
+    crc: int
+
+
+class ArchiveWriter:
+    """A torch zip archive written to ``stream`` one record at a time; :meth:`finish` completes it.
+
+    The layout is torch's writer's (PyTorchStreamWriter on miniz): every local header padded with an ``FB`` extra
+    field so that the data starts on a multiple of :data:`ALIGNMENT`, sizes and CRC-32 in a data descriptor after
+    the data, zip64 fields for a size or an offset past 4 GiB, and a zip64 end record. So ``torch.load`` finds
+    each storage where it computes it would be, even with ``calculate_storage_offsets``.
+    """
+
+    def __init__(self, stream: BinaryIO, archive: str = "archive") -> None:
+        self.stream, self.prefix = stream, f"{archive}/"
+        self.offset = 0
+        self.entries: list[_Entry] = []
+
+    def write(self, name: str, size: int, pieces: Iterable[Any]) -> None:
+        """Write the record ``name`` (below the archive's folder) of ``size`` bytes from ``pieces``, byte buffers
+        (``bytes``, a uint8 NumPy array) in order; raise ``ValueError`` if they hold another number of bytes."""
+        start = self._header(name, size)
+        crc, written = 0, 0
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            for at in range(0, len(view), PIECE):
+                part = view[at : at + PIECE]
+                crc = zlib.crc32(part, crc)
+                self._put(part)
+            written += len(view)
+        if written != size:
+            raise ValueError(f"record {name} was to hold {size} bytes, but {written} were given")
+        self._end(name, start, size, crc)
+
+    def _header(self, name: str, size: int) -> int:
+        """Write the local header of the record ``name`` of ``size`` bytes, padded so that its data is aligned;
+        return where it starts."""
+        full, start = (self.prefix + name).encode(), self.offset
+        zip64 = _zip64_field(size, start)
+        data_start = start + LOCAL_FIELDS.size + len(full) + len(zip64) + len(_padding_field(0))
+        extra = zip64 + _padding_field(-data_start % ALIGNMENT)
+        flags = UTF8 | (STREAMED if size else 0)
+        self._put(LOCAL_FIELDS.pack(LOCAL_HEADER, 0, flags, 0, 0, 0, 0, 0, 0, len(full), len(extra)), full, extra)
+        return start
+
+    def _end(self, name: str, start: int, size: int, crc: int) -> None:
+        """After the data: its descriptor, and the record remembered for the directory."""
+        if size:
+            descriptor = DESCRIPTOR64 if _zip64_field(size, start) else DESCRIPTOR
+            self._put(descriptor.pack(b"PK\x07\x08", crc, size, size))
+        self.entries.append(_Entry((self.prefix + name).encode(), start, size, crc))
+
+    def finish(self, payload: Any) -> None:
+        """Write ``payload``'s ``data.pkl`` (see :func:`pickled_state`), the records torch writes beside it and the
+        directory: the archive is complete (``stream`` stays open). Every :class:`StoredTensor` in ``payload``
+        must name a record already written."""
+        records = {"data.pkl": pickled_state(payload), **FORMAT_RECORDS, VERSION_RECORD[0]: VERSION_RECORD[1]}
+        records[SERIALIZATION_ID] = str(secrets.randbelow(10**40)).zfill(40).encode()  # as torch's: 40 digits
+        for name, data in records.items():
+            self.write(name, len(data), [data])
+        self._directory()
+
+    def _directory(self) -> None:
+        directory = self.offset
+        for entry in self.entries:
+            extra, flags = _zip64_field(entry.size, entry.offset), UTF8 | (STREAMED if entry.size else 0)
+            size, offset = _u32(entry.size), _u32(entry.offset)
+            fields = (0, 0, flags, 0, 0, 0, entry.crc, size, size, len(entry.name), len(extra), 0, 0, 0, 0, offset)
+            self._put(CENTRAL_FIELDS.pack(b"PK\x01\x02", *fields), entry.name, extra)
+        end64, count, length = self.offset, len(self.entries), self.offset - directory
+        self._put(END64.pack(b"PK\x06\x06", END64.size - 12, 0x031E, 45, 0, 0, count, count, length, directory))
+        self._put(LOCATOR64.pack(b"PK\x06\x07", 0, end64, 1))
+        entries = min(count, 0xFFFF)
+        self._put(END.pack(b"PK\x05\x06", 0, 0, entries, entries, _u32(length), _u32(directory), 0))
+
+    def _put(self, *parts: Any) -> None:
+        for part in parts:
+            self.stream.write(part)
+            self.offset += len(part)
+
+
+def _zip64_field(size: int, offset: int) -> bytes:
+    """The zip64 extra field of a record: its size (twice: stored, so compressed and not) if that needs zip64, and
+    its header's offset if that does; nothing if neither does."""
+    values = ([size, size] if size >= ZIP64_FROM else []) + ([offset] if offset >= ZIP64_FROM else [])
+    return struct.pack(f"<HH{len(values)}Q", 1, 8 * len(values), *values) if values else b""
+
+
+def _u32(value: int) -> int:
+    """A size or an offset as its 4-byte field holds it: itself, or the mark that says the zip64 field holds it."""
+    return U32_MARK if value >= ZIP64_FROM else value
+
+
+def _padding_field(length: int) -> bytes:
+    return PADDING_FIELD + struct.pack("<H", length) + b"Z" * length
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """A tensor as ``data.pkl`` names it: its own storage, the record ``data/{key}``, and its shape and dtype."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def pickled_state(obj: Any) -> bytes:
+    """``data.pkl`` for ``obj`` — dicts, lists and plain values, with :class:`StoredTensor` for each tensor —
+    pickled as ``torch.save`` pickles a tensor: ``_rebuild_tensor_v2`` of a storage named by a persistent id, at
+    offset 0 with contiguous strides. ``torch.load(weights_only=True)`` reads it back."""
+    buffer = io.BytesIO()
+    _TensorPickler(buffer, protocol=2).dump(obj)  # torch.save's protocol
+    return buffer.getvalue()
+
+
+class _Storage:
+    def __init__(self, tensor: StoredTensor) -> None:
+        self.tensor = tensor
+
+
+class _TensorPickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> tuple | None:
+        if not isinstance(obj, _Storage):
+            return None
+        tensor = obj.tensor
+        storage_type = getattr(torch, torch.storage._dtype_to_storage_type_map()[tensor.dtype])  # as torch.save
+        return "storage", storage_type, tensor.key, "cpu", math.prod(tensor.shape)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, StoredTensor):
+            return NotImplemented
+        shape, hooks = tuple(obj.shape), collections.OrderedDict()  # torch.save's empty backward hooks
+        return torch._utils._rebuild_tensor_v2, (_Storage(obj), 0, shape, _contiguous_strides(shape), False, hooks)
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))

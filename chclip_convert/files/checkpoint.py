@@ -4,8 +4,8 @@ put back in one place.
 Handles the training dict (``epoch``, ``step``, ``name``, ``state_dict``, ``optimizer``) and a bare state
 dict, with or without DistributedDataParallel's ``module.`` prefix. One reader: ``torch.load`` with
 ``weights_only=True`` and memory-mapping, so a tensor's bytes sit in the page cache, not in the process's own
-memory, and are read only when something touches them. One writer (:func:`checkpoint_writer`), whose new
-tensors live in files beside the output until ``torch.save`` copies them, so writing is as flat in memory.
+memory, and are read only when something touches them. One writer (:func:`checkpoint_writer`), which writes
+each tensor into the file as it is given, a slice at a time, so writing is as flat in memory.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
-from chclip_convert.files.archive import check_storage_spans
+from chclip_convert.files.archive import ArchiveWriter, StoredTensor, check_storage_spans
 from chclip_convert.files.output import atomic_output
 from chclip_convert.files.preflight import check_checkpoint_path
 
@@ -162,54 +161,76 @@ def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-class CheckpointWriter:
-    """The tensors and metadata of a checkpoint being written (see :func:`checkpoint_writer`)."""
+CAST_SLICE = 1 << 18  # elements cast at a time, into a buffer kept per dtype (1 MiB of float32)
 
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        self.state_dict: dict[str, torch.Tensor] = {}
+
+class CheckpointWriter:
+    """The checkpoint being written (see :func:`checkpoint_writer`): each tensor goes into the file when it is added,
+    as a record of its own; the metadata and the names are written when the block ends."""
+
+    def __init__(self, archive: ArchiveWriter) -> None:
+        self.archive = archive
+        self.tensors: dict[str, StoredTensor] = {}
         self.metadata: dict[str, Any] = {}  # epoch, step, name, …: a training dict; empty with ``bare``
         self.bare = False
         self.prefix = MODULE_PREFIX  # put before every key, as cn_clip's training (DistributedDataParallel) writes
+        self._cast_buffers: dict[torch.dtype, torch.Tensor] = {}
 
-    def add(self, key: str, tensor: torch.Tensor) -> None:
-        """Write ``tensor`` as it is: meant for a memory-mapped view of an input, which costs no memory."""
-        self.state_dict[key] = tensor
+    def add(self, key: str, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+        """Write ``tensor`` as ``key``, cast to ``dtype`` if given (see :meth:`add_slices`).
 
-    def new(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A tensor to fill for ``key``, backed by a file beside the output rather than by this process's memory.
-
-        Its disk space is reserved at once, so a full disk raises ``OSError`` here, never a crash on a write.
+        Meant for a memory-mapped view of an input, whose bytes are read once, straight into the file; a tensor that
+        is not contiguous is copied first.
         """
-        path = self.scratch / f"{len(self.state_dict)}.bin"
-        numel = math.prod(shape)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if numel:
-                os.posix_fallocate(fd, 0, numel * dtype.itemsize)
-        finally:
-            os.close(fd)
-        tensor = torch.from_file(str(path), shared=True, size=numel, dtype=dtype).view(shape)
-        self.state_dict[key] = tensor
-        return tensor
+        dtype = tensor.dtype if dtype is None else dtype
+        self.add_slices(key, tuple(tensor.shape), dtype, [tensor.detach().reshape(-1)])
 
-    def payload(self) -> dict[str, Any]:
-        """What ``torch.save`` writes: the state dict, inside a training dict unless ``bare``."""
-        state = {f"{self.prefix}{key}": tensor for key, tensor in self.state_dict.items()}
-        return state if self.bare else {**self.metadata, "state_dict": state}
+    def add_slices(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, slices: Iterable[torch.Tensor]) -> None:
+        """Write ``key``, a tensor of ``shape`` and ``dtype``, from ``slices``: contiguous 1-D tensors holding its
+        elements in order, each written before the next is asked for (so that one buffer can serve them all). A slice
+        of another dtype is cast, :data:`CAST_SLICE` elements at a time, through a buffer kept for the next.
+
+        Raises ``ValueError`` if ``key`` was written already, or the slices hold another number of elements."""
+        stored = self._next(key, shape, dtype)
+        pieces = (part.view(torch.uint8).numpy() for piece in slices for part in self._in_dtype(piece, dtype, key))
+        self.archive.write(f"data/{stored.key}", math.prod(shape) * dtype.itemsize, pieces)
+        self.tensors[key] = stored
+
+    def finish(self) -> None:
+        """Write the state dict's names — inside a training dict with the metadata unless ``bare`` — and close."""
+        state = {f"{self.prefix}{key}": stored for key, stored in self.tensors.items()}
+        self.archive.finish(state if self.bare else {**self.metadata, "state_dict": state})
+
+    def _next(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> StoredTensor:
+        """What the next record will hold: ``key``'s tensor, which must not be written yet."""
+        if key in self.tensors:
+            raise ValueError(f"{key} was written already")
+        return StoredTensor(str(len(self.tensors)), shape, dtype)
+
+    def _in_dtype(self, piece: torch.Tensor, dtype: torch.dtype, key: str) -> Iterator[torch.Tensor]:
+        if piece.dim() != 1 or not piece.is_contiguous():
+            raise ValueError(f"a slice of {key} is {list(piece.shape)}, not contiguous and 1-D")
+        if piece.dtype == dtype:
+            yield piece
+            return
+        if dtype not in self._cast_buffers:
+            self._cast_buffers[dtype] = torch.empty(CAST_SLICE, dtype=dtype)
+        buffer = self._cast_buffers[dtype]
+        for start in range(0, piece.numel(), CAST_SLICE):
+            part = piece[start : start + CAST_SLICE]
+            yield buffer[: part.numel()].copy_(part)
 
 
 @contextlib.contextmanager
 def checkpoint_writer(output: str | Path, *, overwrite: bool) -> Iterator[CheckpointWriter]:
-    """Yield a :class:`CheckpointWriter`; when the block ends without error, save what it holds to ``output``
-    atomically (:func:`~chclip_convert.files.output.atomic_output`), loadable with ``weights_only=True``.
+    """Yield a :class:`CheckpointWriter` writing ``output`` atomically
+    (:func:`~chclip_convert.files.output.atomic_output`): in place when the block ends without error, loadable by
+    ``torch.load`` (``weights_only=True``, memory-mapped or not) as if ``torch.save`` had written it.
 
-    The file-backed tensors of :meth:`CheckpointWriter.new` lie in the output's temporary folder, so the disk
-    briefly holds them beside the file being written (twice the new tensors' size); they go with that folder.
+    Each tensor is written once, into the file being written, as it is added: nothing is written twice, and on
+    an error (a full disk: ``OSError``) the partial file goes with the temporary folder.
     """
-    with atomic_output(output, overwrite=overwrite, folder=False) as partial:
-        scratch = partial.parent / "tensors"
-        scratch.mkdir()
-        writer = CheckpointWriter(scratch)
+    with atomic_output(output, overwrite=overwrite, folder=False) as partial, open(partial, "wb") as stream:
+        writer = CheckpointWriter(ArchiveWriter(stream))
         yield writer
-        torch.save(writer.payload(), partial)  # a failed write, torch's RuntimeError too, is worded by atomic_output
+        writer.finish()
