@@ -4,7 +4,9 @@ must lie), every CRC-32 checks, and sizes and offsets past the zip64 limit are w
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import zipfile
 
 import pytest
@@ -99,3 +101,45 @@ def test_a_cast_is_written_as_torch_casts_and_a_wrong_slice_is_refused(tmp_path)
     with refused, checkpoint_writer(tmp_path / "bad.pt", overwrite=False) as bad:
         bad.add_slices("m", (2, 3), torch.float32, [torch.zeros(2, 3)])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cast.pt"]  # nothing partial left
+
+
+def save_input(path, *, crc32: bool = True):
+    """``planted_state`` saved by torch (contiguous), with or without the CRC-32s torch can skip writing."""
+    torch.serialization.set_crc32_options(crc32)
+    try:
+        torch.save({**METADATA, "state_dict": {k: v.contiguous() for k, v in planted_state().items()}}, path)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    return load_checkpoint(path)
+
+
+def cross_device(*args):
+    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+
+def copy_from(source, path) -> None:
+    with checkpoint_writer(path, overwrite=False) as writer:
+        writer.metadata, writer.prefix = METADATA, ""  # the input's keys have no prefix
+        for key, tensor in source.state_dict.items():
+            writer.add(key, tensor, source=source)
+
+
+@pytest.mark.parametrize("kernel_copies", [True, False], ids=["copy_file_range", "read and written"])
+def test_records_copied_from_an_input_are_its_bytes_and_crcs(tmp_path, monkeypatch, kernel_copies):
+    source = save_input(tmp_path / "in.pt")
+    copied = []
+    real_copy = archive.copy_range
+    monkeypatch.setattr(archive, "copy_range", lambda *args: copied.append(args) or real_copy(*args))
+    if not kernel_copies:  # as between two file systems the kernel does not copy between
+        monkeypatch.setattr(archive.os, "copy_file_range", cross_device)
+    copy_from(source, tmp_path / "out.pt")
+    assert len(copied) == sum(tensor.numel() > 0 for tensor in source.state_dict.values())  # the empty one is written
+    assert records((tmp_path / "out.pt").read_bytes()) == records((tmp_path / "in.pt").read_bytes())
+
+
+def test_a_record_saved_without_its_crc_is_checksummed_not_copied(tmp_path, monkeypatch):
+    source = save_input(tmp_path / "in.pt", crc32=False)
+    monkeypatch.setattr(archive, "copy_range", lambda *args: pytest.fail("a record without its CRC-32 was copied"))
+    copy_from(source, tmp_path / "out.pt")
+    with zipfile.ZipFile(tmp_path / "out.pt") as opened:
+        assert opened.testzip() is None  # every CRC-32 checks

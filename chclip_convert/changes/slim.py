@@ -2,9 +2,9 @@
 
 cn_clip's training checkpoints hold the Adam moments beside the weights, about three times the model. Slim
 writes the same weights — bit-identical, or cast with ``dtype`` — under the same keys (``module.`` prefix
-included), with the epoch, step and run name, and nothing else. The input is memory-mapped and each tensor's
-bytes go from the file straight into the output, a slice at a time (cast on the way), so the optimizer state
-is never read and memory stays flat.
+included), with the epoch, step and run name, and nothing else. The input is memory-mapped; an unchanged
+tensor's record is copied from file to file, and a cast one goes into the output a slice at a time, so the
+optimizer state is never read and memory stays flat.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def slim_checkpoint(
             writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
             for key, tensor in source.state_dict.items():
                 casts = _casts(tensor, cast)
-                writer.add(key, tensor, cast if casts else None)
+                writer.add(key, tensor, cast if casts else None, source=source)
                 changed += casts
                 done += _nbytes(tensor, cast)
                 if progress is not None:

@@ -9,15 +9,18 @@ compares every tensor's span with its record, from metadata only, before any ten
 :class:`ArchiveWriter` writes the format record by record, laid out as torch's own writer lays it out (each
 record's data 64-byte aligned, followed by a data descriptor, zip64 where sizes or offsets need it), so that
 ``torch.load`` reads it in every mode, memory-mapped or not. A record's data is streamed from its pieces and
-its CRC-32 computed on the way: each byte is written once, and nothing but the piece at hand is held.
+its CRC-32 computed on the way: each byte is written once, and nothing but the piece at hand is held. A record
+that stays as it is in another torch archive is copied from file to file instead, with the CRC-32 recorded there.
 :func:`pickled_state` writes the ``data.pkl`` that tells ``torch.load`` which record holds which tensor.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import math
+import os
 import pickle
 import secrets
 import struct
@@ -39,11 +42,13 @@ DAMAGED = "Nothing was read or written. Copy the checkpoint again, or save it ag
 
 @dataclass(frozen=True)
 class Record:
-    """One storage record of the archive: its name, where its data starts in the file, its size in bytes."""
+    """One storage record of the archive: its name, where its data starts in the file, its size in bytes, and the
+    CRC-32 of its data as the central directory records it."""
 
     name: str
     start: int
     size: int
+    crc: int = 0
 
 
 def storage_records(path: Path) -> list[Record]:
@@ -62,7 +67,7 @@ def storage_records(path: Path) -> list[Record]:
             name_length = int.from_bytes(header[26:28], "little")
             extra_length = int.from_bytes(header[28:30], "little")
             start = info.header_offset + 30 + name_length + extra_length
-            records.append(Record(info.filename, start, info.file_size))
+            records.append(Record(info.filename, start, info.file_size, info.CRC))
     return records
 
 
@@ -83,25 +88,28 @@ def span_bytes(tensor: torch.Tensor) -> int:
     return (tensor.storage_offset() + last + 1) * tensor.dtype.itemsize
 
 
-def check_storage_spans(path: Path, tensors: dict[str, torch.Tensor], loaded: Any) -> None:
-    """Raise a :class:`CheckpointReadError` naming the tensor if one of ``tensors`` reaches past its record.
+def check_storage_spans(path: Path, tensors: dict[str, torch.Tensor], loaded: Any) -> dict[str, Record]:
+    """The record each of ``tensors`` lies in (those with data); raise a :class:`CheckpointReadError` naming the
+    tensor if one reaches past its record.
 
     ``loaded`` is everything ``torch.load(path, mmap=True)`` returned: its storages, matched with the
     archive's records by their order in the mapping, locate the mapping itself.
     """
     by_start = {record.start: record for record in storage_records(path)}
     base = _mapping_base(path, loaded, by_start)
+    found = {}
     for name, tensor in tensors.items():
         need = span_bytes(tensor)
         if need == 0:
             continue
-        record = by_start[tensor.untyped_storage().data_ptr() - base]
+        found[name] = record = by_start[tensor.untyped_storage().data_ptr() - base]
         if need > record.size:
             raise CheckpointReadError(
                 f"is damaged: tensor {name} needs {need:,} bytes of its storage record {record.name}, which "
                 f"holds only {record.size:,} (the record was cut short inside a well-formed zip). {DAMAGED}",
                 path=path,
             )
+    return found
 
 
 def _mapping_base(path: Path, loaded: Any, by_start: dict[int, Record]) -> int:
@@ -135,6 +143,8 @@ FORMAT_RECORDS = {
 }
 VERSION_RECORD = ("version", b"3\n")
 SERIALIZATION_ID = ".data/serialization_id"
+# copy_file_range cannot copy here: the file systems (EXDEV), the kernel (ENOSYS) or the files (EINVAL, EOPNOTSUPP).
+COPY_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,16 @@ class ArchiveWriter:
         if written != size:
             raise ValueError(f"record {name} was to hold {size} bytes, but {written} were given")
         self._end(name, start, size, crc)
+
+    def copy(self, name: str, source: BinaryIO, record: Record) -> None:
+        """Write the record ``name`` as a copy of ``record`` of the torch archive open as ``source``, with the CRC-32
+        that archive records for it: file to file, by the kernel where it can (``os.copy_file_range``), so the
+        bytes never pass through this process."""
+        start = self._header(name, record.size)
+        self.stream.flush()
+        copy_range(source.fileno(), self.stream.fileno(), record.start, record.size)
+        self.offset += record.size
+        self._end(name, start, record.size, record.crc)
 
     def _header(self, name: str, size: int) -> int:
         """Write the local header of the record ``name`` of ``size`` bytes, padded so that its data is aligned;
@@ -220,6 +240,28 @@ class ArchiveWriter:
         for part in parts:
             self.stream.write(part)
             self.offset += len(part)
+
+
+def copy_range(source: int, target: int, start: int, size: int) -> None:
+    """Copy ``size`` bytes from ``start`` in the file ``source`` to the current position of the file ``target``
+    (both descriptors): by the kernel, or where it cannot copy between these two files, read and written."""
+    done = 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(source, target, size - done, start + done)
+            if copied == 0:
+                break
+            done += copied
+    except (AttributeError, OSError) as error:  # no copy_file_range here, or not between these file systems
+        if isinstance(error, OSError) and error.errno not in COPY_UNSUPPORTED:
+            raise
+    while done < size:
+        piece = memoryview(os.pread(source, min(PIECE, size - done), start + done))
+        if not piece:
+            raise OSError(errno.EIO, f"the file ends {size - done} bytes short of its record")
+        done += len(piece)
+        while piece:
+            piece = piece[os.write(target, piece) :]
 
 
 def _zip64_field(size: int, offset: int) -> bytes:
