@@ -39,6 +39,7 @@ import torch
 
 from chclip_convert.conversion.demo import source_shapes
 from chclip_convert.mapping.architecture import Architecture
+from chclip_convert.mapping.precision import in_fp16_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,19 +50,13 @@ CHECKPOINTS = {
     "vit-h-14-fp16": (VIT_H_14, True, False),
     "vit-h-14-fp16-adamw": (VIT_H_14, True, True),
 }
-FP32_UNDER_FP16 = ("visual.ln_", "visual.class_embedding", "visual.positional_embedding", "logit_scale")
-
-
-def keeps_fp32(name: str) -> bool:
-    """What cn_clip's convert_weights leaves in fp32: vision LayerNorms, class/position embeddings, logit scale."""
-    return name.startswith(FP32_UNDER_FP16) or (".ln_" in name and name.startswith("visual."))
 
 
 def build_checkpoint(path: Path, arch: Architecture, fp16: bool, optimizer: bool) -> None:
     generator = torch.Generator().manual_seed(0)
     state = {}
     for name, shape in source_shapes(arch, arch.vocab_size).items():
-        dtype = torch.float16 if fp16 and not keeps_fp32(name) else torch.float32
+        dtype = torch.float16 if fp16 and in_fp16_layout(name) else torch.float32  # cn_clip's fp16 layout
         state[f"module.{name}"] = (0.02 * torch.randn(shape, generator=generator)).to(dtype)
     checkpoint = {"epoch": 5, "step": 5000, "name": path.stem, "state_dict": state}
     if optimizer:

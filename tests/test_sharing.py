@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
-from cn_clip.clip.model import CLIP, resize_pos_embed
+from cn_clip.clip.model import CLIP, convert_weights, resize_pos_embed
 from cn_clip.clip.model import convert_state_dict as to_flash_layout
 from support.files import in_small_disk, present_pages, tree_sha256
-from support.original import NARROW, REDUCED, build_model, model_kwargs, save
+from support.original import NARROW, REDUCED, build_model, model_kwargs, save, tiny_rn50
 
 from chclip_convert import average_checkpoints, convert_checkpoint, diff_checkpoints, slim_checkpoint
 from chclip_convert.changes.drift import measure_drift
@@ -20,6 +20,7 @@ from chclip_convert.conversion.demo import write_demo_run
 from chclip_convert.errors import CheckpointReadError, ConversionError, OutputError, UnsupportedCheckpointError
 from chclip_convert.files import checkpoint as checkpoint_module
 from chclip_convert.mapping.parts import part_of
+from chclip_convert.mapping.precision import in_fp16_layout
 
 EPOCHS = (1, 2, 3)
 
@@ -192,16 +193,49 @@ def resume_as_cn_clip_training(path, model: torch.nn.Module) -> None:
     assert "optimizer" not in checkpoint  # so cn_clip needs --reset-optimizer, as the summary says
 
 
-def test_slim_to_float16_halves_the_weights_and_still_loads(run, tmp_path):
+def cn_clip_fp16(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` loaded into cn_clip's ``model`` and put through cn_clip's own ``convert_weights``: its fp16 layout."""
+    model.load_state_dict(state)
+    convert_weights(model)
+    return model.state_dict()
+
+
+def test_slim_to_float16_writes_cn_clip_s_own_fp16_layout_and_still_loads(run, tmp_path):
     _, states, files = run
     summary = slim_checkpoint(files[0], tmp_path / "fp16.pt", dtype="float16")
     data = written(tmp_path / "fp16.pt")
-    for key, value in states[1].items():
+    expected = cn_clip_fp16(states[1], CLIP(**model_kwargs(NARROW)))
+    assert {torch.float16, torch.float32} <= {value.dtype for value in expected.values()}  # a mixed layout
+    for key, value in expected.items():
         tensor = data["state_dict"][f"module.{key}"]
-        expected = value.half() if value.is_floating_point() else value
-        assert tensor.dtype == expected.dtype and torch.equal(tensor, expected), key
-    assert summary.cast == sum(v.is_floating_point() for v in states[1].values())
+        assert tensor.dtype == value.dtype and torch.equal(tensor, value), key
+    halved = [key for key, value in expected.items() if value.dtype == torch.float16]
+    assert summary.cast_to == {"float16": len(halved)} and summary.kept_float32 == len(expected) - len(halved)
+    assert "cn_clip's fp16 layout" in summary.to_text()
     resume_as_cn_clip_training(tmp_path / "fp16.pt", CLIP(**model_kwargs(NARROW)))
+
+
+def test_slim_to_float16_of_an_all_half_checkpoint_puts_the_float32_ones_back(run, tmp_path):
+    _, states, _ = run
+    halves = {key: value.half() for key, value in states[1].items()}
+    path = epoch_file(tmp_path / "half", halves, 1, optimizer=False)
+    summary = slim_checkpoint(path, tmp_path / "fp16.pt", dtype="float16")
+    state = written(tmp_path / "fp16.pt")["state_dict"]
+    expected = cn_clip_fp16(halves, CLIP(**model_kwargs(NARROW)))  # load_state_dict casts into the fp32 model
+    assert all(state[f"module.{key}"].dtype == value.dtype for key, value in expected.items())
+    assert summary.cast_to == {"float32": summary.kept_float32} and summary.kept_float32 > 0
+
+
+@pytest.mark.parametrize("model", [lambda: build_model(NARROW), tiny_rn50], ids=["ViT", "ResNet"])
+def test_the_fp16_layout_by_name_is_what_convert_weights_does_to_cn_clip_s_models(model):
+    built = model()
+    convert_weights(built)
+    state = built.state_dict()
+    layouts = {"standard": state, "flash-attention": to_flash_layout(dict(state))}
+    for layout, tensors in layouts.items():
+        floats = {key: value for key, value in tensors.items() if value.is_floating_point()}
+        wrong = sorted(key for key, value in floats.items() if in_fp16_layout(key) != (value.dtype == torch.float16))
+        assert not wrong, (layout, wrong)
 
 
 def test_the_average_converts_diffs_and_its_drift_sits_between_its_inputs(tmp_path):

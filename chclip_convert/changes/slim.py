@@ -2,30 +2,35 @@
 
 cn_clip's training checkpoints hold the Adam moments beside the weights, about three times the model. Slim
 writes the same weights — bit-identical, or cast with ``dtype`` — under the same keys (``module.`` prefix
-included), with the epoch, step and run name, and nothing else. The input is memory-mapped; an unchanged
-tensor's record is copied from file to file, and a cast one goes into the output a slice at a time, so the
-optimizer state is never read and memory stays flat.
+included), with the epoch, step and run name, and nothing else. ``float16`` is cn_clip's own fp16 layout, as its
+``convert_weights`` leaves a model (:mod:`chclip_convert.mapping.precision`): some tensors stay float32. The input
+is memory-mapped; an unchanged tensor's record is copied from file to file, and a cast one goes into the output a
+slice at a time, so the optimizer state is never read and memory stays flat.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from chclip_convert.conversion.state_dict import DTYPES
+from chclip_convert.conversion.state_dict import DTYPES, dtype_name
 from chclip_convert.conversion.summary import describe_training
 from chclip_convert.errors import ConversionError
-from chclip_convert.files.checkpoint import BARE, MODULE_PREFIX, checkpoint_writer, load_checkpoint
+from chclip_convert.files.checkpoint import BARE, MODULE_PREFIX, SourceCheckpoint, checkpoint_writer, load_checkpoint
 from chclip_convert.files.output import check_output_file, output_lock
+from chclip_convert.mapping.precision import in_fp16_layout
 from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_size
 
 SLIMMING = "writing the weights"  # the stage of the progress events
 RESUME = "--resume {} --reset-optimizer"  # cn_clip's training reads the optimizer state unless told not to
+FP16_LAYOUT = "float16"  # the --dtype that means cn_clip's fp16 layout rather than every floating-point tensor
+FP16_KEEPS = "vision norms, class and position embeddings, logit_scale"  # what the fp16 layout keeps in float32
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,10 @@ class SlimSummary:
     wrapper: str  # "training dict" or "bare state dict", as the input was
     dropped: tuple[str, ...]  # the input's top-level entries not written (the optimizer, ...)
     tensors: int
-    cast: int  # floating-point tensors cast to ``dtype`` (0: every tensor bit-identical)
+    cast: int  # tensors whose dtype changed (0: every tensor bit-identical)
     dtype: str | None
+    cast_to: dict[str, int]  # how many tensors were cast to each dtype
+    kept_float32: int  # with dtype float16: floating-point tensors cn_clip's fp16 layout holds in float32
     training: dict
     bytes_before: int
     bytes_after: int
@@ -47,7 +54,7 @@ class SlimSummary:
     def to_text(self) -> str:
         """The summary the command prints: the sizes first."""
         saved = 1 - self.bytes_after / self.bytes_before if self.bytes_before else 0.0
-        weights = "bit-identical" if not self.cast else f"{self.cast} cast to {self.dtype}"
+        weights = ", ".join(f"{count} cast to {dtype}" for dtype, count in self.cast_to.items()) or "bit-identical"
         weights += ", the others bit-identical" if 0 < self.cast < self.tensors else ""
         lines = [
             f"Slimmed {self.source} → {self.output}",
@@ -55,6 +62,9 @@ class SlimSummary:
             f"  left out:   {', '.join(self.dropped) or 'nothing (it held only weights)'}",
             f"  tensors:    {self.tensors}, {weights}",
         ]
+        if self.dtype == FP16_LAYOUT:
+            kept = f"{self.kept_float32} tensors kept in float32 ({FP16_KEEPS})"
+            lines.append(f"  float16:    cn_clip's fp16 layout, {kept}")
         if self.wrapper != BARE:
             lines += [
                 f"  training:   {describe_training(self.training) or 'none recorded'}",
@@ -67,8 +77,8 @@ class SlimSummary:
         return {
             "output": str(self.output), "source": str(self.source), "wrapper": self.wrapper,
             "dropped": list(self.dropped), "tensors": self.tensors, "cast": self.cast, "dtype": self.dtype,
-            "training": self.training, "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
-            "seconds": self.seconds,
+            "cast_to": self.cast_to, "kept_float32": self.kept_float32, "training": self.training,
+            "bytes_before": self.bytes_before, "bytes_after": self.bytes_after, "seconds": self.seconds,
         }  # fmt: skip
 
 
@@ -86,8 +96,11 @@ def slim_checkpoint(
     Args:
         checkpoint: an original ``.pt`` file (never modified): a training dict, or a bare state dict.
         output: the ``.pt`` file to write; refused if it exists, unless ``overwrite``, or if it is the input.
-        dtype: ``None`` keeps every tensor bit-identical; ``"float16"``, ``"bfloat16"`` or ``"float32"`` casts every
-            floating-point tensor (cn_clip loads either: ``load_state_dict`` casts into the model's dtype).
+        dtype: ``None`` keeps every tensor bit-identical. ``"float16"`` writes cn_clip's fp16 layout, as its
+            ``convert_weights`` leaves a model: convolutions, linear layers, attention, all of BERT and both
+            projections in float16; the vision tower's norms, its class and position embeddings and ``logit_scale``
+            in float32. ``"bfloat16"`` or ``"float32"`` casts every floating-point tensor. cn_clip loads any of
+            them: ``load_state_dict`` casts into the model's dtype.
         progress: gets the bytes written of all (stage :data:`SLIMMING`).
 
     Returns:
@@ -100,33 +113,43 @@ def slim_checkpoint(
     started = time.perf_counter()
     if dtype is not None and dtype not in DTYPES:
         raise ConversionError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
-    cast = DTYPES[dtype] if dtype is not None else None
     with output_lock(output):  # one writer, from this check to the rename
         target = check_output_file(output, input_files=[checkpoint], overwrite=overwrite)
         source = load_checkpoint(checkpoint)
-        total = sum(_nbytes(tensor, cast) for tensor in source.state_dict.values())
-        done, changed = 0, 0
-        with checkpoint_writer(target, overwrite=overwrite) as writer:
-            writer.bare, writer.metadata = source.wrapper == BARE, dict(source.metadata)
-            writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
-            for key, tensor in source.state_dict.items():
-                casts = _casts(tensor, cast)
-                writer.add(key, tensor, cast if casts else None, source=source)
-                changed += casts
-                done += _nbytes(tensor, cast)
-                if progress is not None:
-                    progress(Progress(done, total, "B", SLIMMING))
+        dtypes = {key: written_dtype(key, tensor, dtype) for key, tensor in source.state_dict.items()}
+        cast_to = _write(source, dtypes, target, overwrite, progress)
     return SlimSummary(
         output=target, source=source.path, wrapper=source.wrapper, dropped=tuple(source.skipped),
-        tensors=len(source.state_dict), cast=changed, dtype=dtype, training=dict(source.metadata),
-        bytes_before=source.path.stat().st_size, bytes_after=target.stat().st_size,
+        tensors=len(source.state_dict), cast=sum(cast_to.values()), dtype=dtype, cast_to=cast_to,
+        kept_float32=list(dtypes.values()).count(torch.float32) if dtype == FP16_LAYOUT else 0,
+        training=dict(source.metadata), bytes_before=source.path.stat().st_size, bytes_after=target.stat().st_size,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
 
 
-def _casts(tensor: torch.Tensor, cast: torch.dtype | None) -> bool:
-    return cast is not None and tensor.is_floating_point() and tensor.dtype != cast
+def _write(
+    source: SourceCheckpoint, dtypes: dict[str, torch.dtype], target: Path, overwrite: bool, progress
+) -> dict[str, int]:
+    """Write ``source`` to ``target``, each tensor in its dtype of ``dtypes``; how many were cast to each dtype."""
+    total = sum(math.prod(source.state_dict[key].shape) * dtype.itemsize for key, dtype in dtypes.items())
+    done, cast_to = 0, Counter()
+    with checkpoint_writer(target, overwrite=overwrite) as writer:
+        writer.bare, writer.metadata = source.wrapper == BARE, dict(source.metadata)
+        writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
+        for key, tensor in source.state_dict.items():
+            writer.add(key, tensor, dtypes[key], source=source)
+            cast_to[dtype_name(dtypes[key])] += dtypes[key] != tensor.dtype
+            done += math.prod(tensor.shape) * dtypes[key].itemsize
+            if progress is not None:
+                progress(Progress(done, total, "B", SLIMMING))
+    return {name: count for name, count in sorted(cast_to.items()) if count}
 
 
-def _nbytes(tensor: torch.Tensor, cast: torch.dtype | None) -> int:
-    return math.prod(tensor.shape) * (cast.itemsize if _casts(tensor, cast) else tensor.dtype.itemsize)
+def written_dtype(name: str, tensor: torch.Tensor, dtype: str | None) -> torch.dtype:
+    """The dtype slim writes the tensor ``name`` (without ``module.``) in, given the ``dtype`` asked for (see
+    :func:`slim_checkpoint`); a tensor that is not floating-point keeps its own."""
+    if dtype is None or not tensor.is_floating_point():
+        return tensor.dtype
+    if dtype == FP16_LAYOUT:
+        return torch.float16 if in_fp16_layout(name) else torch.float32
+    return DTYPES[dtype]

@@ -129,7 +129,8 @@ def _add_slim(command: AddCommand) -> None:
     sub.add_argument(
         "--dtype",
         choices=[choice for choice in DTYPE_CHOICES if choice != "auto"],
-        help="cast every floating-point tensor (default: keep them bit-identical)",
+        help="float16: cn_clip's fp16 layout (its vision norms, class and position embeddings and logit_scale stay "
+        "float32); bfloat16, float32: every floating-point tensor (default: keep every tensor bit-identical)",
     )
     sub.add_argument("--overwrite", action="store_true", help="replace an existing OUT.pt")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
