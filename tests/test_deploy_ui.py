@@ -20,7 +20,7 @@ from chclip_convert.export import requirements
 from chclip_convert.export.latency import PYTORCH, TOWERS, Latency, exported_variants, measure_latency, runtime_name
 from chclip_convert.export.writer import FP32, INT8
 from chclip_convert.export.zero_shot import zero_shot_logits
-from chclip_convert.notebook.captions import RankingComparison
+from chclip_convert.notebook.captions import AGREES, DISAGREES, RankingComparison
 from chclip_convert.notebook.deploy import KEEP_FAILED, REPLACE, ExportUI, export_failure_text
 from chclip_convert.notebook.plotting.figures import LATENCY_SIZE
 from chclip_convert.notebook.plotting.latency import draw_latency
@@ -109,7 +109,10 @@ def test_the_demo_exports_and_the_table_gives_every_file_its_verdict(exported):
     assert ui.outcome() == "6 files, each in 3 cases: every check passes"
     assert "vs cn_clip" in ui.table.value
     assert ui.progress.bar_style == "success" and ui.export_button.disabled  # exported here: the result
-    assert "Exported here" in ui.message.value
+    assert "Exported here:" in ui.message.value and ui.exported_dir == folder / "onnx"
+    again = ExportUI(folder)  # a page opened later finds the export, as a result, not a problem
+    assert again.exported_dir == folder / "onnx" and again.export_button.disabled
+    assert "Exported here before" in again.message.value and "#b71c1c" not in again.message.value
 
 
 @pytest.mark.slow
@@ -120,7 +123,7 @@ def test_every_exported_model_picks_pytorchs_best_caption(exported):
     comparison = RankingComparison(SAMPLE_CAPTIONS, logits, reference=PYTORCH)
     assert all(comparison.agrees.values()), logits
     text = repr(comparison)
-    assert text.count("the same best caption") == 2 and SAMPLE_CAPTIONS[0] in text
+    assert text.count(AGREES) == 2 and DISAGREES not in text and SAMPLE_CAPTIONS[0] in text
 
 
 @pytest.mark.slow
@@ -148,3 +151,20 @@ def test_cancel_leaves_the_onnx_folder_as_it_was(exported, tmp_path):
     assert ui.task.cancelled and ui.report is None and "Cancelled: nothing was written" in ui.status.value
     assert tree_sha256(folder) == before
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
+
+
+@pytest.mark.slow
+def test_cancel_during_the_last_checks_still_leaves_the_folder_as_it_was(exported, tmp_path):
+    """The checks are steps too: a Cancel while the last file is checked stops before anything moves."""
+    _, exported_folder = exported
+    folder = tmp_path / "copy-hf"
+    shutil.copytree(exported_folder, folder)
+    before = tree_sha256(folder)
+    ui = ExportUI(folder)
+    ui.overwrite.value = True
+    last = "checking vision_model_quantized.onnx"
+    ui.quantize.value = True
+    ui.status.observe(lambda change: last in change.new.lower() and ui.cancel_button.click(), names="value")
+    ui.export_button.click()
+    ui.wait()
+    assert ui.task.cancelled and ui.report is None and tree_sha256(folder) == before

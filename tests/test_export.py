@@ -186,14 +186,29 @@ def test_every_file_is_checked_against_cn_clip_too_and_the_record_names_no_absol
     assert (folder / "onnx" / saved["original"]["checkpoint"]).resolve() == narrow_checkpoint.resolve()
 
 
-def unexported_copy(folder: Path, tmp_path: Path, *, source: Path) -> Path:
-    """A copy of the exported ``folder`` without its ONNX files, its record naming ``source`` as its checkpoint."""
+def unexported_copy(folder: Path, tmp_path: Path, *, source: Path, claim: bool = False, **recorded) -> Path:
+    """A copy of the exported ``folder`` without its ONNX files, its record naming ``source`` as its checkpoint
+    (with ``claim``, also recording that checkpoint's weights digest, as if converted from it) and ``recorded``'s
+    fields."""
+    from chclip_convert.conversion.provenance import source_weights_digest
+
     copy = copy_of(folder, tmp_path)
     shutil.rmtree(copy / "onnx")
     record = json.loads((copy / "conversion_report.json").read_text(encoding="utf-8"))
-    record.update(source=str(source), paths="absolute")
+    record.update(source=str(source), paths="absolute", **recorded)
+    if claim:
+        record["source_weights_digest"] = source_weights_digest(source)
     (copy / "conversion_report.json").write_text(json.dumps(record), encoding="utf-8")
     return copy
+
+
+def export_copying(exported_folder: Path, monkeypatch) -> None:
+    """Make export write the files exported before (which match ``exported_folder``) instead of tracing again."""
+
+    def copy(model, graph, example, path, *, opset):
+        shutil.copy(exported_folder / "onnx" / path.name, path)
+
+    monkeypatch.setattr(pipeline, "export_graph", copy)
 
 
 def test_files_that_match_the_folder_but_not_its_source_checkpoint_fail_against_cn_clip(
@@ -202,18 +217,47 @@ def test_files_that_match_the_folder_but_not_its_source_checkpoint_fail_against_
     """A folder whose recorded source is another checkpoint (seed 22) than the one it holds (seed 21): the PyTorch
     checks pass, the cn_clip ones name the difference."""
     other = other_folder.parent / "other.pt"
-    folder = unexported_copy(exported[0], tmp_path, source=other)
-    monkeypatch.setattr(  # the files exported before, which match the folder
-        pipeline,
-        "export_graph",
-        lambda model, graph, example, path, *, opset: shutil.copy(exported[0] / "onnx" / path.name, path),
-    )
+    folder = unexported_copy(exported[0], tmp_path, source=other, claim=True)
+    export_copying(exported[0], monkeypatch)
     with pytest.raises(ExportCheckError) as caught:
         export_onnx(folder)
     failures = caught.value.report.failures
     assert failures and all(check.case == "batch 3×5 vs cn_clip" for check in failures)
-    assert "model.onnx logits_per_image (batch 3×5 vs cn_clip)" in str(caught.value)
+    assert f"do not match cn_clip's own model on {other}: model.onnx logits_per_image (batch 3×5 vs cn_clip)" in str(
+        caught.value
+    )
     assert caught.value.report.original_checkpoint == other
+
+
+def test_a_source_checkpoint_changed_since_the_conversion_is_not_compared(
+    exported, other_folder, tmp_path, monkeypatch
+):
+    other = other_folder.parent / "other.pt"  # the record names it, its digest is the folder's own checkpoint's
+    folder = unexported_copy(exported[0], tmp_path, source=other)
+    export_copying(exported[0], monkeypatch)
+    report = export_onnx(folder)
+    assert (
+        report.ok
+        and report.original == f"not compared with cn_clip: {other} has changed since the folder was converted from it"
+    )
+
+
+def test_a_folder_cast_at_conversion_is_left_to_verify(exported, narrow_checkpoint, tmp_path, monkeypatch):
+    folder = unexported_copy(exported[0], tmp_path, source=narrow_checkpoint, overrides={"dtype": "float16"})
+    export_copying(exported[0], monkeypatch)
+    report = export_onnx(folder)
+    assert report.ok and "cast to float16; `chclip-convert verify` compares them with cn_clip" in report.original
+
+
+def test_no_original_skips_the_comparison(exported, narrow_checkpoint, tmp_path, monkeypatch):
+    folder = unexported_copy(exported[0], tmp_path, source=narrow_checkpoint)
+    export_copying(exported[0], monkeypatch)
+    assert (
+        main(["export-onnx", str(folder), "--no-original", "--no-progress", "--report", str(tmp_path / "r.json")]) == 0
+    )
+    saved = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert saved["original"] == {"checkpoint": None, "skipped": "not asked for"}
+    assert not any(check["case"].endswith("vs cn_clip") for check in saved["checks"])
 
 
 def test_without_cn_clip_the_report_says_it_was_not_compared(exported, narrow_checkpoint, tmp_path, monkeypatch):
@@ -221,11 +265,7 @@ def test_without_cn_clip_the_report_says_it_was_not_compared(exported, narrow_ch
 
     folder = unexported_copy(exported[0], tmp_path, source=narrow_checkpoint)
     monkeypatch.setattr(model_outputs, "original_problem", lambda: "cn_clip is not installed")
-    monkeypatch.setattr(
-        pipeline,
-        "export_graph",
-        lambda model, graph, example, path, *, opset: shutil.copy(exported[0] / "onnx" / path.name, path),
-    )
+    export_copying(exported[0], monkeypatch)
     report = export_onnx(folder)
     assert report.ok and report.original == "not compared with cn_clip: cn_clip is not installed"
     assert not any("cn_clip" in check.case for check in report.checks)

@@ -225,6 +225,10 @@ def _add_export_onnx(command: cli_run.AddCommand) -> None:
     sub.add_argument("--opset", type=_opset, default=18, metavar="N", help="ONNX opset, 17 or later (default 18)")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT once the new one passes")
     sub.add_argument("--keep-failed", action="store_true", help="keep files that fail their check (exit 3)")
+    sub.add_argument(
+        "--no-original", dest="original", action="store_false",
+        help="do not also check the files against cn_clip's own model on the source checkpoint",
+    )  # fmt: skip
     sub.add_argument("--report", metavar="REPORT.json", help="also write every check's verdict to this file")
     sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -419,7 +423,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
     from chclip_convert.export.pipeline import export_onnx
 
     bar = ProgressBar() if args.progress else None
-    options = {"dtype": args.dtype, "quantize": args.quantize, "overwrite": args.overwrite, "opset": args.opset}
+    options = {
+        "dtype": args.dtype, "quantize": args.quantize, "overwrite": args.overwrite, "opset": args.opset,
+        "compare_original": args.original,
+    }  # fmt: skip
     try:
         report = export_onnx(
             args.source, args.output, keep_failed=args.keep_failed, progress=bar.update if bar else None, **options

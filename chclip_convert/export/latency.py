@@ -85,21 +85,26 @@ def measure_latency(
     onnx_dir = Path(onnx_dir) if onnx_dir is not None else folder / "onnx"
     processor = folder_processor(folder)
     model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
-    runners = {PYTORCH: {tower: _torch_runner(model, graph) for tower, graph in TOWERS.items()}}
-    for variant in exported_variants(onnx_dir):
-        runners[runtime_name(variant)] = {
-            tower: _onnx_runner(open_session(onnx_dir / graph.file_name(variant.suffix)), graph)
-            for tower, graph in TOWERS.items()
-        }
-    jobs = [(tower, batch, runtime) for batch in batches for tower in TOWERS for runtime in runners]
-    figures = []
-    for done, (tower, batch, runtime) in enumerate(jobs):
-        if progress is not None:
-            stage = f"{TIMING}: {tower}, batch {batch}, {runtime}"
-            progress(Progress(done=done, total=len(jobs), unit="figures", stage=stage))
-        inputs = batch_inputs(processor, batch)
-        milliseconds = median_ms(lambda: runners[runtime][tower](inputs), repeats)  # noqa: B023 (called here)
-        figures.append(Latency(tower, batch, runtime, milliseconds))
+    runtimes = [PYTORCH, *(runtime_name(variant) for variant in exported_variants(onnx_dir))]
+    variants = {runtime_name(variant): variant for variant in exported_variants(onnx_dir)}
+    total, figures = len(runtimes) * len(batches) * len(TOWERS), []
+    for runtime in runtimes:  # one runtime's sessions open at a time: memory holds one model's more
+        if runtime == PYTORCH:
+            runners = {tower: _torch_runner(model, graph) for tower, graph in TOWERS.items()}
+        else:
+            suffix = variants[runtime].suffix
+            runners = {
+                tower: _onnx_runner(open_session(onnx_dir / g.file_name(suffix)), g) for tower, g in TOWERS.items()
+            }
+        for batch in batches:
+            inputs = batch_inputs(processor, batch)
+            for tower, run in runners.items():
+                if progress is not None:
+                    stage = f"{TIMING}: {tower}, batch {batch}, {runtime}"
+                    progress(Progress(done=len(figures), total=total, unit="figures", stage=stage))
+                milliseconds = median_ms(lambda: run(inputs), repeats)  # noqa: B023 (called here)
+                figures.append(Latency(tower, batch, runtime, milliseconds))
+        del runners
     return figures
 
 

@@ -1,13 +1,16 @@
-"""Every exported file run by onnxruntime on the packaged photo and captions, against the PyTorch folder.
+"""Every exported file run by onnxruntime on the packaged photo and captions, against the PyTorch folder and,
+when it is at hand, cn_clip's own model on the source checkpoint.
 
 Two cases: batch 1 (the photo, the first caption) and a larger batch (three images, all captions), so that
-the dynamic axes are exercised too. Each output is compared with what the PyTorch model gives; the limits
-depend on the variant (:data:`TOLERANCES`).
+the dynamic axes are exercised too. Each output is compared with what the PyTorch model gives; the larger
+batch is compared with cn_clip's outputs too (:func:`original_references`, the case named with
+:data:`ORIGINAL_SUFFIX`). The limits depend on the variant (:data:`TOLERANCES`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -221,11 +224,19 @@ def original_references(checkpoint: Path, folder: Path) -> dict[str, dict[str, t
 
 
 def check_exported(
-    references: dict[str, dict], cases: dict[str, dict], onnx_dir: Path, files: list[tuple[GraphSpec, Variant, str]]
+    references: dict[str, dict],
+    cases: dict[str, dict],
+    onnx_dir: Path,
+    files: list[tuple[GraphSpec, Variant, str]],
+    *,
+    before_each: Callable[[str], None] | None = None,
 ) -> list[Check]:
-    """Every file of ``files`` (graph, variant, file name in ``onnx_dir``) against :func:`reference_outputs`, on
-    ``cases`` (:func:`sample_cases`). One onnxruntime session at a time, so memory holds one model's."""
+    """Every file of ``files`` (graph, variant, file name in ``onnx_dir``) against ``references`` (case → outputs:
+    :func:`reference_outputs`, and :func:`original_references` under its case), on ``cases``; ``before_each`` is
+    told each file's name before it is checked. One onnxruntime session at a time, so memory holds one model's."""
     checks: list[Check] = []
     for graph, variant, name in files:
+        if before_each is not None:
+            before_each(name)
         checks += check_file(onnx_dir / name, graph, variant, cases, references[graph.name])
     return checks

@@ -16,10 +16,18 @@ from pathlib import Path
 
 import torch
 
-from chclip_convert.errors import CheckpointReadError, ExportCheckError, OutputError, UnsupportedCheckpointError
+from chclip_convert.conversion.provenance import source_weights_digest
+from chclip_convert.errors import (
+    CheckpointReadError,
+    ConversionError,
+    ExportCheckError,
+    OutputError,
+    UnsupportedCheckpointError,
+)
 from chclip_convert.export import card as export_card
 from chclip_convert.export.graphs import GRAPHS
 from chclip_convert.export.parity import (
+    ORIGINAL_SUFFIX,
     check_exported,
     original_case,
     original_references,
@@ -58,6 +66,7 @@ class Options:
     variants: tuple[Variant, ...]
     opset: int
     keep_failed: bool
+    compare_original: bool
     progress: OnProgress | None
 
 
@@ -70,6 +79,7 @@ def export_onnx(
     overwrite: bool = False,
     keep_failed: bool = False,
     opset: int = OPSET,
+    compare_original: bool = True,
     progress: OnProgress | None = None,
 ) -> ExportReport:
     """Export a Chinese-CLIP model to ONNX files onnxruntime, optimum and transformers.js load, checked.
@@ -89,6 +99,8 @@ def export_onnx(
         overwrite: replace an existing, non-empty output once the new one is complete and checked.
         keep_failed: keep files that fail their check (the report says which); by default nothing is left.
         opset: the ONNX opset (at least 17; default 18, as optimum exports ``chinese_clip``).
+        compare_original: also check every file against cn_clip's own model on the source checkpoint, when
+            cn_clip is installed and the checkpoint is at hand, unchanged (the report says why not otherwise).
         progress: called with a :class:`~chclip_convert.progress.Progress` at each step.
 
     Returns:
@@ -105,7 +117,7 @@ def export_onnx(
     """
     started = time.perf_counter()
     require_export_packages()
-    options = Options(_variants(dtype, quantize), _opset(opset), keep_failed, progress)
+    options = Options(_variants(dtype, quantize), _opset(opset), keep_failed, compare_original, progress)
     source = Path(source).expanduser()
     if source.is_dir():
         report = _export_folder(source, output, overwrite, options)
@@ -139,8 +151,8 @@ def _export_folder(folder: Path, output: str | Path | None, overwrite: bool, opt
     with output_lock(target):
         check_output_dir(target, input_path=None, overwrite=overwrite)
         with atomic_output(target, overwrite=overwrite) as partial:
-            source = _recorded_checkpoint(folder)
-            report = _export_into(folder, partial, options, shown=(folder, folder, target, False), checkpoint=source)
+            original = _recorded_checkpoint(folder)
+            report = _export_into(folder, partial, options, shown=(folder, folder, target, False), original=original)
             if not inside:
                 export_card.write_section(partial / CARD_FILE, export_card.onnx_section(report, "."))
     if inside:
@@ -160,7 +172,7 @@ def _export_checkpoint(checkpoint: Path, output: str | Path | None, overwrite: b
             onnx_dir = holder / ONNX_DIR
             with atomic_output(onnx_dir, overwrite=False) as partial:
                 shown = (checkpoint, target, target / ONNX_DIR, True)
-                report = _export_into(holder, partial, options, shown=shown, checkpoint=checkpoint)
+                report = _export_into(holder, partial, options, shown=shown, original=(checkpoint, ""))
             _write_card(holder / CARD_FILE, export_card.onnx_section(report, ONNX_DIR))
     return report
 
@@ -186,32 +198,39 @@ def require_chinese_clip_folder(folder: Path) -> None:
 
 
 def _export_into(
-    folder: Path, onnx_dir: Path, options: Options, *, shown: tuple[Path, Path, Path, bool], checkpoint: Path | None
+    folder: Path,
+    onnx_dir: Path,
+    options: Options,
+    *,
+    shown: tuple[Path, Path, Path, bool],
+    original: tuple[Path | None, str],
 ) -> ExportReport:
-    """Write and check every file in ``onnx_dir``; ``shown`` is (source, folder, output, converted) as the report names
-    them; ``checkpoint``, the folder's source, is what cn_clip runs when installed. Raises
-    :class:`ExportCheckError` when a check fails, unless ``options.keep_failed``."""
+    """Write and check every file in ``onnx_dir``; ``shown`` is (source, folder, output, converted) as the report
+    names them; ``original`` the folder's source checkpoint, which cn_clip runs when installed, or why there is
+    none. Raises :class:`ExportCheckError` when a check fails, unless ``options.keep_failed``."""
     from transformers import ChineseCLIPModel
 
-    from chclip_convert.verification.model_outputs import original_problem, quiet_transformers
+    from chclip_convert.verification.model_outputs import quiet_transformers
 
     quiet_transformers()
-    unmatched = _why_not_original(checkpoint, original_problem())
-    steps = _Steps(len(GRAPHS) * len(options.variants) + 1 + (not unmatched), options.progress)
+    checkpoint, skipped = _original_to_run(folder, *original, options.compare_original)
+    files_count = len(GRAPHS) * len(options.variants)
+    steps = _Steps(2 * files_count + 1 + (checkpoint is not None), options.progress)
     cases = sample_cases(folder)
     example = cases[list(cases)[-1]]  # the largest case: batch sizes above 1 stay dynamic
-    original = None
-    if not unmatched:  # first, so that cn_clip's model and transformers' are never in memory together
+    original_outputs = None
+    if checkpoint is not None:  # first, so that cn_clip's model and transformers' are never in memory together
         steps.next("running cn_clip's own model on the checkpoint")
-        original = original_references(checkpoint, folder)
+        original_outputs, skipped = _run_original(checkpoint, folder)
+        checkpoint = checkpoint if original_outputs is not None else None
         gc.collect()
     model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
     references = reference_outputs(model, cases)
-    if original is not None:
+    if original_outputs is not None:
         name = original_case(cases)
         cases[name] = example
         for graph in GRAPHS:
-            references[graph.name][name] = original[graph.name]
+            references[graph.name][name] = original_outputs[graph.name]
     files = []
     for graph in GRAPHS:
         steps.next(f"exporting {graph.file_name()}")
@@ -228,11 +247,13 @@ def _export_into(
             DERIVED[variant.name](onnx_dir / graph.file_name(), onnx_dir / graph.file_name(variant.suffix))
             files.append((graph, variant, graph.file_name(variant.suffix)))
             gc.collect()
-    steps.next("checking with onnxruntime")
-    checks = check_exported(references, cases, onnx_dir, files)
+    checks = check_exported(
+        references, cases, onnx_dir, files, before_each=lambda name: steps.next(f"checking {name} with onnxruntime")
+    )
+    steps.next("writing the report")  # the last moment Cancel stops the export
     report = ExportReport(
         source=shown[0], folder=shown[1], output_dir=shown[2], converted=shown[3], opset=options.opset, checks=checks,
-        original_checkpoint=None if unmatched else checkpoint, original_skipped=unmatched,
+        original_checkpoint=checkpoint, original_skipped=skipped,
     )  # fmt: skip
     report.kept_failed = not report.ok and options.keep_failed
     if not report.ok and not options.keep_failed:
@@ -242,25 +263,61 @@ def _export_into(
     return report
 
 
-def _recorded_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint the folder's ``conversion_report.json`` names as its source, if it is a file here."""
-    source = recorded_source(folder, read_report(folder))
-    return source if source is not None and source.is_file() else None
+def _recorded_checkpoint(folder: Path) -> tuple[Path | None, str]:
+    """The checkpoint the folder's ``conversion_report.json`` names as its source, if it is here and still holds
+    the weights the folder was converted from; else ``None`` and why not."""
+    try:
+        record = read_report(folder) or {}
+    except ConversionError as error:
+        return None, f"the folder's conversion record cannot be read ({error.message})"
+    source = recorded_source(folder, record)
+    if source is None or not source.is_file():
+        return None, "the folder names no source checkpoint that is here"
+    try:
+        unchanged = record.get("source_weights_digest") == source_weights_digest(source)
+    except ConversionError as error:
+        return None, f"its source checkpoint cannot be read ({error})"
+    if not unchanged:  # training writes epoch_latest.pt again every epoch
+        return None, f"{source} has changed since the folder was converted from it"
+    return source, ""
 
 
-def _why_not_original(checkpoint: Path | None, problem: str | None) -> str:
-    """Why the files cannot be checked against cn_clip's own model too (``""``: they can)."""
+def _original_to_run(folder: Path, checkpoint: Path | None, skipped: str, asked: bool) -> tuple[Path | None, str]:
+    """The checkpoint cn_clip's own model runs for the comparison, or ``None`` and why the files are not compared
+    with it: not asked, no checkpoint, a folder cast at conversion, or cn_clip missing."""
+    from chclip_convert.files.folder import read_overrides
+    from chclip_convert.verification.model_outputs import original_problem
+
+    if not asked:
+        return None, "not asked for"
     if checkpoint is None:
-        return "the folder names no source checkpoint that is here"
-    return problem or ""
+        return None, skipped
+    cast = (read_overrides(folder) or {}).get("dtype")
+    if cast in ("float16", "bfloat16"):  # rounded at conversion: verify compares it within that dtype's limits
+        return None, f"the folder's weights were cast to {cast}; `chclip-convert verify` compares them with cn_clip"
+    problem = original_problem()
+    return (None, problem) if problem else (checkpoint, "")
+
+
+def _run_original(checkpoint: Path, folder: Path) -> tuple[dict | None, str]:
+    """cn_clip's outputs for the comparison, or ``None`` and why it could not run (the export goes on without)."""
+    try:
+        return original_references(checkpoint, folder), ""
+    except Exception as error:  # a second opinion that fails is said, and does not stop the export
+        return None, f"cn_clip could not run {checkpoint} ({type(error).__name__}: {error})"
 
 
 def _failure_message(report: ExportReport) -> str:
     shown = report.failures[:5]
     more = f" (and {len(report.failures) - len(shown)} more)" if len(report.failures) > len(shown) else ""
     named = "; ".join(check.describe() for check in shown)
+    against_original = [check.case.endswith(ORIGINAL_SUFFIX) for check in report.failures]
+    if all(against_original):
+        reference = f"cn_clip's own model on {report.original_checkpoint}"
+    else:
+        reference = "the PyTorch model" + (" (nor cn_clip's own model)" if any(against_original) else "")
     return (
-        f"the exported models do not match the PyTorch model: {named}{more}. Nothing was written; pass "
+        f"the exported models do not match {reference}: {named}{more}. Nothing was written; pass "
         "--keep-failed (keep_failed=True) to keep the files for a look."
     )
 

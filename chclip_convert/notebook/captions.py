@@ -1,4 +1,4 @@
-"""The sample photo's captions ranked by the converted model, shown in HTML with a font for their Chinese."""
+"""The sample photo's captions ranked by a model (or several side by side), in HTML with a font for their Chinese."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ class CaptionRanking(W.HTML):
         return "\n".join(f"{rank} {caption}" for rank, caption in enumerate(self.ranked, start=1))
 
 
+AGREES = "picks the reference's best caption, or one within its error of it"
+DISAGREES = "picks ANOTHER best caption, beyond its error"
+
+
 class RankingComparison(W.HBox):
     """A :class:`CaptionRanking` per runtime side by side (``reference`` first), titled; as text, the reference's
     ranking and for each other runtime whether its best caption agrees — the same on every CPU, where an int8
@@ -33,7 +37,9 @@ class RankingComparison(W.HBox):
     def __init__(self, captions: Sequence[str], logits: dict[str, np.ndarray], reference: str) -> None:
         from chclip_convert.export.zero_shot import best_caption_agrees
 
-        self.rankings = {name: CaptionRanking(captions, _softmax(values)) for name, values in logits.items()}
+        self.rankings = {
+            name: CaptionRanking(captions, values) for name, values in logits.items()
+        }  # logits: same order
         self.agrees = {
             name: best_caption_agrees(values, logits[reference]) for name, values in logits.items() if name != reference
         }
@@ -51,12 +57,5 @@ class RankingComparison(W.HBox):
 
     def __repr__(self) -> str:
         lines = [f"{self.reference}:", repr(self.rankings[self.reference])]
-        lines += [
-            f"{name}: {'the same best caption' if ok else 'ANOTHER best caption'}" for name, ok in self.agrees.items()
-        ]
+        lines += [f"{name}: {AGREES if ok else DISAGREES}" for name, ok in self.agrees.items()]
         return "\n".join(lines)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()

@@ -1,6 +1,6 @@
 """Notebook 06's exporter: a converted folder into the ONNX files onnxruntime and transformers.js load, checked
-against the PyTorch model, in the background with progress and Cancel (:class:`ExportUI`); and the parity table
-it shows (:func:`parity_html`).
+against the PyTorch model (and cn_clip's own, when at hand), in the background with progress and Cancel
+(:class:`ExportUI`); and the parity table it shows (:func:`parity_html`).
 
 The work is :func:`chclip_convert.export.pipeline.export_onnx`, as ``chclip-convert export-onnx`` does it: the
 files appear only once every check passes, and Cancel or a failure leaves nothing behind.
@@ -19,7 +19,7 @@ from chclip_convert.errors import ConversionError
 from chclip_convert.files.output import check_output_dir, output_path
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import failure_text, message_html
-from chclip_convert.notebook.elements import Panel, in_widget_terms
+from chclip_convert.notebook.elements import Panel, in_widget_terms, run_again
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, PathPicker
 from chclip_convert.progress import OnProgress, Progress
@@ -69,6 +69,17 @@ class ExportUI:
         """The ONNX folder typed, as the export names it."""
         return output_path(Path(self.output.value.strip()).expanduser())
 
+    @property
+    def exported_dir(self) -> Path | None:
+        """The folder holding checked ONNX files: the one just exported, else the one typed if an export wrote it
+        before (its ``export_report.json`` beside both towers); ``None`` if neither."""
+        if self.report is not None:
+            return self.report.output_dir
+        try:
+            return self.onnx_dir if exported_before(self.onnx_dir) else None
+        except ConversionError:  # "/", say
+            return None
+
     def wait(self, timeout: float | None = None) -> ExportReport | None:
         """Block until the running export ends; its report, or ``None`` after an error or Cancel."""
         self.task.wait(timeout)
@@ -82,6 +93,8 @@ class ExportUI:
             return export_failure_text(self.error)
         if self.task.cancelled:
             return "Cancelled: nothing was written."
+        if self.exported_dir is not None:
+            return f"Exported into {self.exported_dir} before."
         return "\n".join(self._validate().values()) or "Not exported yet: click Export."
 
     # handlers
@@ -118,8 +131,6 @@ class ExportUI:
         self.status.value = f"<i>{stage}…</i>"
         if progress.unit == "steps":
             self.progress_text.value = f"step {progress.done + 1} of {progress.total}"
-        elif progress.counted and progress.unit == "B":  # converting a checkpoint first
-            self.progress_text.value = f"{human_size(progress.done)} of {human_size(progress.total)}"
 
     # the work, in the task's thread
     @staticmethod
@@ -133,6 +144,7 @@ class ExportUI:
 
     def _on_export_end(self, task: BackgroundTask) -> None:
         self.progress_text.value = ""
+        late = task.cancel_requested and not task.cancelled  # the export had passed its last step
         if task.cancelled:
             self.progress.bar_style = "warning"
             self.status.value = message_html(
@@ -147,7 +159,9 @@ class ExportUI:
             self.report = report = task.result
             self.progress.value, self.progress.bar_style = 1.0, "success" if report.ok else "warning"
             self.progress_text.value = f"done in {human_duration(report.seconds)}"
-            self.status.value = cjk_html(_files_html(report))
+            said = "<b>Cancel came too late: the export had finished, and its files are in place.</b><br>" * late
+            hint = html.escape(run_again("rank the captions and time the files"))
+            self.status.value = cjk_html(f"{said}{_files_html(report)}<br>{hint}")
             self.table.value = parity_html(report)
 
     def _show_busy(self, busy: bool) -> None:
@@ -164,10 +178,9 @@ class ExportUI:
     def _validate(self) -> dict[str, str]:
         """Show why Export cannot run, if it cannot, and enable it only when nothing stands in the way."""
         problems = export_problems(self.folder, self.output.value, overwrite=self.overwrite.value)
-        if (
-            self._exported_here() and set(problems) == {"output"} and not self.overwrite.value
-        ):  # the result, not a problem
-            self.message.value = message_html(f'Exported here: tick "{REPLACE}" to export again.', error=False)
+        if set(problems) == {"output"} and not self.overwrite.value and self.exported_dir is not None:  # a result
+            before = "" if self._exported_here() else " before"
+            self.message.value = message_html(f'Exported here{before}: tick "{REPLACE}" to export again.', error=False)
             self.export_button.disabled = True
             return {}
         self.message.value = "".join(message_html(text, error=True) for text in problems.values())
@@ -221,12 +234,20 @@ def export_failure_text(error: Exception) -> str:
     return in_widget_terms(failure_text(error), overwrite=REPLACE)
 
 
+def exported_before(onnx_dir: Path) -> bool:
+    """Whether ``onnx_dir`` holds what an export wrote: its ``export_report.json`` and both towers' files."""
+    from chclip_convert.export.latency import exported_variants
+    from chclip_convert.export.pipeline import EXPORT_REPORT_FILE
+
+    return (onnx_dir / EXPORT_REPORT_FILE).is_file() and bool(exported_variants(onnx_dir))
+
+
 def verdicts_text(report: ExportReport) -> str:
-    """The verdict in one line, and each failing file and case: text that stays the same where the figures' last
-    digits change from one CPU to another."""
-    rows = report.summary_rows()
-    files, cases = len({row.file for row in rows}), len({row.case for row in rows})
-    failing = [f"FAIL  {row.file}  {row.case}" for row in rows if not row.ok]
+    """The verdict in one line, and each failing check: text that stays the same where the figures' last digits
+    change from one CPU to another."""
+    files = len({check.file for check in report.checks})
+    cases = len({row.case for row in report.summary_rows()})
+    failing = [f"FAIL  {check.file}  {check.case}: {check.metric}" for check in report.failures]
     verdict = "every check passes" if report.ok else f"{len(report.failures)} checks FAILED"
     return "\n".join([f"{files} files, each in {cases} cases: {verdict}", *failing])
 

@@ -17,7 +17,7 @@ TOWER_TITLES = {"image": "image embedding (vision_model)", "text": "text embeddi
 
 def draw_latency(figure: Figure, figures: Sequence[Latency], machine: str = "") -> dict[tuple[str, str], object]:
     """A panel per tower, milliseconds per call (log scale) against the batch size, a line per runtime;
-    ``machine`` names the CPU in the title. Returns the lines by (tower, runtime)."""
+    ``machine`` names the CPU measured on in the title. Returns the lines by (tower, runtime)."""
     constrained_layout(figure)
     towers = list(dict.fromkeys(f.tower for f in figures))
     runtimes = list(dict.fromkeys(f.runtime for f in figures))
@@ -43,5 +43,5 @@ def draw_latency(figure: Figure, figures: Sequence[Latency], machine: str = "") 
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=TEXT_PT)
     if machine:
-        figure.suptitle(f"on this machine: {machine}", fontsize=TEXT_PT)
+        figure.suptitle(f"measured on {machine}", fontsize=TEXT_PT)
     return lines
