@@ -19,6 +19,6 @@ pip install "torch==2.13.0"
 had_build=0; [ -e build ] && had_build=1
 pip install --no-cache-dir .
 [ "$had_build" = 1 ] || rm -rf build
-"$VENV/bin/python" -c "import chclip_convert.cli.main, transformers" \
+"$VENV/bin/python" -c "import chclip_convert.cli.main, transformers, blake3" \
     || { echo "setup_core: $VENV does not import; see the pip output above" >&2; exit 1; }
 touch "$stamp"

@@ -9,6 +9,7 @@ never imports the notebook side even where it is installed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def test_core_install_converts_reloads_verifies_and_reverses(core_python, tmp_pa
     converted = cli(core_python, checkpoint, "hf", "--no-progress", cwd=tmp_path)
     assert converted.returncode == 0, converted.stderr
     assert (tmp_path / "hf" / "preprocessor_config.json").is_file() and (tmp_path / "hf" / "tokenizer.json").is_file()
+    report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
+    assert report["source_weights_digest_algorithm"].endswith("(chclip-convert v2)")  # BLAKE3, a core dependency
     verified = cli(core_python, "verify", checkpoint, "hf", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "cn_clip: not installed" in verified.stdout and "Verified: all checks pass." in verified.stdout

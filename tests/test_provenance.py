@@ -12,15 +12,27 @@ import subprocess
 import sys
 import threading
 
+import blake3
 import pytest
 import torch
 from support.original import save
 
 from chclip_convert import MappingError, convert_checkpoint
 from chclip_convert.cli.main import main
+from chclip_convert.conversion import tensor_checks
 from chclip_convert.conversion.demo import write_demo_run
-from chclip_convert.conversion.provenance import ALGORITHM, CHECK_COMMAND, source_weights_digest
+from chclip_convert.conversion.provenance import (
+    ALGORITHM,
+    ALGORITHM_V1,
+    CHECK_COMMAND,
+    WeightsDigest,
+    source_weights_digest,
+    weights_digest,
+)
 from chclip_convert.conversion.provenance import main as provenance_main
+from chclip_convert.conversion.state_dict import is_finite
+from chclip_convert.conversion.tensor_checks import digest_and_check
+from chclip_convert.verification.verify import verify_folder
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +103,87 @@ def test_the_command_a_model_card_gives_prints_the_recorded_digest(trained, tmp_
     done = subprocess.run([sys.executable, *command[1:], str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["source_weights_digest", source_weights_digest(path)]
+
+
+def _lines_digest(state: dict[str, torch.Tensor], hash_bytes) -> str:
+    """The module docstring's definition, written out with ``hash_bytes`` (bytes -> hex) in both places."""
+    lines = []
+    for name in WeightsDigest(state).keys:
+        tensor = state[name]
+        leaf = hash_bytes(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        lines.append(f"{name} {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)} {leaf}\n")
+    return hash_bytes("".join(lines).encode())
+
+
+def test_both_algorithms_follow_their_written_definition(trained):
+    _, data = trained
+    state = {key.removeprefix("module."): value for key, value in data["state_dict"].items()}
+    v2 = _lines_digest(state, lambda data: blake3.blake3(data).hexdigest())
+    v1 = _lines_digest(state, lambda data: hashlib.blake2b(data, digest_size=32).hexdigest())
+    assert weights_digest(state) == v2 and weights_digest(state, ALGORITHM_V1) == v1 != v2
+    assert "v2" in ALGORITHM and "v1" in ALGORITHM_V1
+    with pytest.raises(ValueError, match="unknown weights digest algorithm"):
+        weights_digest(state, "md5 (chclip-convert v0)")
+
+
+@pytest.mark.parametrize("algorithm", [ALGORITHM, ALGORITHM_V1])
+@pytest.mark.parametrize("planted", [None, float("nan"), float("inf")])
+def test_the_fused_pass_hashes_and_checks_every_chunk(algorithm, planted, monkeypatch):
+    """Chunks of 1 KiB, so that a 10,001-element tensor has a short last chunk, where the NaN/Inf is planted."""
+    monkeypatch.setattr(tensor_checks, "CHUNK_BYTES", 1024)
+    tensor = torch.randn(10_001, generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    if planted is not None:
+        tensor[-1] = planted
+    name = "visual.transformer.resblocks.0.mlp.c_fc.bias"  # a name the digest covers
+    whole, fused = WeightsDigest([name], algorithm), WeightsDigest([name], algorithm)
+    whole.add(name, tensor)
+    leaf, finite = digest_and_check(tensor, algorithm)
+    fused.add_leaf(name, tensor, leaf)
+    assert fused.keys == [name] and fused.hexdigest() == whole.hexdigest()
+    assert finite == is_finite(tensor) == (planted is None)
+
+
+def _unprefixed(state: dict) -> dict:
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _digest_check(report):
+    return next(check for check in report.checks if check.name == "source weights digest")
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_folder_verifies_with_the_algorithm_it_records(version, trained, tmp_path, capsys):
+    path, data = trained
+    folder = convert_checkpoint(path, tmp_path / "hf").output_dir
+    if version == "v1":
+        _rewrite_report(folder, weights_digest(_unprefixed(data["state_dict"]), ALGORITHM_V1), ALGORITHM_V1)
+    recorded = json.loads((folder / "conversion_report.json").read_text())
+    assert recorded["source_weights_digest_algorithm"] == {"v2": ALGORITHM, "v1": ALGORITHM_V1}[version]
+    assert _digest_check(verify_folder(path, folder, use_original=False)).passed
+    assert provenance_main([str(path), "--folder", str(folder)]) == 0
+    assert f"matches {folder}'s {recorded['source_weights_digest']}" in capsys.readouterr().out
+
+    state = {key: value.clone() for key, value in data["state_dict"].items()}
+    state["module.visual.transformer.resblocks.1.mlp.c_fc.weight"].view(torch.uint8).view(-1)[7] ^= 1
+    edited = save({**data, "state_dict": state}, tmp_path / "edited.pt")
+    check = _digest_check(verify_folder(edited, folder, use_original=False, vocab=folder / "vocab.txt"))
+    assert not check.passed and recorded["source_weights_digest"] in check.value
+    assert provenance_main([str(edited), "--folder", str(folder)]) == 1
+    assert "differs from" in capsys.readouterr().out
+
+
+def _rewrite_report(folder, digest: str, algorithm: str) -> None:
+    report_path = folder / "conversion_report.json"
+    report = json.loads(report_path.read_text())
+    report.update(source_weights_digest=digest, source_weights_digest_algorithm=algorithm)
+    report_path.write_text(json.dumps(report, indent=2))
+
+
+def test_a_folder_recording_an_unknown_algorithm_fails_naming_the_field(trained, tmp_path):
+    path, _ = trained
+    folder = convert_checkpoint(path, tmp_path / "hf").output_dir
+    _rewrite_report(folder, "0" * 64, "md5 (chclip-convert v0)")
+    check = _digest_check(verify_folder(path, folder, use_original=False))
+    assert not check.passed and "md5 (chclip-convert v0)" in check.value
+    assert check.fields == ["conversion_report.json: source_weights_digest_algorithm"]
+    assert provenance_main([str(path), "--folder", str(folder)]) == 1

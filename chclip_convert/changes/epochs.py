@@ -18,7 +18,7 @@ import torch
 from chclip_convert.changes.diff import CheckpointDiff, diff_checkpoints
 from chclip_convert.changes.drift import describe
 from chclip_convert.conversion.pipeline import convert_checkpoint
-from chclip_convert.conversion.provenance import weights_digest
+from chclip_convert.conversion.provenance import KNOWN_ALGORITHMS, recorded_algorithm, weights_digest
 from chclip_convert.conversion.summary import TRAINING_FIELD, CardOptions
 from chclip_convert.conversion.views import ConvertedFolder, MappedCheckpoint
 from chclip_convert.errors import ConversionError, OutputError
@@ -203,7 +203,10 @@ def _folder_state(folder: Path, checkpoint: Path, dtype: str) -> str:
     if (record.get("overrides") or {}).get("dtype", "auto") != dtype:
         return OTHER
     with MappedCheckpoint(checkpoint) as source:  # opened once, for the digest and the headers
-        if record.get("source_weights_digest") != weights_digest(source.source.state_dict):
+        algorithm = recorded_algorithm(record)
+        if algorithm not in KNOWN_ALGORITHMS:  # a digest this version cannot recompute
+            return STALE
+        if record.get("source_weights_digest") != weights_digest(source.source.state_dict, algorithm):
             return STALE
         recorded = {key: source.source.metadata.get(key) for key in TRAINING_KEYS}
         if record.get(TRAINING_FIELD) != recorded:  # what reverse writes back: an older folder lacks it

@@ -5,14 +5,18 @@ taken as the tensors stream through and costs no extra read. The optimizer state
 the training counters are not covered: a file re-saved with other optimizer state or without the
 ``module.`` prefix keeps its digest, and a single changed weight byte changes it.
 
-Definition (:data:`ALGORITHM`):
+Definition (:data:`ALGORITHM`, v2):
 
-1. each covered tensor: ``leaf = BLAKE2b-256(its bytes)`` — C-contiguous, in the dtype stored in the file;
-2. the digest: ``BLAKE2b-256`` of the lines ``f"{name} {dtype} {list(shape)} {leaf.hex()}\\n"``, one per
-   covered tensor, sorted by name (``module.`` prefix removed; dtype as ``float16``, shape as ``[3, 4]``).
+1. each covered tensor: ``leaf = BLAKE3(its bytes)`` (32 bytes) — C-contiguous, in the dtype stored in the file;
+2. the digest: ``BLAKE3`` (32 bytes) of the lines ``f"{name} {dtype} {list(shape)} {leaf.hex()}\\n"``, one
+   per covered tensor, sorted by name (``module.`` prefix removed; dtype as ``float16``, shape as ``[3, 4]``).
 
-BLAKE2b, because it runs at the same speed on every x86 CPU (about 0.8 GB/s here), where SHA-256 drops
-from about 1.7 GB/s to 0.2–0.45 GB/s on CPUs without SHA instructions and would bound the conversion.
+BLAKE3, because it runs at several GB/s on every x86 CPU and uses a second core for large tensors, where
+BLAKE2b (about 0.9 GB/s) and SHA-256 (about 1.7 GB/s with SHA instructions, 0.2–0.45 GB/s without) would bound
+the conversion. ``benchmarks/bench_digest.py`` measures the four.
+
+The v1 definition (:data:`ALGORITHM_V1`), which older folders record, is the same with BLAKE2b-256 in both
+places. A folder is checked with the algorithm it records (:func:`recorded_algorithm`).
 
 Check a folder's ``source_weights_digest`` against a checkpoint::
 
@@ -29,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import blake3
 import torch
 
 from chclip_convert.conversion.state_dict import dtype_name
@@ -36,10 +41,27 @@ from chclip_convert.errors import CheckpointReadError, ConversionError
 from chclip_convert.files.safetensors_writer import raw_bytes
 from chclip_convert.mapping.table import IGNORED, find_rule
 
-ALGORITHM = "blake2b-256 over sorted 'name dtype shape blake2b-256(bytes)' lines (chclip-convert v1)"
+ALGORITHM = "blake3 over sorted 'name dtype shape blake3(bytes)' lines (chclip-convert v2)"
+ALGORITHM_V1 = "blake2b-256 over sorted 'name dtype shape blake2b-256(bytes)' lines (chclip-convert v1)"
+KNOWN_ALGORITHMS = (ALGORITHM, ALGORITHM_V1)  # what a folder may record and this version recomputes
 CHECK_COMMAND = "python -m chclip_convert.provenance"  # the stable name model cards give (chclip_convert/provenance.py)
 DIGEST_BYTES = 32
 CHUNK_BYTES = 16 << 20
+
+
+def new_hash(algorithm: str = ALGORITHM, threads: bool = False):
+    """A fresh hash object (``update``/``hexdigest``) of ``algorithm``; ``threads`` lets BLAKE3 use every core."""
+    if algorithm == ALGORITHM:
+        return blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
+    if algorithm == ALGORITHM_V1:
+        return hashlib.blake2b(digest_size=DIGEST_BYTES)
+    known = ", ".join(map(repr, KNOWN_ALGORITHMS))
+    raise ValueError(f"unknown weights digest algorithm {algorithm!r} (known: {known})")
+
+
+def recorded_algorithm(report: dict) -> str:
+    """The digest algorithm a ``conversion_report.json`` records; v1 for a report from before it was recorded."""
+    return report.get("source_weights_digest_algorithm") or ALGORITHM_V1
 
 
 def covered_keys(names: Iterable[str]) -> list[str]:
@@ -50,12 +72,20 @@ def covered_keys(names: Iterable[str]) -> list[str]:
 class WeightsDigest:
     """Collects one leaf digest per covered tensor, in any order; :meth:`hexdigest` combines them."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], algorithm: str = ALGORITHM) -> None:
+        new_hash(algorithm)  # an unknown algorithm is refused here, before any tensor is read
         self.keys = covered_keys(names)
+        self.algorithm = algorithm
         self._lines: dict[str, str] = {}
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        leaf = hashlib.blake2b(raw_bytes(tensor), digest_size=DIGEST_BYTES).hexdigest()
+        """Digest ``tensor`` whole (the conversion uses :meth:`add_leaf`, fused with its NaN/Inf check)."""
+        leaf = new_hash(self.algorithm, threads=True)
+        leaf.update(raw_bytes(tensor))
+        self.add_leaf(name, tensor, leaf.hexdigest())
+
+    def add_leaf(self, name: str, tensor: torch.Tensor, leaf: str) -> None:
+        """Record the hex leaf digest of ``tensor``'s bytes, computed by the caller with :func:`new_hash`."""
         self._lines[name] = f"{name} {dtype_name(tensor.dtype)} {list(tensor.shape)} {leaf}\n"
 
     def missing(self) -> list[str]:
@@ -65,13 +95,13 @@ class WeightsDigest:
         """The digest; every covered tensor must have been added."""
         if self.missing():
             raise ValueError(f"not digested yet: {', '.join(self.missing()[:5])}")
-        combined = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        combined = new_hash(self.algorithm)
         for key in self.keys:
             combined.update(self._lines[key].encode())
         return combined.hexdigest()
 
 
-def source_weights_digest(checkpoint: str | Path) -> str:
+def source_weights_digest(checkpoint: str | Path, algorithm: str = ALGORITHM) -> str:
     """Recompute, from the checkpoint alone, the ``source_weights_digest`` a conversion of it records.
 
     Reads only the covered tensors (one at a time, memory-mapped), never the optimizer state.
@@ -82,12 +112,12 @@ def source_weights_digest(checkpoint: str | Path) -> str:
     """
     from chclip_convert.files.checkpoint import load_checkpoint
 
-    return weights_digest(load_checkpoint(checkpoint).state_dict)
+    return weights_digest(load_checkpoint(checkpoint).state_dict, algorithm)
 
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+def weights_digest(state_dict: dict[str, torch.Tensor], algorithm: str = ALGORITHM) -> str:
     """The digest of an original state dict's covered tensors (``module.`` prefix removed)."""
-    digest = WeightsDigest(state_dict)
+    digest = WeightsDigest(state_dict, algorithm)
     for key in digest.keys:
         digest.add(key, state_dict[key])
     return digest.hexdigest()
@@ -144,7 +174,7 @@ def card_section(source_name: str, sha256_recorded: bool) -> str:
     )
     return f"""## Provenance
 
-The source weights digest identifies the weights this folder was converted from: BLAKE2b-256 over every
+The source weights digest identifies the weights this folder was converted from: BLAKE3 over every
 tensor the conversion read — name, dtype, shape and bytes — and nothing else of the file (no optimizer
 state, no training counters; see `chclip_convert.provenance`). It is also `source_weights_digest` in
 `conversion_report.json`. Recompute it from the checkpoint:
@@ -169,15 +199,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoint")
     parser.add_argument("--sha256", action="store_true", help="also hash the whole file (slow on large files)")
+    parser.add_argument(
+        "--folder", help="check against the digest a converted folder records, with the algorithm it records (v1 or v2)"
+    )
     args = parser.parse_args(argv)
     try:
-        print(f"source_weights_digest {source_weights_digest(args.checkpoint)}")
+        matches = _print_digest(args.checkpoint, args.folder)
         if args.sha256:
             print(f"source_sha256 {file_sha256(args.checkpoint)}")
-    except (ConversionError, OSError) as error:
+    except (ConversionError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if matches else 1
+
+
+def _print_digest(checkpoint: str, folder: str | None) -> bool:
+    """Print the checkpoint's digest (in the algorithm ``folder`` records, if given); whether it is the recorded one."""
+    from chclip_convert.files.records import read_report
+    from chclip_convert.names import REPORT_FILE
+
+    if folder is None:
+        print(f"source_weights_digest {source_weights_digest(checkpoint)}")
+        return True
+    report = read_report(Path(folder))
+    if not report or "source_weights_digest" not in report:
+        raise ValueError(f"{Path(folder) / REPORT_FILE}: records no source_weights_digest")
+    algorithm = recorded_algorithm(report)
+    actual, recorded = source_weights_digest(checkpoint, algorithm), report["source_weights_digest"]
+    print(f"source_weights_digest {actual}")
+    print(f"{'matches' if actual == recorded else 'differs from'} {folder}'s {recorded} ({algorithm})")
+    return actual == recorded
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import ChineseCLIPConfig
 
-from chclip_convert.conversion.provenance import weights_digest
+from chclip_convert.conversion.provenance import KNOWN_ALGORITHMS, recorded_algorithm, weights_digest
 from chclip_convert.conversion.reverse import reverse_state_dict
 from chclip_convert.conversion.state_dict import (
     DTYPES,
@@ -335,12 +335,16 @@ def _check_provenance(folder: Path, source: dict[str, torch.Tensor]) -> list[Che
     for a folder that records none (converted elsewhere, or by an older version)."""
     name, requirement = "source weights digest", "the one recorded in conversion_report.json"
     try:
-        recorded = (read_report(folder) or {}).get("source_weights_digest")
+        report = read_report(folder) or {}
     except ConversionError as error:
         return [Check(name, False, _one_line(error.message), requirement, fields=[REPORT_FILE])]
+    recorded, algorithm = report.get("source_weights_digest"), recorded_algorithm(report)
     if recorded is None:
         return []
-    actual = weights_digest(source)
+    if algorithm not in KNOWN_ALGORITHMS:
+        value = f"{algorithm!r}, which this version cannot recompute (a newer chclip-convert's?)"
+        return [Check(name, False, value, requirement, fields=[f"{REPORT_FILE}: source_weights_digest_algorithm"])]
+    actual = weights_digest(source, algorithm)
     if actual == recorded:
         return [Check(name, True, f"{actual[:16]}… as recorded", requirement)]
     field_name = f"{REPORT_FILE}: source_weights_digest"
