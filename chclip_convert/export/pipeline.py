@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from chclip_convert.conversion.provenance import source_weights_digest
+from chclip_convert.conversion.provenance import recorded_algorithm, source_weights_digest
 from chclip_convert.errors import (
     CheckpointReadError,
     ConversionError,
@@ -273,10 +273,10 @@ def _recorded_checkpoint(folder: Path) -> tuple[Path | None, str]:
     source = recorded_source(folder, record)
     if source is None or not source.is_file():
         return None, "the folder names no source checkpoint that is here"
-    try:
-        unchanged = record.get("source_weights_digest") == source_weights_digest(source)
-    except ConversionError as error:
-        return None, f"its source checkpoint cannot be read ({error})"
+    try:  # with the algorithm the folder recorded (v1 for older folders)
+        unchanged = record.get("source_weights_digest") == source_weights_digest(source, recorded_algorithm(record))
+    except (ConversionError, ValueError) as error:  # ValueError: a digest algorithm this version does not know
+        return None, f"its source checkpoint cannot be read, or its digest recomputed ({error})"
     if not unchanged:  # training writes epoch_latest.pt again every epoch
         return None, f"{source} has changed since the folder was converted from it"
     return source, ""
