@@ -3,7 +3,7 @@
 The image tower (``vision_model*.onnx``, ``get_image_features``) and the text tower (``text_model*.onnx``,
 ``get_text_features``) are timed apart, at a few batch sizes, on the packaged photo (each copy with its own
 slight noise, so no two rows are the same) and the sample captions. Each figure is the median of ``repeats``
-calls after two warm-ups, in this process, torch and onnxruntime on as many threads (torch's count).
+calls after two warm-ups, in this process, with every library's default threads.
 """
 
 from __future__ import annotations

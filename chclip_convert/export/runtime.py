@@ -11,17 +11,10 @@ from chclip_convert.export.graphs import GraphSpec
 
 
 def open_session(path: str | Path):
-    """An onnxruntime ``InferenceSession`` of ``path`` on the CPU (the provider every install has), on as many
-    threads as torch computes on, so that the two are timed alike.
-
-    The thread count is set, not left to onnxruntime: by default it pins one thread to each core, and a pinned
-    thread waits for its core while any other process runs there (on a 2-core machine with another job, the
-    text tower at batch 8 took 1.39 s so, 0.63 s with the count set)."""
+    """An onnxruntime ``InferenceSession`` of ``path`` on the CPU (the provider every install has)."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def feeds(graph: GraphSpec, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
