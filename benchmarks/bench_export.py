@@ -35,10 +35,9 @@ import torch
 from bench_convert import cpu_model, has_sha_ni, measure
 
 from chclip_convert.export.latency import PYTORCH, TOWERS, batch_inputs, measure_latency, runtime_name
-from chclip_convert.export.parity import folder_processor
 from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import FP32, INT8
-from chclip_convert.verification.model_outputs import original_architecture, write_seeded_original
+from chclip_convert.verification.model_outputs import folder_processor, original_architecture, write_seeded_original
 
 EXPORTS = (  # (row label, export-onnx options)
     ("ViT-B-16 export, float32 (3 files, checked)", []),

@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 from chclip_convert.export.graphs import GRAPH_BY_NAME, TEXT, VISION, GraphSpec, run_torch
-from chclip_convert.export.parity import folder_processor
 from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import VARIANTS, Variant
 from chclip_convert.progress import OnProgress, Progress
-from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
+from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, folder_processor, sample_image, tokenize_captions
 
 TOWERS = {"image": GRAPH_BY_NAME[VISION], "text": GRAPH_BY_NAME[TEXT]}
 PYTORCH = "PyTorch"

@@ -20,7 +20,7 @@ import torch
 from chclip_convert.export.graphs import COMBINED, GRAPHS, TEXT, VISION, GraphSpec, run_torch
 from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import FP16, FP32, INT8, Variant
-from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image, tokenize_captions
+from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, folder_processor, model_inputs, sample_image
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,6 @@ def sample_images() -> list:
 
     photo = sample_image()
     return [photo, ImageOps.mirror(photo), ImageOps.grayscale(photo).convert("RGB")]
-
-
-def folder_processor(folder: str | Path):
-    """The folder's own ``ChineseCLIPProcessor``, with the PIL backend (which resizes as cn_clip does)."""
-    from transformers import ChineseCLIPProcessor
-
-    return ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
-
-
-def model_inputs(processor, images: list, captions: list[str]) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` and ``pixel_values`` of ``images`` and ``captions``, by ``processor``."""
-    text = tokenize_captions(processor.tokenizer, captions)
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
 
 
 def check_file(

@@ -9,10 +9,10 @@ import torch
 
 from chclip_convert.export.graphs import COMBINED, GRAPH_BY_NAME, run_torch
 from chclip_convert.export.latency import PYTORCH, runtime_name
-from chclip_convert.export.parity import folder_processor, model_inputs, top1_agreement
+from chclip_convert.export.parity import top1_agreement
 from chclip_convert.export.runtime import open_session, run_session
 from chclip_convert.export.writer import VARIANTS
-from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, sample_image
+from chclip_convert.verification.model_outputs import SAMPLE_CAPTIONS, folder_processor, model_inputs, sample_image
 
 
 def zero_shot_logits(

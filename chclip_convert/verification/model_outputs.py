@@ -57,15 +57,13 @@ def run_converted(folder: str | Path, images: list, captions: list[str], *, mode
     """The converted folder's processor (PIL backend, as cn_clip resizes with PIL) and model.
 
     ``model``: the folder's ``ChineseCLIPModel`` if already loaded (in float32), so it is not loaded twice."""
-    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+    from transformers import ChineseCLIPModel
 
-    processor = ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+    inputs = model_inputs(folder_processor(folder), images, captions)
     if model is None:
         model = ChineseCLIPModel.from_pretrained(folder, dtype=torch.float32)
     model.eval()
-    text = tokenize_captions(processor.tokenizer, captions)
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    ids, mask = text["input_ids"], text["attention_mask"]
+    ids, mask, pixels = inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
     # One pass of each tower: the projections' outputs are the unnormalised features get_image_features and
     # get_text_features give (as cn_clip's encode_image / encode_text), and the forward gives the logits.
     features: dict[str, torch.Tensor] = {}
@@ -80,6 +78,20 @@ def run_converted(folder: str | Path, images: list, captions: list[str], *, mode
         for hook in hooks:
             hook.remove()
     return ModelOutputs(ids, pixels, features["image"], features["text"], logits)
+
+
+def folder_processor(folder: str | Path):
+    """The folder's own ``ChineseCLIPProcessor``, with the PIL backend (which resizes as cn_clip does)."""
+    from transformers import ChineseCLIPProcessor
+
+    return ChineseCLIPProcessor.from_pretrained(folder, backend="pil")
+
+
+def model_inputs(processor, images: list, captions: list[str]) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and ``pixel_values`` of ``images`` and ``captions``, by ``processor``."""
+    text = tokenize_captions(processor.tokenizer, captions)
+    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
 
 
 def _keep_output(features: dict[str, torch.Tensor], name: str):
