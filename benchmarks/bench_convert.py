@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from chclip_convert.conversion.demo import source_shapes
+from chclip_convert.export.latency import cpu_model
 from chclip_convert.mapping.architecture import Architecture
 from chclip_convert.mapping.precision import in_fp16_layout
 
@@ -158,13 +159,6 @@ def methods(checkpoint: Path, work: Path, sha_ni: bool) -> dict[str, tuple[list[
     found["read the weights (floor)"] = ([sys.executable, "-c", READ_WEIGHTS, str(checkpoint)], {})
     found["cp the file"] = (["cp", str(checkpoint), str(work / "copy.pt")], {})
     return found
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def has_sha_ni() -> bool:

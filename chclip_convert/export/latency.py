@@ -115,9 +115,8 @@ def _onnx_runner(session, graph: GraphSpec) -> Callable[[dict], object]:
     return lambda inputs: run_session(session, graph, inputs)
 
 
-def machine_name() -> str:
-    """The CPU's model name and core count, as the figures' title names the machine they were measured on."""
-    import os
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows of it elsewhere."""
     import platform
 
     try:
@@ -125,4 +124,11 @@ def machine_name() -> str:
     except OSError:  # not Linux
         lines = []
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+    return model or platform.processor() or "unknown CPU"
+
+
+def machine_name() -> str:
+    """The CPU's model name and core count, as the figures' title names the machine they were measured on."""
+    import os
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
