@@ -136,18 +136,24 @@ def test_latency_is_measured_for_every_tower_batch_and_runtime(exported):
     assert all(f.milliseconds > 0 for f in figures)
 
 
-@pytest.mark.slow
-def test_cancel_leaves_the_onnx_folder_as_it_was(exported, tmp_path):
-    _, exported_folder = exported
+def cancelled_export(exported_folder: Path, tmp_path: Path, stage: str, *, quantize: bool = False) -> tuple:
+    """A copy of ``exported_folder`` exported again with Replace ticked, Cancel clicked as soon as the status
+    names ``stage``: (ui, folder, the folder's digest before)."""
     folder = tmp_path / "copy-hf"
     shutil.copytree(exported_folder, folder)
     before = tree_sha256(folder)
     ui = ExportUI(folder)
-    ui.overwrite.value = True
-    # Cancel once model.onnx is written and the next file begins: the export stops at the step after.
-    ui.status.observe(lambda change: "text_model.onnx" in change.new and ui.cancel_button.click(), names="value")
+    ui.overwrite.value, ui.quantize.value = True, quantize
+    ui.status.observe(lambda change: stage in change.new.lower() and ui.cancel_button.click(), names="value")
     ui.export_button.click()
     ui.wait()
+    return ui, folder, before
+
+
+@pytest.mark.slow
+def test_cancel_leaves_the_onnx_folder_as_it_was(exported, tmp_path):
+    # Cancel once model.onnx is written and the next file begins: the export stops at the step after.
+    ui, folder, before = cancelled_export(exported[1], tmp_path, "exporting text_model.onnx")
     assert ui.task.cancelled and ui.report is None and "Cancelled: nothing was written" in ui.status.value
     assert tree_sha256(folder) == before
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
@@ -156,15 +162,5 @@ def test_cancel_leaves_the_onnx_folder_as_it_was(exported, tmp_path):
 @pytest.mark.slow
 def test_cancel_during_the_last_checks_still_leaves_the_folder_as_it_was(exported, tmp_path):
     """The checks are steps too: a Cancel while the last file is checked stops before anything moves."""
-    _, exported_folder = exported
-    folder = tmp_path / "copy-hf"
-    shutil.copytree(exported_folder, folder)
-    before = tree_sha256(folder)
-    ui = ExportUI(folder)
-    ui.overwrite.value = True
-    last = "checking vision_model_quantized.onnx"
-    ui.quantize.value = True
-    ui.status.observe(lambda change: last in change.new.lower() and ui.cancel_button.click(), names="value")
-    ui.export_button.click()
-    ui.wait()
+    ui, folder, before = cancelled_export(exported[1], tmp_path, "checking vision_model_quantized.onnx", quantize=True)
     assert ui.task.cancelled and ui.report is None and tree_sha256(folder) == before
