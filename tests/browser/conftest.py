@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support import ROOT
-from support.browser import CHROMIUM_FLAGS, SHOTS
+from support.browser import CHROMIUM_FLAGS, SERVER_LOGS, SHOTS
 from support.project import free_port
 
 SERVER_START_S = 120
@@ -86,7 +86,9 @@ def _serving(server: subprocess.Popen, url: str, log):
     else:
         server.kill()
         pytest.fail(f"the server did not answer on {url} within {SERVER_START_S} s; see {log.name}")
+    SERVER_LOGS.append(Path(log.name))
     yield url
+    SERVER_LOGS.remove(Path(log.name))
     server.terminate()
     server.wait(timeout=30)
     log.close()
