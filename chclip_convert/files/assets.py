@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from chclip_convert.errors import ConversionError
-from chclip_convert.names import DATA_DIR, PREPROCESSOR_FILE, VOCAB_FILE
+from chclip_convert.names import DATA_DIR, PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE
 
 CONTEXT_LENGTH = 52
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -107,13 +107,43 @@ def vocab_mismatch(vocab_path: Path, vocab_size: int) -> str | None:
 
 
 def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int) -> list[str]:
-    """Write ``BertTokenizer`` files (and a copy of ``vocab.txt``) into ``folder``; return their names."""
+    """Write the files transformers' ``BertTokenizer`` saves (:func:`tokenizer_settings`), and a copy of
+    ``vocab.txt``, into ``folder``; return their names.
+
+    Made with the ``tokenizers`` library that ``BertTokenizer`` runs on, without importing transformers (its
+    import takes seconds): a test compares each file with transformers' own, byte for byte.
+    """
     mismatch = vocab_mismatch(vocab_path, vocab_size)
     if mismatch:
         raise ConversionError(mismatch, path=vocab_path)
-    saved = bert_tokenizer(vocab_path).save_pretrained(folder)  # the paths it wrote (weights are written beside)
+    bert_wordpiece(read_vocab(vocab_path)).save(str(folder / TOKENIZER_FILE))
+    settings = {**tokenizer_settings(), "backend": "tokenizers"}
+    (folder / TOKENIZER_CONFIG_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.copyfile(vocab_path, folder / VOCAB_FILE)
-    return sorted({Path(path).name for path in saved} | {VOCAB_FILE})
+    return sorted([TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, VOCAB_FILE])
+
+
+def bert_wordpiece(vocab: dict[str, int]):
+    """The ``tokenizers.Tokenizer`` of :func:`tokenizer_settings` over ``vocab``: BERT's normaliser (lower
+    case, accents stripped, Chinese characters split apart), its pre-tokeniser, WordPiece, ``[CLS] … [SEP]``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    settings = tokenizer_settings()
+    unk, cls, sep = settings["unk_token"], settings["cls_token"], settings["sep_token"]
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=unk, max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=settings["tokenize_chinese_chars"],
+        strip_accents=settings["strip_accents"], lowercase=settings["do_lower_case"],
+    )  # fmt: skip
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )  # fmt: skip
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    special = [settings[name] for name in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")]
+    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
+    return tokenizer
 
 
 def image_processor_settings(image_size: int) -> dict:
