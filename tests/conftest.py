@@ -15,6 +15,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # The notebooks (run by nbval and by Voila in the browser tests) write into their work folder: a fresh one per
 # test run, never the user's. Its last name is the default's, so stored outputs sanitise to the same text.
 os.environ["CHCLIP_WORK"] = str(Path(tempfile.mkdtemp(prefix="chclip-tests-")) / "chclip-convert-work")
+# The conversions' record of the model checks passed: a fresh one per test run, so that each run checks the
+# table against the installed transformers again, never trusting a record the user's conversions left.
+os.environ["CHCLIP_CACHE"] = tempfile.mkdtemp(prefix="chclip-tests-cache-")
 
 
 def pytest_configure(config):

@@ -4,10 +4,12 @@ Order matters for the user's safety: the output path is checked first, the conve
 checked from the tensors' metadata before anything is read or written, and the folder is written beside
 the target and renamed into place only when complete and checked.
 
-Order matters for speed too: what the output does not need is not read, and what only transformers knows
-— the config, the meta-device ``ChineseCLIPModel``'s names and shapes, the tokenizer — is imported and
-checked in a thread beside the weights instead of in front of them (its import takes seconds). A problem
-it finds stops the writing, and nothing reaches the target.
+Order matters for speed too: what the output does not need is not read, and nothing but reading stands in
+front of the weights. The config, the preprocessing and the tokenizer files are written beside them, from the
+table and with the ``tokenizers`` library, without importing transformers; the check against the meta-device
+``ChineseCLIPModel`` (its import takes seconds) runs beside them too, and only once for the same targets
+under the same transformers (:mod:`chclip_convert.conversion.model_check`). A problem it finds stops the
+writing, and nothing reaches the target.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from chclip_convert.conversion.model_check import check_against_model
 from chclip_convert.conversion.provenance import file_sha256_beside
-from chclip_convert.conversion.state_dict import ConversionPlan, confirm_plan, dtype_name, plan_conversion
+from chclip_convert.conversion.state_dict import ConversionPlan, dtype_name, majority_dtype, plan_conversion
 from chclip_convert.conversion.summary import CardOptions, ConversionSummary
 from chclip_convert.conversion.tensor_checks import TensorChecks
 from chclip_convert.files import assets
@@ -34,6 +37,7 @@ from chclip_convert.files.checkpoint import SourceCheckpoint, load_checkpoint
 from chclip_convert.files.folder import load_config
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock
 from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes, spec_nbytes, write_weights
+from chclip_convert.mapping.config_file import config_text
 from chclip_convert.names import CARD_FILE, CONFIG_FILE, REPORT_FILE
 from chclip_convert.progress import OnProgress, Progress
 
@@ -117,12 +121,12 @@ def convert_checkpoint(
         with atomic_output(output_dir, overwrite=overwrite) as folder:
             pool, interrupted = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side"), False
             try:
-                side = pool.submit(_model_side, folder, plan, source, strict, vocab_path)
+                side = pool.submit(_model_side, folder, plan, source, specs, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
                 if progress is not None:
                     total = sum(spec_nbytes(spec) for spec in specs)
                     progress(Progress(total, total, "B", FINISHING))
-                plan, side_files = side.result()
+                side_files = side.result()
             except KeyboardInterrupt:
                 interrupted = True
                 raise
@@ -140,7 +144,7 @@ def convert_checkpoint(
                 architecture=plan.architecture,
                 report=plan.report,
                 parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
-                config_dtype=str(plan.config.dtype),
+                config_dtype=config_dtype(plan, specs),
                 dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
                 files=tuple(sorted([*streamed.files, *side_files, CARD_FILE, REPORT_FILE])),
                 vocabulary=vocabulary,
@@ -226,14 +230,26 @@ def _stream_weights(
 
 
 def _model_side(
-    folder: Path, plan: ConversionPlan, source: SourceCheckpoint, strict: bool, vocab_path: Path | None
-) -> tuple[ConversionPlan, list[str]]:
-    """What needs transformers: confirm a table plan against ``ChineseCLIPModel``, then write the config,
-    preprocessing and tokenizer files. Returns the confirmed plan and the files written."""
-    if plan.config is None:
-        plan = confirm_plan(plan, source.state_dict, strict=strict, path=source.path)
-    plan.config.save_pretrained(folder)
+    folder: Path,
+    plan: ConversionPlan,
+    source: SourceCheckpoint,
+    specs: list[TensorSpec],
+    strict: bool,
+    vocab_path: Path | None,
+) -> list[str]:
+    """The folder's files beside the weights — config, preprocessing, tokenizer — and, for a table plan, its
+    check against ``ChineseCLIPModel`` (:func:`check_against_model`). Returns the files written."""
+    if plan.config is None:  # the table's plan: transformers is imported only for a check not made before
+        (folder / CONFIG_FILE).write_text(config_text(plan.architecture, config_dtype(plan, specs)), encoding="utf-8")
+        check_against_model(plan, source.state_dict, specs, strict=strict, path=source.path)
+    else:
+        plan.config.save_pretrained(folder)
     files = [CONFIG_FILE, *assets.write_image_processor(folder, plan.architecture.image_size)]
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
-    return plan, files
+    return files
+
+
+def config_dtype(plan: ConversionPlan, specs: list[TensorSpec]) -> str:
+    """The dtype ``config.json`` records: the config's, or else the written weights' majority."""
+    return str(plan.config.dtype) if plan.config is not None else dtype_name(majority_dtype(specs))

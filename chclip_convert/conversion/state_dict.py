@@ -18,6 +18,7 @@ import torch
 from chclip_convert.errors import ConversionError, MappingError
 from chclip_convert.files.safetensors_writer import TensorSpec
 from chclip_convert.mapping.architecture import Architecture, check_config, expected_shapes, infer_architecture
+from chclip_convert.mapping.config_file import ARCHITECTURES
 from chclip_convert.mapping.ops import IDENTITY, Op
 from chclip_convert.mapping.report import (
     CONFLICT,
@@ -38,7 +39,6 @@ from chclip_convert.names import DTYPE_CHOICES
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
 
-ARCHITECTURES = ("ChineseCLIPModel",)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 assert ("auto", *DTYPES) == DTYPE_CHOICES
 
