@@ -34,8 +34,9 @@ class Tolerance:
 
 TOLERANCES = {
     # float32: the same arithmetic as PyTorch in another order (fused attention, other sum orders). Rounding at
-    # ~1e-7 a step, grown over up to 32 layers, stays near 1e-6 of the output's scale; 1e-4 leaves room for that
-    # and still catches a wrong weight, head count or op, which moves outputs by whole percents.
+    # ~1e-7 a step, grown over up to 32 layers, stays near 1e-6 of the output's scale (for logits, of the logit
+    # scale: see compare); 1e-4 leaves room for that and still catches a wrong weight, head count or op, which
+    # moves outputs by whole percents.
     FP32.name: Tolerance(max_abs=1e-4, min_cosine=0.99999),
     # float16: weights and activations rounded to an 11-bit significand (~5e-4 relative each), so a few 1e-3 of
     # the scale after a dozen layers; cosines stay above 0.999 where the model is sound.
@@ -99,10 +100,20 @@ def check_file(
     if not checks[0].ok:
         return checks
     for case, inputs in cases.items():
-        outputs = run_session(session, graph, inputs)
+        outputs, reference = run_session(session, graph, inputs), references[case]
+        scale = logit_scale(reference) if LOGITS in reference else None
         for name in graph.outputs:
-            checks += compare(path.name, variant, case, name, outputs[name], references[case][name])
+            given = scale if name.startswith("logits") else None
+            checks += compare(path.name, variant, case, name, outputs[name], reference[name], logit_scale=given)
     return checks
+
+
+def logit_scale(reference: dict[str, torch.Tensor]) -> float:
+    """The factor between ``reference``'s logits and its embeddings' cosines (least squares): the logit a
+    cosine of 1 gives, ``exp(logit_scale)`` of the model that made them."""
+    cosines = reference["image_embeds"].double() @ reference["text_embeds"].double().T
+    logits = reference[LOGITS].double()
+    return float((logits * cosines).sum() / (cosines * cosines).sum().clamp_min(1e-30))
 
 
 def _names_check(file: str, variant: Variant, graph: GraphSpec, session) -> Check:
@@ -113,16 +124,27 @@ def _names_check(file: str, variant: Variant, graph: GraphSpec, session) -> Chec
 
 
 def compare(
-    file: str, variant: Variant, case: str, output: str, got: np.ndarray, reference: torch.Tensor
+    file: str,
+    variant: Variant,
+    case: str,
+    output: str,
+    got: np.ndarray,
+    reference: torch.Tensor,
+    *,
+    logit_scale: float | None = None,
 ) -> list[Check]:
     """The checks of one output: shape, max abs difference (relative to the reference's scale), and for the
-    embeddings the least row cosine, for the logits whether each image's best caption is the same."""
+    embeddings the least row cosine, for the logits whether each image's best caption is the same.
+
+    The scale is the reference's largest magnitude, or for logits the ``logit_scale`` given (:func:`logit_scale`)
+    when larger: logits are that factor times a cosine, and a random model's cosines can all be near 0 (a batch
+    of one pair, say), which would make a rounding-sized error look large beside the few logits at hand."""
     tolerance = TOLERANCES[variant.name]
     want = reference.float().numpy()
     check = _checker(file, variant, case, output)
     if got.shape != want.shape:
         return [check("shape", str(got.shape), str(want.shape), False)]
-    scale = max(float(np.abs(want).max()), 1e-12)
+    scale = max(float(np.abs(want).max()), logit_scale or 0.0, 1e-12)
     difference = float(np.abs(got.astype(np.float64) - want).max())
     relative = difference / scale
     limit = tolerance.max_abs
