@@ -28,7 +28,7 @@ from chclip_convert import (
     export_onnx,
 )
 from chclip_convert.cli.main import main
-from chclip_convert.export import card, pipeline, requirements, writer
+from chclip_convert.export import card, latency, pipeline, requirements, runtime, writer
 from chclip_convert.export.graphs import GRAPHS
 from chclip_convert.files import output as output_module
 
@@ -115,6 +115,20 @@ def test_outputs_match_pytorch_at_other_batch_sizes_and_text_lengths(exported):
     np.testing.assert_allclose(got_both[0], both.logits_per_image.numpy(), atol=1e-3)
     assert got_both[0].shape == (2, 4) and got_both[1].shape == (4, 2)
     np.testing.assert_allclose(got_both[2], both.text_embeds.numpy(), atol=1e-5)
+
+
+def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
+    opened = []
+    real = latency.open_session
+    monkeypatch.setattr(
+        latency, "open_session", lambda path, threads=None: opened.append(threads) or real(path, threads)
+    )
+    folder = exported[0]
+    latency.measure_latency(folder, folder / "onnx", batches=(1,), repeats=1)
+    assert opened == [torch.get_num_threads()] * 6  # a session a tower, for float32, float16 and int8
+    text = folder / "onnx" / "text_model.onnx"
+    assert runtime.open_session(text, 1).get_session_options().intra_op_num_threads == 1
+    assert runtime.open_session(text).get_session_options().intra_op_num_threads == 0  # onnxruntime's default
 
 
 def test_the_model_card_names_the_files_and_how_to_load_them(exported):

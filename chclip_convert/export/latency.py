@@ -3,7 +3,7 @@
 The image tower (``vision_model*.onnx``, ``get_image_features``) and the text tower (``text_model*.onnx``,
 ``get_text_features``) are timed apart, at a few batch sizes, on the packaged photo (each copy with its own
 slight noise, so no two rows are the same) and the sample captions. Each figure is the median of ``repeats``
-calls after two warm-ups, in this process, with every library's default threads.
+calls after two warm-ups, in this process, torch and onnxruntime on as many threads (torch's count).
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def measure_latency(
         if runtime == PYTORCH:
             runners = {tower: _torch_runner(model, graph) for tower, graph in TOWERS.items()}
         else:
-            suffix = variants[runtime].suffix
+            suffix, threads = variants[runtime].suffix, torch.get_num_threads()
             runners = {
-                tower: _onnx_runner(open_session(onnx_dir / g.file_name(suffix)), g) for tower, g in TOWERS.items()
+                tower: _onnx_runner(open_session(onnx_dir / g.file_name(suffix), threads), g)
+                for tower, g in TOWERS.items()
             }
         for batch in batches:
             inputs = batch_inputs(processor, batch)
