@@ -31,7 +31,7 @@ CLI = [sys.executable, "-m", "chclip_convert"]
 
 @pytest.fixture(scope="module")
 def big_checkpoint(tmp_path_factory) -> Path:
-    """A reduced ViT-H-14 (~360 MB of weights): converting it takes seconds, long enough to meet it writing."""
+    """A reduced ViT-H-14 (~360 MB of weights), in several tensors: a writer held after its first is mid-write."""
     return save(training_checkpoint(build_model(REDUCED["ViT-H-14"], seed=5)), tmp_path_factory.mktemp("big") / "h.pt")
 
 
@@ -44,16 +44,41 @@ def partials(output: Path) -> list[Path]:
     return list(output.parent.glob(output.name + ".chclip-partial*"))
 
 
-def start_writing(checkpoint: Path, output: Path) -> subprocess.Popen:
-    """A conversion in its own process, returned once it has begun filling its temporary folder."""
-    process = subprocess.Popen(
-        [*CLI, str(checkpoint), str(output), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+# The command line, held after its first tensor until the gate file (its first argument) appears, or a minute
+# has passed: a writer the tests meet mid-write however fast the conversion is.
+HELD_CLI = r"""
+import sys, time
+from pathlib import Path
+from chclip_convert.cli.main import main
+from chclip_convert.files import safetensors_writer
+
+gate, write = Path(sys.argv[1]), safetensors_writer.write_safetensors
+
+def held(files, tensors, *, progress=None):
+    def each(event):
+        if progress is not None:
+            progress(event)
+        deadline = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return write(files, tensors, progress=each)
+
+safetensors_writer.write_safetensors = held
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_writing(checkpoint: Path, output: Path) -> tuple[subprocess.Popen, Path]:
+    """A conversion in its own process, held once it has begun filling its temporary folder, and the gate file
+    whose creation lets it go on."""
+    gate = output.parent / f"{output.name}.go"
+    command = [sys.executable, "-c", HELD_CLI, str(gate), str(checkpoint), str(output), "--no-progress"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not partials(output) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert process.poll() is None, "the conversion ended before it could be met writing"
-    return process
+    return process, gate
 
 
 def assert_is_conversion_of(folder: Path, checkpoint: Path) -> None:
@@ -67,7 +92,7 @@ def assert_is_conversion_of(folder: Path, checkpoint: Path) -> None:
 @pytest.mark.slow  # a reduced ViT-H-14 written in another process
 def test_a_second_process_is_refused_at_once_while_the_first_writes(big_checkpoint, small_checkpoint, tmp_path):
     output = tmp_path / "converted" / "model-hf"
-    first = start_writing(big_checkpoint, output)
+    first, gate = start_writing(big_checkpoint, output)
     second = subprocess.run(
         [*CLI, str(small_checkpoint), str(output), "--overwrite", "--no-progress"],
         env=ENV, capture_output=True, text=True, timeout=300,
@@ -77,9 +102,11 @@ def test_a_second_process_is_refused_at_once_while_the_first_writes(big_checkpoi
     says = f"error: {output}: another conversion (process {first.pid}) is writing this output right now"
     assert second.stderr.startswith(says), second.stderr
     assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    gate.touch()
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr.decode()
     assert_is_conversion_of(output, big_checkpoint)  # the refused writer removed nothing of the first's
+    gate.unlink()
     assert sorted(p.name for p in output.parent.iterdir()) == ["model-hf"], "a partial folder or lock was left"
 
 
@@ -196,7 +223,7 @@ def test_a_batch_on_a_full_disk_converts_what_fits(big_checkpoint, small_checkpo
 @pytest.mark.slow  # a reduced ViT-H-14 written in another process
 def test_ctrl_c_ends_with_one_line_and_nothing_left(big_checkpoint, tmp_path):
     output = tmp_path / "out"
-    process = start_writing(big_checkpoint, output)
+    process, _ = start_writing(big_checkpoint, output)  # held: interrupted mid-write
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
