@@ -97,12 +97,8 @@ class Architecture:
         """A ``ChineseCLIPConfig`` with every field that differs from the transformers defaults set."""
         from transformers import ChineseCLIPConfig
 
-        sections: dict[str, dict] = {"text_config": {}, "vision_config": {}}
-        top: dict[str, object] = {}
-        for name, value in config_values(self).items():
-            section, _, field_name = name.rpartition(".")
-            (sections[section] if section else top)[field_name] = value
-        return ChineseCLIPConfig(**sections, **top)
+        sections = config_sections(self)
+        return ChineseCLIPConfig(**sections.pop(""), **sections)
 
 
 def infer_architecture(
@@ -368,6 +364,15 @@ def config_values(arch: Architecture) -> dict[str, object]:
     never checked."""
     sizes = {entry.config: getattr(arch, entry.attribute) for entry in MODEL_FIELDS}
     return {**sizes, "vision_config.projection_dim": arch.projection_dim, **FIXED_CONFIG}
+
+
+def config_sections(arch: Architecture) -> dict[str, dict[str, object]]:
+    """:func:`config_values` by section: ``""`` (the top level), ``"text_config"`` and ``"vision_config"``."""
+    sections: dict[str, dict[str, object]] = {"": {}, "text_config": {}, "vision_config": {}}
+    for name, value in config_values(arch).items():
+        section, _, field_name = name.rpartition(".")
+        sections[section][field_name] = value
+    return sections
 
 
 def cn_clip_kwargs(arch: Architecture) -> dict:

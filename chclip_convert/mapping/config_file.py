@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 
-from chclip_convert.mapping.architecture import Architecture, config_values
+from chclip_convert.mapping.architecture import Architecture, config_sections
 
 ARCHITECTURES = ("ChineseCLIPModel",)
 """The model class ``config.json`` names, as transformers' own ``save_pretrained`` records it."""
@@ -47,10 +47,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
 
 def config_dict(arch: Architecture, dtype: str) -> dict[str, object]:
     """The fields of ``config.json`` for ``arch`` with its weights' majority ``dtype`` ("float16", say)."""
-    sections = {name: dict(values) for name, values in DEFAULTS.items()}
-    for name, value in config_values(arch).items():
-        section, _, field_name = name.rpartition(".")
-        sections[section][field_name] = value
+    sections = {name: {**DEFAULTS[name], **values} for name, values in config_sections(arch).items()}
     top = sections.pop("")
     return {
         **top, **sections, "architectures": list(ARCHITECTURES), "dtype": dtype,
