@@ -39,19 +39,18 @@ def passed_marker(specs: Iterable[TensorSpec]) -> Path:
 
 def check_against_model(
     plan: ConversionPlan, state_dict: dict[str, TensorLike], specs: list[TensorSpec], *, strict: bool, path=None
-) -> bool:
+) -> None:
     """Confirm a table plan against the meta-device model (:func:`confirm_plan`, which raises as it does),
-    unless the same targets passed under this transformers before; ``True`` if the model was built here.
+    unless the same targets passed under this transformers before.
 
     A cache that cannot be written is not an error: the check then runs each time.
     """
     marker = passed_marker(specs)
     if marker.is_file():
-        return False
+        return
     confirm_plan(plan, state_dict, strict=strict, path=path)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     except OSError:
         pass
-    return True

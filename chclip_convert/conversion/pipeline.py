@@ -118,10 +118,11 @@ def convert_checkpoint(
         )
         vocab_path, vocabulary, vocab_warnings = assets.choose_vocab(vocab, source.path, plan.architecture.vocab_size)
         specs = plan.target_specs(source.state_dict)
+        config_dtype = dtype_name(majority_dtype(specs))  # what config.json records, as a given config's has it
         with atomic_output(output_dir, overwrite=overwrite) as folder:
             pool, interrupted = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side"), False
             try:
-                side = pool.submit(_model_side, folder, plan, source, specs, strict, vocab_path)
+                side = pool.submit(_model_side, folder, plan, source, specs, config_dtype, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
                 if progress is not None:
                     total = sum(spec_nbytes(spec) for spec in specs)
@@ -144,7 +145,7 @@ def convert_checkpoint(
                 architecture=plan.architecture,
                 report=plan.report,
                 parameter_count=sum(math.prod(shape) for _, shape, _ in specs),
-                config_dtype=config_dtype(plan, specs),
+                config_dtype=config_dtype,
                 dtypes_written=dict(Counter(dtype_name(dtype) for _, _, dtype in specs)),
                 files=tuple(sorted([*streamed.files, *side_files, CARD_FILE, REPORT_FILE])),
                 vocabulary=vocabulary,
@@ -234,13 +235,14 @@ def _model_side(
     plan: ConversionPlan,
     source: SourceCheckpoint,
     specs: list[TensorSpec],
+    config_dtype: str,
     strict: bool,
     vocab_path: Path | None,
 ) -> list[str]:
     """The folder's files beside the weights — config, preprocessing, tokenizer — and, for a table plan, its
     check against ``ChineseCLIPModel`` (:func:`check_against_model`). Returns the files written."""
     if plan.config is None:  # the table's plan: transformers is imported only for a check not made before
-        (folder / CONFIG_FILE).write_text(config_text(plan.architecture, config_dtype(plan, specs)), encoding="utf-8")
+        (folder / CONFIG_FILE).write_text(config_text(plan.architecture, config_dtype), encoding="utf-8")
         check_against_model(plan, source.state_dict, specs, strict=strict, path=source.path)
     else:
         plan.config.save_pretrained(folder)
@@ -248,8 +250,3 @@ def _model_side(
     if vocab_path is not None:
         files += assets.write_tokenizer(folder, vocab_path, plan.architecture.vocab_size)
     return files
-
-
-def config_dtype(plan: ConversionPlan, specs: list[TensorSpec]) -> str:
-    """The dtype ``config.json`` records: the config's, or else the written weights' majority."""
-    return str(plan.config.dtype) if plan.config is not None else dtype_name(majority_dtype(specs))
