@@ -17,10 +17,8 @@ from chclip_convert.conversion import model_check, state_dict
 from chclip_convert.conversion.demo import DEMO_ARCHITECTURE, write_demo_checkpoint
 from chclip_convert.errors import ConversionError
 from chclip_convert.files import assets
-from chclip_convert.mapping.architecture import KNOWN_MODELS, VISION_HEADS_BY_WIDTH, Architecture
+from chclip_convert.mapping.architecture import KNOWN_MODELS, TEXT_HEADS_BY_HIDDEN, VISION_HEADS_BY_WIDTH, Architecture
 from chclip_convert.mapping.config_file import ARCHITECTURES, config_text
-
-TEXT_HEADS = {768: 12, 1024: 16}
 
 
 def known_architecture(model) -> Architecture:
@@ -28,7 +26,7 @@ def known_architecture(model) -> Architecture:
     return Architecture(
         model.vision_layers, model.vision_width, 4 * model.vision_width, VISION_HEADS_BY_WIDTH[model.vision_width],
         model.patch_size, model.image_size, model.text_layers, model.text_hidden, model.text_intermediate,
-        TEXT_HEADS[model.text_hidden], 21128, 512, 2, model.projection_dim, name=model.name,
+        TEXT_HEADS_BY_HIDDEN[model.text_hidden], 21128, 512, 2, model.projection_dim, name=model.name,
     )  # fmt: skip
 
 
