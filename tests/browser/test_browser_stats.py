@@ -28,7 +28,7 @@ def figure_cells(page) -> list[int]:
 def test_statistics_notebook_shows_interactive_figures_that_name_tensors(voila_url, page):
     open_notebook(page, voila_url, "03_weight_stats.ipynb")
     page.locator(FIGURE).first.wait_for(timeout=PAGE_TIMEOUT_MS)
-    figures = page.locator(".jupyter-matplotlib")
+    figures = page.locator(FIGURE_VIEW)
     # The demo's figure and the damaged copy's. Waited for, not counted at once: one CI run counted three views
     # just after the last cell ran, which no run here has reproduced; a view that stays names its cells.
     try:
