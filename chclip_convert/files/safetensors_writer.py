@@ -10,14 +10,16 @@ gives the index, as for ``save_pretrained``; the files are read by ``safetensors
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import torch
-from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub import split_state_dict_into_shards_factory
 from huggingface_hub.constants import SAFETENSORS_INDEX_FILE as INDEX_FILE
 from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
 
@@ -92,21 +94,33 @@ def write_safetensors(
     Raises:
         RuntimeError: a tensor not in ``files`` or given twice, of another shape or dtype, or one never given.
     """
-    places: dict[str, tuple[Path, int, TensorSpec]] = {}
-    for path, specs in files.items():
-        header, starts = _header(specs)
-        path.write_bytes(header)
-        places.update({spec[0]: (path, start, spec) for spec, start in zip(specs, starts, strict=True)})
+    with contextlib.ExitStack() as streams:
+        places: dict[str, tuple[BinaryIO, int, TensorSpec]] = {}
+        for path, specs in files.items():
+            header, starts = _header(specs)
+            stream = streams.enter_context(open(path, "wb"))
+            stream.write(header)
+            stream.flush()  # the tensors go past the buffer, with pwrite
+            places.update({spec[0]: (stream, start, spec) for spec, start in zip(specs, starts, strict=True)})
+        _write_tensors(places, tensors, progress)
+
+
+def _write_tensors(
+    places: dict[str, tuple[BinaryIO, int, TensorSpec]],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    progress: OnProgress | None,
+) -> None:
+    """Each tensor at its place (an open file, an offset); see :func:`write_safetensors`."""
     total, count, written = sum(spec_nbytes(place[2]) for place in places.values()), len(places), 0
     for got, tensor in tensors:
         if got not in places:
             raise RuntimeError(f"{got} is not to be written, or was already written")
-        path, start, (name, shape, dtype) = places.pop(got)
+        stream, start, (name, shape, dtype) = places.pop(got)
         if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
             raise RuntimeError(f"expected {name} {list(shape)} {dtype}, got {list(tensor.shape)} {tensor.dtype}")
-        with open(path, "r+b") as stream:
-            stream.seek(start)
-            stream.write(raw_bytes(tensor))
+        data, done = raw_bytes(tensor), 0
+        while done < len(data):  # pwrite may write less than asked (a signal, a full disk's last blocks)
+            done += os.pwrite(stream.fileno(), data[done:], start + done)
         written += tensor.nbytes
         if progress is not None:
             progress(Progress(written, total, "B", WRITING, index=count - len(places), count=count))
@@ -132,13 +146,16 @@ def write_weights(
 ) -> list[str]:
     """Stream ``tensors`` into ``folder`` as one file, or as shards with an index; return the file names.
 
-    The shards are huggingface_hub's plan for tensors of these shapes and dtypes (meta tensors: no memory).
+    The shards are huggingface_hub's plan, as ``save_pretrained`` makes it, from the specs' sizes alone (its
+    torch front end imports ``torch.distributed`` for that, a second in front of the weights).
     """
-    meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape, dtype in specs}
-    split = split_torch_state_dict_into_shards(
-        meta, filename_pattern=SAFETENSORS_WEIGHTS_FILE_PATTERN, max_shard_size=max_shard_bytes
-    )
     by_name = {spec[0]: spec for spec in specs}
+    split = split_state_dict_into_shards_factory(
+        by_name,
+        get_storage_size=spec_nbytes,
+        filename_pattern=SAFETENSORS_WEIGHTS_FILE_PATTERN,
+        max_shard_size=max_shard_bytes,
+    )
     shards = {folder / file: [by_name[name] for name in names] for file, names in split.filename_to_tensors.items()}
     write_safetensors(shards, tensors, progress=progress)
     if not split.is_sharded:
