@@ -263,7 +263,8 @@ def _as_bits(tensor: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch on one thread inside: the statistics are memory-bound, and a second thread that must wait
-    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU).
+    for a busy core makes each small reduction slower (measured: 1.5 s against 10 s on a shared 2-core CPU);
+    a conversion's checks likewise leave the other core to the writing.
 
     Torch's thread count is the whole process's: off the main thread (a widget's worker, while the kernel may be
     computing) it is left as it is, so that no other work is slowed and two overlapping calls cannot leave it at

@@ -40,6 +40,7 @@ from chclip_convert.files.safetensors_writer import TensorSpec, shard_size_bytes
 from chclip_convert.mapping.config_file import config_text
 from chclip_convert.names import CARD_FILE, CONFIG_FILE, REPORT_FILE
 from chclip_convert.progress import OnProgress, Progress
+from chclip_convert.tensor_stats import one_thread
 
 if TYPE_CHECKING:
     from transformers import ChineseCLIPConfig
@@ -214,7 +215,9 @@ def _stream_weights(
 
     Stops at the next tensor once ``side`` (the model's check) has failed.
     """
-    with TensorChecks(source.state_dict) as checks:
+    # One torch thread: torch's idle OpenMP workers spin after each check and take the core the writing needs
+    # (measured on 2 cores: 1.6 s less CPU, 0.5 s less wall for ViT-H-14).
+    with one_thread(), TensorChecks(source.state_dict) as checks:
 
         def load(key: str) -> torch.Tensor:
             if side.done() and side.exception() is not None:
