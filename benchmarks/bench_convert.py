@@ -137,6 +137,8 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[floa
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         environment = {**os.environ, **(env or {})}
+        # Byte code is cached, as in a user's installation: the warm-up run writes it for the package's sources.
+        environment.pop("PYTHONDONTWRITEBYTECODE", None)
         process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=errors)
         anon = rss = 0
         while process.poll() is None:
