@@ -21,7 +21,6 @@ import torch
 
 from chclip_convert.changes.drift import natural_key
 from chclip_convert.conversion.state_dict import Step, dtype_name, standard_layout_steps
-from chclip_convert.conversion.summary import describe_training
 from chclip_convert.errors import ConversionError, UnsupportedCheckpointError
 from chclip_convert.files.checkpoint import (
     AVERAGE_KEY,
@@ -29,6 +28,7 @@ from chclip_convert.files.checkpoint import (
     TRAINING_KEYS,
     SourceCheckpoint,
     checkpoint_writer,
+    describe_training,
     load_checkpoint,
 )
 from chclip_convert.files.output import check_output_file, output_lock

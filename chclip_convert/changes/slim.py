@@ -5,30 +5,45 @@ writes the same weights — bit-identical, or cast with ``dtype`` — under the 
 included), with the epoch, step and run name, and nothing else. ``float16`` is cn_clip's own fp16 layout, as its
 ``convert_weights`` leaves a model (:mod:`chclip_convert.mapping.precision`): some tensors stay float32. The input
 is memory-mapped; an unchanged tensor's record is copied from file to file, and a cast one goes into the output a
-slice at a time, so the optimizer state is never read and memory stays flat.
+slice at a time, so the optimizer state is never read and memory stays flat. Where every tensor stays as it is
+and fills a record of its own (as training saves them), the file's index is read without torch
+(:func:`~chclip_convert.files.checkpoint.index_checkpoint`), and torch is not even imported: the copy is the work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from chclip_convert.conversion.state_dict import DTYPES, dtype_name
-from chclip_convert.conversion.summary import describe_training
 from chclip_convert.errors import ConversionError
-from chclip_convert.files.checkpoint import BARE, MODULE_PREFIX, SourceCheckpoint, checkpoint_writer, load_checkpoint
+from chclip_convert.files.checkpoint import (
+    BARE,
+    MODULE_PREFIX,
+    CheckpointWriter,
+    SourceCheckpoint,
+    checkpoint_writer,
+    describe_training,
+    index_checkpoint,
+    load_checkpoint,
+)
 from chclip_convert.files.output import check_output_file, output_lock
 from chclip_convert.mapping.precision import in_fp16_layout
+from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.progress import OnProgress, Progress
 from chclip_convert.units import human_size
 
+if TYPE_CHECKING:
+    import torch
+
 SLIMMING = "writing the weights"  # the stage of the progress events
 RESUME = "--resume {} --reset-optimizer"  # cn_clip's training reads the optimizer state unless told not to
+CAST_DTYPES = DTYPE_CHOICES[1:]  # what --dtype can ask for: every choice but "auto"
 FP16_LAYOUT = "float16"  # the --dtype that means cn_clip's fp16 layout rather than every floating-point tensor
 FP16_KEEPS = "vision norms, class and position embeddings, logit_scale"  # what the fp16 layout keeps in float32
 
@@ -111,31 +126,66 @@ def slim_checkpoint(
         ConversionError: (a subclass) for an unreadable input or an unusable output; nothing is written.
     """
     started = time.perf_counter()
-    if dtype is not None and dtype not in DTYPES:
-        raise ConversionError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    if dtype is not None and dtype not in CAST_DTYPES:
+        raise ConversionError(f"dtype {dtype!r} is not one of {', '.join(CAST_DTYPES)}.")
     with output_lock(output):  # one writer, from this check to the rename
         target = check_output_file(output, input_files=[checkpoint], overwrite=overwrite)
-        source = load_checkpoint(checkpoint)
-        dtypes = {key: written_dtype(key, tensor, dtype) for key, tensor in source.state_dict.items()}
-        cast_to = _write(source, dtypes, target, overwrite, progress)
+        indexed = index_checkpoint(checkpoint) if dtype is None else None
+        if indexed is not None:
+            source, cast_to, kept_float32 = indexed, {}, 0
+            _copy_records(indexed, target, overwrite, progress)
+        else:
+            source, cast_to, kept_float32 = _write_with_torch(checkpoint, dtype, target, overwrite, progress)
     return SlimSummary(
         output=target, source=source.path, wrapper=source.wrapper, dropped=tuple(source.skipped),
         tensors=len(source.state_dict), cast=sum(cast_to.values()), dtype=dtype, cast_to=cast_to,
-        kept_float32=list(dtypes.values()).count(torch.float32) if dtype == FP16_LAYOUT else 0,
-        training=dict(source.metadata), bytes_before=source.path.stat().st_size, bytes_after=target.stat().st_size,
-        seconds=time.perf_counter() - started,
+        kept_float32=kept_float32, training=dict(source.metadata), bytes_before=source.path.stat().st_size,
+        bytes_after=target.stat().st_size, seconds=time.perf_counter() - started,
     )  # fmt: skip
+
+
+def _copy_records(source: SourceCheckpoint, target: Path, overwrite: bool, progress: OnProgress | None) -> None:
+    """Write ``source``, an index whose every tensor fills a record of its own, as copies of those records."""
+    total, done = sum(record.size for record in source.records.values()), 0
+    with _writer_like(source, target, overwrite) as writer:
+        for key, ref in source.state_dict.items():
+            writer.copy(key, ref.shape, ref.storage, source.path, source.records[key])
+            done += source.records[key].size
+            if progress is not None:
+                progress(Progress(done, total, "B", SLIMMING))
+
+
+def _write_with_torch(
+    checkpoint: str | Path, dtype: str | None, target: Path, overwrite: bool, progress: OnProgress | None
+) -> tuple[SourceCheckpoint, dict[str, int], int]:
+    """Read ``checkpoint`` with torch and write it to ``target``, cast to ``dtype``; the source, how many tensors
+    were cast to each dtype, and how many cn_clip's fp16 layout keeps in float32 (0 unless asked for)."""
+    import torch
+
+    source = load_checkpoint(checkpoint)
+    dtypes = {key: written_dtype(key, tensor, dtype) for key, tensor in source.state_dict.items()}
+    cast_to = _write(source, dtypes, target, overwrite, progress)
+    return source, cast_to, list(dtypes.values()).count(torch.float32) if dtype == FP16_LAYOUT else 0
+
+
+@contextlib.contextmanager
+def _writer_like(source: SourceCheckpoint, target: Path, overwrite: bool) -> Iterator[CheckpointWriter]:
+    """A :func:`checkpoint_writer` for ``target`` that puts back ``source``'s wrapper, metadata and prefix."""
+    with checkpoint_writer(target, overwrite=overwrite) as writer:
+        writer.bare, writer.metadata = source.wrapper == BARE, dict(source.metadata)
+        writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
+        yield writer
 
 
 def _write(
     source: SourceCheckpoint, dtypes: dict[str, torch.dtype], target: Path, overwrite: bool, progress
 ) -> dict[str, int]:
     """Write ``source`` to ``target``, each tensor in its dtype of ``dtypes``; how many were cast to each dtype."""
+    from chclip_convert.conversion.state_dict import dtype_name
+
     total = sum(math.prod(source.state_dict[key].shape) * dtype.itemsize for key, dtype in dtypes.items())
     done, cast_to = 0, Counter()
-    with checkpoint_writer(target, overwrite=overwrite) as writer:
-        writer.bare, writer.metadata = source.wrapper == BARE, dict(source.metadata)
-        writer.prefix = MODULE_PREFIX if source.had_module_prefix else ""
+    with _writer_like(source, target, overwrite) as writer:
         for key, tensor in source.state_dict.items():
             writer.add(key, tensor, dtypes[key], source=source)
             cast_to[dtype_name(dtypes[key])] += dtypes[key] != tensor.dtype
@@ -148,6 +198,10 @@ def _write(
 def written_dtype(name: str, tensor: torch.Tensor, dtype: str | None) -> torch.dtype:
     """The dtype slim writes the tensor ``name`` (without ``module.``) in, given the ``dtype`` asked for (see
     :func:`slim_checkpoint`); a tensor that is not floating-point keeps its own."""
+    import torch
+
+    from chclip_convert.conversion.state_dict import DTYPES
+
     if dtype is None or not tensor.is_floating_point():
         return tensor.dtype
     if dtype == FP16_LAYOUT:

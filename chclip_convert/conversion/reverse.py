@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from chclip_convert.conversion.state_dict import Step, TensorLike, apply_steps, dtype_name
-from chclip_convert.conversion.summary import TRAINING_FIELD, TRAINING_LABELS, describe_training
+from chclip_convert.conversion.summary import TRAINING_FIELD
 from chclip_convert.errors import CheckpointReadError, MappingError
-from chclip_convert.files.checkpoint import TRAINING_KEYS, checkpoint_writer
+from chclip_convert.files.checkpoint import TRAINING_KEYS, TRAINING_LABELS, checkpoint_writer, describe_training
 from chclip_convert.files.folder import folder_tensor_specs, load_folder_state, read_config
 from chclip_convert.files.output import check_output_file, output_lock
 from chclip_convert.files.records import read_report

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chclip_convert.conversion.provenance import ALGORITHM, card_section
-from chclip_convert.files.checkpoint import AVERAGE_KEY, TRAINING_KEYS
+from chclip_convert.files.checkpoint import TRAINING_KEYS, describe_average, describe_training
 from chclip_convert.files.records import ABSOLUTE, PATHS_FIELD, RELATIVE, shareable_path
 from chclip_convert.mapping.architecture import Architecture
 from chclip_convert.mapping.report import ConversionReport
@@ -41,7 +41,6 @@ hf upload YOUR-NAME/MODEL-NAME path/to/this/folder .
 `conversion_report.json` records the checkpoint's path relative to this folder, never this machine's own paths."""
 
 TRAINING_FIELD = "training"  # conversion_report.json: the source's epoch, step and run name (null where absent)
-TRAINING_LABELS = {"epoch": "epoch", "step": "step", "name": "run"}
 
 
 @dataclass(frozen=True)
@@ -66,23 +65,6 @@ class CardOptions:
             **({"base_model_relation": "finetune"} if self.base_model else {}),
         )  # fmt: skip
         return data.to_yaml() + "\n"
-
-
-def describe_training(training: dict) -> str:
-    """The training metadata present in ``training``, in words: ``epoch 1, step 1000, run muge_finetune``."""
-    present = [key for key in TRAINING_KEYS if training.get(key) is not None]
-    return ", ".join(f"{TRAINING_LABELS[key]} {training[key]}" for key in present)
-
-
-def describe_average(training: dict) -> str:
-    """The inputs of an average and their weights, in words (``epoch4.pt × 0.5, epoch5.pt × 0.5``); else ``""``."""
-    record = training.get(AVERAGE_KEY)
-    if not isinstance(record, dict) or not isinstance(record.get("inputs"), list):
-        return ""
-    weights = record.get("weights") if isinstance(record.get("weights"), list) else []
-    named = [Path(str(name)).name for name in record["inputs"]]
-    weights = [*weights, *[None] * len(named)][: len(named)]
-    return ", ".join(f"{n} × {w:.3g}" if isinstance(w, float) else n for n, w in zip(named, weights, strict=True))
 
 
 @dataclass(frozen=True)

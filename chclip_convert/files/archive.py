@@ -30,11 +30,12 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import torch
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from chclip_convert.errors import CheckpointReadError
+
+if TYPE_CHECKING:  # torch is imported only to look at tensors: an archive is written, and copied, without it
+    import torch
 
 LOCAL_HEADER = b"PK\x03\x04"
 DAMAGED = "Nothing was read or written. Copy the checkpoint again, or save it again from the training run."
@@ -73,6 +74,8 @@ def storage_records(path: Path) -> list[Record]:
 
 def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
     """Every tensor inside nested dicts, lists and tuples (the model's and the optimizer's alike)."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, dict | list | tuple):
@@ -282,20 +285,35 @@ def _padding_field(length: int) -> bytes:
 
 @dataclass(frozen=True)
 class StoredTensor:
-    """A tensor as ``data.pkl`` names it: its own storage, the record ``data/{key}``, and its shape and dtype."""
+    """A tensor as ``data.pkl`` names it: its own storage, the record ``data/{key}``, its shape, and the name of
+    its storage's class in torch (``HalfStorage``: the dtype, as ``torch.save`` records it)."""
 
     key: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    storage: str
 
 
 def pickled_state(obj: Any) -> bytes:
     """``data.pkl`` for ``obj`` — dicts, lists and plain values, with :class:`StoredTensor` for each tensor —
     pickled as ``torch.save`` pickles a tensor: ``_rebuild_tensor_v2`` of a storage named by a persistent id, at
-    offset 0 with contiguous strides. ``torch.load(weights_only=True)`` reads it back."""
+    offset 0 with contiguous strides. ``torch.load(weights_only=True)`` reads it back. torch's objects are named,
+    not imported: writing it needs no torch."""
     buffer = io.BytesIO()
     _TensorPickler(buffer, protocol=2).dump(obj)  # torch.save's protocol
     return buffer.getvalue()
+
+
+class _Global:
+    """One of torch's globals, as a pickle names it (``torch._utils._rebuild_tensor_v2``, ``torch.HalfStorage``)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, *args: Any) -> Any:  # a reduce's function must be callable; this one is only written
+        raise TypeError(f"{self.module}.{self.name} is a name in a pickle, not the function")
+
+
+REBUILD_TENSOR = _Global("torch._utils", "_rebuild_tensor_v2")
 
 
 class _Storage:
@@ -303,19 +321,31 @@ class _Storage:
         self.tensor = tensor
 
 
-class _TensorPickler(pickle.Pickler):
+class _TensorPickler(pickle._Pickler):  # the Python pickler: its dispatch table can write a _Global by name
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._storage_types: dict[str, _Global] = {}  # one object per class, so the pickle's memo reuses it
+
+    def _save_global(self, obj: _Global) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[_Global] = _save_global
+
     def persistent_id(self, obj: Any) -> tuple | None:
         if not isinstance(obj, _Storage):
             return None
         tensor = obj.tensor
-        storage_type = getattr(torch, torch.storage._dtype_to_storage_type_map()[tensor.dtype])  # as torch.save
+        storage_type = self._storage_types.setdefault(tensor.storage, _Global("torch", tensor.storage))
         return "storage", storage_type, tensor.key, "cpu", math.prod(tensor.shape)
 
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, StoredTensor):
             return NotImplemented
         shape, hooks = tuple(obj.shape), collections.OrderedDict()  # torch.save's empty backward hooks
-        return torch._utils._rebuild_tensor_v2, (_Storage(obj), 0, shape, _contiguous_strides(shape), False, hooks)
+        return REBUILD_TENSOR, (_Storage(obj), 0, shape, _contiguous_strides(shape), False, hooks)
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -18,19 +18,22 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import torch
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
-from chclip_convert.files.archive import ArchiveWriter, Record, StoredTensor, check_storage_spans
+from chclip_convert.files.archive import ArchiveWriter, Record, StoredTensor, check_storage_spans, storage_records
 from chclip_convert.files.output import atomic_output
+from chclip_convert.files.pickle_index import NotIndexable, TensorRef, read_index
 from chclip_convert.files.preflight import check_checkpoint_path
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or made: a copy of records (slim) runs without it
+    import torch
 
 MODULE_PREFIX = "module."
 TRAINING_KEYS = ("epoch", "step", "name")
 AVERAGE_KEY = "average"  # what an average records of its inputs (chclip_convert.changes.average), read back too
 TRAINING_DICT, BARE = "training dict", "bare state dict"
+TRAINING_LABELS = {"epoch": "epoch", "step": "step", "name": "run"}  # TRAINING_KEYS in words
 
 
 @dataclass
@@ -38,7 +41,7 @@ class SourceCheckpoint:
     """A checkpoint's model tensors, with the prefix stripped, and what was found around them."""
 
     path: Path
-    state_dict: dict[str, torch.Tensor]  # memory-mapped views of the file (zip format)
+    state_dict: dict[str, torch.Tensor]  # memory-mapped views of the file (zip format); TensorRefs from an index
     wrapper: str  # "training dict" or "bare state dict"
     had_module_prefix: bool
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -66,10 +69,54 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
     path = Path(path)
     check_checkpoint_path(path)
     loaded, mapped = _torch_load(path)
-    source = _unwrap(path, loaded)
+    import torch
+
+    source = _unwrap(path, loaded, torch.Tensor)
     if mapped:
         source.records = check_storage_spans(path, source.state_dict, loaded)
     return source
+
+
+def index_checkpoint(path: str | Path) -> SourceCheckpoint | None:
+    """``path``'s model tensors as :class:`~chclip_convert.files.pickle_index.TensorRef` descriptions, each with
+    the record it fills, read without torch; ``None`` where :func:`load_checkpoint` must read the file instead.
+
+    That is: anything the index reader does not know, a file that is not a training dict or state dict (whose
+    error ``load_checkpoint`` gives), or a tensor that is not exactly a record of its own (a view, a shared or
+    damaged storage). Only metadata is read, never tensor data.
+    """
+    path = Path(path)
+    check_checkpoint_path(path)
+    try:
+        source = _unwrap(path, read_index(path), TensorRef)
+        by_key = {record.name.rsplit("/", 1)[-1]: record for record in storage_records(path)}
+    except (NotIndexable, CheckpointReadError):
+        return None
+    if len({ref.key for ref in source.state_dict.values()}) != len(source.state_dict):
+        return None  # tensors sharing a storage
+    for name, ref in source.state_dict.items():
+        record = by_key.get(ref.key)
+        if record is None or not ref.fills_storage() or not _whole_record(ref.nbytes, record):
+            return None
+        source.records[name] = record
+    return source
+
+
+def describe_training(training: dict) -> str:
+    """The training metadata present in ``training``, in words: ``epoch 1, step 1000, run muge_finetune``."""
+    present = [key for key in TRAINING_KEYS if training.get(key) is not None]
+    return ", ".join(f"{TRAINING_LABELS[key]} {training[key]}" for key in present)
+
+
+def describe_average(training: dict) -> str:
+    """The inputs of an average and their weights, in words (``epoch4.pt × 0.5, epoch5.pt × 0.5``); else ``""``."""
+    record = training.get(AVERAGE_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), list):
+        return ""
+    weights = record.get("weights") if isinstance(record.get("weights"), list) else []
+    named = [Path(str(name)).name for name in record["inputs"]]
+    weights = [*weights, *[None] * len(named)][: len(named)]
+    return ", ".join(f"{n} × {w:.3g}" if isinstance(w, float) else n for n, w in zip(named, weights, strict=True))
 
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -90,6 +137,8 @@ def _torch_load(path: Path) -> tuple[Any, bool]:
         raise CheckpointReadError(
             f"is a zip archive but not a PyTorch checkpoint (it has no data.pkl record). {WHAT_TO_GIVE}", path=path
         )
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), mmap
     except pickle.UnpicklingError as error:
@@ -120,7 +169,7 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
+def _unwrap(path: Path, loaded: Any, tensor_type: type) -> SourceCheckpoint:
     if not isinstance(loaded, dict):
         raise UnsupportedCheckpointError(
             f"holds a {type(loaded).__name__}, not a state dict or a training checkpoint dict.", path=path
@@ -132,7 +181,7 @@ def _unwrap(path: Path, loaded: Any) -> SourceCheckpoint:
         skipped = sorted(str(key) for key in loaded if key != "state_dict" and key not in kept)
     else:
         raw, wrapper, metadata, skipped = loaded, BARE, {}, []
-    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, torch.Tensor))
+    not_tensors = sorted(str(key) for key, value in raw.items() if not isinstance(value, tensor_type))
     if not_tensors:
         shown = ", ".join(not_tensors[:5]) + (" …" if len(not_tensors) > 5 else "")
         raise UnsupportedCheckpointError(
@@ -201,8 +250,13 @@ class CheckpointWriter:
         if record is None or not _fills(tensor, record):
             self.add_slices(key, tuple(tensor.shape), dtype, [tensor.detach().reshape(-1)])
             return
-        stored = self._next(key, tuple(tensor.shape), dtype)
-        self.archive.copy(f"data/{stored.key}", self._input(source.path), record)
+        self.copy(key, tuple(tensor.shape), storage_name(dtype), source.path, record)
+
+    def copy(self, key: str, shape: tuple[int, ...], storage: str, path: Path, record: Record) -> None:
+        """Write ``key``, of ``shape`` and the storage class ``storage``, as a copy of ``record`` of the torch archive
+        ``path``, which it must fill (:meth:`ArchiveWriter.copy`): file to file, no tensor needed."""
+        stored = self._next(key, shape, storage)
+        self.archive.copy(f"data/{stored.key}", self._input(path), record)
         self.tensors[key] = stored
 
     def add_slices(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, slices: Iterable[torch.Tensor]) -> None:
@@ -211,7 +265,9 @@ class CheckpointWriter:
         of another dtype is cast, :data:`SLICE` elements at a time, through a buffer kept for the next.
 
         Raises ``ValueError`` if ``key`` was written already, or the slices hold another number of elements."""
-        stored = self._next(key, shape, dtype)
+        import torch
+
+        stored = self._next(key, shape, storage_name(dtype))
         pieces = (part.view(torch.uint8).numpy() for piece in slices for part in self._in_dtype(piece, dtype, key))
         self.archive.write(f"data/{stored.key}", math.prod(shape) * dtype.itemsize, pieces)
         self.tensors[key] = stored
@@ -221,11 +277,11 @@ class CheckpointWriter:
         state = {f"{self.prefix}{key}": stored for key, stored in self.tensors.items()}
         self.archive.finish(state if self.bare else {**self.metadata, "state_dict": state})
 
-    def _next(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> StoredTensor:
+    def _next(self, key: str, shape: tuple[int, ...], storage: str) -> StoredTensor:
         """What the next record will hold: ``key``'s tensor, which must not be written yet."""
         if key in self.tensors:
             raise ValueError(f"{key} was written already")
-        return StoredTensor(str(len(self.tensors)), shape, dtype)
+        return StoredTensor(str(len(self.tensors)), shape, storage)
 
     def _input(self, path: Path) -> BinaryIO:
         if path not in self._opened:
@@ -239,6 +295,8 @@ class CheckpointWriter:
             yield piece
             return
         if dtype not in self._cast_buffers:
+            import torch
+
             self._cast_buffers[dtype] = torch.empty(SLICE, dtype=dtype)
         buffer = self._cast_buffers[dtype]
         for start in range(0, piece.numel(), SLICE):
@@ -247,9 +305,20 @@ class CheckpointWriter:
 
 
 def _fills(tensor: torch.Tensor, record: Record) -> bool:
-    """Whether ``tensor`` is exactly the data of ``record`` (and the record's CRC-32 was written: torch can skip it)."""
-    exact = tensor.is_contiguous() and tensor.storage_offset() == 0 and tensor.nbytes == record.size
-    return exact and (record.crc != 0 or record.size == 0)
+    """Whether ``tensor`` is exactly the data of ``record`` (see :func:`_whole_record`)."""
+    return tensor.is_contiguous() and tensor.storage_offset() == 0 and _whole_record(tensor.nbytes, record)
+
+
+def _whole_record(nbytes: int, record: Record) -> bool:
+    """Whether ``nbytes`` from a record's start are all of it, and its CRC-32 was written (torch can skip it)."""
+    return nbytes == record.size and (record.crc != 0 or record.size == 0)
+
+
+def storage_name(dtype: torch.dtype) -> str:
+    """The name of the storage class ``torch.save`` records for ``dtype`` (``HalfStorage``)."""
+    import torch
+
+    return torch.storage._dtype_to_storage_type_map()[dtype]
 
 
 @contextlib.contextmanager
