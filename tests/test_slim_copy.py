@@ -14,6 +14,7 @@ from support.original import NARROW, build_model, save
 
 from chclip_convert import slim_checkpoint
 from chclip_convert.changes import slim as slim_module
+from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
 from chclip_convert.files.archive import SERIALIZATION_ID
 from chclip_convert.files.checkpoint import index_checkpoint, load_checkpoint
 from chclip_convert.files.pickle_index import STORAGE_ITEMSIZE
@@ -95,3 +96,60 @@ def test_a_legacy_file_is_left_to_torch(tmp_path):
     path = tmp_path / "legacy.pt"
     torch.save({"a.weight": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
     assert index_checkpoint(path) is None
+
+
+def rezipped(source, target, *, compression=zipfile.ZIP_STORED, replace=None, add=None):
+    """``source``'s archive written again by zipfile: records by name ending replaced, records added."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", compression) as new:
+        folder = old.namelist()[0].split("/", 1)[0]
+        for name in old.namelist():
+            ending = name.split("/", 1)[1]
+            new.writestr(name, (replace or {}).get(ending, old.read(name)))
+        for ending, data in (add or {}).items():
+            new.writestr(f"{folder}/{ending}", data)
+    return target
+
+
+def small_file(tmp_path, **extra):
+    state = build_model(NARROW, seed=10).state_dict()
+    return save({"epoch": 1, "state_dict": state, **extra}, tmp_path / "small.pt"), state
+
+
+def test_another_byte_order_is_left_to_torch(tmp_path):
+    path, _ = small_file(tmp_path)
+    assert index_checkpoint(path) is not None
+    assert index_checkpoint(rezipped(path, tmp_path / "big.pt", replace={"byteorder": b"big"})) is None
+
+
+def test_a_compressed_record_is_never_copied(tmp_path):
+    path = rezipped(small_file(tmp_path)[0], tmp_path / "deflated.pt", compression=zipfile.ZIP_DEFLATED)
+    assert index_checkpoint(path) is None
+    with pytest.raises(CheckpointReadError):  # torch.load's own refusal, in our words
+        load_checkpoint(path)
+
+
+def test_records_are_found_by_their_whole_name(tmp_path):
+    path, state = small_file(tmp_path)
+    path = rezipped(path, tmp_path / "extra.pt", add={"data/extra/0": b"\x09" * 4096})  # ends like data/0
+    assert index_checkpoint(path) is not None
+    slim_checkpoint(path, tmp_path / "slim.pt")
+    data = torch.load(tmp_path / "slim.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(data[k], v) for k, v in state.items())
+
+
+def test_tensors_among_the_metadata_are_left_to_torch(tmp_path):
+    path, _ = small_file(tmp_path, step=torch.tensor(7))
+    assert index_checkpoint(path) is None
+
+
+@pytest.mark.parametrize(
+    "holding", [lambda state: torch.ones(3), lambda state: {**state, "b": torch.ones(3).storage()}],
+    ids=["a bare tensor", "a storage in the state dict"],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")  # the typed storage torch.save names by class
+def test_what_is_not_a_state_dict_gets_torch_s_error(holding, tmp_path):
+    path = save(holding(build_model(NARROW, seed=10).state_dict()), tmp_path / "odd.pt")
+    assert index_checkpoint(path) is None
+    with pytest.raises(UnsupportedCheckpointError):
+        slim_checkpoint(path, tmp_path / "slim.pt")
+    assert not (tmp_path / "slim.pt").exists()

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 SLIMMING = "writing the weights"  # the stage of the progress events
 RESUME = "--resume {} --reset-optimizer"  # cn_clip's training reads the optimizer state unless told not to
-CAST_DTYPES = DTYPE_CHOICES[1:]  # what --dtype can ask for: every choice but "auto"
+CAST_DTYPES = tuple(choice for choice in DTYPE_CHOICES if choice != "auto")  # what --dtype can ask for
 FP16_LAYOUT = "float16"  # the --dtype that means cn_clip's fp16 layout rather than every floating-point tensor
 FP16_KEEPS = "vision norms, class and position embeddings, logit_scale"  # what the fp16 layout keeps in float32
 

@@ -59,6 +59,12 @@ def storage_records(path: Path) -> list[Record]:
     records = []
     with open(path, "rb") as stream:
         for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                raise CheckpointReadError(
+                    f"record {info.filename} is compressed; torch stores its records as they are, and a mapped "
+                    f"read would see the compressed bytes. Save the checkpoint again with torch.save. {DAMAGED}",
+                    path=path,
+                )
             stream.seek(info.header_offset)
             header = stream.read(30)
             if len(header) < 30 or header[:4] != LOCAL_HEADER:
@@ -70,6 +76,14 @@ def storage_records(path: Path) -> list[Record]:
             start = info.header_offset + 30 + name_length + extra_length
             records.append(Record(info.filename, start, info.file_size, info.CRC))
     return records
+
+
+def archive_byteorder(path: Path) -> str:
+    """The byte order an archive's tensors are stored in: its ``byteorder`` record, ``little`` when absent (torch
+    then assumes it)."""
+    with zipfile.ZipFile(path) as archive:
+        found = [name for name in archive.namelist() if name.endswith("/byteorder")]
+        return archive.read(found[0]).decode("ascii", "replace").strip() if found else "little"
 
 
 def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
@@ -321,7 +335,9 @@ class _Storage:
         self.tensor = tensor
 
 
-class _TensorPickler(pickle._Pickler):  # the Python pickler: its dispatch table can write a _Global by name
+# The Python pickler: its dispatch table can write a _Global by name, where the C pickler would import the module
+# behind each global it writes (torch).
+class _TensorPickler(pickle._Pickler):
     dispatch = pickle._Pickler.dispatch.copy()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -345,10 +361,11 @@ class _TensorPickler(pickle._Pickler):  # the Python pickler: its dispatch table
         if not isinstance(obj, StoredTensor):
             return NotImplemented
         shape, hooks = tuple(obj.shape), collections.OrderedDict()  # torch.save's empty backward hooks
-        return REBUILD_TENSOR, (_Storage(obj), 0, shape, _contiguous_strides(shape), False, hooks)
+        return REBUILD_TENSOR, (_Storage(obj), 0, shape, contiguous_strides(shape), False, hooks)
 
 
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides of a C-contiguous tensor of ``shape``, as torch gives them."""
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)

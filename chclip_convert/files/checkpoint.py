@@ -14,14 +14,22 @@ import contextlib
 import json
 import math
 import pickle
+import sys
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from chclip_convert.errors import CheckpointReadError, UnsupportedCheckpointError
-from chclip_convert.files.archive import ArchiveWriter, Record, StoredTensor, check_storage_spans, storage_records
+from chclip_convert.errors import CheckpointReadError, ConversionError, UnsupportedCheckpointError
+from chclip_convert.files.archive import (
+    ArchiveWriter,
+    Record,
+    StoredTensor,
+    archive_byteorder,
+    check_storage_spans,
+    storage_records,
+)
 from chclip_convert.files.output import atomic_output
 from chclip_convert.files.pickle_index import NotIndexable, TensorRef, read_index
 from chclip_convert.files.preflight import check_checkpoint_path
@@ -73,7 +81,9 @@ def load_checkpoint(path: str | Path) -> SourceCheckpoint:
 
     source = _unwrap(path, loaded, torch.Tensor)
     if mapped:
-        source.records = check_storage_spans(path, source.state_dict, loaded)
+        spans = check_storage_spans(path, source.state_dict, loaded)
+        # Records are copied as they lie only in this machine's byte order; torch swaps the bytes of any other.
+        source.records = spans if archive_byteorder(path) == sys.byteorder else {}
     return source
 
 
@@ -82,24 +92,37 @@ def index_checkpoint(path: str | Path) -> SourceCheckpoint | None:
     the record it fills, read without torch; ``None`` where :func:`load_checkpoint` must read the file instead.
 
     That is: anything the index reader does not know, a file that is not a training dict or state dict (whose
-    error ``load_checkpoint`` gives), or a tensor that is not exactly a record of its own (a view, a shared or
-    damaged storage). Only metadata is read, never tensor data.
+    error ``load_checkpoint`` gives), tensors among the metadata, another byte order than this machine's, or a
+    tensor that is not exactly a record of its own (a view, a shared or damaged storage). Only metadata is read,
+    never tensor data.
     """
     path = Path(path)
     check_checkpoint_path(path)
     try:
-        source = _unwrap(path, read_index(path), TensorRef)
-        by_key = {record.name.rsplit("/", 1)[-1]: record for record in storage_records(path)}
-    except (NotIndexable, CheckpointReadError):
+        loaded, folder = read_index(path)
+        source = _unwrap(path, loaded, TensorRef)
+        records = storage_records(path)
+    except (NotIndexable, ConversionError):
+        return None
+    by_name = {record.name: record for record in records}
+    kept = [loaded.get(key) for key in (*TRAINING_KEYS, AVERAGE_KEY)] if source.wrapper == TRAINING_DICT else []
+    if len(by_name) != len(records) or archive_byteorder(path) != sys.byteorder or any(map(_holds_ref, kept)):
         return None
     if len({ref.key for ref in source.state_dict.values()}) != len(source.state_dict):
         return None  # tensors sharing a storage
     for name, ref in source.state_dict.items():
-        record = by_key.get(ref.key)
+        record = by_name.get(f"{folder}/data/{ref.key}")
         if record is None or not ref.fills_storage() or not _whole_record(ref.nbytes, record):
             return None
         source.records[name] = record
     return source
+
+
+def _holds_ref(value: Any) -> bool:
+    """Whether ``value`` is or holds a tensor, as the index describes one."""
+    if isinstance(value, dict):
+        return any(map(_holds_ref, value.values()))
+    return isinstance(value, TensorRef) or (isinstance(value, list | tuple) and any(map(_holds_ref, value)))
 
 
 def describe_training(training: dict) -> str:
