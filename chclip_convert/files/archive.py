@@ -27,7 +27,7 @@ import struct
 import sys
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -54,8 +54,14 @@ class Record:
 
 def storage_records(path: Path) -> list[Record]:
     """The archive's ``…/data/<key>`` records, read from the central directory and local file headers."""
+    return _records(path, lambda name: "/data/" in name)
+
+
+def _records(path: Path, wanted: Callable[[str], bool]) -> list[Record]:
+    """The records whose names ``wanted`` accepts; raise a :class:`CheckpointReadError` for a compressed one or one
+    without a valid header."""
     with zipfile.ZipFile(path) as archive:
-        infos = [info for info in archive.infolist() if "/data/" in info.filename]
+        infos = [info for info in archive.infolist() if wanted(info.filename)]
     records = []
     with open(path, "rb") as stream:
         for info in infos:
@@ -81,9 +87,12 @@ def storage_records(path: Path) -> list[Record]:
 def archive_byteorder(path: Path) -> str:
     """The byte order an archive's tensors are stored in: its ``byteorder`` record, ``little`` when absent (torch
     then assumes it)."""
-    with zipfile.ZipFile(path) as archive:
-        found = [name for name in archive.namelist() if name.endswith("/byteorder")]
-        return archive.read(found[0]).decode("ascii", "replace").strip() if found else "little"
+    found = _records(path, lambda name: name.endswith("/byteorder"))
+    if not found:
+        return "little"
+    with open(path, "rb") as stream:  # read as it lies: a file saved without CRC-32s records them as 0
+        stream.seek(found[0].start)
+        return stream.read(found[0].size).decode("ascii", "replace").strip()
 
 
 def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
