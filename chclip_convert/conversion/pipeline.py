@@ -20,7 +20,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 READING = "reading the checkpoint and checking every key"  # the stages a conversion reports, after its start
 FINISHING = "writing the config and tokenizer, checking the folder"  # the weights' stage is the writer's
+SIDE_WAIT_ON_INTERRUPT = 15.0  # seconds: the side's files and model check take well under this (its import ~4 s)
 
 
 def convert_checkpoint(
@@ -122,6 +123,7 @@ def convert_checkpoint(
         config_dtype = dtype_name(majority_dtype(specs))  # what config.json records, as a given config's has it
         with atomic_output(output_dir, overwrite=overwrite) as folder:
             pool, interrupted = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chclip-model-side"), False
+            side = None
             try:
                 side = pool.submit(_model_side, folder, plan, source, specs, config_dtype, strict, vocab_path)
                 streamed = _stream_weights(folder, plan, source, specs, max_shard_bytes, progress, side)
@@ -134,7 +136,10 @@ def convert_checkpoint(
                 raise
             finally:
                 # A failure waits for the side, so that nothing writes into the folder being removed; Ctrl-C
-                # does not (the side may be stopped inside an import, whose lock the interrupt left held).
+                # waits a bounded time (the side may be stopped inside an import, whose lock the interrupt left
+                # held): long enough for its files, so that they do not outlive the folder's removal.
+                if interrupted and side is not None:
+                    wait([side], timeout=SIDE_WAIT_ON_INTERRUPT)
                 pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
             summary = ConversionSummary(
                 output_dir=output_dir,
