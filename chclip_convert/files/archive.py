@@ -95,15 +95,18 @@ def archive_byteorder(path: Path) -> str:
         return stream.read(found[0].size).decode("ascii", "replace").strip()
 
 
-def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
-    """Every tensor inside nested dicts, lists and tuples (the model's and the optimizer's alike)."""
-    import torch
+def tensors_in(obj: Any, kind: type | None = None) -> Iterator[Any]:
+    """Every tensor inside nested dicts, lists and tuples (the model's and the optimizer's alike): every
+    ``torch.Tensor``, or every instance of ``kind`` (a tensor as an index describes one)."""
+    if kind is None:
+        import torch
 
-    if isinstance(obj, torch.Tensor):
+        kind = torch.Tensor
+    if isinstance(obj, kind):
         yield obj
     elif isinstance(obj, dict | list | tuple):
         for value in obj.values() if isinstance(obj, dict) else obj:
-            yield from tensors_in(value)
+            yield from tensors_in(value, kind)
 
 
 def span_bytes(tensor: torch.Tensor) -> int:

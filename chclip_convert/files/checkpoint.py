@@ -29,6 +29,7 @@ from chclip_convert.files.archive import (
     archive_byteorder,
     check_storage_spans,
     storage_records,
+    tensors_in,
 )
 from chclip_convert.files.output import atomic_output
 from chclip_convert.files.pickle_index import NotIndexable, TensorRef, read_index
@@ -106,7 +107,11 @@ def index_checkpoint(path: str | Path) -> SourceCheckpoint | None:
         return None
     by_name = {record.name: record for record in records}
     kept = [loaded.get(key) for key in (*TRAINING_KEYS, AVERAGE_KEY)] if source.wrapper == TRAINING_DICT else []
-    if len(by_name) != len(records) or archive_byteorder(path) != sys.byteorder or any(map(_holds_ref, kept)):
+    if (
+        len(by_name) != len(records)
+        or archive_byteorder(path) != sys.byteorder
+        or next(tensors_in(kept, TensorRef), None) is not None  # tensors among the metadata
+    ):
         return None
     if len({ref.key for ref in source.state_dict.values()}) != len(source.state_dict):
         return None  # tensors sharing a storage
@@ -116,13 +121,6 @@ def index_checkpoint(path: str | Path) -> SourceCheckpoint | None:
             return None
         source.records[name] = record
     return source
-
-
-def _holds_ref(value: Any) -> bool:
-    """Whether ``value`` is or holds a tensor, as the index describes one."""
-    if isinstance(value, dict):
-        return any(map(_holds_ref, value.values()))
-    return isinstance(value, TensorRef) or (isinstance(value, list | tuple) and any(map(_holds_ref, value)))
 
 
 def describe_training(training: dict) -> str:
