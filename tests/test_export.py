@@ -44,14 +44,28 @@ def narrow_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(narrow_checkpoint, tmp_path_factory) -> tuple[Path, int, dict]:
+def exported(narrow_checkpoint, tmp_path_factory) -> tuple[Path, int, dict, list[str]]:
     """The narrow checkpoint converted and exported in every variant by the command line: (folder, exit code,
-    --report JSON)."""
+    --report JSON, the graphs traced)."""
     work = tmp_path_factory.mktemp("exported")
     folder, report = work / "narrow-hf", work / "export.json"
     argv = ["export-onnx", str(narrow_checkpoint), str(folder), "--dtype", "float16", "--quantize", "--no-progress"]
-    code = main([*argv, "--report", str(report)])
-    return folder, code, json.loads(report.read_text(encoding="utf-8"))
+    with pytest.MonkeyPatch.context() as patch:
+        traced = tracing_recorded(patch)
+        code = main([*argv, "--report", str(report)])
+    return folder, code, json.loads(report.read_text(encoding="utf-8")), traced
+
+
+def tracing_recorded(patch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the graphs the export traces from here on, in order (the tracing itself unchanged)."""
+    traced, real = [], pipeline.export_graph
+
+    def export_graph(model, graph, *args, **kwargs):
+        traced.append(graph.name)
+        return real(model, graph, *args, **kwargs)
+
+    patch.setattr(pipeline, "export_graph", export_graph)
+    return traced
 
 
 def session(path: Path):
@@ -59,8 +73,9 @@ def session(path: Path):
 
 
 def test_export_from_a_checkpoint_writes_every_file_verified(exported):
-    folder, code, report = exported
+    folder, code, report, traced = exported
     assert code == 0 and report["ok"], report["failures"]
+    assert traced == ["model"], "the towers' files are cut from model.onnx, not traced again"
     assert sorted(report["files"]) == sorted(FILES)
     assert sorted(p.name for p in (folder / "onnx").iterdir()) == sorted([*FILES, "export_report.json"])
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()  # transformers.js needs both
@@ -115,6 +130,25 @@ def test_outputs_match_pytorch_at_other_batch_sizes_and_text_lengths(exported):
     np.testing.assert_allclose(got_both[0], both.logits_per_image.numpy(), atol=1e-3)
     assert got_both[0].shape == (2, 4) and got_both[1].shape == (4, 2)
     np.testing.assert_allclose(got_both[2], both.text_embeds.numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_combined_graph_the_cut_does_not_know_has_its_towers_traced_alone(other_folder, tmp_path, monkeypatch):
+    """A combined graph the cut does not recognise (a future exporter's) falls back to tracing each tower alone,
+    and those files pass the same checks."""
+    folder = copy_of(other_folder, tmp_path)
+    traced = tracing_recorded(monkeypatch)
+    monkeypatch.setattr(pipeline, "derive_tower", lambda *args: False)
+    report = export_onnx(folder, compare_original=False)
+    assert report.ok and traced == ["model", "text_model", "vision_model"]
+    assert {check.file for check in report.checks} == {graph.file_name() for graph in GRAPHS}
+
+
+def test_the_cut_refuses_a_graph_that_does_not_end_in_the_normalising_division(exported, tmp_path):
+    """``text_model.onnx`` ends in the projection itself: no ``Div`` to cut before, so nothing is written."""
+    tower = GRAPHS[1]
+    assert not writer.derive_tower(exported[0] / "onnx" / tower.file_name(), tower, tmp_path / "cut.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
@@ -191,7 +225,7 @@ def test_a_failing_check_names_the_model_output_and_difference_and_leaves_nothin
 
 
 def test_every_file_is_checked_against_cn_clip_too_and_the_record_names_no_absolute_path(exported, narrow_checkpoint):
-    folder, _, _ = exported
+    folder = exported[0]
     record = (folder / "onnx" / "export_report.json").read_text(encoding="utf-8")
     saved = json.loads(record)
     against = {check["file"] for check in saved["checks"] if check["case"] == "batch 3×5 vs cn_clip"}

@@ -42,6 +42,7 @@ from chclip_convert.export.writer import (
     INT8,
     OPSET,
     Variant,
+    derive_tower,
     export_graph,
     inline_weights,
     write_fp16,
@@ -231,12 +232,16 @@ def _export_into(
         cases[name] = example
         for graph in GRAPHS:
             references[graph.name][name] = original_outputs[graph.name]
-    files = []
-    for graph in GRAPHS:
+    combined, *towers = GRAPHS
+    steps.next(f"exporting {combined.file_name()}")
+    export_graph(model, combined, example, onnx_dir / combined.file_name(), opset=options.opset)
+    gc.collect()  # the exporter's copy of the weights, before the towers
+    for graph in towers:  # cut from the combined file; traced alone only if its graph is not as expected
         steps.next(f"exporting {graph.file_name()}")
-        export_graph(model, graph, example, onnx_dir / graph.file_name(), opset=options.opset)
-        files.append((graph, FP32, graph.file_name()))
-        gc.collect()  # the exporter's copy of the weights, before the next graph's
+        if not derive_tower(onnx_dir / combined.file_name(), graph, onnx_dir / graph.file_name()):
+            export_graph(model, graph, example, onnx_dir / graph.file_name(), opset=options.opset)
+            gc.collect()
+    files = [(graph, FP32, graph.file_name()) for graph in GRAPHS]
     del model  # the references hold what the checks need; the single files, variants and sessions get its room
     gc.collect()
     for graph in GRAPHS:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from chclip_convert.export.graphs import GraphSpec, wrap
+from chclip_convert.export.graphs import COMBINED, GRAPH_BY_NAME, GraphSpec, wrap
 
 OPSET = 18  # optimum's default for chinese_clip; every onnxruntime since 1.14 runs it
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # the 2 GiB protobuf cap, less room for the graph itself
@@ -62,6 +62,58 @@ def export_graph(model, graph: GraphSpec, example: dict[str, torch.Tensor], path
             verbose=False,
         )
     save_ir(program.model, path)
+
+
+def derive_tower(combined: Path, graph: GraphSpec, path: Path) -> bool:
+    """Write the tower ``graph`` at ``path`` as the part of the exported ``combined`` file that computes it;
+    ``False``, writing nothing, if that file's graph is not of the shape this expects.
+
+    ``model.onnx`` ends each tower's embedding in ``Div(projected, norm)``; the projected feature, before that
+    division, is what the tower's file outputs (``get_text_features``, ``get_image_features``). Cutting the
+    graph there keeps the nodes and weights that feature depends on, so the file holds the same ops as a trace of
+    the tower alone would, and costs a second rather than a trace of the model (most of an export's time).
+    ``combined`` must still hold its weights in ``<name>_data`` (:func:`save_ir`), so that they are read lazily.
+    """
+    import onnx_ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
+
+    model = onnx_ir.load(combined)
+    (output,) = graph.outputs
+    normalised = next((value for value in model.graph.outputs if value.name == output), None)
+    division = normalised.producer() if normalised is not None else None
+    if division is None or division.op_type != "Div" or set(graph.inputs) - {v.name for v in model.graph.inputs}:
+        return False
+    projected = division.inputs[0]
+    normalised.name = f"{output}_normalised"  # frees the name for the tower's own output
+    projected.name = output
+    model.graph.outputs.clear()
+    model.graph.outputs.append(projected)
+    for value in [value for value in model.graph.inputs if value.name not in graph.inputs]:
+        model.graph.inputs.remove(value)
+    RemoveUnusedNodesPass()(model)
+    RemoveUnusedOpsetsPass()(model)
+    if any(not value.uses() for value in model.graph.inputs):  # the cut lost an input the tower reads
+        return False
+    _rename_axes(model.graph, _axis_names(GRAPH_BY_NAME[COMBINED], graph))
+    save_ir(model, path)
+    return True
+
+
+def _axis_names(combined: GraphSpec, tower: GraphSpec) -> dict[str, str]:
+    """The combined file's name of each dynamic axis → the tower's (``text_batch_size`` → ``batch_size``)."""
+    return {
+        combined.dynamic_axes[name][axis]: axis_name
+        for name in tower.inputs
+        for axis, axis_name in tower.dynamic_axes[name].items()
+    }
+
+
+def _rename_axes(graph, names: dict[str, str]) -> None:
+    """Give every value of ``graph`` whose shape names an axis of ``names`` the new name instead."""
+    values = [*graph.inputs, *(output for node in graph for output in node.outputs)]
+    for value in values:
+        if value.shape is not None and any(str(dim) in names for dim in value.shape):
+            value.shape = type(value.shape)([names.get(str(dim), dim) for dim in value.shape])
 
 
 def _dims(graph: GraphSpec, max_length: int) -> dict[str, torch.export.Dim]:
