@@ -18,6 +18,7 @@ STATUS_FILTERS = ("all", "problems", *STATUSES)  # what the key views filter by 
 # The files a converted folder holds, by the names transformers and this tool give them.
 CONFIG_FILE = "config.json"
 REPORT_FILE = "conversion_report.json"  # what this tool recorded of the conversion
+EXPORT_REPORT_FILE = "export_report.json"  # what export-onnx recorded, in the folder's onnx/
 CARD_FILE = "README.md"  # the model card
 BIN_FILE = "pytorch_model.bin"  # older folders' weights
 WEIGHTS_SUFFIX = ".safetensors"

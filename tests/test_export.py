@@ -353,6 +353,23 @@ def test_an_existing_onnx_folder_is_kept_without_overwrite(other_folder, tmp_pat
     assert_refused(["export-onnx", str(folder)], "exists and is not empty", folder / "onnx", capsys, folder)
 
 
+@pytest.mark.parametrize("complete", [True, False], ids=["onnx/ complete", "onnx/ without its report"])
+def test_an_onnx_folder_a_killed_replacement_set_aside_goes_once_its_successor_is_complete(
+    complete, exported, tmp_path
+):
+    """Killed between moving the new ``onnx/`` in and removing the old one: the next run removes the old one when
+    the new one holds its report, written last; otherwise the set-aside one may be the only copy, and stays."""
+    folder = copy_of(exported[0], tmp_path)
+    aside = folder / "onnx.chclip-old"
+    shutil.copytree(folder / "onnx", aside)
+    if not complete:
+        (folder / "onnx" / "export_report.json").unlink()
+    with pytest.raises(OutputError, match="exists and is not empty"):
+        export_onnx(folder)  # refused, as onnx/ is there; the set-aside folder is seen to first
+    assert aside.exists() is not complete
+    assert sorted(p.name for p in folder.iterdir() if "chclip" in p.name) == ([] if complete else [aside.name])
+
+
 def test_an_output_holding_the_folder_is_refused(other_folder, tmp_path, capsys):
     folder = copy_of(other_folder, tmp_path)
     assert_refused(["export-onnx", str(folder), str(tmp_path)], "would hold or replace", tmp_path, capsys, folder)

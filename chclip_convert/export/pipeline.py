@@ -51,11 +51,10 @@ from chclip_convert.export.writer import (
 from chclip_convert.files.folder import weight_files
 from chclip_convert.files.output import atomic_output, check_output_dir, output_lock, output_path
 from chclip_convert.files.records import read_json, read_report, recorded_source
-from chclip_convert.names import BIN_FILE, CARD_FILE, CONFIG_FILE
+from chclip_convert.names import BIN_FILE, CARD_FILE, CONFIG_FILE, EXPORT_REPORT_FILE
 from chclip_convert.progress import OnProgress, Progress
 
 ONNX_DIR = "onnx"  # where transformers.js and optimum look for a folder's ONNX files
-EXPORT_REPORT_FILE = "export_report.json"
 EXPORT_DTYPES = ("float32", "float16")
 DERIVED = {FP16.name: write_fp16, INT8.name: write_int8}  # variant → how it is made from the float32 file
 

@@ -20,10 +20,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from chclip_convert.errors import ConversionError, OutputError
-from chclip_convert.names import REPORT_FILE
+from chclip_convert.names import EXPORT_REPORT_FILE, REPORT_FILE
 
 PARTIAL_SUFFIX = ".chclip-partial"
 OLD_SUFFIX = ".chclip-old"
+# The file a writer puts last into each kind of folder it publishes: a converted folder, its onnx/.
+COMPLETE_MARKERS = (REPORT_FILE, EXPORT_REPORT_FILE)
 LOCK_SUFFIX = ".chclip-lock"
 
 
@@ -227,7 +229,7 @@ def _tidy(target: Path) -> None:
     try:
         if old.exists() and not target.exists() and not target.is_symlink():
             old.rename(target)  # killed between setting the user's folder aside and moving the new one in
-        elif old.is_dir() and (target / REPORT_FILE).is_file():
+        elif old.is_dir() and any((target / name).is_file() for name in COMPLETE_MARKERS):
             _remove(old)  # killed after the new folder was in place, before the old one was removed
     except OSError as error:
         raise OutputError(

@@ -17,6 +17,7 @@ import ipywidgets as W
 
 from chclip_convert.errors import ConversionError
 from chclip_convert.files.output import check_output_dir, output_path
+from chclip_convert.names import EXPORT_REPORT_FILE
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import failure_text, message_html
 from chclip_convert.notebook.elements import Panel, in_widget_terms, run_again
@@ -237,7 +238,6 @@ def export_failure_text(error: Exception) -> str:
 def exported_before(onnx_dir: Path) -> bool:
     """Whether ``onnx_dir`` holds what an export wrote: its ``export_report.json`` and both towers' files."""
     from chclip_convert.export.latency import exported_variants
-    from chclip_convert.export.pipeline import EXPORT_REPORT_FILE
 
     return (onnx_dir / EXPORT_REPORT_FILE).is_file() and bool(exported_variants(onnx_dir))
 
