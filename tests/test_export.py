@@ -151,6 +151,20 @@ def test_the_cut_refuses_a_graph_that_does_not_end_in_the_normalising_division(e
     assert list(tmp_path.iterdir()) == []
 
 
+def test_quantized_weights_are_unsigned_where_a_conv_is_as_transformers_js_makes_q8_files(exported):
+    """onnxruntime-web has no ConvInteger for signed weights, and signed ones saturate on CPUs without VNNI."""
+    onnx_dir = exported[0] / "onnx"
+    for graph in GRAPHS:
+        model = onnx.load(onnx_dir / graph.file_name("_quantized"))
+        integer_ops = [node for node in model.graph.node if node.op_type in ("MatMulInteger", "ConvInteger")]
+        initializers = {tensor.name: tensor.data_type for tensor in model.graph.initializer}
+        weight_types = {initializers[node.input[1]] for node in integer_ops if node.input[1] in initializers}
+        has_conv = any(node.op_type == "ConvInteger" for node in integer_ops)
+        assert has_conv == (graph.name != "text_model"), graph.name  # the patch embedding is a Conv
+        wanted = onnx.TensorProto.UINT8 if has_conv else onnx.TensorProto.INT8
+        assert integer_ops and weight_types == {wanted}, (graph.name, weight_types)
+
+
 def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
     opened = []
     real = latency.open_session
