@@ -7,9 +7,11 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from support import ROOT
@@ -288,6 +290,31 @@ def test_a_folder_converted_over_is_not_offered_for_the_old_checkpoint(workspace
     assert workspace.converted_folder(first) == folder
     convert_checkpoint(second, folder, overwrite=True)  # its report now names the second checkpoint
     assert workspace.converted_folder(first) is None
+
+
+def test_a_folder_whose_record_names_its_checkpoint_by_name_alone_is_still_offered(workspace, tmp_path):
+    """A checkpoint and a folder that share no folder but the root (/tmp and the home, say): the report, made
+    for sharing, names the checkpoint by its file name alone. The workspace still knows the folder by the digest
+    it remembered; converted over from another checkpoint of the same name, it is not offered."""
+    import tempfile
+
+    from chclip_convert import convert_checkpoint
+
+    bases = [Path(base) for base in ("/dev/shm", "/var/tmp", Path.home()) if Path(base).is_dir()]
+    base = next(b for b in bases if os.access(b, os.W_OK) and os.path.commonpath([b, tmp_path]) == os.sep)
+    elsewhere = Path(tempfile.mkdtemp(prefix="chclip-test-", dir=base))
+    try:
+        first = write_demo_checkpoint(tmp_path / "a")
+        folder = elsewhere / "hf"
+        convert_checkpoint(first, folder)
+        assert json.loads((folder / "conversion_report.json").read_text())["source"] == first.name
+        workspace.remember(first, folder)
+        assert workspace.converted_folder(first) == folder
+        other = write_demo_checkpoint(tmp_path / "b", seed=1)  # the same file name, other weights
+        convert_checkpoint(other, folder, overwrite=True)
+        assert workspace.converted_folder(first) is None
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_the_launchers_checkpoint_opens_until_another_is_picked(workspace, tmp_path, monkeypatch):

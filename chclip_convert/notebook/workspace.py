@@ -33,6 +33,7 @@ CONVERTED_DIR = "converted"
 AVERAGED_DIR = "averaged"  # averages of chosen epochs (notebook 05)
 DEMO_SUBDIR = "demo"
 DEMO_RUN_SUBDIR = "demo-run"
+DIGESTS = "digests"  # settings.json: converted folder → the weights digest its report recorded when remembered
 
 
 def default_work_folder() -> Path:
@@ -68,7 +69,11 @@ class Workspace:
             if choose:
                 data["checkpoint"] = str(Path(checkpoint).absolute())
             if converted is not None:
-                data.setdefault("converted", {})[str(Path(checkpoint).absolute())] = str(Path(converted).absolute())
+                folder = str(Path(converted).absolute())
+                data.setdefault("converted", {})[str(Path(checkpoint).absolute())] = folder
+                digest = _recorded_digest(Path(converted))
+                if digest:  # what tells this conversion from a later one into the same folder
+                    data.setdefault(DIGESTS, {})[folder] = digest
             if environment:
                 data["environment"] = environment
 
@@ -145,10 +150,19 @@ class Workspace:
         """The folder ``checkpoint`` was last converted into, if it is still there and its conversion report
         still names that checkpoint (a folder converted over since is not offered)."""
         checkpoint = str(Path(checkpoint).absolute())
-        remembered = self.settings().get("converted", {}).get(checkpoint)
+        settings = self.settings()
+        remembered = settings.get("converted", {}).get(checkpoint)
         if not remembered or not looks_converted(Path(remembered)):
             return None
-        return Path(remembered) if converted_from(Path(remembered)) == checkpoint else None
+        folder = Path(remembered)
+        if converted_from(folder) == checkpoint:
+            return folder
+        # A record made for sharing names a checkpoint that shares no folder with it but the root by its file name
+        # alone (no path of this machine): the same conversion if its weights digest is the one remembered.
+        digests = settings.get(DIGESTS)
+        remembered_digest = digests.get(remembered) if isinstance(digests, dict) else None
+        same = _recorded_name(folder) == Path(checkpoint).name and remembered_digest == _recorded_digest(folder)
+        return folder if same and remembered_digest else None
 
     def ensure_converted(self, checkpoint: str | Path) -> Path:
         """The folder ``checkpoint`` was converted into; if none, converted now into the work folder."""
@@ -232,12 +246,29 @@ class Workspace:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _record(folder: Path) -> dict:
+    """The folder's ``conversion_report.json``, ``{}`` if it has none or it cannot be read (it names nothing)."""
+    try:
+        return read_report(folder) or {}
+    except ConversionError:
+        return {}
+
+
+def _recorded_digest(folder: Path) -> str | None:
+    """The weights digest of the checkpoint the folder's report says it was converted from, if it says."""
+    digest = _record(folder).get("source_weights_digest")
+    return digest if isinstance(digest, str) else None
+
+
+def _recorded_name(folder: Path) -> str | None:
+    """The checkpoint's file name, if the folder's report names its source by that alone (no folder)."""
+    source = _record(folder).get("source")
+    return source if isinstance(source, str) and source and Path(source).name == source else None
+
+
 def converted_from(folder: Path) -> str | None:
     """The checkpoint a folder's ``conversion_report.json`` says it was converted from, if it says."""
-    try:
-        source = recorded_source(folder, read_report(folder))
-    except ConversionError:  # unreadable: it names no checkpoint
-        return None
+    source = recorded_source(folder, _record(folder))
     return str(source.absolute()) if source is not None else None
 
 
