@@ -54,7 +54,7 @@ class ExportUI:
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress", style=DESCRIPTION)
         self.progress_text = W.HTML()
         self.status = W.HTML()
-        self.table = W.HTML()
+        self.table = W.HTML(layout=W.Layout(width="100%"))  # the panel's width: the table scrolls inside it
         self.report: ExportReport | None = None  # what the last export wrote and checked, once it ended well
         self.error: Exception | None = None
         self.task = BackgroundTask(self._on_progress, self._show_busy)
@@ -253,17 +253,22 @@ def verdicts_text(report: ExportReport) -> str:
 
 
 def parity_html(report: ExportReport) -> str:
-    """The parity table: a row per file and batch case, its worst figures beside its variant's limits."""
+    """The parity table: a row per file and batch case, its verdict first, then its worst figures beside its
+    variant's limits. Each row keeps to one line; in a panel narrower than the table (notebooks side by side),
+    the table scrolls sideways in its own box, its verdicts in view."""
     from chclip_convert.export.parity import TOLERANCES
 
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{title}</th>" for title in PARITY_COLUMNS)
     body = "".join(_parity_row(row, TOLERANCES[row.variant]) for row in report.summary_rows())
     failures = "".join(f"<li>{html.escape(check.describe())}</li>" for check in report.failures)
     said = f"<ul style='color:#b71c1c;margin:4px 0'>{failures}</ul>" if failures else ""
-    return f"<table class='parity-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{said}"
+    table = f"<table class='parity-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # No width of its own (the box never widens the page to the table's), then all its panel's: the table scrolls
+    box = "overflow-x:auto;width:0;min-width:100%"
+    return f"<div class='parity-scroll' style='{box}'>{table}</div>{said}"
 
 
-PARITY_COLUMNS = ("file", "inputs", "max abs diff / scale", "least cosine", "best caption agrees", "verdict")
+PARITY_COLUMNS = ("verdict", "file", "inputs", "max abs diff / scale", "least cosine", "best caption agrees")
 
 
 def _parity_row(row, tolerance) -> str:
@@ -271,10 +276,10 @@ def _parity_row(row, tolerance) -> str:
     cosine = f"{row.min_cosine:.6f} (≥ {tolerance.min_cosine:g})" if row.min_cosine is not None else "—"
     colour = "#1b5e20" if row.ok else "#b71c1c"
     cells = (
-        f"<code>{html.escape(row.file)}</code>", html.escape(row.case), f"{row.relative_difference:.1e}{limit}",
-        cosine, html.escape(row.top1 or "—"), f"<b style='color:{colour}'>{'PASS' if row.ok else 'FAIL'}</b>",
+        f"<b style='color:{colour}'>{'PASS' if row.ok else 'FAIL'}</b>", f"<code>{html.escape(row.file)}</code>",
+        html.escape(row.case), f"{row.relative_difference:.1e}{limit}", cosine, html.escape(row.top1 or "—"),
     )  # fmt: skip
-    return "<tr>" + "".join(f"<td style='padding:2px 8px'>{cell}</td>" for cell in cells) + "</tr>"
+    return "<tr>" + "".join(f"<td style='padding:2px 8px;white-space:nowrap'>{cell}</td>" for cell in cells) + "</tr>"
 
 
 def _files_html(report: ExportReport) -> str:

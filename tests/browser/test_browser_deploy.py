@@ -24,6 +24,16 @@ def test_the_deploy_page_exports_checks_ranks_and_times_and_cancel_keeps_the_fol
         assert table.locator(f"code:text-is('{name}.onnx')").count() == 3
         assert table.locator(f"code:text-is('{name}_quantized.onnx')").count() == 3
     assert page.locator("text=Exported and verified").count() == 1
+    laptop = page.viewport_size
+    page.set_viewport_size({"width": 560, "height": laptop["height"]})  # half a laptop: two notebooks side by side
+    box = page.locator("div.parity-scroll").first
+    sizes = box.evaluate(
+        "d => [d.scrollWidth, d.clientWidth, getComputedStyle(d).overflowX, document.documentElement.scrollWidth]"
+    )
+    verdict = table.locator("td b:text-is('PASS')").first.bounding_box()
+    assert sizes[0] > sizes[1] and sizes[2] == "auto", f"the table should scroll in its own box: {sizes}"
+    assert verdict["x"] + verdict["width"] <= 560, "the verdicts should stay in view"
+    page.set_viewport_size(laptop)
     assert "run the cells" not in page.inner_text("body").lower()
     # the rankings side by side, PyTorch's first; then the latency figure, drawn at its size
     titles = page.locator(".widget-hbox .widget-vbox > .widget-html b").all_inner_texts()
