@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import ipywidgets as W
 import numpy as np
 
+from chclip_convert.notebook.elements import wrapping_layout
 from chclip_convert.notebook.fonts import cjk_html
 
 
@@ -48,7 +49,7 @@ class RankingComparison(W.HBox):
             W.VBox([W.HTML(f"<b>{html.escape(name)}</b>"), ranking], layout=W.Layout(margin="0 32px 8px 0"))
             for name, ranking in self.rankings.items()
         ]
-        super().__init__(columns, layout=W.Layout(flex_flow="row wrap"))
+        super().__init__(columns, layout=wrapping_layout())
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         bundle = super()._repr_mimebundle_(**kwargs)

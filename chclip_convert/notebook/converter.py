@@ -25,7 +25,7 @@ from chclip_convert.files.output import check_output_dir
 from chclip_convert.files.preflight import check_checkpoint_path, looks_converted
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
-from chclip_convert.notebook.elements import LinkedHTML, Panel, in_widget_terms, notebook_link
+from chclip_convert.notebook.elements import LinkedHTML, Panel, in_widget_terms, notebook_link, wrapping_row
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.workspace import Workspace
@@ -346,8 +346,8 @@ class ConvertUI:
     def widget(self) -> W.VBox:
         paths = [self.checkpoint_picker.widget, self.checkpoint_message, self.output_picker.widget, self.output_message]
         files = [self.vocab, self.vocab_message, self.config, self.config_message]
-        options = W.HBox([self.dtype, self.overwrite, self.drop_unused])
-        run = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
+        options = wrapping_row([self.dtype, self.overwrite, self.drop_unused])
+        run = wrapping_row([self.convert_button, self.cancel_button, self.progress, self.progress_text])
         parts = [self.header, *paths, *files, options, run, self.status, self.next_steps.widget]
         return Panel(parts, name="The converter")
 

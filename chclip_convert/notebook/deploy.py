@@ -20,7 +20,7 @@ from chclip_convert.files.output import check_output_dir, output_path
 from chclip_convert.names import EXPORT_REPORT_FILE
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import failure_text, message_html
-from chclip_convert.notebook.elements import Panel, in_widget_terms, run_again
+from chclip_convert.notebook.elements import Panel, in_widget_terms, run_again, wrapping_row
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, PathPicker
 from chclip_convert.progress import OnProgress, Progress
@@ -198,10 +198,8 @@ class ExportUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        options = W.HBox(
-            [self.fp16, self.quantize, self.overwrite, self.keep_failed], layout=W.Layout(flex_flow="wrap")
-        )
-        run = W.HBox([self.export_button, self.cancel_button, self.progress, self.progress_text])
+        options = wrapping_row([self.fp16, self.quantize, self.overwrite, self.keep_failed])
+        run = wrapping_row([self.export_button, self.cancel_button, self.progress, self.progress_text])
         parts = [self.output_picker.widget, options, self.message, run, self.status, self.table]
         return Panel(parts, name="The ONNX exporter")
 

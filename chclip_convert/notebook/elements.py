@@ -86,6 +86,17 @@ def nothing_found(what: str, text: str, total: int) -> str:
     return f"no {what} matches <code>{html.escape(text.strip())}</code> ({count})" if text.strip() else count
 
 
+def wrapping_layout() -> W.Layout:
+    """A row's layout whose widgets go on to the next line where the panel is too narrow for them (two notebooks
+    side by side on a laptop), instead of being cut off at its edge."""
+    return W.Layout(flex_flow="row wrap")
+
+
+def wrapping_row(children: list) -> W.HBox:
+    """Widgets side by side, on as many lines as the panel's width needs (:func:`wrapping_layout`)."""
+    return W.HBox(children, layout=wrapping_layout())
+
+
 class Panel(W.VBox):
     """A ``VBox`` whose plain-text form is a sentence: what a notebook opened without running it shows in place
     of the widgets (JupyterLab, nbviewer), and what its stored output holds — not a dump of the children's state,

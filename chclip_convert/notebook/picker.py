@@ -16,10 +16,14 @@ import ipywidgets as W
 
 from chclip_convert.files.preflight import looks_converted
 from chclip_convert.names import CHECKPOINT_SUFFIXES
+from chclip_convert.notebook.elements import wrapping_row
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.units import human_size
 
-WIDE = W.Layout(width="640px")
+# A field 640 px wide that gives way in a narrower panel (notebooks side by side), and buttons that do not: a
+# button squeezed shows "B…" for "Browse…".
+WIDE = W.Layout(width="640px", max_width="100%", flex="0 1 auto", min_width="14em")
+KEEP = {"flex": "0 0 auto"}  # a button's own width, whatever the panel's
 DESCRIPTION = {"description_width": "110px"}
 LISTED = 500  # entries shown per folder; a folder with more says how many it left out
 
@@ -59,16 +63,20 @@ class PathPicker:
         self.places = places or standard_places()
         # widgets
         self.path = W.Text(str(value), description=description, placeholder=placeholder, layout=WIDE, style=DESCRIPTION)
-        self.browse = W.ToggleButton(False, description="Browse…", icon="folder-open", layout=W.Layout(width="100px"))
+        self.browse = W.ToggleButton(
+            False, description="Browse…", icon="folder-open", layout=W.Layout(width="100px", **KEEP)
+        )
         self.location = W.HTML()
-        self.up = W.Button(description="Up", icon="arrow-up", layout=W.Layout(width="70px"))
+        self.up = W.Button(description="Up", icon="arrow-up", layout=W.Layout(width="70px", **KEEP))
         self.hidden = W.Checkbox(
             False, description="Show hidden", indent=False, layout=W.Layout(width="auto", margin="2px 16px 0 8px")
         )
-        self.place_buttons = [W.Button(description=label, layout=W.Layout(width="auto")) for label in self.places]
+        self.place_buttons = [
+            W.Button(description=label, layout=W.Layout(width="auto", **KEEP)) for label in self.places
+        ]
         here = "Use this folder" if kind == "folder" else "Write here"
-        self.here = W.Button(description=here, icon="check", layout=W.Layout(width="auto"))
-        self.listing = W.Select(options=[], rows=12, layout=W.Layout(width="750px"))
+        self.here = W.Button(description=here, icon="check", layout=W.Layout(width="auto", **KEEP))
+        self.listing = W.Select(options=[], rows=12, layout=W.Layout(width="750px", max_width="100%"))
         self.panel = W.VBox(layout=W.Layout(display="none", margin="0 0 6px 115px"))
         self.folder = next(iter(self.places.values()))  # the folder listed; set by open() when browsing starts
         # connections
@@ -153,7 +161,10 @@ class PathPicker:
     @property
     def widget(self) -> W.VBox:
         here = [self.here] if self.kind in ("output", "folder") else []
-        self.panel.children = [W.HBox([self.up, *self.place_buttons, *here, self.hidden, self.location]), self.listing]
+        self.panel.children = [
+            wrapping_row([self.up, *self.place_buttons, *here, self.hidden, self.location]),
+            self.listing,
+        ]
         return W.VBox([W.HBox([self.path, self.browse]), self.panel])
 
 

@@ -24,7 +24,15 @@ from chclip_convert.files.preflight import cn_clip_run
 from chclip_convert.names import DTYPE_CHOICES
 from chclip_convert.notebook.background import BackgroundTask
 from chclip_convert.notebook.converter import message_html
-from chclip_convert.notebook.elements import RUN_BELOW_HINT, Panel, in_voila, in_widget_terms, notebook_hint, run_again
+from chclip_convert.notebook.elements import (
+    RUN_BELOW_HINT,
+    Panel,
+    in_voila,
+    in_widget_terms,
+    notebook_hint,
+    run_again,
+    wrapping_row,
+)
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker, standard_places
 from chclip_convert.notebook.plotting.figures import RUN_CURVES_SIZE, RUN_HEATMAPS_SIZE, figure_widget, new_figure
@@ -270,8 +278,8 @@ class EpochConvertUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        buttons = W.HBox([self.convert_button, self.cancel_button, self.progress, self.progress_text])
-        parts = [self.epochs, self.into, W.HBox([self.dtype, self.overwrite]), buttons, self.results]
+        buttons = wrapping_row([self.convert_button, self.cancel_button, self.progress, self.progress_text])
+        parts = [self.epochs, self.into, wrapping_row([self.dtype, self.overwrite]), buttons, self.results]
         return Panel(parts, name="The epochs' converter")
 
 
@@ -365,7 +373,7 @@ class EpochAverageUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        buttons = W.HBox([self.average_button, self.cancel_button, self.progress, self.progress_text])
+        buttons = wrapping_row([self.average_button, self.cancel_button, self.progress, self.progress_text])
         parts = [self.epochs, self.weights, self.output, self.overwrite, buttons, self.results]
         return Panel(parts, name="The epochs' averager")
 

@@ -19,7 +19,7 @@ from chclip_convert.files.output import check_output_file
 from chclip_convert.files.safetensors_writer import INDEX_FILE, shard_size_bytes
 from chclip_convert.names import DTYPE_CHOICES, WEIGHTS_SUFFIX
 from chclip_convert.notebook.converter import failure_text, message_html, validate_inputs
-from chclip_convert.notebook.elements import Panel
+from chclip_convert.notebook.elements import Panel, wrapping_row
 from chclip_convert.notebook.fonts import cjk_html
 from chclip_convert.notebook.picker import DESCRIPTION, WIDE, PathPicker
 from chclip_convert.progress import Progress
@@ -166,9 +166,9 @@ class SaveUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        options = W.HBox([self.dtype, self.shard_size, self.overwrite])
-        card = W.HBox([self.license, self.base_model])
-        run = W.HBox([self.save_button, self.progress])
+        options = wrapping_row([self.dtype, self.shard_size, self.overwrite])
+        card = wrapping_row([self.license, self.base_model])
+        run = wrapping_row([self.save_button, self.progress])
         parts = [self.folder_picker.widget, options, card, self.message, run, self.result, self.files]
         return Panel(parts, name="Save")
 
@@ -236,5 +236,5 @@ class ReverseUI:
     # layout
     @property
     def widget(self) -> W.VBox:
-        parts = [W.HBox([self.output, self.overwrite]), self.message, self.reverse_button, self.result]
+        parts = [wrapping_row([self.output, self.overwrite]), self.message, self.reverse_button, self.result]
         return Panel(parts, name="Back to the original format")

@@ -33,3 +33,21 @@ def test_a_hidden_checkpoint_in_a_hidden_folder_is_reached_by_typing_and_show_hi
         "v => document.querySelector('.widget-text input').value === v", arg=str(checkpoint), timeout=30_000
     )
     page.locator("pre:has-text('is a folder')").wait_for(state="detached", timeout=30_000)
+
+
+def test_in_half_a_laptops_width_the_field_gives_way_and_the_buttons_keep_their_labels(voila_url, page):
+    """Two notebooks side by side leave each about 560 px: the path field shrinks, Browse… and the browse panel's
+    buttons keep their full labels (squeezed, "Browse…" showed as "B…")."""
+    page.set_viewport_size({"width": 560, "height": 900})
+    open_notebook(page, voila_url, "app.ipynb")
+    browse = page.locator("button:has-text('Browse…')").first
+    browse.click()
+    buttons = [browse, page.locator("button:has-text('Up')").first, page.locator("button:has-text('Home')").first]
+    for button in buttons:
+        clipped = button.evaluate("b => b.scrollWidth > b.clientWidth")
+        box = button.bounding_box()
+        assert not clipped and box["x"] + box["width"] <= 560, button.inner_text()
+    for widget in (page.locator(".widget-text:has-text('Vocabulary')"), page.get_by_label("Drop unused source keys")):
+        box = widget.first.bounding_box()  # the fields give way, the options go on to a new line: all in view
+        assert box["x"] + box["width"] <= 560, box
+    page.screenshot(path=SHOTS / "app_picker_narrow.png", full_page=True)
