@@ -165,6 +165,26 @@ def test_quantized_weights_are_unsigned_where_a_conv_is_as_transformers_js_makes
         assert integer_ops and weight_types == {wanted}, (graph.name, weight_types)
 
 
+def test_cases_that_share_their_inputs_share_one_run(exported, monkeypatch):
+    """The larger batch is checked against PyTorch and against cn_clip on the same inputs: one run serves both."""
+    from chclip_convert.export import parity
+
+    folder = exported[0]
+    graph, path = GRAPHS[2], folder / "onnx" / GRAPHS[2].file_name()
+    cases = parity.sample_cases(folder)
+    cases[parity.original_case(cases)] = cases[list(cases)[-1]]
+    own = runtime.open_session(path)
+    references = {
+        case: {name: torch.from_numpy(value) for name, value in runtime.run_session(own, graph, inputs).items()}
+        for case, inputs in cases.items()
+    }
+    runs, real = [], parity.run_session
+    monkeypatch.setattr(parity, "run_session", lambda *args: runs.append(args[2]) or real(*args))
+    checks = parity.check_file(path, graph, writer.FP32, cases, references)
+    assert len(cases) == 3 and len(runs) == 2 and all(check.ok for check in checks)
+    assert {check.case for check in checks} == {"loading", *cases}
+
+
 def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
     opened = []
     real = latency.open_session
