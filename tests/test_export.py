@@ -185,6 +185,20 @@ def test_cases_that_share_their_inputs_share_one_run(exported, monkeypatch):
     assert {check.case for check in checks} == {"loading", *cases}
 
 
+def test_folding_the_weights_in_gives_the_model_onnx_reads_from_the_data_file(exported, tmp_path):
+    """The inlined file, written as wire format from file to file, parses as the very model onnx loads from the
+    external-data file; the data file is gone."""
+    import onnx_ir
+
+    path = tmp_path / "text_model.onnx"
+    writer.save_ir(onnx_ir.load(exported[0] / "onnx" / "text_model.onnx"), path)
+    expected = onnx.load(path)  # onnx's own loader, the weights read from text_model.onnx_data
+    assert (tmp_path / "text_model.onnx_data").is_file() and expected.graph.initializer
+    writer.inline_weights(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text_model.onnx"]
+    assert onnx.load(path).SerializeToString() == expected.SerializeToString()
+
+
 def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
     opened = []
     real = latency.open_session

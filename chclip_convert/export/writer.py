@@ -163,22 +163,57 @@ def inline_weights(path: Path) -> None:
     with open(data, "rb") as weights, open(partial, "wb") as out:
         out.write(model.SerializeToString())
         for tensor in external:
-            out.write(_inlined(tensor, weights).SerializeToString())
-    os.replace(partial, path)
+            _write_inlined(tensor, weights, out)
+    path.unlink()  # renamed over an existing file, ext4 would flush the new one first (auto_da_alloc): 1 s more
+    os.rename(partial, path)
     data.unlink()
 
 
-def _inlined(tensor, weights):
-    """A ``ModelProto`` holding only ``tensor`` as an initializer, its bytes read from the open data file."""
+def _write_inlined(tensor, weights, out) -> None:
+    """Append to ``out`` a ``ModelProto`` holding only ``tensor`` as an initializer, its bytes copied from the
+    open data file where ``tensor`` says they lie.
+
+    Written as protobuf's wire format, field by field (``graph`` → ``initializer`` → the tensor's own fields,
+    then ``raw_data``), so that the bytes go from file to file: building the message in memory copied each
+    weight three times, 9.6 s of a ViT-B-16's model.onnx against about 1 s now."""
     import onnx
 
     where = {entry.key: entry.value for entry in tensor.external_data}
-    weights.seek(int(where.get("offset", 0)))
-    raw = weights.read(int(where["length"]))
+    offset, length = int(where.get("offset", 0)), int(where["length"])
     tensor.ClearField("external_data")
     tensor.data_location = onnx.TensorProto.DEFAULT
-    tensor.raw_data = raw
-    return onnx.ModelProto(graph=onnx.GraphProto(initializer=[tensor]))
+    head = tensor.SerializeToString() + _field_key(onnx.TensorProto, "raw_data") + _varint(length)
+    initializer = _field_key(onnx.GraphProto, "initializer") + _varint(len(head) + length)
+    graph_size = len(initializer) + len(head) + length
+    out.write(_field_key(onnx.ModelProto, "graph") + _varint(graph_size) + initializer + head)
+    out.flush()
+    _copy_range(weights, out, offset, length)
+
+
+def _field_key(message, field: str) -> bytes:
+    """The wire-format key of a length-delimited ``field`` of ``message`` (its number, wire type 2)."""
+    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | 2)
+
+
+def _varint(value: int) -> bytes:
+    """``value`` as protobuf's base-128 varint."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _copy_range(source, target, offset: int, length: int) -> None:
+    """Copy ``length`` bytes of the open file ``source`` from ``offset`` to the end of the open file ``target``."""
+    source.seek(offset)
+    while length:
+        chunk = source.read(min(length, 1 << 24))
+        if not chunk:
+            raise OSError(f"{source.name} ends before the weights it is said to hold")
+        target.write(chunk)
+        length -= len(chunk)
 
 
 def _external_count(model) -> int:
