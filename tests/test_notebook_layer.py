@@ -312,7 +312,9 @@ def test_a_folder_whose_record_names_its_checkpoint_by_name_alone_is_still_offer
         assert workspace.converted_folder(first) == folder
         other = write_demo_checkpoint(tmp_path / "b", seed=1)  # the same file name, other weights
         convert_checkpoint(other, folder, overwrite=True)
+        workspace.remember(other, folder)  # as the notebooks remember every conversion
         assert workspace.converted_folder(first) is None
+        assert workspace.converted_folder(other) == folder
     finally:
         shutil.rmtree(elsewhere)
 

@@ -46,6 +46,13 @@ def shareable_path(path: str | Path, folder: str | Path) -> str:
     return path.name if common == path.anchor else os.path.relpath(path, folder)
 
 
+def named_alone(report: dict[str, Any] | None) -> str | None:
+    """The source's file name, if ``report`` names its source by that alone: what :func:`shareable_path` records
+    for a checkpoint that shares no folder with the converted one but the root."""
+    source = (report or {}).get("source")
+    return source if isinstance(source, str) and source and Path(source).name == source else None
+
+
 PATHS_FIELD = "paths"  # conversion_report.json: "relative" (to the folder) or "absolute"; older reports lack it
 RELATIVE, ABSOLUTE = "relative", "absolute"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chclip_convert.errors import ConversionError
 from chclip_convert.files.preflight import converted_name, looks_converted
-from chclip_convert.files.records import read_report, recorded_source
+from chclip_convert.files.records import named_alone, read_report, recorded_source
 from chclip_convert.names import DEMO_FILE
 from chclip_convert.notebook.fonts import cjk_html
 
@@ -33,7 +33,7 @@ CONVERTED_DIR = "converted"
 AVERAGED_DIR = "averaged"  # averages of chosen epochs (notebook 05)
 DEMO_SUBDIR = "demo"
 DEMO_RUN_SUBDIR = "demo-run"
-DIGESTS = "digests"  # settings.json: converted folder → the weights digest its report recorded when remembered
+DIGESTS = "digests"  # settings.json: checkpoint → the weights digest its folder's report recorded when remembered
 
 
 def default_work_folder() -> Path:
@@ -69,11 +69,11 @@ class Workspace:
             if choose:
                 data["checkpoint"] = str(Path(checkpoint).absolute())
             if converted is not None:
-                folder = str(Path(converted).absolute())
-                data.setdefault("converted", {})[str(Path(checkpoint).absolute())] = folder
-                digest = _recorded_digest(Path(converted))
+                source = str(Path(checkpoint).absolute())
+                data.setdefault("converted", {})[source] = str(Path(converted).absolute())
+                digest = _recorded_digest(_record(Path(converted)))
                 if digest:  # what tells this conversion from a later one into the same folder
-                    data.setdefault(DIGESTS, {})[folder] = digest
+                    data.setdefault(DIGESTS, {})[source] = digest
             if environment:
                 data["environment"] = environment
 
@@ -155,14 +155,16 @@ class Workspace:
         if not remembered or not looks_converted(Path(remembered)):
             return None
         folder = Path(remembered)
-        if converted_from(folder) == checkpoint:
+        record = _record(folder)  # read once: another notebook may be converting into it
+        source = recorded_source(folder, record)
+        if source is not None and str(source.absolute()) == checkpoint:
             return folder
         # A record made for sharing names a checkpoint that shares no folder with it but the root by its file name
-        # alone (no path of this machine): the same conversion if its weights digest is the one remembered.
-        digests = settings.get(DIGESTS)
-        remembered_digest = digests.get(remembered) if isinstance(digests, dict) else None
-        same = _recorded_name(folder) == Path(checkpoint).name and remembered_digest == _recorded_digest(folder)
-        return folder if same and remembered_digest else None
+        # alone (no path of this machine): the same conversion if the digest remembered for this checkpoint is the
+        # one the report holds. A later conversion of another checkpoint of that name records another digest.
+        digest = settings.get(DIGESTS, {}).get(checkpoint)
+        same = named_alone(record) == Path(checkpoint).name and digest and digest == _recorded_digest(record)
+        return folder if same else None
 
     def ensure_converted(self, checkpoint: str | Path) -> Path:
         """The folder ``checkpoint`` was converted into; if none, converted now into the work folder."""
@@ -209,6 +211,7 @@ class Workspace:
             not isinstance(data, dict)
             or not isinstance(data.get("checkpoint", ""), str)
             or not (isinstance(converted, dict) and all(isinstance(v, str) for v in converted.values()))
+            or not _strings(data.get(DIGESTS, {}))
         ):
             return {}, "not the settings this tool writes"
         return data, ""
@@ -254,16 +257,15 @@ def _record(folder: Path) -> dict:
         return {}
 
 
-def _recorded_digest(folder: Path) -> str | None:
-    """The weights digest of the checkpoint the folder's report says it was converted from, if it says."""
-    digest = _record(folder).get("source_weights_digest")
+def _recorded_digest(record: dict) -> str | None:
+    """The weights digest of the checkpoint a conversion report says its folder was converted from, if it says."""
+    digest = record.get("source_weights_digest")
     return digest if isinstance(digest, str) else None
 
 
-def _recorded_name(folder: Path) -> str | None:
-    """The checkpoint's file name, if the folder's report names its source by that alone (no folder)."""
-    source = _record(folder).get("source")
-    return source if isinstance(source, str) and source and Path(source).name == source else None
+def _strings(mapping) -> bool:
+    """Whether ``mapping`` is a dict of strings to strings, as the settings' maps are."""
+    return isinstance(mapping, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
 
 
 def converted_from(folder: Path) -> str | None:
