@@ -165,6 +165,60 @@ def test_quantized_weights_are_unsigned_where_a_conv_is_as_transformers_js_makes
         assert integer_ops and weight_types == {wanted}, (graph.name, weight_types)
 
 
+def combined_graph(path: Path, *, image_reads_text: bool) -> Path:
+    """A small graph shaped as ``model.onnx`` (its inputs and its towers' outputs, each ``Div(feature, norm)``),
+    whose image feature reads ``input_ids`` too when ``image_reads_text``."""
+    from onnx import TensorProto, helper
+
+    ins = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["text_batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["text_batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["image_batch_size", 3]),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["ids", "mask"], ["text_feature"]),
+        helper.make_node("ReduceL2", ["text_feature"], ["text_norm"], keepdims=1),
+        helper.make_node("Div", ["text_feature", "text_norm"], ["text_embeds"]),
+        helper.make_node("ReduceMean", ["ids"], ["ids_mean"], keepdims=0),
+        helper.make_node("Add" if image_reads_text else "Identity",
+                         ["pixel_values", "ids_mean"] if image_reads_text else ["pixel_values"], ["image_feature"]),
+        helper.make_node("ReduceL2", ["image_feature"], ["image_norm"], keepdims=1),
+        helper.make_node("Div", ["image_feature", "image_norm"], ["image_embeds"]),
+    ]  # fmt: skip
+    outs = [
+        helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, None),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "combined", ins, outs), opset_imports=[helper.make_opsetid("", 18)]
+    )
+    onnx.save(onnx.shape_inference.infer_shapes(model), path)  # typed throughout, as the exporter's graphs are
+    return path
+
+
+@pytest.mark.parametrize("image_reads_text", [False, True], ids=["towers apart", "image reads input_ids"])
+def test_the_cut_keeps_a_tower_apart_or_refuses(image_reads_text, tmp_path):
+    """Cut from a combined graph, the image tower reads ``pixel_values`` alone; a graph whose image feature still
+    reads another tower's input is refused (the export then traces the tower alone), nothing written."""
+    combined = combined_graph(tmp_path / "model.onnx", image_reads_text=image_reads_text)
+    vision, text = GRAPHS[2], GRAPHS[1]
+    written = writer.derive_tower(combined, vision, tmp_path / "vision_model.onnx")
+    assert written is not image_reads_text
+    assert (tmp_path / "vision_model.onnx").exists() is written
+    if written:
+        model = onnx.load(tmp_path / "vision_model.onnx")
+        assert [i.name for i in model.graph.input] == ["pixel_values"] and model.graph.output[0].name == "image_embeds"
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch_size"
+        onnx.checker.check_model(model, full_check=True)
+        assert writer.derive_tower(combined, text, tmp_path / "text_model.onnx")
+        cut = session(tmp_path / "text_model.onnx")
+        ids = np.array([[1, 2, 3]], dtype=np.int64)
+        (got,) = cut.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        np.testing.assert_array_equal(got, ids.astype(np.float32))  # the feature before the division
+
+
 def test_cases_that_share_their_inputs_share_one_run(exported, monkeypatch):
     """The larger batch is checked against PyTorch and against cn_clip on the same inputs: one run serves both."""
     from chclip_convert.export import parity

@@ -1,4 +1,5 @@
-"""ONNX files written: each graph exported from PyTorch at float32, then the float16 and int8 variants made from it.
+"""ONNX files written: ``model.onnx`` exported from PyTorch at float32, the towers cut from it, then the float16
+and int8 variants made from each.
 
 Protobuf caps one file at 2 GiB, so a model whose weights pass :data:`EXTERNAL_DATA_BYTES` keeps them in one
 file beside it, ``model.onnx_data``: the name transformers.js asks for (``use_external_data_format``) and
@@ -88,10 +89,13 @@ def derive_tower(combined: Path, graph: GraphSpec, path: Path) -> bool:
     projected.name = output
     model.graph.outputs.clear()
     model.graph.outputs.append(projected)
-    for value in [value for value in model.graph.inputs if value.name not in graph.inputs]:
+    removed = [value for value in model.graph.inputs if value.name not in graph.inputs]
+    for value in removed:
         model.graph.inputs.remove(value)
     RemoveUnusedNodesPass()(model)
     RemoveUnusedOpsetsPass()(model)
+    if any(value.uses() for value in removed):  # the tower's output still reads another tower's input
+        return False
     if any(not value.uses() for value in model.graph.inputs):  # the cut lost an input the tower reads
         return False
     _rename_axes(model.graph, _axis_names(GRAPH_BY_NAME[COMBINED], graph))
