@@ -250,7 +250,34 @@ def test_folding_the_weights_in_gives_the_model_onnx_reads_from_the_data_file(ex
     assert (tmp_path / "text_model.onnx_data").is_file() and expected.graph.initializer
     writer.inline_weights(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["text_model.onnx"]
-    assert onnx.load(path).SerializeToString() == expected.SerializeToString()
+    assert onnx.load(path).SerializeToString() == expected.SerializeToString()  # the initializers in their order
+    assert top_level_fields(path.read_bytes()).count(7) == 1  # one graph: readers that keep the last one see it all
+
+
+def top_level_fields(data: bytes) -> list[int]:
+    """The field numbers of a protobuf message's top-level fields, in the order they lie in ``data``."""
+
+    def varint(at: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            byte = data[at]
+            value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
+            if byte < 0x80:
+                return value, at
+
+    fields, at = [], 0
+    while at < len(data):
+        key, at = varint(at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = varint(at)
+        elif wire == 2:
+            size, at = varint(at)
+            at += size
+        else:  # ModelProto's fields are varints and length-delimited only
+            raise AssertionError(f"wire type {wire} at byte {at}")
+        fields.append(number)
+    return fields
 
 
 def test_latency_sessions_run_on_torchs_threads_and_checks_on_onnxruntimes_default(exported, monkeypatch):
