@@ -34,7 +34,8 @@ batch 1 and a larger batch against this folder's PyTorch model{original}: {verdi
 `logits_per_text`, `text_embeds`, `image_embeds` (L2-normalised) out. `text_model*.onnx` gives `text_embeds`
 and `vision_model*.onnx` gives `image_embeds`, both projected and not normalised. Batch sizes and the text
 length are free. `_fp16` files compute in float16 with float32 inputs and outputs; `_quantized` files hold
-int8 weights. A `.onnx_data` file beside a model holds its weights (models above 2 GB).
+8-bit weights (unsigned where the image tower is, as transformers.js's q8 files). A `.onnx_data` file beside a
+model holds its weights (models above 2 GB).
 
 ```python
 import onnxruntime

@@ -24,7 +24,8 @@ from chclip_convert.names import EXPORT_REPORT_FILE, REPORT_FILE
 
 PARTIAL_SUFFIX = ".chclip-partial"
 OLD_SUFFIX = ".chclip-old"
-# The file a writer puts last into each kind of folder it publishes: a converted folder, its onnx/.
+# A file each kind of folder a writer publishes (a converted folder, its onnx/) holds only once complete: written
+# into the temporary folder after everything the checks vouch for, before the folder is moved into place whole.
 COMPLETE_MARKERS = (REPORT_FILE, EXPORT_REPORT_FILE)
 LOCK_SUFFIX = ".chclip-lock"
 
