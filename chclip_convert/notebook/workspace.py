@@ -156,8 +156,7 @@ class Workspace:
             return None
         folder = Path(remembered)
         record = _record(folder)  # read once: another notebook may be converting into it
-        source = recorded_source(folder, record)
-        if source is not None and str(source.absolute()) == checkpoint:
+        if _source_named(folder, record) == checkpoint:
             return folder
         # A record made for sharing names a checkpoint that shares no folder with it but the root by its file name
         # alone (no path of this machine): the same conversion if the digest remembered for this checkpoint is the
@@ -270,7 +269,12 @@ def _strings(mapping) -> bool:
 
 def converted_from(folder: Path) -> str | None:
     """The checkpoint a folder's ``conversion_report.json`` says it was converted from, if it says."""
-    source = recorded_source(folder, _record(folder))
+    return _source_named(folder, _record(folder))
+
+
+def _source_named(folder: Path, record: dict) -> str | None:
+    """The absolute path of the checkpoint ``record`` (the folder's report) names as its source, if it names one."""
+    source = recorded_source(folder, record)
     return str(source.absolute()) if source is not None else None
 
 
