@@ -247,7 +247,7 @@ def write_fp16(source: Path, target: Path) -> None:
     ``model_fp16.onnx`` files are: a caller feeds and reads the same arrays as for the float32 file."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    large = source.stat().st_size + _data_size(source) > EXTERNAL_DATA_BYTES
+    large = _stored_bytes(source) > EXTERNAL_DATA_BYTES
     # Given the path, the converter infers shapes file to file and loads the result once; given a loaded model,
     # it serialised it for the inference and parsed it back (0.3–1.3 GiB more at the peak for a ViT-B-16's
     # model.onnx in two runs; the file written is the same). Above 2 GiB protobuf refuses the inference's file;
@@ -268,7 +268,7 @@ def write_int8(source: Path, target: Path) -> None:
 
     weights = QuantType.QUInt8 if "Conv" in _op_types(source) else QuantType.QInt8
     # int8 weights take a quarter of float32's room: only a model four times past the cap needs external data.
-    large = source.stat().st_size + _data_size(source) > 4 * EXTERNAL_DATA_BYTES
+    large = _stored_bytes(source) > 4 * EXTERNAL_DATA_BYTES
     with _root_logging_quiet():  # its advice to pre-process the model, logged on the root logger
         quantize_dynamic(source, target, weight_type=weights, use_external_data_format=large)
     if large:  # onnxruntime names the data file <name>.data; move it to the name transformers.js asks for
@@ -300,9 +300,10 @@ def _op_types(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(path, load_external_data=False).graph.node}
 
 
-def _data_size(path: Path) -> int:
+def _stored_bytes(path: Path) -> int:
+    """The bytes the ONNX file ``path`` takes with its ``<name>_data`` file, if it has one."""
     data = path.with_name(data_file_name(path.name))
-    return data.stat().st_size if data.is_file() else 0
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def _weight_bytes(model) -> int:
